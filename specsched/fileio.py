@@ -1,0 +1,73 @@
+"""Atomic, non-clobbering output files.
+
+Every file specsched writes goes through :func:`atomic_write`: the content is written to a
+temporary file in the destination folder and renamed over the destination only once it is
+complete, so an interruption never leaves a truncated file behind, and an existing file is
+never replaced unless the caller passes ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from specsched.errors import OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path` after checking it may be written.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``force`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(
+            f"{path}: output file exists already; pass --force (force=True) to overwrite it"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, force: bool = False, mode: str = "w") -> Iterator:
+    """Open a temporary file beside ``path`` and rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file. Its parent folder is created if needed.
+    force : bool
+        Overwrite an existing ``path``; when false an existing file raises.
+    mode : {"w", "wb"}
+        Text or binary mode of the yielded file object.
+
+    Yields
+    ------
+    file object
+        Write the whole content to it; on an exception the temporary file is removed and
+        ``path`` is left untouched.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``force`` is false (checked before and after writing).
+    """
+    path = check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        check_writable(path, force)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

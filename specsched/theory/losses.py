@@ -1,0 +1,127 @@
+r"""Distances between the generated and the data Gaussian, per eigen-direction.
+
+Both laws share the data's eigenbasis, so each loss is a sum over directions k of terms in
+the data variance ``lambda_k``, the generated variance ``v_k`` and the mean error
+``e_k = mean_gen_k - m_k`` (THEORY.md section 4):
+
+- ``W2^2 = sum_k e_k^2 + (sqrt(v_k) - sqrt(lambda_k))^2``; W2 is its square root
+  (Gelbrich / Dowson-Landau formula for commuting covariances);
+- ``KL(gen || data) = 1/2 sum_k [v_k/lambda_k - 1 - log(v_k/lambda_k) + e_k^2/lambda_k]``.
+
+KL needs ``lambda_k > 0``: directions with ``lambda_k <= kl_floor * max(lambda)`` are
+excluded from KL (their number is reported); W2 counts every direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Default relative eigenvalue floor below which a direction is left out of KL.
+KL_FLOOR = 1e-12
+LOSSES = ("w2", "kl")
+
+
+def kl_mask(eigenvalues, kl_floor: float = KL_FLOOR) -> np.ndarray:
+    """Boolean mask (n_directions,) of the directions KL counts: ``lambda > kl_floor * max``."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    return lam > kl_floor * lam.max()
+
+
+def w2_terms(eigenvalues, variance, mean_error) -> np.ndarray:
+    """Per-direction contributions to ``W2^2``: ``e^2 + (sqrt(v) - sqrt(lambda))^2``.
+
+    Parameters
+    ----------
+    eigenvalues, variance, mean_error : ndarray of shape (n_directions,), float64
+        Data variance ``lambda``, generated variance ``v``, mean error ``e``.
+
+    Returns
+    -------
+    ndarray of shape (n_directions,), float64, squared data units.
+    """
+    return mean_error**2 + (np.sqrt(variance) - np.sqrt(eigenvalues)) ** 2
+
+
+def kl_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR) -> np.ndarray:
+    """Per-direction ``KL(gen || data)`` in nats; 0 in directions excluded by the floor.
+
+    Parameters
+    ----------
+    eigenvalues, variance, mean_error : ndarray of shape (n_directions,), float64
+    kl_floor : float
+        Relative eigenvalue floor (see module docstring).
+
+    Returns
+    -------
+    ndarray of shape (n_directions,), float64
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    keep = kl_mask(lam, kl_floor)
+    out = np.zeros_like(lam)
+    r = variance[keep] / lam[keep]
+    out[keep] = 0.5 * (r - 1.0 - np.log(r) + mean_error[keep] ** 2 / lam[keep])
+    return out
+
+
+def loss_value_and_partials(loss: str, eigenvalues, variance, mean_error, kl_floor=KL_FLOOR):
+    """The optimised objective and its partial derivatives in ``variance`` and ``mean_error``.
+
+    For ``loss="w2"`` the objective is ``W2^2`` (same minimiser as W2, smoother at 0);
+    for ``loss="kl"`` it is ``KL(gen || data)``.
+
+    Returns
+    -------
+    value : float
+    d_variance, d_mean_error : ndarray of shape (n_directions,), float64
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if loss == "w2":
+        sv = np.sqrt(variance)
+        value = float(np.sum(w2_terms(lam, variance, mean_error)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dv = np.where(sv > 0, 1.0 - np.sqrt(lam) / sv, 0.0)
+        return value, dv, 2.0 * mean_error
+    if loss == "kl":
+        keep = kl_mask(lam, kl_floor)
+        value = float(np.sum(kl_terms(lam, variance, mean_error, kl_floor)))
+        dv = np.zeros_like(lam)
+        de = np.zeros_like(lam)
+        dv[keep] = 0.5 * (1.0 / lam[keep] - 1.0 / variance[keep])
+        de[keep] = mean_error[keep] / lam[keep]
+        return value, dv, de
+    raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+
+
+@dataclass(frozen=True)
+class LossReport:
+    """W2 and KL of one sampler run against the data Gaussian.
+
+    Attributes
+    ----------
+    w2 : float
+        Wasserstein-2 distance (data units).
+    kl : float
+        ``KL(gen || data)`` in nats over the directions above the floor.
+    w2_terms, kl_terms : ndarray of shape (n_directions,), float64
+        Per-direction contributions to ``W2^2`` and KL, in the spectrum's order.
+    kl_excluded : int
+        Number of directions left out of KL by the eigenvalue floor.
+    transfer : ndarray of shape (n_directions,)
+        The transfer function ``H(lambda)``.
+    variance : ndarray of shape (n_directions,)
+        Generated variance per direction.
+    """
+
+    w2: float
+    kl: float
+    w2_terms: np.ndarray
+    kl_terms: np.ndarray
+    kl_excluded: int
+    transfer: np.ndarray
+    variance: np.ndarray
+
+    def value(self, loss: str) -> float:
+        """The reported value of ``loss`` ("w2" or "kl")."""
+        return {"w2": self.w2, "kl": self.kl}[loss]
