@@ -1,0 +1,131 @@
+"""Loading a folder of images as an array of samples.
+
+Conventions
+-----------
+Images are returned as float64 of shape ``(N, H, W, C)``, channels last, with pixel values
+mapped linearly from ``[0, max]`` of their integer type to ``[-1, 1]``
+(``x / max * 2 - 1``, ``max = 255`` for 8-bit and ``65535`` for 16-bit files), the usual
+scaling of diffusion-model training data (and of the packaged CIFAR-10 spectrum).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from specsched.errors import InputError
+
+__all__ = ["load_image_folder", "IMAGE_SUFFIXES", "to_unit_interval"]
+
+#: File suffixes read as images (compared case-insensitively).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def to_unit_interval(image: np.ndarray, name: str) -> np.ndarray:
+    """Map an integer or boolean image to float64 in ``[-1, 1]``.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 (divided by 255), uint16 (divided by 65535) or bool pixel values.
+    name : str
+        File name quoted in the error message.
+
+    Returns
+    -------
+    ndarray, float64, same shape
+        ``image / max * 2 - 1``.
+
+    Raises
+    ------
+    InputError
+        For any other dtype.
+    """
+    if image.dtype == np.bool_:
+        scale = 1.0
+    elif image.dtype in (np.uint8, np.uint16):
+        scale = float(np.iinfo(image.dtype).max)
+    else:
+        raise InputError(f"{name}: unsupported pixel type {image.dtype} (expected 8 or 16 bit)")
+    return image.astype(np.float64) / scale * 2.0 - 1.0
+
+
+def _to_hwc(image: np.ndarray, name: str, grayscale: bool) -> np.ndarray:
+    """Return one decoded image as float64 (H, W, C) in [-1, 1], alpha dropped."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise InputError(
+            f"{name}: expected a 2-D grayscale, RGB or RGBA image, got array shape {image.shape}"
+        )
+    if image.shape[2] in (2, 4):  # gray + alpha, RGBA: drop alpha
+        image = image[:, :, :-1]
+    x = to_unit_interval(image, name)
+    if grayscale and x.shape[2] == 3:
+        from skimage.color import rgb2gray
+
+        # rgb2gray works on [0, 1] (ITU-R BT.709 luma weights); map back to [-1, 1]
+        x = rgb2gray((x + 1.0) / 2.0)[:, :, None] * 2.0 - 1.0
+    return x
+
+
+def load_image_folder(path: str | os.PathLike, *, grayscale: bool = False) -> np.ndarray:
+    """Load every image of a folder as one array of samples.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder. Its files ``*.png``, ``*.jpg``, ``*.jpeg`` (suffix case-insensitive) are read
+        with :func:`skimage.io.imread`, in order of file name; sub-folders and other files
+        are ignored.
+    grayscale : bool
+        Convert RGB images to one luminance channel (:func:`skimage.color.rgb2gray`,
+        BT.709 weights). Without it RGB images keep 3 channels and grayscale images get 1.
+
+    Returns
+    -------
+    ndarray of shape (N, H, W, C), float64
+        ``N`` images in ``[-1, 1]`` (8-bit: ``x / 255 * 2 - 1``, 16-bit: ``x / 65535 * 2 - 1``);
+        ``C`` is 3 (RGB; the alpha channel of RGBA is dropped) or 1 (grayscale).
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a folder, holds no image file, a file cannot be decoded (naming
+        it), or two images differ in shape ``(H, W, C)`` (naming both files and shapes;
+        mixing grayscale and RGB images needs ``grayscale=True``).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise InputError(f"{folder}: no image files (*.png, *.jpg, *.jpeg) in the folder")
+
+    from skimage.io import imread
+
+    out: np.ndarray | None = None
+    for i, file in enumerate(files):
+        try:
+            with warnings.catch_warnings():  # imageio's plugin probing on undecodable files
+                warnings.simplefilter("ignore", DeprecationWarning)
+                raw = np.asarray(imread(file))
+        except Exception as exc:  # decoders raise many types; report them all the same way
+            raise InputError(f"{file}: cannot read the image ({exc})") from exc
+        x = _to_hwc(raw, str(file), grayscale)
+        if out is None:
+            out = np.empty((len(files),) + x.shape, dtype=np.float64)
+        elif x.shape != out.shape[1:]:
+            raise InputError(
+                f"{folder}: images differ in shape: {files[0].name} is {out.shape[1:]} "
+                f"(H, W, C), {file.name} is {x.shape}; all images must have the same size"
+                + ("" if grayscale else " and channels (grayscale=True converts RGB to gray)")
+            )
+        out[i] = x
+    return out

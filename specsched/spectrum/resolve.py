@@ -1,0 +1,111 @@
+"""Turn any spectrum source named by the user into a :class:`Spectrum`.
+
+Sources, tried in this order:
+
+1. a built-in name (:data:`specsched.data.BUILTIN_DATASETS`): ``"cifar10"`` (packaged
+   eigenvalues), ``"natural-patches"`` and ``"digits"`` (covariance of the built-in samples);
+2. a folder: images (:func:`specsched.data.load_image_folder`);
+3. a ``.npz`` with a ``format`` key: a spectrum written by :meth:`Spectrum.save`;
+4. a ``.npy``/``.npz`` array: 1-D means eigenvalues (``--spectrum`` only); ``(N, ...)`` with
+   ``N >= 2`` means samples, whose full covariance is eigen-decomposed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from specsched.data import (
+    BUILTIN_DATASETS,
+    cifar10_eigenvalues,
+    load_image_folder,
+    load_samples,
+    unknown_source_error,
+)
+from specsched.data.arrays import check_samples, read_array
+from specsched.errors import InputError
+from specsched.spectrum.covariance import spectrum_from_samples
+from specsched.spectrum.spectrum import SPECTRUM_FORMAT, Spectrum
+
+__all__ = ["load_spectrum"]
+
+
+@functools.cache  # = lru_cache(maxsize=None)
+def _builtin_spectrum(name: str) -> Spectrum:
+    """Spectrum of a built-in dataset, computed once per process (Spectrum is immutable)."""
+    if name == "cifar10":
+        return Spectrum.from_eigenvalues(cifar10_eigenvalues(), source="cifar10")
+    samples, source = load_samples(name)
+    return spectrum_from_samples(samples, source=source)
+
+
+def _is_spectrum_file(path: Path) -> bool:
+    """Whether ``path`` is a ``.npz`` holding a ``format`` key (a spectrum file)."""
+    if path.suffix.lower() != ".npz":
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "format" in npz.files and str(npz["format"]) == SPECTRUM_FORMAT
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def load_spectrum(src: str | os.PathLike, *, as_data: bool = False) -> Spectrum:
+    """Load or compute the spectrum of a data source.
+
+    Parameters
+    ----------
+    src : str or path-like
+        A built-in name (``"natural-patches"``, ``"digits"``, ``"cifar10"``; names take
+        precedence over paths), a spectrum ``.npz`` written by :meth:`Spectrum.save`, a 1-D
+        ``.npy``/``.npz`` of eigenvalues, a ``.npy``/``.npz`` of samples of shape
+        ``(N, ...)`` with ``N >= 2``, or a folder of images (pixels scaled to ``[-1, 1]``).
+    as_data : bool
+        ``src`` was given as data (``--data``), not as a spectrum (``--spectrum``): a 1-D
+        array is then refused (it would be N scalar samples, not eigenvalues). Built-in
+        names and spectrum files are accepted either way.
+
+    Returns
+    -------
+    Spectrum
+        From samples: ``method="full"``, with eigenvectors, mean and ``n_samples``; from
+        eigenvalues: ``method="eigenvalues"``. ``source`` is the built-in name or ``src`` as
+        given. Built-in spectra are computed once per process and shared (they are
+        immutable); ``"natural-patches"`` takes about a second the first time.
+
+    Raises
+    ------
+    InputError
+        If ``src`` is neither a built-in name nor an existing path (the message lists the
+        built-in names), if the file or folder is invalid (see the loaders), if a 1-D array
+        is passed with ``as_data=True``, or if there are fewer than 2 samples.
+    """
+    if isinstance(src, str) and src in BUILTIN_DATASETS:
+        return _builtin_spectrum(src)
+    path = Path(src)
+    label = str(src)
+    if path.is_dir():
+        return spectrum_from_samples(load_image_folder(path), source=label)
+    if not path.exists():
+        raise unknown_source_error(src)
+    if _is_spectrum_file(path):
+        return Spectrum.load(path)
+    raw = read_array(path)
+    if raw.ndim == 1:
+        if as_data:
+            raise InputError(
+                f"{path}: a 1-D array of {raw.size} values is not a data set of samples of "
+                "shape (N, ...); if these are covariance eigenvalues, pass the file as a "
+                "spectrum (--spectrum) instead of data (--data)"
+            )
+        return Spectrum.from_eigenvalues(raw, source=label)
+    samples = check_samples(raw, label)
+    if samples.shape[0] < 2:
+        raise InputError(
+            f"{path}: needs at least 2 samples to estimate a covariance, got shape {raw.shape}"
+        )
+    return spectrum_from_samples(samples, source=label)

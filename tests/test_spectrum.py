@@ -1,0 +1,318 @@
+"""Tests of specsched.spectrum: streaming covariance, the Spectrum record, load_spectrum."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import skimage.io
+
+from specsched.data import cifar10_eigenvalues
+from specsched.errors import InputError, OutputExistsError
+from specsched.spectrum import (
+    Spectrum,
+    StreamingCovariance,
+    load_spectrum,
+    spectrum_from_samples,
+)
+
+
+def _relclose(a, b, rtol):
+    scale = np.abs(b).max()
+    assert np.abs(a - b).max() <= rtol * scale, np.abs(a - b).max() / scale
+
+
+def _data(n=500, shape=(3, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    d = int(np.prod(shape))
+    A = rng.normal(size=(d, d))
+    return (rng.normal(size=(n, d)) @ A + rng.normal(size=d) * 3).reshape((n,) + shape)
+
+
+# ---------------------------------------------------------------- StreamingCovariance
+
+
+def test_streaming_matches_numpy_over_random_chunks():
+    X = _data()
+    flat = X.reshape(len(X), -1)
+    rng = np.random.default_rng(1)
+    cuts = np.sort(rng.choice(np.arange(1, len(X)), size=12, replace=False))
+    est = StreamingCovariance()
+    for chunk in np.split(X, cuts):  # varying sizes, some of 1 sample
+        assert est.partial_fit(chunk) is est
+    est.partial_fit(X[:0])  # empty chunk: no change
+    assert est.n_samples_seen_ == len(X)
+    _relclose(est.mean_, flat.mean(axis=0), 1e-12)
+    _relclose(est.covariance_, np.cov(flat, rowvar=False), 1e-12)
+
+
+def test_fit_resets_and_chunks():
+    X = _data(n=103)
+    est = StreamingCovariance().partial_fit(_data(n=50, seed=5))
+    est.fit(X, chunk_size=10)
+    assert est.n_samples_seen_ == 103
+    _relclose(est.covariance_, np.cov(X.reshape(103, -1), rowvar=False), 1e-12)
+
+
+def test_merge_of_halves_equals_fit_on_all():
+    X = _data(n=301)
+    a = StreamingCovariance().fit(X[:120], chunk_size=7)
+    b = StreamingCovariance().fit(X[120:], chunk_size=50)
+    whole = StreamingCovariance().fit(X)
+    assert a.merge(b) is a
+    assert a.n_samples_seen_ == 301
+    _relclose(a.mean_, whole.mean_, 1e-12)
+    _relclose(a.covariance_, whole.covariance_, 1e-12)
+    assert b.n_samples_seen_ == 181  # other unchanged
+
+
+def test_merge_into_empty_estimator():
+    X = _data(n=40)
+    b = StreamingCovariance().fit(X)
+    a = StreamingCovariance().merge(b)
+    np.testing.assert_array_equal(a.covariance_, b.covariance_)
+
+
+def test_huge_offset_is_stable():
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=(4000, 3)) @ np.array([[1.0, 0.5, 0], [0, 1.0, 0.2], [0, 0, 0.1]])
+    X = 1e8 + noise  # float64 with ~1.5e-8 absolute resolution
+    ref = np.cov(X - 1e8, rowvar=False)  # X - 1e8 is exact: the data actually represented
+    est = StreamingCovariance().fit(X, chunk_size=333)
+    # limit: chunk means are rounded to ulp(1e8) ~ 1.5e-8, so ~1e-9 relative is inherent
+    _relclose(est.covariance_, ref, 1e-7)
+    # the naive sum of squares loses every digit here: the test above is not vacuous
+    naive = (X.T @ X - len(X) * np.outer(X.mean(0), X.mean(0))) / (len(X) - 1)
+    assert np.abs(naive - ref).max() > 1e-1 * np.abs(ref).max()
+
+
+def test_mismatched_dimension_between_chunks():
+    est = StreamingCovariance().partial_fit(np.zeros((3, 4)))
+    with pytest.raises(InputError, match="5 values"):
+        est.partial_fit(np.zeros((3, 5)))
+    other = StreamingCovariance().partial_fit(np.ones((2, 6)))
+    with pytest.raises(InputError, match="other"):
+        est.merge(other)
+
+
+def test_covariance_needs_two_samples_and_finite_data():
+    est = StreamingCovariance().partial_fit(np.ones((1, 3)))
+    with pytest.raises(InputError, match="at least 2"):
+        _ = est.covariance_
+    with pytest.raises(InputError, match="non-finite"):
+        StreamingCovariance().partial_fit(np.array([[1.0, np.nan]]))
+
+
+# ---------------------------------------------------------------- to_spectrum
+
+
+def test_to_spectrum_reproduces_covariance():
+    X = _data(n=400, shape=(2, 3, 2))
+    flat = X.reshape(400, -1)
+    cov = np.cov(flat, rowvar=False)
+    s = StreamingCovariance().fit(X, chunk_size=64).to_spectrum(source="test")
+    lam, U = s.eigenvalues, s.eigenvectors
+    assert s.method == "full" and s.n_samples == 400 and s.sample_shape == (2, 3, 2)
+    assert s.source == "test" and s.dimension == 12
+    assert np.all(np.diff(lam) <= 0)
+    np.testing.assert_allclose(lam.sum(), np.trace(cov), rtol=1e-12)
+    _relclose(U @ np.diag(lam) @ U.T, cov, 1e-12)
+    _relclose(U.T @ U, np.eye(12), 1e-12)
+    _relclose(s.mean, U.T @ flat.mean(axis=0), 1e-12)
+    # each column is an eigenvector of its eigenvalue
+    _relclose(cov @ U, U * lam, 1e-11)
+
+
+def test_spectrum_from_samples_matches_estimator_and_rank_deficiency():
+    X = _data(n=50, shape=(4,))
+    X = np.concatenate([X, np.full((50, 2), 0.5)], axis=1)  # two constant coordinates
+    s = spectrum_from_samples(X, chunk_size=3, source="x")  # 17 chunks: progress bar path
+    assert s.dimension == 6 and s.sample_shape == (6,)
+    assert (s.eigenvalues >= 0).all()
+    np.testing.assert_allclose(s.eigenvalues[-2:], 0.0, atol=1e-12)
+    np.testing.assert_allclose(s.eigenvalues.sum(), np.trace(np.cov(X, rowvar=False)), rtol=1e-12)
+    with pytest.raises(InputError, match="at least 2"):
+        spectrum_from_samples(X[:1])
+
+
+# ---------------------------------------------------------------- Spectrum
+
+
+def test_from_eigenvalues_sorts_and_permutes_mean():
+    s = Spectrum.from_eigenvalues([1.0, 3.0, 2.0], mean=[10.0, 30.0, 20.0], source="t")
+    np.testing.assert_array_equal(s.eigenvalues, [3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(s.mean, [30.0, 20.0, 10.0])
+    assert s.method == "eigenvalues" and s.eigenvectors is None and s.n_samples is None
+    with pytest.raises(ValueError):
+        s.eigenvalues[0] = 5.0  # read-only
+
+
+def test_constructor_permutes_eigenvector_columns():
+    U = np.eye(3)
+    s = Spectrum(eigenvalues=np.array([1.0, 3.0, 2.0]), eigenvectors=U)
+    np.testing.assert_array_equal(s.eigenvectors, U[:, [1, 2, 0]])
+    assert not s.eigenvectors.flags.writeable
+
+
+def test_from_eigenvalues_clips_tiny_negatives_with_warning():
+    with pytest.warns(UserWarning, match="2 slightly negative"):
+        s = Spectrum.from_eigenvalues([1.0, -1e-9, -2e-9, 0.5])
+    np.testing.assert_array_equal(s.eigenvalues, [1.0, 0.5, 0.0, 0.0])
+    assert not np.signbit(s.eigenvalues).any()
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ([1.0, -0.1], "negative"),
+        ([0.0, 0.0], "all 2 eigenvalues are zero"),
+        ([], "empty"),
+        ([[1.0, 2.0]], "1-D"),
+        ([1.0, np.nan], "non-finite"),
+        (np.array([1 + 1j]), "real"),
+    ],
+)
+def test_from_eigenvalues_rejects(values, match):
+    with pytest.raises(InputError, match=match):
+        Spectrum.from_eigenvalues(values)
+
+
+def test_constructor_rejects_bad_fields():
+    with pytest.raises(InputError, match="mean"):
+        Spectrum(eigenvalues=np.ones(3), mean=np.ones(2))
+    with pytest.raises(InputError, match="eigenvectors"):
+        Spectrum(eigenvalues=np.ones(3), eigenvectors=np.eye(2))
+    with pytest.raises(InputError, match="sample_shape"):
+        Spectrum(eigenvalues=np.ones(3), sample_shape=(2, 2))
+    with pytest.raises(InputError, match="n_samples"):
+        Spectrum(eigenvalues=np.ones(3), n_samples=0)
+
+
+def test_cifar10_spectrum():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the packaged file needs no clipping warning
+        s = Spectrum.from_eigenvalues(cifar10_eigenvalues(), source="cifar10")
+    assert s.dimension == 3072
+    assert abs(s.eigenvalues.sum() - 761.6) < 0.1
+    assert np.all(np.diff(s.eigenvalues) <= 0) and (s.eigenvalues >= 0).all()
+
+
+def test_sha256_and_provenance():
+    s = Spectrum.from_eigenvalues([2.0, 1.0], source="src")
+    import hashlib
+
+    expected = hashlib.sha256(np.array([2.0, 1.0], dtype="<f8").tobytes()).hexdigest()
+    assert s.sha256() == expected
+    assert s.provenance() == {
+        "source": "src",
+        "method": "eigenvalues",
+        "n_samples": None,
+        "dimension": 2,
+        "sha256": expected,
+    }
+    # -0.0 and +0.0 give the same spectrum hash
+    a = Spectrum.from_eigenvalues([1.0, -0.0]).sha256()
+    assert a == Spectrum.from_eigenvalues([1.0, 0.0]).sha256()
+
+
+def test_save_load_round_trip_bit_identical(tmp_path):
+    s = spectrum_from_samples(_data(n=60, shape=(2, 3)), source="round trip")
+    path = tmp_path / "s.npz"
+    s.save(path)
+    t = Spectrum.load(path)
+    for name in ("eigenvalues", "mean", "eigenvectors"):
+        a, b = getattr(s, name), getattr(t, name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert (t.n_samples, t.source, t.method, t.sample_shape) == (60, "round trip", "full", (2, 3))
+    assert t.sha256() == s.sha256()
+    with pytest.raises(OutputExistsError):
+        s.save(path)
+    e = Spectrum.from_eigenvalues([3.0, 1.0])
+    e.save(path, force=True)
+    u = Spectrum.load(path)
+    assert u.eigenvectors is None and u.n_samples is None and u.sample_shape is None
+    assert u.eigenvalues.tobytes() == e.eigenvalues.tobytes()
+
+
+def test_load_truncated_or_garbage(tmp_path):
+    good = tmp_path / "good.npz"
+    spectrum_from_samples(_data(n=30), source="x").save(good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated.npz"):
+        Spectrum.load(truncated)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(InputError, match="garbage.npz"):
+        Spectrum.load(garbage)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.ones(3))
+    with pytest.raises(InputError, match="other.npz: not a spectrum file"):
+        Spectrum.load(other)
+
+
+def test_load_bad_field_named(tmp_path):
+    path = tmp_path / "bad.npz"
+    Spectrum.from_eigenvalues([2.0, 1.0]).save(path)
+    fields = dict(np.load(path))
+    fields["mean"] = np.ones(5)
+    np.savez(path, **fields)
+    with pytest.raises(InputError, match="bad.npz: field mean"):
+        Spectrum.load(path)
+
+
+# ---------------------------------------------------------------- load_spectrum
+
+
+def test_load_spectrum_builtins():
+    c = load_spectrum("cifar10")
+    assert c.dimension == 3072 and c.source == "cifar10" and c.method == "eigenvalues"
+    d = load_spectrum("digits")
+    assert d.dimension == 64 and d.n_samples == 1797 and d.sample_shape == (8, 8)
+    p = load_spectrum("natural-patches")
+    assert p.dimension == 16 * 16 * 3 and p.n_samples == 20000 and p.method == "full"
+    assert load_spectrum("natural-patches") is p  # cached in-process
+
+
+def test_load_spectrum_files(tmp_path):
+    X = _data(n=80, shape=(2, 2))
+    np.save(tmp_path / "samples.npy", X)
+    s = load_spectrum(tmp_path / "samples.npy")
+    ref = spectrum_from_samples(X)
+    np.testing.assert_allclose(s.eigenvalues, ref.eigenvalues, rtol=1e-12)
+    assert s.source.endswith("samples.npy") and s.sample_shape == (2, 2)
+
+    np.savez(tmp_path / "samples.npz", x=X, y=np.arange(80))
+    assert load_spectrum(tmp_path / "samples.npz", as_data=True).n_samples == 80
+
+    np.save(tmp_path / "eig.npy", np.array([1.0, 4.0, 2.0], dtype=np.float32))
+    e = load_spectrum(tmp_path / "eig.npy")
+    np.testing.assert_array_equal(e.eigenvalues, [4.0, 2.0, 1.0])
+    with pytest.raises(InputError, match="eig.npy.*--spectrum"):
+        load_spectrum(tmp_path / "eig.npy", as_data=True)
+
+    ref.save(tmp_path / "spec.npz")
+    for as_data in (False, True):
+        t = load_spectrum(tmp_path / "spec.npz", as_data=as_data)
+        assert t.eigenvalues.tobytes() == ref.eigenvalues.tobytes()
+
+    np.save(tmp_path / "one.npy", X[:1])
+    with pytest.raises(InputError, match="one.npy.*at least 2"):
+        load_spectrum(tmp_path / "one.npy")
+
+
+def test_load_spectrum_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 3, 2, 3), dtype=np.uint8)
+    for i, im in enumerate(images):
+        skimage.io.imsave(tmp_path / f"im{i}.png", im, check_contrast=False)
+    s = load_spectrum(tmp_path)
+    assert s.dimension == 18 and s.n_samples == 5 and s.sample_shape == (3, 2, 3)
+    x = images.reshape(5, -1) / 255.0 * 2 - 1
+    np.testing.assert_allclose(s.eigenvalues.sum(), np.trace(np.cov(x, rowvar=False)), rtol=1e-12)
+
+
+def test_load_spectrum_unknown_name():
+    with pytest.raises(InputError, match="natural-patches, digits, cifar10"):
+        load_spectrum("imagenet")
