@@ -1,0 +1,281 @@
+"""Conversions between the views of one noise schedule (THEORY.md section 1).
+
+Notation (variance preserving, ``x_s = sqrt(ab_s) x_0 + sqrt(1 - ab_s) eps``):
+
+- ``ab``     alphas_cumprod, ``(ab_1, ..., ab_S)``, ``1 > ab_1 > ... > ab_S > 0``; step 1 is the
+  least noisy and comes first; ``ab_0 = 1`` is implicit (the last reverse step lands on data).
+- ``beta``   ``beta_s = 1 - ab_s / ab_{s-1}``          (per-step variance, diffusers' ``betas``)
+- ``sigma``  ``sigma_s = sqrt((1 - ab_s) / ab_s)``     (VE / EDM / k-diffusion noise level)
+- ``logsnr`` ``logsnr_s = log(ab_s / (1 - ab_s)) = -2 log sigma_s``
+
+Every function takes an array-like and returns a new float64 ndarray. The maps are written to
+keep full relative accuracy at both ends (``ab`` near 0 and near 1): differences of nearby
+alphas_cumprod are formed exactly before dividing, and the sigmoid / logit pair
+(:func:`scipy.special.expit`, :func:`scipy.special.logit`) replaces ``1 / (1 + sigma**2)``,
+which overflows for large sigma.
+
+This module also holds :func:`validate_alphas_cumprod` (re-exported by
+:mod:`specsched.schedules.schedule`), the one check every schedule passes at the boundary.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.special import expit, logit
+
+from specsched.errors import InputError
+
+__all__ = [
+    "validate_alphas_cumprod",
+    "betas_from_alphas_cumprod",
+    "alphas_cumprod_from_betas",
+    "sigmas_from_alphas_cumprod",
+    "alphas_cumprod_from_sigmas",
+    "logsnr_from_alphas_cumprod",
+    "alphas_cumprod_from_logsnr",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary checks (shared by the whole subpackage)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_float64(values, name: str, *, one_d: bool = False) -> np.ndarray:
+    """Return ``values`` as a new float64 ndarray, or raise InputError naming ``name``."""
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: expected an array of real numbers ({exc})") from None
+    if one_d and arr.ndim != 1:
+        raise InputError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name}: expected at least one value, got an empty array")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        i = np.unravel_index(bad[0], arr.shape)
+        raise InputError(f"{name}: expected finite values, got {arr[i]!r} at index {_idx(i)}")
+    return arr
+
+
+def _idx(i) -> str:
+    """Format a numpy index tuple as ``3`` or ``(1, 2)``."""
+    i = tuple(int(k) for k in i)
+    return str(i[0]) if len(i) == 1 else str(i)
+
+
+def _check_open_interval(arr: np.ndarray, name: str, low: float, high: float) -> None:
+    """Raise InputError unless every value lies in the open interval (low, high)."""
+    bad = np.flatnonzero(~((arr > low) & (arr < high)))
+    if bad.size:
+        i = np.unravel_index(bad[0], arr.shape)
+        raise InputError(
+            f"{name}: expected values in the open interval ({low:g}, {high:g}), "
+            f"got {arr[i]!r} at index {_idx(i)}"
+        )
+
+
+def _check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int in [minimum, maximum], or raise InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise InputError(f"{name}: expected an integer >= {minimum}{upper}, got {value}")
+    return value
+
+
+def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.ndarray:
+    """Check a sampling schedule and return it as a new float64 array.
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like of shape (n_steps,)
+        ``ab_1, ..., ab_S``, step 1 (least noisy) first (THEORY.md section 1, VP).
+    name : str
+        Field or argument name used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+        A fresh copy of the input.
+
+    Raises
+    ------
+    InputError
+        Unless the input is 1-D, non-empty, finite, inside the open interval (0, 1) and
+        strictly decreasing (``1 > ab_1 > ... > ab_S > 0``); the message names ``name`` and
+        the first offending index and value.
+    """
+    ab = _as_float64(alphas_cumprod, name, one_d=True)
+    _check_open_interval(ab, name, 0.0, 1.0)
+    bad = np.flatnonzero(np.diff(ab) >= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise InputError(
+            f"{name}: expected strictly decreasing values (step 1, the least noisy, first), "
+            f"but {name}[{i}] = {ab[i]!r} >= {name}[{i - 1}] = {ab[i - 1]!r}"
+        )
+    return ab
+
+
+# --------------------------------------------------------------------------------------------
+# ab <-> beta  (a whole schedule: betas depend on consecutive steps)
+# --------------------------------------------------------------------------------------------
+
+
+def betas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+    """Per-step betas of a schedule: ``beta_s = 1 - ab_s / ab_{s-1}``, ``ab_0 = 1``.
+
+    Computed as ``(ab_{s-1} - ab_s) / ab_{s-1}``: the difference of two nearby floats is exact
+    (Sterbenz), so small betas keep their relative accuracy.
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like of shape (n_steps,)
+        Strictly decreasing, in (0, 1), step 1 first (THEORY.md section 1).
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+        ``beta_1, ..., beta_S`` in (0, 1), step 1 first (``beta_1 = 1 - ab_1``).
+
+    Raises
+    ------
+    InputError
+        If ``alphas_cumprod`` fails :func:`validate_alphas_cumprod`.
+    """
+    ab = validate_alphas_cumprod(alphas_cumprod)
+    prev = np.concatenate(([1.0], ab[:-1]))
+    return (prev - ab) / prev
+
+
+def alphas_cumprod_from_betas(betas) -> np.ndarray:
+    """alphas_cumprod of per-step betas: ``ab_s = prod_{j<=s} (1 - beta_j)``.
+
+    Same product as diffusers' ``torch.cumprod(1 - betas)``, in float64.
+
+    Parameters
+    ----------
+    betas : array-like of shape (n_steps,)
+        ``beta_1, ..., beta_S``, each in the open interval (0, 1), step 1 first.
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+        ``ab_1, ..., ab_S``, step 1 first. Strictly decreasing in exact arithmetic; a beta
+        below ~1e-16 leaves ``ab`` unchanged in float64.
+
+    Raises
+    ------
+    InputError
+        If ``betas`` is not 1-D, empty, non-finite or has a value outside (0, 1).
+    """
+    beta = _as_float64(betas, "betas", one_d=True)
+    _check_open_interval(beta, "betas", 0.0, 1.0)
+    return np.cumprod(1.0 - beta)
+
+
+# --------------------------------------------------------------------------------------------
+# ab <-> sigma <-> logsnr  (elementwise, any shape)
+# --------------------------------------------------------------------------------------------
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+    """VE noise levels of VP points: ``sigma = sqrt((1 - ab) / ab)`` (THEORY.md section 1).
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like, any shape
+        Values in the open interval (0, 1). Not required to be monotone (elementwise map).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``sigma > 0``; increasing when ``ab`` decreases (step 1 first stays first).
+
+    Raises
+    ------
+    InputError
+        If a value is non-finite or outside (0, 1).
+    """
+    ab = _as_float64(alphas_cumprod, "alphas_cumprod")
+    _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
+    # 1 - ab is exact for ab >= 1/2 (Sterbenz) and well conditioned below; the square roots
+    # are taken before dividing so that tiny (even subnormal) ab does not overflow.
+    return np.sqrt(1.0 - ab) / np.sqrt(ab)
+
+
+def alphas_cumprod_from_sigmas(sigmas) -> np.ndarray:
+    """VP alphas_cumprod of VE noise levels: ``ab = 1 / (1 + sigma^2)`` (THEORY.md section 1).
+
+    Evaluated as ``expit(-2 log sigma)``, which neither overflows for large sigma nor loses
+    relative accuracy; the result rounds to 1.0 for ``sigma < ~1e-8`` and underflows to 0 only
+    beyond ``sigma ~ 1e154`` (float64 limits, not errors).
+
+    Parameters
+    ----------
+    sigmas : array-like, any shape
+        Values in (0, inf), the EDM / k-diffusion ``sigma``.
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``ab`` in (0, 1].
+
+    Raises
+    ------
+    InputError
+        If a value is non-finite or not positive.
+    """
+    sigma = _as_float64(sigmas, "sigmas")
+    _check_open_interval(sigma, "sigmas", 0.0, np.inf)
+    return expit(-2.0 * np.log(sigma))
+
+
+def logsnr_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+    """Log signal-to-noise ratio: ``logsnr = log(ab / (1 - ab)) = -2 log sigma`` (THEORY.md 1).
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like, any shape
+        Values in the open interval (0, 1).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``logit(ab)``; decreasing along a schedule (step 1 has the largest logSNR).
+
+    Raises
+    ------
+    InputError
+        If a value is non-finite or outside (0, 1).
+    """
+    ab = _as_float64(alphas_cumprod, "alphas_cumprod")
+    _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
+    return logit(ab)
+
+
+def alphas_cumprod_from_logsnr(logsnr) -> np.ndarray:
+    """alphas_cumprod of log-SNRs: ``ab = expit(logsnr) = 1 / (1 + exp(-logsnr))``.
+
+    Parameters
+    ----------
+    logsnr : array-like, any shape
+        Finite log signal-to-noise ratios (natural log, THEORY.md section 1).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``ab`` in [0, 1]; rounds to exactly 1.0 for ``logsnr > ~36.7`` and to 0 below ~-745
+        (float64 limits, not errors).
+
+    Raises
+    ------
+    InputError
+        If a value is non-finite.
+    """
+    return expit(_as_float64(logsnr, "logsnr"))

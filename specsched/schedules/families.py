@@ -1,0 +1,360 @@
+"""Baseline noise schedules: training grids, timestep spacings, EDM and logSNR schedules.
+
+Notation (THEORY.md section 1): a model is trained on T discrete steps with
+``alphas_cumprod[t]``, t = 0..T-1 (0-indexed, diffusers' convention, t = 0 least noisy). A
+sampling schedule with S steps is ``ab = (ab_1, ..., ab_S)``, step 1 (least noisy) first,
+``1 > ab_1 > ... > ab_S > 0``, variance preserving (VP). Every function here returns step 1
+first, i.e. training indices in ascending order and alphas_cumprod in decreasing order;
+diffusers' ``scheduler.timesteps`` is the same sequence reversed.
+
+Sources:
+
+- training betas: diffusers ``DDPMScheduler.__init__`` (``beta_schedule`` = "linear",
+  "scaled_linear", "squaredcos_cap_v2", "sigmoid") and ``betas_for_alpha_bar``
+  (``alpha_transform_type="cosine"``), reproduced from diffusers' ``scheduling_ddpm.py`` and
+  checked against copies of it; computed here in float64 where diffusers uses float32.
+- spacings: diffusers ``DDIMScheduler.set_timesteps`` (``timestep_spacing``); see
+  Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed", table 2.
+- karras: Karras et al. 2022 (EDM), eq. (5); k-diffusion ``get_sigmas_karras``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit
+
+from specsched.errors import InputError
+from specsched.schedules.conversions import (
+    _as_float64,
+    _check_int,
+    _check_open_interval,
+    alphas_cumprod_from_logsnr,
+    alphas_cumprod_from_sigmas,
+    logsnr_from_alphas_cumprod,
+)
+
+__all__ = [
+    "TRAINING_FAMILIES",
+    "BASELINES",
+    "SPACINGS",
+    "training_alphas_cumprod",
+    "spacing_indices",
+    "karras_alphas_cumprod",
+    "logsnr_alphas_cumprod",
+    "baseline_alphas_cumprod",
+    "nearest_training_timesteps",
+    "nearest_training_timesteps_with_error",
+]
+
+#: Training beta schedules (diffusers ``beta_schedule``; "cosine" is "squaredcos_cap_v2").
+TRAINING_FAMILIES = ("linear", "scaled_linear", "cosine", "sigmoid")
+#: Names accepted by :func:`baseline_alphas_cumprod`.
+BASELINES = ("linear", "scaled_linear", "cosine", "sigmoid", "karras", "logsnr")
+#: diffusers' ``timestep_spacing`` values.
+SPACINGS = ("linspace", "leading", "trailing")
+
+
+def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name}: expected one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _positive_float(value, name: str) -> float:
+    arr = _as_float64(value, name)
+    if arr.ndim != 0:
+        raise InputError(f"{name}: expected a number, got shape {arr.shape}")
+    _check_open_interval(arr.reshape(1), name, 0.0, np.inf)
+    return float(arr)
+
+
+def training_alphas_cumprod(family: str = "linear", num_train_timesteps: int = 1000) -> np.ndarray:
+    """alphas_cumprod of a training grid, as diffusers' ``DDPMScheduler`` builds it.
+
+    ``ab[t] = prod_{i<=t} (1 - beta_i)``, t = 0..T-1, with the betas of ``family``
+    (THEORY.md section 1, "Baseline families"):
+
+    - ``linear`` (Ho et al. 2020): ``betas = linspace(1e-4, 0.02, T)``
+    - ``scaled_linear`` (Stable Diffusion): ``betas = linspace(sqrt(8.5e-4), sqrt(0.012), T)**2``
+    - ``cosine`` (Nichol & Dhariwal 2021; diffusers "squaredcos_cap_v2" =
+      ``betas_for_alpha_bar``): ``beta_i = min(1 - f((i+1)/T) / f(i/T), 0.999)``,
+      ``f(t) = cos((t + 0.008) / 1.008 * pi/2)**2``. The clip binds on the last step, where
+      ``f(1)`` is ~0.
+    - ``sigmoid`` (GeoDiff; diffusers "sigmoid"):
+      ``betas = expit(linspace(-6, 6, T)) * (0.02 - 1e-4) + 1e-4``
+
+    The betas' end points are diffusers' defaults for each family.
+
+    Parameters
+    ----------
+    family : {"linear", "scaled_linear", "cosine", "sigmoid"}
+        Training beta schedule.
+    num_train_timesteps : int
+        T >= 1.
+
+    Returns
+    -------
+    ndarray of shape (num_train_timesteps,), float64
+        ``alphas_cumprod[t]``, t = 0 (least noisy) first; strictly decreasing in (0, 1).
+
+    Raises
+    ------
+    InputError
+        Unknown ``family`` (the message lists TRAINING_FAMILIES) or T not an integer >= 1.
+    """
+    _check_choice(family, "family", TRAINING_FAMILIES)
+    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    if family == "linear":
+        betas = np.linspace(1e-4, 0.02, T)
+    elif family == "scaled_linear":
+        betas = np.linspace(0.00085**0.5, 0.012**0.5, T) ** 2
+    elif family == "cosine":
+
+        def f(t):
+            return np.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        i = np.arange(T, dtype=np.float64)
+        betas = np.minimum(1.0 - f((i + 1) / T) / f(i / T), 0.999)
+    else:  # sigmoid
+        betas = expit(np.linspace(-6.0, 6.0, T)) * (0.02 - 1e-4) + 1e-4
+    # diffusers: alphas_cumprod = cumprod(1 - betas); so ab[0] = 1 - betas[0] exactly.
+    return np.cumprod(1.0 - betas)
+
+
+def spacing_indices(
+    spacing: str, num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 0
+) -> np.ndarray:
+    """Training-grid indices of an S-step sampler, diffusers' ``timestep_spacing``.
+
+    With T = ``num_train_timesteps`` and S = ``num_steps`` (THEORY.md section 1):
+
+    - ``linspace``: ``round(linspace(0, T-1, S))``
+    - ``leading``:  ``arange(0, S) * (T // S) + steps_offset``
+    - ``trailing``: ``round(arange(T, 0, -T/S)) - 1``
+
+    ``round`` is numpy's (half to even), as in diffusers. For ``trailing``, numpy's float
+    ``arange`` returns S + 1 points for some S (e.g. T = 1000, S = 61), the last one rounding to
+    index -1; diffusers passes that extra timestep on, here only the first S points are kept.
+
+    Parameters
+    ----------
+    spacing : {"linspace", "leading", "trailing"}
+    num_steps : int
+        S, 1 <= S <= T.
+    num_train_timesteps : int
+        T >= 1.
+    steps_offset : int
+        Added to the ``leading`` indices only (diffusers' ``steps_offset``; Stable Diffusion
+        uses 1). Ignored by the other spacings, as in diffusers.
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), int64
+        Distinct indices in [0, T-1], ascending: step 1 (least noisy) first, the reverse of
+        diffusers' ``scheduler.timesteps``.
+
+    Raises
+    ------
+    InputError
+        Unknown ``spacing``; S < 1 or S > T; ``steps_offset`` < 0 or pushing a ``leading``
+        index past T - 1.
+    """
+    _check_choice(spacing, "spacing", SPACINGS)
+    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    S = _check_int(num_steps, "num_steps", 1, T)
+    offset = _check_int(steps_offset, "steps_offset", 0)
+    if spacing == "linspace":
+        idx = np.linspace(0, T - 1, S).round().astype(np.int64)
+    elif spacing == "leading":
+        idx = np.arange(0, S, dtype=np.int64) * (T // S) + offset
+        if idx[-1] > T - 1:
+            raise InputError(
+                f"steps_offset: {offset} puts the last 'leading' index at {idx[-1]}, beyond "
+                f"the training grid 0..{T - 1} (num_steps={S})"
+            )
+    else:  # trailing; keep diffusers' float arange, drop its occasional extra point
+        idx = (np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1)[:S][::-1]
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    # Guaranteed for 1 <= S <= T (consecutive points are >= 1 apart); kept as a cheap guard.
+    if idx.shape != (S,) or np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] > T - 1:
+        raise InputError(
+            f"spacing: {spacing!r} gave {idx.size} indices, not {S} distinct ones in 0..{T - 1}"
+        )
+    return idx
+
+
+def karras_alphas_cumprod(
+    num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> np.ndarray:
+    """EDM (Karras et al. 2022, eq. 5) schedule mapped to VP: ``ab = 1 / (1 + sigma^2)``.
+
+    ``sigma_i = (smax^(1/rho) + i/(S-1) (smin^(1/rho) - smax^(1/rho)))^rho``, i = 0..S-1, as in
+    k-diffusion's ``get_sigmas_karras`` (which lists i = 0, sigma_max, first and appends 0).
+    Here the order is reversed to step 1 first: ``sigma_1 = sigma_min``, ``sigma_S = sigma_max``.
+    With S = 1 the single step is ``sigma_max`` (k-diffusion's ramp ``linspace(0, 1, 1) = [0]``):
+    a one-step sampler must start from the noisiest level.
+
+    Parameters
+    ----------
+    num_steps : int
+        S >= 1.
+    sigma_min, sigma_max : float
+        VE noise levels of the least and the most noisy steps, 0 < sigma_min < sigma_max.
+    rho : float
+        Curvature, > 0; rho = 1 spaces sigma linearly, large rho approaches log-uniform.
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        alphas_cumprod, step 1 (``sigma_min``) first, strictly decreasing in (0, 1).
+
+    Raises
+    ------
+    InputError
+        S < 1, non-positive or non-finite sigmas or rho, or ``sigma_min >= sigma_max``.
+    """
+    S = _check_int(num_steps, "num_steps", 1)
+    smin = _positive_float(sigma_min, "sigma_min")
+    smax = _positive_float(sigma_max, "sigma_max")
+    r = _positive_float(rho, "rho")
+    if smin >= smax:
+        raise InputError(f"sigma_min: expected sigma_min < sigma_max, got {smin} >= {smax}")
+    ramp = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
+    min_inv_rho, max_inv_rho = smin ** (1.0 / r), smax ** (1.0 / r)
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** r  # sigma_max first
+    return alphas_cumprod_from_sigmas(sigmas[::-1])
+
+
+def logsnr_alphas_cumprod(
+    num_steps: int, family: str = "linear", num_train_timesteps: int = 1000
+) -> np.ndarray:
+    """Schedule uniform in logSNR between the end points of a training family.
+
+    ``logsnr_s`` is ``linspace(logsnr(ab[0]), logsnr(ab[T-1]), S)`` with
+    ``ab = training_alphas_cumprod(family, T)``, and ``ab_s = expit(logsnr_s)``
+    (THEORY.md section 1, "logsnr"). With S = 1 the single step is the noisiest end point
+    ``ab[T-1]`` (a one-step sampler starts from noise; same choice as
+    :func:`karras_alphas_cumprod`).
+
+    Parameters
+    ----------
+    num_steps : int
+        S >= 1.
+    family : {"linear", "scaled_linear", "cosine", "sigmoid"}
+    num_train_timesteps : int
+        T >= 2.
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        alphas_cumprod, step 1 first; ``ab_1 = ab[0]`` and ``ab_S = ab[T-1]`` up to rounding.
+
+    Raises
+    ------
+    InputError
+        S < 1, T < 2 or an unknown family.
+    """
+    S = _check_int(num_steps, "num_steps", 1)
+    T = _check_int(num_train_timesteps, "num_train_timesteps", 2)
+    lam = logsnr_from_alphas_cumprod(training_alphas_cumprod(family, T))
+    grid = np.array([lam[-1]]) if S == 1 else np.linspace(lam[0], lam[-1], S)
+    return alphas_cumprod_from_logsnr(grid)
+
+
+def baseline_alphas_cumprod(
+    name: str, num_steps: int, spacing: str = "linspace", num_train_timesteps: int = 1000
+) -> np.ndarray:
+    """A baseline S-step sampling schedule, step 1 first.
+
+    - training families (TRAINING_FAMILIES): ``training_alphas_cumprod(name, T)`` at
+      ``spacing_indices(spacing, S, T)`` (diffusers' ``set_timesteps``, steps_offset 0);
+    - ``karras``: :func:`karras_alphas_cumprod` with EDM's defaults (T is not used);
+    - ``logsnr``: :func:`logsnr_alphas_cumprod` between the ``linear`` family's end points.
+
+    ``karras`` and ``logsnr`` ignore ``spacing`` (it is still checked to be a known one).
+
+    Parameters
+    ----------
+    name : str
+        One of BASELINES.
+    num_steps : int
+        S, 1 <= S (and S <= T for the training families).
+    spacing : {"linspace", "leading", "trailing"}
+    num_train_timesteps : int
+        T.
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        alphas_cumprod, strictly decreasing in (0, 1), step 1 (least noisy) first.
+
+    Raises
+    ------
+    InputError
+        Unknown ``name`` (the message lists BASELINES), unknown spacing, bad S or T.
+    """
+    _check_choice(name, "name", BASELINES)
+    _check_choice(spacing, "spacing", SPACINGS)
+    if name == "karras":
+        return karras_alphas_cumprod(num_steps)
+    if name == "logsnr":
+        return logsnr_alphas_cumprod(num_steps, "linear", num_train_timesteps)
+    idx = spacing_indices(spacing, num_steps, num_train_timesteps)
+    return training_alphas_cumprod(name, num_train_timesteps)[idx]
+
+
+def nearest_training_timesteps_with_error(
+    alphas_cumprod, family: str = "linear", num_train_timesteps: int = 1000
+) -> tuple[np.ndarray, float]:
+    """Nearest training steps in logSNR, and the largest logSNR rounding error.
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like of shape (n_steps,)
+        Values in (0, 1); usually a schedule, step 1 first (monotonicity is not required).
+    family : {"linear", "scaled_linear", "cosine", "sigmoid"}
+        Training grid, :func:`training_alphas_cumprod`.
+    num_train_timesteps : int
+        T >= 1.
+
+    Returns
+    -------
+    timesteps : ndarray of shape (n_steps,), int64
+        ``argmin_t |logsnr(ab_train[t]) - logsnr(ab_s)|`` for each step (ties go to the
+        smaller, less noisy t). Two steps may share a training step if they are closer than
+        the grid.
+    max_error : float
+        ``max_s |logsnr(ab_train[t_s]) - logsnr(ab_s)|`` in nats (natural log).
+
+    Raises
+    ------
+    InputError
+        If ``alphas_cumprod`` is not 1-D, empty, non-finite or outside (0, 1); bad family / T.
+    """
+    ab = _as_float64(alphas_cumprod, "alphas_cumprod", one_d=True)
+    _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
+    target = logsnr_from_alphas_cumprod(ab)
+    grid = logsnr_from_alphas_cumprod(training_alphas_cumprod(family, num_train_timesteps))
+    # grid is strictly decreasing in t; search the increasing -grid.
+    hi = np.clip(np.searchsorted(-grid, -target), 0, grid.size - 1)
+    lo = np.clip(hi - 1, 0, grid.size - 1)
+    pick_lo = np.abs(grid[lo] - target) <= np.abs(grid[hi] - target)
+    t = np.where(pick_lo, lo, hi).astype(np.int64)
+    return t, float(np.max(np.abs(grid[t] - target)))
+
+
+def nearest_training_timesteps(
+    alphas_cumprod, family: str = "linear", num_train_timesteps: int = 1000
+) -> np.ndarray:
+    """Index of the training step nearest in logSNR to each step of a schedule.
+
+    See :func:`nearest_training_timesteps_with_error`, which also returns the rounding error.
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), int64
+        Indices in [0, T-1], in the order of the input (step 1 first).
+    """
+    return nearest_training_timesteps_with_error(alphas_cumprod, family, num_train_timesteps)[0]
