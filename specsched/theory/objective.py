@@ -91,8 +91,12 @@ def loss_and_grad(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    gen = ddim_closed_form(lam, alphas_cumprod, eta=eta, init=init)
-    value, d_var, d_err = loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor)
-    # mean_error = mean_gain * m, so dL/d mean_gain = dL/d mean_error * m
-    _, grad = ddim_closed_form_vjp(lam, alphas_cumprod, eta, init, d_var, d_err * m)
+
+    def partials(gen):
+        value, d_var, d_err = loss_value_and_partials(
+            loss, lam, gen.variance, gen.mean_error(m), kl_floor
+        )
+        return value, d_var, d_err * m  # mean_error = mean_gain * m
+
+    value, _, grad = ddim_closed_form_vjp(lam, alphas_cumprod, eta, init, partials)
     return value, grad

@@ -86,45 +86,61 @@ def step_coefficients(eigenvalues, a: float, ap: float, eta: float):
     sig2 : float
         Variance of the injected noise ``sig_s^2``.
     """
-    lam = eigenvalues
-    w = 1.0 - a
-    sig2 = eta**2 * (1.0 - ap) / w * (1.0 - a / ap)
-    c = np.sqrt(max((1.0 - ap - sig2) / w, 0.0))
-    A = (np.sqrt(ap * a) * lam + c * w) / (a * lam + w)
-    return A, sig2
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    A, sig2 = _all_step_coefficients(lam, np.array([a], float), eta, ap=np.array([ap], float))
+    return A[0], float(sig2[0])
 
 
-def _step_coefficients_with_derivatives(lam, a: float, ap: float, eta: float):
-    """``step_coefficients`` plus the partial derivatives of ``A`` and ``sig2`` in a, ap.
+def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=None):
+    """Gains ``A_s`` and noise variances ``sig_s^2`` of every step at once.
 
-    Derived by hand from the module docstring's expressions; checked against finite
-    differences in tests/test_theory.py.
+    Parameters
+    ----------
+    lam : ndarray of shape (n_directions,)
+    ab : ndarray of shape (n_steps,), step 1 first (``ab_0 = 1`` implied)
+    eta : float
+    ap : ndarray of shape (n_steps,), optional
+        ``ab_{s-1}`` of each step; by default ``(1, ab_1, ..., ab_{S-1})``.
+    derivatives : bool
+        Also return the partial derivatives of ``A`` and ``sig2`` in ``a = ab_s`` and
+        ``ap = ab_{s-1}`` (derived by hand from the module docstring's expressions; checked
+        against finite differences in tests/test_theory.py).
+
+    Returns
+    -------
+    A : ndarray of shape (n_steps, n_directions); sig2 : ndarray of shape (n_steps,)
+    and, with ``derivatives``, dA_da, dA_dap (n_steps, n_directions) and
+    dsig2_da, dsig2_dap (n_steps,).
     """
+    a = ab
+    if ap is None:
+        ap = np.concatenate([[1.0], ab[:-1]])
     w = 1.0 - a
     u = 1.0 - ap
     e2 = eta**2
-    # sig2 = eta^2 (1 - a/ap - ap + a) / (1 - a)
-    n2 = 1.0 - a / ap - ap + a
+    # Product forms, exact zeros on the last step (ap = 1) without cancellation:
+    # sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a)),  c^2 = (1 - ap - sig2) / (1 - a)
+    n2 = u * (ap - a) / ap
     sig2 = e2 * n2 / w
+    c2 = u / w * (1.0 - e2 * (ap - a) / (ap * w))
+    pos = c2 > 0.0
+    c = np.sqrt(np.where(pos, c2, 0.0))
+    lam_ = lam[None, :]
+    num = np.sqrt(a * ap)[:, None] * lam_ + (c * w)[:, None]
+    den = a[:, None] * lam_ + w[:, None]
+    A = num / den
+    if not derivatives:
+        return A, sig2
     dsig2_da = e2 * ((1.0 - 1.0 / ap) * w + n2) / w**2
     dsig2_dap = e2 * (a / ap**2 - 1.0) / w
-    # c^2 = (1 - ap - sig2) / (1 - a)
-    c2 = (u - sig2) / w
     dc2_da = (-dsig2_da * w + (u - sig2)) / w**2
     dc2_dap = (-1.0 - dsig2_dap) / w
-    if c2 > 0.0:
-        c = np.sqrt(c2)
-        dc_da = dc2_da / (2.0 * c)
-        dc_dap = dc2_dap / (2.0 * c)
-    else:  # ap = 1 (the last step), or eta = 1 at ap = 1: c vanishes identically in a
-        c = dc_da = dc_dap = 0.0
-    r = np.sqrt(a * ap)
-    num = r * lam + c * w
-    den = a * lam + w
-    A = num / den
-    dnum_da = 0.5 * np.sqrt(ap / a) * lam + dc_da * w - c
-    dnum_dap = 0.5 * np.sqrt(a / ap) * lam + dc_dap * w
-    dA_da = (dnum_da * den - num * (lam - 1.0)) / den**2
+    safe_c = np.where(pos, c, 1.0)
+    dc_da = np.where(pos, dc2_da / (2.0 * safe_c), 0.0)  # c vanishes identically when ap = 1
+    dc_dap = np.where(pos, dc2_dap / (2.0 * safe_c), 0.0)
+    dnum_da = (0.5 * np.sqrt(ap / a))[:, None] * lam_ + (dc_da * w - c)[:, None]
+    dnum_dap = (0.5 * np.sqrt(a / ap))[:, None] * lam_ + (dc_dap * w)[:, None]
+    dA_da = (dnum_da * den - num * (lam_ - 1.0)) / den**2
     dA_dap = dnum_dap / den
     return A, sig2, dA_da, dA_dap, dsig2_da, dsig2_dap
 
@@ -187,20 +203,17 @@ def ddim_closed_form(eigenvalues, alphas_cumprod, eta: float = 0.0, init: str = 
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    S = ab.shape[0]
+    A, sig2 = _all_step_coefficients(lam, ab, eta)
     v = _initial_variance(lam, ab[-1], init)
-    H = np.ones_like(lam)
-    for s in range(S - 1, -1, -1):  # reverse time: step S first
-        ap = ab[s - 1] if s > 0 else 1.0
-        A, sig2 = step_coefficients(lam, ab[s], ap, eta)
-        v = A * A * v + sig2
-        H = H * A
+    for s in range(ab.shape[0] - 1, -1, -1):  # reverse time: step S first
+        v = A[s] * A[s] * v + sig2[s]
+    H = np.prod(A, axis=0)
     gain = -np.sqrt(ab[-1]) * H if init == "normal" else np.zeros_like(lam)
     return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
 
 
-def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, grad_variance, grad_mean_gain):
-    """Gradient of ``L(var_gen, mean_gain)`` with respect to ``alphas_cumprod``.
+def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, loss_partials):
+    """A loss of the generated Gaussian and its gradient with respect to ``alphas_cumprod``.
 
     One forward pass stores the per-step gains; one backward pass (reverse-mode, the adjoint
     of ``v_{s-1} = A_s^2 v_s + sig_s^2``) accumulates ``dL/d ab_s``. Every ``A_s`` depends
@@ -212,42 +225,36 @@ def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, grad_variance, 
     alphas_cumprod : ndarray of shape (n_steps,), step 1 first
     eta : float
     init : {"normal", "marginal"}
-    grad_variance : ndarray of shape (n_directions,)
-        ``dL / d var_gen`` per direction.
-    grad_mean_gain : ndarray of shape (n_directions,)
-        ``dL / d mean_gain`` per direction (ignored for ``init="marginal"``).
+    loss_partials : callable
+        ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` for the forward result
+        ``gen`` (a :class:`GeneratedGaussian`); the partials are ndarrays of shape
+        (n_directions,) (``dL/d mean_gain`` is ignored for ``init="marginal"``).
 
     Returns
     -------
-    GeneratedGaussian
+    value : float
+        ``L`` at the forward result.
+    gen : GeneratedGaussian
         The forward result (as :func:`ddim_closed_form`).
     grad : ndarray of shape (n_steps,), float64
         ``dL / d alphas_cumprod``.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    S = ab.shape[0]
-    d = lam.shape[0]
-    A = np.empty((S, d))
-    dA_da = np.empty((S, d))
-    dA_dap = np.empty((S, d))
-    dq_da = np.empty(S)
-    dq_dap = np.empty(S)
-    v_in = np.empty((S, d))  # v_s, the variance entering step s
+    S, d = ab.shape[0], lam.shape[0]
+    A, sig2, dA_da, dA_dap, dq_da, dq_dap = _all_step_coefficients(lam, ab, eta, True)
+    v_in = np.empty((S, d))  # v_in[s]: the variance entering step s + 1 (array index s)
     v = _initial_variance(lam, ab[-1], init)
     for s in range(S - 1, -1, -1):
-        ap = ab[s - 1] if s > 0 else 1.0
-        A[s], sig2, dA_da[s], dA_dap[s], dq_da[s], dq_dap[s] = (
-            _step_coefficients_with_derivatives(lam, ab[s], ap, eta)
-        )
         v_in[s] = v
-        v = A[s] * A[s] * v + sig2
+        v = A[s] * A[s] * v + sig2[s]
     # prefix[s] = prod_{j<s} A_j (steps run after step s+1 in array order), suffix for H.
     prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
     H = prefix[-1] * A[-1]
     normal = init == "normal"
     gain = -np.sqrt(ab[-1]) * H if normal else np.zeros_like(lam)
     out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
+    value, grad_variance, grad_mean_gain = loss_partials(out)
 
     grad = np.zeros(S)
     # adjoint of v after step s (i.e. of v_{s-1}): w_{s-1} = dL/dv_0 * prod_{j<s} A_j^2
@@ -265,4 +272,4 @@ def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, grad_variance, 
         grad[-1] += np.sum(w_start * (lam - 1.0))
     grad += np.sum(dL_dA * dA_da, axis=1) + dL_dq * dq_da
     grad[:-1] += np.sum(dL_dA[1:] * dA_dap[1:], axis=1) + dL_dq[1:] * dq_dap[1:]
-    return out, grad
+    return value, out, grad
