@@ -1,0 +1,25 @@
+"""Schedule optimisation (THEORY.md section 5): SLSQP with analytic gradients, multi-start."""
+
+from specsched.optimize.problem import (
+    AB_MAX,
+    AB_MIN,
+    DELTA,
+    METHODS,
+    STARTS,
+    OptimizeResult,
+    baseline_losses,
+    optimize_schedule,
+    project_feasible,
+)
+
+__all__ = [
+    "AB_MAX",
+    "AB_MIN",
+    "DELTA",
+    "METHODS",
+    "STARTS",
+    "OptimizeResult",
+    "baseline_losses",
+    "optimize_schedule",
+    "project_feasible",
+]

@@ -1,0 +1,355 @@
+r"""Schedule optimisation: minimise a closed-form loss over a monotone alphas_cumprod.
+
+Problem (Benita, Elad, Keshet 2025; THEORY.md section 5). For a fixed number of steps S,
+sampler (DDIM-eta) and spectrum, minimise ``W2^2`` or ``KL(gen || data)`` over
+``ab = (ab_1, ..., ab_S)`` (step 1 the least noisy) subject to
+
+    ab_min <= ab_s <= ab_max,        ab_s - ab_{s+1} >= delta   (s = 1..S-1).
+
+Two independent methods share the objective and its analytic gradient
+(:func:`specsched.theory.loss_and_grad`):
+
+- ``"slsqp"`` (the paper's method): SciPy's SLSQP on ``ab`` itself, with the bounds and
+  the linear monotonicity constraints;
+- ``"lbfgs-logsnr"``: unconstrained L-BFGS on a softmax parametrisation of the logSNR
+  increments, ``logsnr_s = L_max - (L_max - L_min) sum_{j<s} w_j``, ``w = softmax(u)`` of
+  length S + 1, which is monotone and inside the bounds by construction. It serves as a
+  cross-check that SLSQP found the global optimum.
+
+Several starts (baseline schedules projected into the feasible set) are run and the best
+is kept; every start's final loss is reported.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize as sopt
+from scipy.special import expit, softmax
+
+from specsched.errors import InputError
+from specsched.schedules import (
+    baseline_alphas_cumprod,
+    logsnr_from_alphas_cumprod,
+    training_alphas_cumprod,
+)
+from specsched.theory import KL_FLOOR, LOSSES, evaluate_schedule, loss_and_grad
+
+#: Default bounds: the range of the T = 1000 ``linear`` training schedule (Ho et al. 2020),
+#: i.e. the noise levels a standard model is trained on.
+AB_MAX = float(training_alphas_cumprod("linear")[0])
+AB_MIN = float(training_alphas_cumprod("linear")[-1])
+#: Default monotonicity margin ``ab_s - ab_{s+1} >= DELTA``.
+DELTA = 1e-7
+#: Default starts of the multi-start search.
+STARTS = ("linear", "cosine", "karras", "logsnr", "scaled_linear")
+METHODS = ("slsqp", "lbfgs-logsnr")
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """Outcome of :func:`optimize_schedule`, in SciPy's ``OptimizeResult`` vocabulary.
+
+    Attributes
+    ----------
+    x : ndarray of shape (n_steps,), float64
+        The optimised ``alphas_cumprod``, step 1 (least noisy) first.
+    fun : float
+        The reported loss at ``x``: W2 (data units) for ``loss="w2"``, KL in nats for "kl".
+    w2, kl : float
+        Both losses at ``x``.
+    success : bool
+        The best start's optimiser reported convergence.
+    status : int
+        That optimiser's exit code (SciPy's SLSQP / L-BFGS-B codes).
+    message : str
+    nit, nfev : int
+        Iterations and objective evaluations of the best start.
+    method : str
+    start : str
+        Name of the start that gave ``x``.
+    starts : dict[str, float]
+        Final reported loss of every start.
+    baselines : dict[str, dict[str, float]]
+        ``{"name": {"w2": ..., "kl": ...}}`` for every baseline schedule at ``n_steps``.
+    loss, eta, init : as passed.
+    bounds : tuple (ab_min, ab_max, delta)
+    """
+
+    x: np.ndarray
+    fun: float
+    w2: float
+    kl: float
+    success: bool
+    status: int
+    message: str
+    nit: int
+    nfev: int
+    method: str
+    start: str
+    loss: str
+    eta: float
+    init: str
+    bounds: tuple
+    starts: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready record of the optimiser (for the schedule file's ``optimizer`` field)."""
+        return {
+            "method": self.method,
+            "success": bool(self.success),
+            "status": int(self.status),
+            "message": str(self.message),
+            "nit": int(self.nit),
+            "nfev": int(self.nfev),
+            "start": self.start,
+            "starts": {k: float(v) for k, v in self.starts.items()},
+            "ab_min": self.bounds[0],
+            "ab_max": self.bounds[1],
+            "delta": self.bounds[2],
+            "init": self.init,
+        }
+
+
+def project_feasible(alphas_cumprod, ab_min=AB_MIN, ab_max=AB_MAX, delta=DELTA):
+    """Move a schedule into the feasible set of the optimisation problem.
+
+    Each ``ab_s`` is clipped to ``[ab_min + (S - s) delta, ab_max - (s - 1) delta]`` and
+    then lowered where needed so that ``ab_s - ab_{s+1} >= delta``.
+
+    Parameters
+    ----------
+    alphas_cumprod : ndarray of shape (n_steps,), step 1 first
+    ab_min, ab_max, delta : float
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+    """
+    ab = np.asarray(alphas_cumprod, dtype=np.float64).copy()
+    S = ab.size
+    k = np.arange(S)
+    ab = np.clip(ab, ab_min + (S - 1 - k) * delta, ab_max - k * delta)
+    for s in range(1, S):
+        ab[s] = min(ab[s], ab[s - 1] - delta)
+    return ab
+
+
+def _check_problem(num_steps, loss, ab_min, ab_max, delta, method):
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
+    if loss not in LOSSES:
+        raise InputError(f"loss: expected one of {LOSSES}, got {loss!r}")
+    if method not in METHODS:
+        raise InputError(f"method: expected one of {METHODS}, got {method!r}")
+    if not (0.0 < ab_min < ab_max < 1.0):
+        raise InputError(
+            f"bounds: expected 0 < ab_min < ab_max < 1, got ab_min={ab_min}, ab_max={ab_max}"
+        )
+    if not delta >= 0.0:
+        raise InputError(f"delta: expected a margin >= 0, got {delta}")
+    if ab_max - ab_min < (num_steps - 1) * delta:
+        raise InputError(
+            f"bounds: {num_steps} steps with margin delta={delta} do not fit in "
+            f"[{ab_min}, {ab_max}]; widen the bounds or lower delta"
+        )
+
+
+def baseline_losses(eigenvalues, mean, num_steps, *, eta=0.0, init="normal",
+                    spacings=("linspace",), kl_floor=KL_FLOOR):
+    """W2 and KL of every baseline family at ``num_steps`` steps.
+
+    Families on the T = 1000 training grid are evaluated at each of ``spacings``
+    (named ``"family/spacing"``); ``karras`` and ``logsnr`` have no spacing.
+
+    Returns
+    -------
+    dict[str, dict]
+        ``{name: {"w2": float, "kl": float, "alphas_cumprod": ndarray}}``.
+    """
+    from specsched.schedules import BASELINES, TRAINING_FAMILIES
+
+    out = {}
+    for name in BASELINES:
+        for spacing in spacings if name in TRAINING_FAMILIES else (None,):
+            ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace")
+            ab = _strictly_decreasing(ab)
+            label = f"{name}/{spacing}" if spacing else name
+            r = evaluate_schedule(eigenvalues, mean, ab, eta=eta, init=init, kl_floor=kl_floor)
+            out[label] = {"w2": r.w2, "kl": r.kl, "alphas_cumprod": ab}
+    return out
+
+
+def _strictly_decreasing(ab):
+    # A baseline can repeat a level (e.g. cosine's clipped tail at S close to T); keep as is.
+    return np.asarray(ab, dtype=np.float64)
+
+
+class _Objective:
+    """Objective scaled by its value at the start, with a cache shared by fun and jac."""
+
+    def __init__(self, eigenvalues, mean, loss, eta, init, kl_floor, scale):
+        self.args = (eigenvalues, mean)
+        self.kw = dict(loss=loss, eta=eta, init=init, kl_floor=kl_floor)
+        self.scale = scale
+        self.nfev = 0
+        self._x = None
+
+    def __call__(self, ab):
+        if self._x is None or not np.array_equal(ab, self._x):
+            self._x = np.array(ab, copy=True)
+            with np.errstate(all="ignore"):
+                v, g = loss_and_grad(*self.args, ab, **self.kw)
+            self._v, self._g = v / self.scale, g / self.scale
+            self.nfev += 1
+        return self._v, self._g
+
+
+def _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
+    S = x0.size
+    cons = []
+    if S > 1:
+        D = np.zeros((S - 1, S))
+        D[np.arange(S - 1), np.arange(S - 1)] = 1.0
+        D[np.arange(S - 1), np.arange(1, S)] = -1.0
+        cons = [{"type": "ineq", "fun": lambda x: D @ x - delta, "jac": lambda x: D}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sopt.minimize(
+            lambda x: obj(x)[0], x0, jac=lambda x: obj(x)[1], method="SLSQP",
+            bounds=[(ab_min, ab_max)] * S, constraints=cons,
+            options={"maxiter": maxiter, "ftol": ftol},
+        )
+    x = project_feasible(res.x, ab_min, ab_max, delta)
+    return x, bool(res.success), int(res.status), str(res.message), int(res.nit)
+
+
+def _logsnr_weights_to_ab(u, L_max, L_min):
+    w = softmax(u)
+    logsnr = L_max - (L_max - L_min) * np.cumsum(w[:-1])
+    return expit(logsnr), w
+
+
+def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, gtol):
+    L_max = float(logsnr_from_alphas_cumprod(ab_max))
+    L_min = float(logsnr_from_alphas_cumprod(ab_min))
+    span = L_max - L_min
+    logsnr0 = np.clip(logsnr_from_alphas_cumprod(x0), L_min, L_max)
+    inc = -np.diff(np.concatenate([[L_max], logsnr0, [L_min]])) / span
+    u0 = np.log(np.maximum(inc, 1e-8))
+
+    def fun(u):
+        ab, w = _logsnr_weights_to_ab(u, L_max, L_min)
+        v, g_ab = obj(ab)
+        g_logsnr = g_ab * ab * (1.0 - ab)  # d ab / d logsnr = ab (1 - ab)
+        # logsnr_s = L_max - span * sum_{j<=s} w_j  (w indexed 0..S) -> dL/dw_j
+        g_w = np.zeros_like(w)
+        g_w[:-1] = -span * np.cumsum(g_logsnr[::-1])[::-1]
+        g_u = w * (g_w - np.dot(w, g_w))  # softmax Jacobian
+        return v, g_u
+
+    res = sopt.minimize(fun, u0, jac=True, method="L-BFGS-B",
+                        options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-15})
+    ab, _ = _logsnr_weights_to_ab(res.x, L_max, L_min)
+    return ab, bool(res.success), int(res.status), str(res.message), int(res.nit)
+
+
+def optimize_schedule(
+    eigenvalues,
+    mean,
+    num_steps: int,
+    *,
+    loss: str = "w2",
+    eta: float = 0.0,
+    init: str = "normal",
+    ab_min: float = AB_MIN,
+    ab_max: float = AB_MAX,
+    delta: float = DELTA,
+    method: str = "slsqp",
+    starts=STARTS,
+    spacings=("linspace",),
+    maxiter: int = 1000,
+    ftol: float = 1e-12,
+    kl_floor: float = KL_FLOOR,
+) -> OptimizeResult:
+    """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lambda_k >= 0``.
+    mean : ndarray of shape (n_directions,) or None
+        Data mean in the eigenbasis (None: centred data).
+    num_steps : int
+        Number of sampling steps S >= 1.
+    loss : {"w2", "kl"}
+        Minimised loss (W2 via ``W2^2``; KL(gen || data)).
+    eta : float
+        DDIM-eta stochasticity: 0 DDIM, 1 DDPM (beta-tilde).
+    init : {"normal", "marginal"}
+        Start distribution of the reverse process.
+    ab_min, ab_max, delta : float
+        Bounds on every ``ab_s`` and the monotonicity margin (module docstring). Defaults:
+        the range of the T = 1000 linear training schedule, margin 1e-7.
+    method : {"slsqp", "lbfgs-logsnr"}
+        The paper's SLSQP on ``ab``, or the independent L-BFGS on logSNR increments.
+    starts : sequence of str
+        Baseline names to start from (projected into the feasible set); the best is kept.
+    spacings : sequence of str
+        Spacings at which the baseline losses are reported.
+    maxiter : int
+        Iteration limit of each start.
+    ftol : float
+        SLSQP's tolerance on the relative change of the (start-scaled) objective; L-BFGS uses
+        it as its gradient tolerance.
+    kl_floor : float
+        Relative eigenvalue floor of KL.
+
+    Returns
+    -------
+    OptimizeResult
+        Non-convergence is reported in ``success``/``message``, not raised.
+
+    Raises
+    ------
+    InputError
+        Invalid ``num_steps``, ``loss``, ``method``, or infeasible bounds.
+
+    Notes
+    -----
+    Benita, Elad, Keshet (2025), "Spectral Analysis of Diffusion Models with Application to
+    Schedule Design"; THEORY.md section 5.
+    """
+    _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = None if mean is None else np.asarray(mean, dtype=np.float64)
+    baselines = baseline_losses(lam, m, num_steps, eta=eta, init=init,
+                                spacings=spacings, kl_floor=kl_floor)
+    best = None
+    start_losses = {}
+    for name in starts:
+        x0 = project_feasible(
+            baseline_alphas_cumprod(name, num_steps, spacing="linspace"), ab_min, ab_max, delta
+        )
+        scale = max(loss_and_grad(lam, m, x0, loss=loss, eta=eta, init=init,
+                                  kl_floor=kl_floor)[0], 1e-300)
+        obj = _Objective(lam, m, loss, eta, init, kl_floor, scale)
+        if method == "slsqp":
+            x, ok, status, msg, nit = _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol)
+        else:
+            x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, ftol)
+        report = evaluate_schedule(lam, m, x, eta=eta, init=init, kl_floor=kl_floor)
+        value = report.value(loss)
+        start_losses[name] = value
+        if best is None or value < best[0]:
+            best = (value, name, x, report, ok, status, msg, nit, obj.nfev)
+    value, name, x, report, ok, status, msg, nit, nfev = best
+    return OptimizeResult(
+        x=x, fun=value, w2=report.w2, kl=report.kl, success=ok, status=status, message=msg,
+        nit=nit, nfev=nfev, method=method, start=name, loss=loss, eta=float(eta), init=init,
+        bounds=(float(ab_min), float(ab_max), float(delta)), starts=start_losses,
+        baselines={k: {"w2": v["w2"], "kl": v["kl"]} for k, v in baselines.items()},
+    )
