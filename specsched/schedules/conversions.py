@@ -56,7 +56,9 @@ def _as_float64(values, name: str, *, one_d: bool = False) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         i = np.unravel_index(bad[0], arr.shape)
-        raise InputError(f"{name}: expected finite values, got {arr[i]!r} at index {_idx(i)}")
+        raise InputError(
+            f"{name}: expected finite values, got {float(arr[i])!r} at index {_idx(i)}"
+        )
     return arr
 
 
@@ -73,7 +75,7 @@ def _check_open_interval(arr: np.ndarray, name: str, low: float, high: float) ->
         i = np.unravel_index(bad[0], arr.shape)
         raise InputError(
             f"{name}: expected values in the open interval ({low:g}, {high:g}), "
-            f"got {arr[i]!r} at index {_idx(i)}"
+            f"got {float(arr[i])!r} at index {_idx(i)}"
         )
 
 
@@ -117,7 +119,7 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
         i = int(bad[0]) + 1
         raise InputError(
             f"{name}: expected strictly decreasing values (step 1, the least noisy, first), "
-            f"but {name}[{i}] = {ab[i]!r} >= {name}[{i - 1}] = {ab[i - 1]!r}"
+            f"but {name}[{i}] = {float(ab[i])!r} >= {name}[{i - 1}] = {float(ab[i - 1])!r}"
         )
     return ab
 

@@ -1,0 +1,48 @@
+"""Matplotlib figures of specsched (Agg backend; files written atomically)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specsched.fileio import atomic_write
+
+
+def plot_schedules(panels, path, *, force=False, title=None):
+    """Plot logSNR against step for optimised schedules beside their baselines.
+
+    Parameters
+    ----------
+    panels : list of (num_steps, optimised, baselines)
+        ``optimised`` is an ndarray of shape (num_steps,) of alphas_cumprod (step 1 first);
+        ``baselines`` maps a name to such an array.
+    path : path-like
+        PNG file to write (atomically; refused if it exists and ``force`` is false).
+    title : str, optional
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specsched.schedules import logsnr_from_alphas_cumprod
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, (num_steps, optimised, baselines) in zip(axes[0], panels, strict=True):
+        steps = np.arange(1, num_steps + 1)
+        for name, ab in baselines.items():
+            ax.plot(steps, logsnr_from_alphas_cumprod(ab), lw=1, alpha=0.7, label=name)
+        ax.plot(steps, logsnr_from_alphas_cumprod(optimised), "k-o", lw=2.2, ms=3,
+                label="optimised")
+        ax.set_title(f"S = {num_steps}")
+        ax.set_xlabel("step s (1 = least noisy)")
+        ax.set_ylabel("logSNR = log(ab / (1 - ab))")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path, force=force, mode="wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
