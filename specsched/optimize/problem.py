@@ -35,7 +35,7 @@ from specsched.schedules import (
     logsnr_from_alphas_cumprod,
     training_alphas_cumprod,
 )
-from specsched.theory import KL_FLOOR, LOSSES, evaluate_schedule, loss_and_grad
+from specsched.theory import KL_FLOOR, LOSSES, evaluate_schedule, loss_and_grad, loss_value
 
 #: Default bounds: the range of the T = 1000 ``linear`` training schedule (Ho et al. 2020),
 #: i.e. the noise levels a standard model is trained on.
@@ -189,23 +189,41 @@ def _strictly_decreasing(ab):
 
 
 class _Objective:
-    """Objective scaled by its value at the start, with a cache shared by fun and jac."""
+    """Objective scaled by its value at the start; caches value and gradient per point.
+
+    Line searches ask for values only, which cost about half of value + gradient.
+    """
 
     def __init__(self, eigenvalues, mean, loss, eta, init, kl_floor, scale):
         self.args = (eigenvalues, mean)
         self.kw = dict(loss=loss, eta=eta, init=init, kl_floor=kl_floor)
         self.scale = scale
         self.nfev = 0
-        self._x = None
+        self._value_cache = (None, None)
+        self._grad_cache = (None, None, None)
+
+    def value(self, ab):
+        x, v = self._grad_cache[:2]
+        if x is not None and np.array_equal(ab, x):
+            return v
+        x, v = self._value_cache
+        if x is None or not np.array_equal(ab, x):
+            with np.errstate(all="ignore"):
+                v = loss_value(*self.args, ab, **self.kw) / self.scale
+            self._value_cache = (np.array(ab, copy=True), v)
+            self.nfev += 1
+        return v
 
     def __call__(self, ab):
-        if self._x is None or not np.array_equal(ab, self._x):
-            self._x = np.array(ab, copy=True)
+        """Value and gradient at ``ab``."""
+        x, v, g = self._grad_cache
+        if x is None or not np.array_equal(ab, x):
             with np.errstate(all="ignore"):
                 v, g = loss_and_grad(*self.args, ab, **self.kw)
-            self._v, self._g = v / self.scale, g / self.scale
+            v, g = v / self.scale, g / self.scale
+            self._grad_cache = (np.array(ab, copy=True), v, g)
             self.nfev += 1
-        return self._v, self._g
+        return v, g
 
 
 def _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
@@ -219,7 +237,7 @@ def _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sopt.minimize(
-            lambda x: obj(x)[0], x0, jac=lambda x: obj(x)[1], method="SLSQP",
+            obj.value, x0, jac=lambda x: obj(x)[1], method="SLSQP",
             bounds=[(ab_min, ab_max)] * S, constraints=cons,
             options={"maxiter": maxiter, "ftol": ftol},
         )

@@ -8,7 +8,7 @@
 """
 
 from specsched.theory.losses import KL_FLOOR, LOSSES, LossReport
-from specsched.theory.objective import evaluate_schedule, loss_and_grad
+from specsched.theory.objective import evaluate_schedule, loss_and_grad, loss_value
 from specsched.theory.samplers import (
     INITS,
     SAMPLERS,
@@ -29,6 +29,7 @@ __all__ = [
     "ddim_closed_form",
     "evaluate_schedule",
     "loss_and_grad",
+    "loss_value",
     "resolve_eta",
     "step_coefficients",
     "wiener_denoise",

@@ -65,6 +65,20 @@ def evaluate_schedule(
     )
 
 
+def loss_value(
+    eigenvalues, mean, alphas_cumprod, *, loss="w2", eta=0.0, init="normal", kl_floor=KL_FLOOR
+) -> float:
+    """The optimiser's objective alone (``W2^2`` or ``KL(gen || data)``), without gradient.
+
+    Same arguments and value as :func:`loss_and_grad`; about half its cost (line searches
+    need only values).
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    gen = ddim_closed_form(lam, alphas_cumprod, eta=eta, init=init)
+    return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor)[0]
+
+
 def loss_and_grad(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", eta=0.0, init="normal", kl_floor=KL_FLOOR
 ):
