@@ -5,6 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from specsched.errors import InputError
 from specsched.theory import (
     ddim_closed_form,
     evaluate_schedule,
@@ -13,7 +14,6 @@ from specsched.theory import (
     step_coefficients,
     wiener_denoise,
 )
-from specsched.errors import InputError
 
 
 def linspace_schedule(training_ab, S):
