@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from specsched.errors import InputError
 from specsched.theory import (
-    ddim_closed_form,
+    closed_form,
     evaluate_schedule,
     loss_and_grad,
     resolve_eta,
@@ -27,7 +27,7 @@ def schedules(draw, min_steps=1, max_steps=12):
     logsnr = draw(st.lists(st.floats(-9, 9), min_size=S, max_size=S, unique=True))
     logsnr = np.sort(np.asarray(logsnr))[::-1]
     ab = 1.0 / (1.0 + np.exp(-logsnr))
-    assume(np.all(np.diff(ab) < -1e-9 * ab[:-1]))  # strictly decreasing after rounding
+    assume(np.all(np.diff(ab) < -1e-4 * ab[:-1]))  # well separated levels
     return ab
 
 
@@ -54,7 +54,7 @@ def test_ddim_gain_identity(lam, ab):
         A, sig2 = step_coefficients(lam, ab[s], ab[s - 1], 0.0)
         expected = np.sqrt(ab[s - 1] / ab[s]) * (lam + sig[s - 1] * sig[s]) / (lam + sig[s] ** 2)
         np.testing.assert_allclose(A, expected, rtol=1e-7, atol=1e-12)
-        assert sig2 == 0.0
+        assert np.all(sig2 == 0.0)
 
 
 @given(lam=eigs, ab=schedules(min_steps=2))
@@ -76,7 +76,7 @@ def test_ddim_tends_to_probability_flow_map():
     errors = []
     for S in (100, 1000, 10000):
         ab = 1 / (1 + np.exp(-np.linspace(18.0, np.log(ab_S / (1 - ab_S)), S)))
-        errors.append(np.max(np.abs(ddim_closed_form(lam, ab).transfer / exact - 1)))
+        errors.append(np.max(np.abs(closed_form(lam, ab).transfer / exact - 1)))
     assert errors[0] / errors[1] > 7 and errors[1] / errors[2] > 7
     assert errors[2] < 1e-3
 
@@ -85,7 +85,7 @@ def test_ddim_tends_to_probability_flow_map():
 def test_one_step_from_the_marginal_outputs_the_posterior_mean(lam, ab, eta):
     # The last step (ab_0 = 1) injects no noise for any eta and returns x0_hat, whose
     # variance from the marginal start is ab lam^2 / (ab lam + 1 - ab) (Wiener filter).
-    gen = ddim_closed_form(lam, ab, eta=eta, init="marginal")
+    gen = closed_form(lam, ab, eta=eta, init="marginal")
     a = ab[0]
     np.testing.assert_allclose(gen.variance, a * lam**2 / (a * lam + 1 - a), rtol=1e-12)
     assert np.all(gen.mean_gain == 0)
@@ -97,7 +97,7 @@ def test_ddim_from_the_marginal_converges_to_the_data():
     errors = []
     for S in (30, 300, 3000):
         ab = 1 / (1 + np.exp(-np.linspace(16.0, -6.0, S)))
-        errors.append(np.max(np.abs(ddim_closed_form(lam, ab, init="marginal").variance / lam - 1)))
+        errors.append(np.max(np.abs(closed_form(lam, ab, init="marginal").variance / lam - 1)))
     assert errors[0] / errors[1] > 5 and errors[1] / errors[2] > 5 and errors[2] < 5e-3
 
 
@@ -185,7 +185,7 @@ def test_closed_form_matches_monte_carlo(eta):
     v = x @ U  # eigenbasis coordinates
     emp_mean, emp_var = v.mean(axis=0), v.var(axis=0, ddof=1)
     m = U.T @ mu
-    gen = ddim_closed_form(lam, ab, eta=eta)
+    gen = closed_form(lam, ab, eta=eta)
     mean_gen = m + gen.mean_error(m)
     se_mean = np.sqrt(gen.variance / n)
     se_var = gen.variance * np.sqrt(2 / (n - 1))

@@ -1,7 +1,8 @@
 r"""Schedule optimisation: minimise a closed-form loss over a monotone alphas_cumprod.
 
 Problem (Benita, Elad, Keshet 2025; THEORY.md section 5). For a fixed number of steps S,
-sampler (DDIM-eta) and spectrum, minimise ``W2^2`` or ``KL(gen || data)`` over
+discrete sampler (any of :data:`specsched.theory.SAMPLERS`, VP or VE) and spectrum, minimise
+``W2^2``, ``KL(gen || data)`` or ``KL(data || gen)`` over
 ``ab = (ab_1, ..., ab_S)`` (step 1 the least noisy) subject to
 
     ab_min <= ab_s <= ab_max,        ab_s - ab_{s+1} >= delta   (s = 1..S-1).
@@ -35,7 +36,14 @@ from specsched.schedules import (
     logsnr_from_alphas_cumprod,
     training_alphas_cumprod,
 )
-from specsched.theory import KL_FLOOR, LOSSES, evaluate_schedule, loss_and_grad, loss_value
+from specsched.theory import (
+    KL_FLOOR,
+    LOSSES,
+    evaluate_schedule,
+    loss_and_grad,
+    loss_value,
+    resolve_eta,
+)
 
 #: Default bounds: the range of the T = 1000 ``linear`` training schedule (Ho et al. 2020),
 #: i.e. the noise levels a standard model is trained on.
@@ -57,9 +65,10 @@ class OptimizeResult:
     x : ndarray of shape (n_steps,), float64
         The optimised ``alphas_cumprod``, step 1 (least noisy) first.
     fun : float
-        The reported loss at ``x``: W2 (data units) for ``loss="w2"``, KL in nats for "kl".
-    w2, kl : float
-        Both losses at ``x``.
+        The reported loss at ``x``: W2 (data units) for ``loss="w2"``, KL in nats for
+        "kl" (gen || data) and "kl-data-gen" (data || gen).
+    w2, kl, kl_data_gen : float
+        All three losses at ``x``.
     success : bool
         The best start's optimiser reported convergence.
     status : int
@@ -73,8 +82,9 @@ class OptimizeResult:
     starts : dict[str, float]
         Final reported loss of every start.
     baselines : dict[str, dict[str, float]]
-        ``{"name": {"w2": ..., "kl": ...}}`` for every baseline schedule at ``n_steps``.
-    loss, eta, init : as passed.
+        ``{"name": {"w2": ..., "kl": ..., "kl_data_gen": ...}}`` for every baseline
+        schedule at ``n_steps``.
+    loss, sampler, eta, init : as passed (eta resolved: None for samplers without one).
     bounds : tuple (ab_min, ab_max, delta)
     """
 
@@ -82,6 +92,7 @@ class OptimizeResult:
     fun: float
     w2: float
     kl: float
+    kl_data_gen: float
     success: bool
     status: int
     message: str
@@ -90,7 +101,8 @@ class OptimizeResult:
     method: str
     start: str
     loss: str
-    eta: float
+    sampler: str
+    eta: float | None
     init: str
     bounds: tuple
     starts: dict = field(default_factory=dict)
@@ -158,9 +170,9 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method):
         )
 
 
-def baseline_losses(eigenvalues, mean, num_steps, *, eta=0.0, init="normal",
+def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
                     spacings=("linspace",), kl_floor=KL_FLOOR):
-    """W2 and KL of every baseline family at ``num_steps`` steps.
+    """W2 and both KLs of every baseline family at ``num_steps`` steps.
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
     (named ``"family/spacing"``); ``karras`` and ``logsnr`` have no spacing.
@@ -168,7 +180,8 @@ def baseline_losses(eigenvalues, mean, num_steps, *, eta=0.0, init="normal",
     Returns
     -------
     dict[str, dict]
-        ``{name: {"w2": float, "kl": float, "alphas_cumprod": ndarray}}``.
+        ``{name: {"w2": float, "kl": float, "kl_data_gen": float,
+        "alphas_cumprod": ndarray}}``.
     """
     from specsched.schedules import BASELINES, TRAINING_FAMILIES
 
@@ -176,16 +189,11 @@ def baseline_losses(eigenvalues, mean, num_steps, *, eta=0.0, init="normal",
     for name in BASELINES:
         for spacing in spacings if name in TRAINING_FAMILIES else (None,):
             ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace")
-            ab = _strictly_decreasing(ab)
             label = f"{name}/{spacing}" if spacing else name
-            r = evaluate_schedule(eigenvalues, mean, ab, eta=eta, init=init, kl_floor=kl_floor)
-            out[label] = {"w2": r.w2, "kl": r.kl, "alphas_cumprod": ab}
+            r = evaluate_schedule(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
+                                  kl_floor=kl_floor)
+            out[label] = {**r.summary(), "alphas_cumprod": ab}
     return out
-
-
-def _strictly_decreasing(ab):
-    # A baseline can repeat a level (e.g. cosine's clipped tail at S close to T); keep as is.
-    return np.asarray(ab, dtype=np.float64)
 
 
 class _Objective:
@@ -194,9 +202,9 @@ class _Objective:
     Line searches ask for values only, which cost about half of value + gradient.
     """
 
-    def __init__(self, eigenvalues, mean, loss, eta, init, kl_floor, scale):
+    def __init__(self, eigenvalues, mean, scale, **kw):
         self.args = (eigenvalues, mean)
-        self.kw = dict(loss=loss, eta=eta, init=init, kl_floor=kl_floor)
+        self.kw = kw
         self.scale = scale
         self.nfev = 0
         self._value_cache = (None, None)
@@ -281,7 +289,8 @@ def optimize_schedule(
     num_steps: int,
     *,
     loss: str = "w2",
-    eta: float = 0.0,
+    sampler: str = "ddim",
+    eta: float | None = None,
     init: str = "normal",
     ab_min: float = AB_MIN,
     ab_max: float = AB_MAX,
@@ -303,10 +312,12 @@ def optimize_schedule(
         Data mean in the eigenbasis (None: centred data).
     num_steps : int
         Number of sampling steps S >= 1.
-    loss : {"w2", "kl"}
-        Minimised loss (W2 via ``W2^2``; KL(gen || data)).
-    eta : float
-        DDIM-eta stochasticity: 0 DDIM, 1 DDPM (beta-tilde).
+    loss : {"w2", "kl", "kl-data-gen"}
+        Minimised loss (W2 via ``W2^2``; KL(gen || data); KL(data || gen)).
+    sampler : str
+        A discrete sampler of :data:`specsched.theory.SAMPLERS` (VP or VE).
+    eta : float or None
+        DDIM-eta stochasticity (0 DDIM, 1 DDPM beta-tilde); None: the sampler's own.
     init : {"normal", "marginal"}
         Start distribution of the reverse process.
     ab_min, ab_max, delta : float
@@ -334,7 +345,8 @@ def optimize_schedule(
     Raises
     ------
     InputError
-        Invalid ``num_steps``, ``loss``, ``method``, or infeasible bounds.
+        Invalid ``num_steps``, ``loss``, ``method``, ``sampler``, ``eta``, or infeasible
+        bounds.
 
     Notes
     -----
@@ -342,32 +354,34 @@ def optimize_schedule(
     Schedule Design"; THEORY.md section 5.
     """
     _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
-    baselines = baseline_losses(lam, m, num_steps, eta=eta, init=init,
-                                spacings=spacings, kl_floor=kl_floor)
+    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor)
+    baselines = baseline_losses(lam, m, num_steps, spacings=spacings, **kw)
     best = None
     start_losses = {}
     for name in starts:
         x0 = project_feasible(
             baseline_alphas_cumprod(name, num_steps, spacing="linspace"), ab_min, ab_max, delta
         )
-        scale = max(loss_and_grad(lam, m, x0, loss=loss, eta=eta, init=init,
-                                  kl_floor=kl_floor)[0], 1e-300)
-        obj = _Objective(lam, m, loss, eta, init, kl_floor, scale)
+        scale = max(loss_value(lam, m, x0, loss=loss, **kw), 1e-300)
+        obj = _Objective(lam, m, scale, loss=loss, **kw)
         if method == "slsqp":
             x, ok, status, msg, nit = _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol)
         else:
             x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, ftol)
-        report = evaluate_schedule(lam, m, x, eta=eta, init=init, kl_floor=kl_floor)
+        report = evaluate_schedule(lam, m, x, **kw)
         value = report.value(loss)
         start_losses[name] = value
         if best is None or value < best[0]:
             best = (value, name, x, report, ok, status, msg, nit, obj.nfev)
     value, name, x, report, ok, status, msg, nit, nfev = best
     return OptimizeResult(
-        x=x, fun=value, w2=report.w2, kl=report.kl, success=ok, status=status, message=msg,
-        nit=nit, nfev=nfev, method=method, start=name, loss=loss, eta=float(eta), init=init,
+        x=x, fun=value, w2=report.w2, kl=report.kl, kl_data_gen=report.kl_data_gen,
+        success=ok, status=status, message=msg, nit=nit, nfev=nfev, method=method,
+        start=name, loss=loss, sampler=sampler, eta=eta, init=init,
         bounds=(float(ab_min), float(ab_max), float(delta)), starts=start_losses,
-        baselines={k: {"w2": v["w2"], "kl": v["kl"]} for k, v in baselines.items()},
+        baselines={k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")}
+                   for k, v in baselines.items()},
     )

@@ -11,18 +11,20 @@ import numpy as np
 from specsched.theory.losses import (
     KL_FLOOR,
     LossReport,
+    kl_data_gen_terms,
     kl_mask,
     kl_terms,
     loss_value_and_partials,
     w2_terms,
 )
-from specsched.theory.samplers import ddim_closed_form, ddim_closed_form_vjp
+from specsched.theory.samplers import closed_form, closed_form_vjp
 
 
 def evaluate_schedule(
-    eigenvalues, mean, alphas_cumprod, *, eta=0.0, init="normal", kl_floor=KL_FLOOR
+    eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None, init="normal",
+    kl_floor=KL_FLOOR,
 ) -> LossReport:
-    """W2 and KL(gen || data) of the DDIM-eta sampler run on a schedule.
+    """W2 and both KL divergences of a discrete sampler run on a schedule.
 
     Parameters
     ----------
@@ -32,8 +34,10 @@ def evaluate_schedule(
         Data mean in the eigenbasis; None means zero (centred data).
     alphas_cumprod : ndarray of shape (n_steps,), float64
         Strictly decreasing in (0, 1), step 1 (least noisy) first.
-    eta : float
-        0 = DDIM, 1 = DDPM (beta-tilde).
+    sampler : str
+        A name of :data:`specsched.theory.SAMPLERS`.
+    eta : float or None
+        DDIM-eta stochasticity (0 = DDIM, 1 = DDPM beta-tilde); None: the sampler's own.
     init : {"normal", "marginal"}
         Start distribution of the reverse process.
     kl_floor : float
@@ -50,15 +54,18 @@ def evaluate_schedule(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    gen = ddim_closed_form(lam, alphas_cumprod, eta=eta, init=init)
+    gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
     err = gen.mean_error(m)
     wt = w2_terms(lam, gen.variance, err)
     kt = kl_terms(lam, gen.variance, err, kl_floor)
+    rt = kl_data_gen_terms(lam, gen.variance, err, kl_floor)
     return LossReport(
         w2=float(np.sqrt(wt.sum())),
         kl=float(kt.sum()),
+        kl_data_gen=float(rt.sum()),
         w2_terms=wt,
         kl_terms=kt,
+        kl_data_gen_terms=rt,
         kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()),
         transfer=gen.transfer,
         variance=gen.variance,
@@ -66,7 +73,8 @@ def evaluate_schedule(
 
 
 def loss_value(
-    eigenvalues, mean, alphas_cumprod, *, loss="w2", eta=0.0, init="normal", kl_floor=KL_FLOOR
+    eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
+    kl_floor=KL_FLOOR,
 ) -> float:
     """The optimiser's objective alone (``W2^2`` or ``KL(gen || data)``), without gradient.
 
@@ -75,22 +83,24 @@ def loss_value(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    gen = ddim_closed_form(lam, alphas_cumprod, eta=eta, init=init)
+    gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
     return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor)[0]
 
 
 def loss_and_grad(
-    eigenvalues, mean, alphas_cumprod, *, loss="w2", eta=0.0, init="normal", kl_floor=KL_FLOOR
+    eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
+    kl_floor=KL_FLOOR,
 ):
     """The optimiser's objective and its analytic gradient in ``alphas_cumprod``.
 
-    The objective is ``W2^2`` for ``loss="w2"`` and ``KL(gen || data)`` for ``loss="kl"``.
+    The objective is ``W2^2`` for ``loss="w2"``, ``KL(gen || data)`` for ``loss="kl"`` and
+    ``KL(data || gen)`` for ``loss="kl-data-gen"``.
 
     Parameters
     ----------
-    eigenvalues, mean, alphas_cumprod, eta, init, kl_floor
+    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor
         As in :func:`evaluate_schedule`.
-    loss : {"w2", "kl"}
+    loss : {"w2", "kl", "kl-data-gen"}
 
     Returns
     -------
@@ -112,5 +122,5 @@ def loss_and_grad(
         )
         return value, d_var, d_err * m  # mean_error = mean_gain * m
 
-    value, _, grad = ddim_closed_form_vjp(lam, alphas_cumprod, eta, init, partials)
+    value, _, grad = closed_form_vjp(lam, alphas_cumprod, sampler, eta, init, partials)
     return value, grad

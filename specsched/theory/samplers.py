@@ -1,94 +1,206 @@
-r"""Closed-form DDIM / DDPM samplers as per-direction linear systems (VP).
+r"""Closed-form discrete samplers as per-direction linear systems (VP and VE).
 
 Notation (THEORY.md sections 1-3). A schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
 ``1 > ab_1 > ... > ab_S > 0``, step 1 the least noisy, with ``ab_0 = 1`` implied (the last
 reverse step lands on clean data). One reverse step ``s -> s-1`` uses ``a = ab_s`` and
-``ap = ab_{s-1}``. With the Wiener denoiser (``specsched.theory.wiener``) substituted, the
-DDIM-eta update of Song et al. (2021, eq. 12)
+``ap = ab_{s-1}``; VE samplers use the same points as noise levels
+``sigma_s = sqrt((1 - ab_s) / ab_s)`` (``sigma_0 = 0``). With the Wiener denoiser
+(:mod:`specsched.theory.wiener`) substituted, every step of every sampler here is, in each
+eigen-direction k with data variance ``lambda_k``,
 
-    x_{s-1} = sqrt(ap) x0_hat + sqrt(1 - ap - sig_s^2) eps_hat + sig_s z,
-    sig_s^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)
+    x_{s-1} = A_s x_s + B_s m + noise of variance q_s,
 
-becomes, in each eigen-direction k with data variance ``lambda_k``,
-``x_{s-1} = A_s x_s + B_s m + sig_s z`` where
+with (THEORY.md section 3):
 
-    A_s = (sqrt(ap a) lambda + c_s (1 - a)) / (a lambda + 1 - a),
-    c_s = sqrt((1 - ap - sig_s^2) / (1 - a)).
+- ``ddim`` / ``ddpm`` (DDIM-eta, Song et al. 2021 eq. 12; eta = 0 DDIM, eta = 1 DDPM with
+  the posterior variance beta-tilde): ``sig_s^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
+  ``c_s = sqrt((1 - ap - sig_s^2) / (1 - a))``,
+  ``A_s = (sqrt(ap a) lambda + c_s (1 - a)) / (a lambda + 1 - a)``, ``q_s = sig_s^2``;
+- ``ddpm-large`` (Ho et al. 2020, eq. 7 posterior-mean form with sigma^2 = beta_s; no noise
+  on the final step): ``A_s = sqrt(ap) beta_s/(1 - a) g_s + sqrt(a/ap) (1 - ap)/(1 - a)``,
+  ``g_s = sqrt(a) lambda / (a lambda + 1 - a)``, ``q_s = beta_s`` (0 for s = 1);
+- ``ddim-ve`` (DDIM in VE form): ``r = sigma_{s-1}/sigma_s``,
+  ``A_s = r + (1 - r) lambda / (lambda + sigma_s^2)``, ``q_s = 0``;
+- ``ddpm-ve`` (SMLD ancestral sampling, Song & Ermon 2019): ``r = sigma_{s-1}^2/sigma_s^2``,
+  same ``A_s``, ``q_s = sigma_{s-1}^2 (sigma_s^2 - sigma_{s-1}^2) / sigma_s^2``.
 
-eta = 0 is DDIM, eta = 1 is DDPM ancestral sampling with the posterior variance
-beta-tilde (Ho et al. 2020). Run from ``x_S ~ N(0, 1)`` (``init="normal"``) or from the true
-marginal ``N(sqrt(ab_S) m, ab_S lambda + 1 - ab_S)`` (``init="marginal"``), the generated
-law per direction is Gaussian with
+Started from ``x_S ~ N(0, v_S)`` (``init="normal"``: ``v_S = 1`` for VP,
+``sigma_S^2`` for VE) or from the true marginal (``init="marginal"``:
+``N(sqrt(ab_S) m, ab_S lambda + 1 - ab_S)`` for VP, ``N(m, lambda + sigma_S^2)`` for VE),
+the generated law per direction is Gaussian with
 
     H        = prod_s A_s                               (the transfer function)
-    var_gen  = H^2 var_S + sum_s sig_s^2 (prod_{j<s} A_j)^2
-    mean_gen = m + (H mu_S - sqrt(ab_S) H m)            (the Wiener denoiser maps means exactly)
+    var_gen  = H^2 v_S + sum_s q_s (prod_{j<s} A_j)^2
+    mean_gen - m = -c_S H m                             (normal start; 0 for the marginal)
 
-so ``mean_gen - m = -sqrt(ab_S) H m`` for the normal start and 0 for the marginal start.
-Everything is O(S d) time; no d x d matrix is formed.
+where ``c_S = sqrt(ab_S)`` (VP) or 1 (VE) is the true mean's scale at step S: each step maps
+the exact mean of its level to the exact mean of the next (the Wiener denoiser is unbiased),
+so only the start's missing mean survives, damped by H. Everything is O(S d) time; no d x d
+matrix is formed. The gradient in ``alphas_cumprod`` is a reverse-mode pass over the same
+recursion (:func:`closed_form_vjp`); the partial derivatives of ``A_s`` and ``q_s`` are
+written out for DDIM-eta and taken by complex-step differentiation (exact to rounding,
+Squire & Trapp 1998) for the other samplers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from specsched.errors import InputError
 
-#: Discrete VP samplers of this module and their default eta.
-SAMPLERS = {"ddim": 0.0, "ddpm": 1.0}
 #: Start distributions of the reverse process.
 INITS = ("normal", "marginal")
 
 
-def resolve_eta(sampler: str, eta: float | None = None) -> float:
+def _ddpm_large_coefficients(lam, a, ap, eta):
+    """``A_s``, ``q_s`` of DDPM with sigma^2 = beta (module docstring); complex-safe."""
+    w = 1.0 - a
+    beta = (ap - a) / ap
+    g = np.sqrt(a) * lam / (a * lam + w)
+    A = np.sqrt(ap) * beta / w * g + np.sqrt(a / ap) * (1.0 - ap) / w
+    q = np.where(ap.real == 1.0, 0.0, beta)  # no noise on the final step (Ho et al. 2020)
+    return A, q
+
+
+def _ve_coefficients(lam, a, ap, eta, ancestral):
+    sig2 = (1.0 - a) / a
+    sig2_prev = (1.0 - ap) / ap  # 0 on the final step (ap = 1)
+    r = sig2_prev / sig2 if ancestral else np.sqrt(sig2_prev / sig2)
+    A = r + (1.0 - r) * lam / (lam + sig2)
+    q = sig2_prev * (sig2 - sig2_prev) / sig2 if ancestral else 0.0 * a
+    return A, q
+
+
+def _ddim_ve_coefficients(lam, a, ap, eta):
+    """``A_s``, ``q_s`` of DDIM in VE form (module docstring); complex-safe."""
+    return _ve_coefficients(lam, a, ap, eta, ancestral=False)
+
+
+def _ddpm_ve_coefficients(lam, a, ap, eta):
+    """``A_s``, ``q_s`` of SMLD ancestral sampling (module docstring); complex-safe."""
+    return _ve_coefficients(lam, a, ap, eta, ancestral=True)
+
+
+def _ddim_eta_coefficients(lam, a, ap, eta):
+    """``A_s``, ``q_s`` of DDIM-eta (module docstring), for real inputs."""
+    return _all_step_coefficients(lam[0], a[:, 0], eta, ap=ap[:, 0])
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A discrete sampler's per-step coefficients in the closed form.
+
+    Attributes
+    ----------
+    name : str
+        Command-line name.
+    param : {"vp", "ve"}
+        Parametrisation of its states: VP ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps`` or
+        VE ``x_t = x_0 + sigma eps`` with ``sigma = sqrt((1 - ab) / ab)``.
+    coefficients : callable
+        ``(lam (1, d), a (S, 1), ap (S, 1), eta) -> (A, q)`` broadcasting to (S, d);
+        written with complex-safe operations unless ``derivatives`` is given.
+    derivatives : callable or None
+        ``(lam (d,), ab (S,), eta) -> (A, q, dA_da, dA_dap, dq_da, dq_dap)``; None means
+        complex-step differentiation of ``coefficients``.
+    default_eta : float or None
+        eta of the sampler; None when eta does not apply.
+    eta_free : bool
+        Whether any eta in [0, 1] is accepted (DDIM-eta).
+    description : str
+    """
+
+    name: str
+    param: str
+    coefficients: Callable
+    derivatives: Callable | None
+    default_eta: float | None
+    eta_free: bool
+    description: str
+
+
+SAMPLERS = {
+    "ddim": Sampler("ddim", "vp", _ddim_eta_coefficients,
+                    lambda lam, ab, eta: _all_step_coefficients(lam, ab, eta, True),
+                    0.0, True, "DDIM-eta (eta = 0 by default), VP"),
+    "ddpm": Sampler("ddpm", "vp", _ddim_eta_coefficients,
+                    lambda lam, ab, eta: _all_step_coefficients(lam, ab, eta, True),
+                    1.0, False, "DDPM ancestral, posterior variance beta-tilde (eta = 1), VP"),
+    "ddpm-large": Sampler("ddpm-large", "vp", _ddpm_large_coefficients, None, None, False,
+                          "DDPM ancestral, variance beta ('fixed_large'), VP"),
+    "ddim-ve": Sampler("ddim-ve", "ve", _ddim_ve_coefficients, None, None, False,
+                       "DDIM in VE form, start N(0, sigma_S^2)"),
+    "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_coefficients, None, None, False,
+                       "SMLD ancestral sampling (VE), start N(0, sigma_S^2)"),
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    """The :class:`Sampler` called ``name``; InputError listing the names otherwise."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {name!r}") from None
+
+
+def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     """Return the stochasticity eta of a named sampler.
 
     ``"ddim"`` defaults to eta = 0 and accepts any ``eta`` in [0, 1] (DDIM-eta);
-    ``"ddpm"`` is eta = 1 (posterior variance beta-tilde).
+    ``"ddpm"`` is eta = 1 (posterior variance beta-tilde); the other samplers have no eta
+    (returns None).
 
     Raises
     ------
     InputError
-        Unknown sampler name, eta outside [0, 1], or an eta other than 1 with ``"ddpm"``.
+        Unknown sampler name, eta outside [0, 1], an eta other than 1 with ``"ddpm"``, or an
+        eta with a sampler that has none.
     """
-    if sampler not in SAMPLERS:
-        raise InputError(f"sampler: expected one of {sorted(SAMPLERS)}, got {sampler!r}")
+    spec = get_sampler(sampler)
     if eta is None:
-        return SAMPLERS[sampler]
+        return spec.default_eta
     eta = float(eta)
-    if not (0.0 <= eta <= 1.0) or not np.isfinite(eta):
+    if not np.isfinite(eta) or not (0.0 <= eta <= 1.0):
         raise InputError(f"eta: expected a number in [0, 1], got {eta!r}")
-    if sampler == "ddpm" and eta != 1.0:
+    if spec.default_eta is None:
+        raise InputError(f"eta: sampler {sampler!r} has no eta; eta applies to ddim (DDIM-eta)")
+    if not spec.eta_free and eta != spec.default_eta:
         raise InputError(
-            f"eta: sampler 'ddpm' is eta = 1; use --sampler ddim --eta {eta} for DDIM-eta"
+            f"eta: sampler {sampler!r} is eta = {spec.default_eta:g}; "
+            f"use --sampler ddim --eta {eta:g} for DDIM-eta"
         )
     return eta
 
 
-def step_coefficients(eigenvalues, a: float, ap: float, eta: float):
-    """Per-direction gain ``A_s`` and noise variance ``sig_s^2`` of one DDIM-eta step.
+def step_coefficients(eigenvalues, a: float, ap: float, eta: float = 0.0, sampler="ddim"):
+    """Per-direction gain ``A_s`` and noise variance ``q_s`` of one reverse step.
 
     Parameters
     ----------
     eigenvalues : ndarray of shape (n_directions,), float64
         Data variances ``lambda_k >= 0``.
     a, ap : float
-        ``ab_s`` and ``ab_{s-1}`` with ``0 < a < ap <= 1``.
+        ``ab_s`` and ``ab_{s-1}`` with ``0 < a < ap <= 1`` (``ap = 1``: the final step).
     eta : float
-        Stochasticity in [0, 1].
+        Stochasticity in [0, 1] (DDIM-eta only).
+    sampler : str
+        A name of :data:`SAMPLERS`.
 
     Returns
     -------
     A : ndarray of shape (n_directions,), float64
         Gain on ``x_s`` (module docstring; THEORY.md section 3).
-    sig2 : float
-        Variance of the injected noise ``sig_s^2``.
+    q : ndarray of shape (n_directions,), float64
+        Variance of the injected noise.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    A, sig2 = _all_step_coefficients(lam, np.array([a], float), eta, ap=np.array([ap], float))
-    return A[0], float(sig2[0])
+    A, q = get_sampler(sampler).coefficients(
+        lam[None, :], np.array([[a]], float), np.array([[ap]], float), eta
+    )
+    return A[0], np.broadcast_to(q, A.shape)[0].copy()
 
 
 def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=None):
@@ -108,9 +220,9 @@ def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=No
 
     Returns
     -------
-    A : ndarray of shape (n_steps, n_directions); sig2 : ndarray of shape (n_steps,)
+    A : ndarray of shape (n_steps, n_directions); sig2 : ndarray of shape (n_steps, 1)
     and, with ``derivatives``, dA_da, dA_dap (n_steps, n_directions) and
-    dsig2_da, dsig2_dap (n_steps,).
+    dsig2_da, dsig2_dap (n_steps, 1).
     """
     a = ab
     if ap is None:
@@ -118,11 +230,12 @@ def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=No
     w = 1.0 - a
     u = 1.0 - ap
     e2 = eta**2
-    # Product forms, exact zeros on the last step (ap = 1) without cancellation:
-    # sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a)),  c^2 = (1 - ap - sig2) / (1 - a)
+    # Product forms, exact zeros on the last step (ap = 1) and no cancellation at eta = 1:
+    # sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a)),
+    # c^2 = (1 - ap - sig2) / (1 - a) = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a)^2)
     n2 = u * (ap - a) / ap
     sig2 = e2 * n2 / w
-    c2 = u / w * (1.0 - e2 * (ap - a) / (ap * w))
+    c2 = u * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * w * w)
     pos = c2 > 0.0
     c = np.sqrt(np.where(pos, c2, 0.0))
     lam_ = lam[None, :]
@@ -130,7 +243,7 @@ def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=No
     den = a[:, None] * lam_ + w[:, None]
     A = num / den
     if not derivatives:
-        return A, sig2
+        return A, sig2[:, None]
     dsig2_da = e2 * ((1.0 - 1.0 / ap) * w + n2) / w**2
     dsig2_dap = e2 * (a / ap**2 - 1.0) / w
     dc2_da = (-dsig2_da * w + (u - sig2)) / w**2
@@ -142,7 +255,7 @@ def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=No
     dnum_dap = (0.5 * np.sqrt(a / ap))[:, None] * lam_ + (dc_dap * w)[:, None]
     dA_da = (dnum_da * den - num * (lam_ - 1.0)) / den**2
     dA_dap = dnum_dap / den
-    return A, sig2, dA_da, dA_dap, dsig2_da, dsig2_dap
+    return A, sig2[:, None], dA_da, dA_dap, dsig2_da[:, None], dsig2_dap[:, None]
 
 
 @dataclass(frozen=True)
@@ -169,16 +282,44 @@ class GeneratedGaussian:
         return self.mean_gain * np.asarray(mean, dtype=np.float64)
 
 
-def _initial_variance(lam, ab_S: float, init: str):
-    if init == "normal":
-        return np.ones_like(lam)
-    if init == "marginal":
-        return ab_S * lam + (1.0 - ab_S)
-    raise InputError(f"init: expected one of {INITS}, got {init!r}")
+def _start(spec: Sampler, lam, ab_S: float, init: str):
+    """Start variance ``v_S``, its derivative in ``ab_S``, and the true mean scale ``c_S``.
+
+    Returns ``(v_S (d,), dv_S/d ab_S (d,), c_S, dc_S/d ab_S)`` (module docstring).
+    """
+    if init not in INITS:
+        raise InputError(f"init: expected one of {INITS}, got {init!r}")
+    if spec.param == "vp":
+        c, dc = np.sqrt(ab_S), 0.5 / np.sqrt(ab_S)
+        if init == "normal":
+            return np.ones_like(lam), np.zeros_like(lam), c, dc
+        return ab_S * lam + (1.0 - ab_S), lam - 1.0, c, dc
+    sig2 = (1.0 - ab_S) / ab_S
+    dsig2 = np.full_like(lam, -1.0 / ab_S**2)
+    v = np.full_like(lam, sig2) if init == "normal" else lam + sig2
+    return v, dsig2, 1.0, 0.0
 
 
-def ddim_closed_form(eigenvalues, alphas_cumprod, eta: float = 0.0, init: str = "normal"):
-    """Generated Gaussian of the DDIM-eta sampler with the exact Wiener denoiser.
+def _coefficients(spec: Sampler, lam, ab, eta, derivatives=False):
+    """``A`` (S, d) and ``q`` (S, 1) or (S, d) of every step, optionally with partials."""
+    ap = np.concatenate([[1.0], ab[:-1]])
+    args = (lam[None, :], ab[:, None], ap[:, None], eta)
+    if not derivatives:
+        return spec.coefficients(*args)
+    if spec.derivatives is not None:
+        return spec.derivatives(lam, ab, eta)
+    # Complex step: A_s depends on (ab_s, ab_{s-1}) only, so perturbing every a (or every
+    # ap) at once by i h gives each step's own partial derivative, exact to rounding.
+    h = 1e-30
+    A, q = spec.coefficients(*args)
+    A_a, q_a = spec.coefficients(args[0], args[1] + 1j * h, args[2], eta)
+    A_ap, q_ap = spec.coefficients(args[0], args[1], args[2] + 1j * h, eta)
+    return (A, np.real(q) + 0.0 * args[1], A_a.imag / h, A_ap.imag / h,
+            np.imag(q_a) / h + 0.0 * args[1], np.imag(q_ap) / h + 0.0 * args[1])
+
+
+def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="normal"):
+    """Generated Gaussian of a discrete sampler with the exact Wiener denoiser.
 
     Parameters
     ----------
@@ -186,45 +327,55 @@ def ddim_closed_form(eigenvalues, alphas_cumprod, eta: float = 0.0, init: str = 
         Data variances ``lambda_k >= 0``.
     alphas_cumprod : ndarray of shape (n_steps,), float64
         ``ab_1 > ... > ab_S`` in (0, 1), step 1 (least noisy) first; ``ab_0 = 1`` implied.
-    eta : float
-        0 for DDIM, 1 for DDPM (beta-tilde), anything in between for DDIM-eta.
+        VE samplers use ``sigma_s = sqrt((1 - ab_s) / ab_s)``.
+    sampler : str
+        A name of :data:`SAMPLERS` ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve").
+    eta : float or None
+        DDIM-eta stochasticity (0 DDIM, 1 DDPM); None takes the sampler's own.
     init : {"normal", "marginal"}
-        Start ``x_S ~ N(0, 1)`` or the true marginal at ``ab_S``.
+        Start ``x_S ~ N(0, v_S)`` or the true marginal at step S.
 
     Returns
     -------
     GeneratedGaussian
 
+    Raises
+    ------
+    InputError
+        Unknown sampler or init, or an eta the sampler does not take.
+
     Notes
     -----
-    Song, Meng, Ermon (2021), "Denoising Diffusion Implicit Models", eq. 12, with the Wiener
-    denoiser; Benita, Elad, Keshet (2025) for the linear-system view; THEORY.md section 3.
-    Inputs are trusted (validate at the boundary, e.g. with ``validate_alphas_cumprod``).
+    THEORY.md section 3; Song, Meng, Ermon (2021) eq. 12; Ho, Jain, Abbeel (2020);
+    Song & Ermon (2019); Benita, Elad, Keshet (2025) for the linear-system view.
+    ``alphas_cumprod`` is trusted (validate it at the boundary).
     """
+    spec = get_sampler(sampler)
+    eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    A, sig2 = _all_step_coefficients(lam, ab, eta)
-    v = _initial_variance(lam, ab[-1], init)
+    A, q = _coefficients(spec, lam, ab, eta)
+    q = np.broadcast_to(q, A.shape)
+    v, _, c_S, _ = _start(spec, lam, ab[-1], init)
     for s in range(ab.shape[0] - 1, -1, -1):  # reverse time: step S first
-        v = A[s] * A[s] * v + sig2[s]
+        v = A[s] * A[s] * v + q[s]
     H = np.prod(A, axis=0)
-    gain = -np.sqrt(ab[-1]) * H if init == "normal" else np.zeros_like(lam)
+    gain = -c_S * H if init == "normal" else np.zeros_like(lam)
     return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
 
 
-def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, loss_partials):
+def closed_form_vjp(eigenvalues, alphas_cumprod, sampler, eta, init, loss_partials):
     """A loss of the generated Gaussian and its gradient with respect to ``alphas_cumprod``.
 
-    One forward pass stores the per-step gains; one backward pass (reverse-mode, the adjoint
-    of ``v_{s-1} = A_s^2 v_s + sig_s^2``) accumulates ``dL/d ab_s``. Every ``A_s`` depends
-    on ``(ab_s, ab_{s-1})`` only, so the cost is O(S d) (THEORY.md section 5).
+    One forward pass stores the per-step gains; one backward pass (reverse mode, the adjoint
+    of ``v_{s-1} = A_s^2 v_s + q_s``, and the product rule for H) accumulates
+    ``dL/d ab_s``. Every ``A_s`` and ``q_s`` depends on ``(ab_s, ab_{s-1})`` only, so the
+    cost is O(S d) (THEORY.md section 5).
 
     Parameters
     ----------
-    eigenvalues : ndarray of shape (n_directions,)
-    alphas_cumprod : ndarray of shape (n_steps,), step 1 first
-    eta : float
-    init : {"normal", "marginal"}
+    eigenvalues, alphas_cumprod, sampler, eta, init
+        As in :func:`closed_form`.
     loss_partials : callable
         ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` for the forward result
         ``gen`` (a :class:`GeneratedGaussian`); the partials are ndarrays of shape
@@ -235,41 +386,40 @@ def ddim_closed_form_vjp(eigenvalues, alphas_cumprod, eta, init, loss_partials):
     value : float
         ``L`` at the forward result.
     gen : GeneratedGaussian
-        The forward result (as :func:`ddim_closed_form`).
+        The forward result (as :func:`closed_form`).
     grad : ndarray of shape (n_steps,), float64
         ``dL / d alphas_cumprod``.
     """
+    spec = get_sampler(sampler)
+    eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     S, d = ab.shape[0], lam.shape[0]
-    A, sig2, dA_da, dA_dap, dq_da, dq_dap = _all_step_coefficients(lam, ab, eta, True)
-    v_in = np.empty((S, d))  # v_in[s]: the variance entering step s + 1 (array index s)
-    v = _initial_variance(lam, ab[-1], init)
+    A, q, dA_da, dA_dap, dq_da, dq_dap = _coefficients(spec, lam, ab, eta, derivatives=True)
+    q = np.broadcast_to(q, A.shape)
+    v_S, dv_S, c_S, dc_S = _start(spec, lam, ab[-1], init)
+    v_in = np.empty((S, d))  # v_in[s]: the variance entering array step s (step s + 1)
+    v = v_S
     for s in range(S - 1, -1, -1):
         v_in[s] = v
-        v = A[s] * A[s] * v + sig2[s]
-    # prefix[s] = prod_{j<s} A_j (steps run after step s+1 in array order), suffix for H.
+        v = A[s] * A[s] * v + q[s]
+    # prefix[s] = prod_{j<s} A_j: the gain of the steps run after array step s
     prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
     H = prefix[-1] * A[-1]
     normal = init == "normal"
-    gain = -np.sqrt(ab[-1]) * H if normal else np.zeros_like(lam)
+    gain = -c_S * H if normal else np.zeros_like(lam)
     out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
     value, grad_variance, grad_mean_gain = loss_partials(out)
 
     grad = np.zeros(S)
-    # adjoint of v after step s (i.e. of v_{s-1}): w_{s-1} = dL/dv_0 * prod_{j<s} A_j^2
-    w_out = grad_variance * prefix * prefix  # (S, d), row s: dL/d v_{s-1}
+    w_out = grad_variance * prefix * prefix  # dL / d(variance leaving array step s)
     dL_dA = w_out * 2.0 * A * v_in
-    dL_dq = w_out.sum(axis=1)
     if normal:
-        # mean_gain = -sqrt(ab_S) prod_j A_j; d/dA_s = -sqrt(ab_S) prod_{j != s} A_j
+        # mean_gain = -c_S prod_j A_j; d/dA_s = -c_S prod_{j != s} A_j
         suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
-        dL_dA += grad_mean_gain * (-np.sqrt(ab[-1])) * prefix * suffix
-        grad[-1] += np.sum(grad_mean_gain * (-0.5 / np.sqrt(ab[-1])) * H)
-    else:
-        # v_S = ab_S lambda + 1 - ab_S
-        w_start = grad_variance * prefix[-1] ** 2 * A[-1] ** 2
-        grad[-1] += np.sum(w_start * (lam - 1.0))
-    grad += np.sum(dL_dA * dA_da, axis=1) + dL_dq * dq_da
-    grad[:-1] += np.sum(dL_dA[1:] * dA_dap[1:], axis=1) + dL_dq[1:] * dq_dap[1:]
+        dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
+        grad[-1] += np.sum(grad_mean_gain * (-dc_S) * H)
+    grad[-1] += np.sum(grad_variance * H * H * dv_S)  # the start variance depends on ab_S
+    grad += np.sum(dL_dA * dA_da + w_out * dq_da, axis=1)
+    grad[:-1] += np.sum(dL_dA[1:] * dA_dap[1:] + w_out[1:] * dq_dap[1:], axis=1)
     return value, out, grad
