@@ -21,6 +21,10 @@ from specsched.errors import InputError, SpecschedError
 EXIT_INPUT = 2
 EXIT_NOT_CONVERGED = 3
 
+#: Modules that add a subcommand: each defines ``add_parser(subparsers)`` (registering a
+#: parser whose ``set_defaults(run=...)`` names a function ``run(args) -> int``).
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def _positive_int(text):
     try:
@@ -119,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["full"], default="full",
                    help="full covariance + eigh (PCA and Fourier models are not implemented yet)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -269,9 +278,10 @@ def main(argv=None) -> int:
     """Entry point of the ``specsched`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    run = getattr(args, "run", None) or COMMANDS[args.command]
     try:
         with np.errstate(all="ignore"):
-            return COMMANDS[args.command](args)
+            return run(args)
     except SpecschedError as exc:
         print(f"specsched {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
