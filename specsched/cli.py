@@ -23,7 +23,7 @@ EXIT_NOT_CONVERGED = 3
 
 #: Modules that add a subcommand: each defines ``add_parser(subparsers)`` (registering a
 #: parser whose ``set_defaults(run=...)`` names a function ``run(args) -> int``).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("specsched.spectrum.command",)
 
 
 def _positive_int(text):
@@ -113,16 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timestep spacing of a baseline on the T = 1000 grid")
     _add_sampler_args(p, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = sub.add_parser("spectrum", help="estimate a dataset's spectrum into a .npz file",
-                       description="Streaming covariance and eigendecomposition of a "
-                       "dataset, saved as a spectrum .npz.")
-    p.add_argument("src", metavar="SRC",
-                   help=".npy/.npz samples, image folder or built-in dataset")
-    p.add_argument("--out", required=True, metavar="FILE.npz")
-    p.add_argument("--method", choices=["full"], default="full",
-                   help="full covariance + eigh (PCA and Fourier models are not implemented yet)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     import importlib
 
@@ -258,20 +248,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_spectrum(args) -> int:
-    from specsched.fileio import check_writable
-    from specsched.spectrum import load_spectrum
-
-    check_writable(args.out, args.force)
-    spectrum = load_spectrum(args.src, as_data=True)
-    spectrum.save(args.out, force=args.force)
-    lam = spectrum.eigenvalues
-    print(f"{spectrum.source}: d = {spectrum.dimension}, n_samples = {spectrum.n_samples}, "
-          f"total variance {lam.sum():.6g}, largest eigenvalue {lam[0]:.6g} -> {args.out}")
-    return 0
-
-
-COMMANDS = {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "spectrum": cmd_spectrum}
+COMMANDS = {"optimize": cmd_optimize, "evaluate": cmd_evaluate}
 
 
 def main(argv=None) -> int:
