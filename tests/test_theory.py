@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specsched.errors import InputError
+from specsched.testing import eigenvalue_arrays, schedules
 from specsched.theory import (
     closed_form,
     evaluate_schedule,
@@ -20,18 +21,7 @@ def linspace_schedule(training_ab, S):
     return training_ab[np.round(np.linspace(0, 999, S)).astype(int)]
 
 
-@st.composite
-def schedules(draw, min_steps=1, max_steps=12):
-    """Strictly decreasing alphas_cumprod in (0, 1) drawn through sorted logSNR values."""
-    S = draw(st.integers(min_steps, max_steps))
-    logsnr = draw(st.lists(st.floats(-9, 9), min_size=S, max_size=S, unique=True))
-    logsnr = np.sort(np.asarray(logsnr))[::-1]
-    ab = 1.0 / (1.0 + np.exp(-logsnr))
-    assume(np.all(np.diff(ab) < -1e-4 * ab[:-1]))  # well separated levels
-    return ab
-
-
-eigs = st.lists(st.floats(1e-3, 1e2), min_size=1, max_size=6).map(np.asarray)
+eigs = eigenvalue_arrays(max_size=6)
 
 
 # --- THEORY.md section 5 reference values -------------------------------------------------

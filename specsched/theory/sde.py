@@ -1,0 +1,215 @@
+r"""Continuous-time VP SDE solvers on Gaussian data, in closed form per eigen-direction.
+
+Pierret & Galerne (ICML 2025), "Diffusion models for Gaussian distributions: exact solutions
+and Wasserstein errors"; THEORY.md section 3. Forward SDE on ``[0, T]``, ``T = 1``:
+
+    dx = -beta(t) x dt + sqrt(2 beta(t)) dw,      beta(t) = bmin + t (bmax - bmin),
+
+with ``B(t) = int_0^t beta = bmin t + (bmax - bmin) t^2 / 2``. The marginal at time t is
+``N(e^{-B} m, lam_t)``, ``lam_t = e^{-2B} lambda + 1 - e^{-2B}``, so the exact score is
+``-(x - e^{-B(t)} m) / lam_t``. The solvers run backwards on the uniform grid of forward
+times ``t_k = T - (T - eps) k / K``, k = 0..K (K solver steps; the paper's "NFE = N" is
+K = N - 1), from ``x_T ~ N(0, 1)`` (``init="normal"``) or the true ``N(e^{-B(T)} m, lam_T)``
+(``init="marginal"``). With the exact score substituted each step from t to ``t' = t - dt``
+is affine, ``x' = F x + G m + noise of variance q``; per direction:
+
+- ``euler`` (probability-flow ODE): ``F = 1 + dt c(t)``, ``c(t) = beta(t)(1 - 1/lam_t)``,
+  ``G = dt k(t)``, ``k(t) = beta(t) e^{-B(t)} / lam_t``, ``q = 0``;
+- ``heun``: the trapezoidal corrector on the same ODE,
+  ``F = 1 + dt/2 c(t) + dt/2 c(t') (1 + dt c(t))``, ``G = dt/2 (k(t) + k(t') + dt c(t') k(t))``;
+- ``em`` (Euler-Maruyama, reverse SDE): ``F = 1 + dt beta (1 - 2/lam_t)``,
+  ``G = 2 dt beta e^{-B}/lam_t``, ``q = 2 dt beta``;
+- ``ei`` (exponential integrator): ``g1 = e^{B(t) - B(t')} - 1``,
+  ``g2 = (e^{2(B(t) - B(t'))} - 1)/2``, ``F = 1 + g1 (1 - 2/lam_t)``, ``G = 2 g1 e^{-B}/lam_t``,
+  ``q = 2 g2``;
+- ``pg-ddpm`` (their "DDPM" scheme): ``bd = 2 dt beta(t)``,
+  ``F = (1 - bd/lam_t)/sqrt(1 - bd)``, ``G = bd e^{-B}/(lam_t sqrt(1 - bd))``, ``q = bd``.
+
+The variance recursion ``v' = F^2 v + q`` is THEORY.md's; the mean recursion
+``M' = F M + G`` (generated mean ``M m``) extends it to data with a mean.
+Heun evaluates the score at ``t' = 0`` on the last step when ``eps = 0``; in directions with
+``lambda = 0`` that score is singular, and those directions take the Euler step instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from specsched.errors import InputError
+from specsched.theory.losses import (
+    KL_FLOOR,
+    LossReport,
+    kl_data_gen_terms,
+    kl_mask,
+    kl_terms,
+    w2_terms,
+)
+from specsched.theory.samplers import INITS, GeneratedGaussian
+
+#: Continuous-time solvers of this module.
+SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
+#: Defaults of THEORY.md: Song et al.'s 0.1 and 20 halved for this SDE's convention.
+BETA_MIN, BETA_MAX = 0.05, 10.0
+
+
+@dataclass(frozen=True)
+class SDETrajectory:
+    """Closed-form result of a continuous-time solver.
+
+    Attributes
+    ----------
+    times : ndarray of shape (K + 1,), float64
+        Forward times of the grid, ``T`` first, ``eps`` last.
+    w2 : ndarray of shape (K + 1,), float64
+        W2 between the generated law and the true marginal at each grid time.
+    report : LossReport
+        W2 and KLs of the final law against the data ``N(m, lambda)``.
+    generated : GeneratedGaussian
+        The final law (``transfer = prod F``, ``mean_gain = M - 1``).
+    """
+
+    times: np.ndarray
+    w2: np.ndarray
+    report: LossReport
+    generated: GeneratedGaussian
+
+
+def _B(t, bmin, bmax):
+    return bmin * t + 0.5 * (bmax - bmin) * t * t
+
+
+def _step(solver, lam, t, dt, bmin, bmax):
+    """``(F, G, q)`` of one solver step from t to t - dt (module docstring)."""
+    tp = t - dt
+    beta = bmin + t * (bmax - bmin)
+    eB = np.exp(-_B(t, bmin, bmax))
+    lam_t = eB * eB * lam + 1.0 - eB * eB
+    if solver == "euler":
+        return 1.0 + dt * beta * (1.0 - 1.0 / lam_t), dt * beta * eB / lam_t, 0.0
+    if solver == "heun":
+        c, k = beta * (1.0 - 1.0 / lam_t), beta * eB / lam_t
+        beta_p = bmin + tp * (bmax - bmin)
+        eBp = np.exp(-_B(tp, bmin, bmax))
+        lam_p = eBp * eBp * lam + 1.0 - eBp * eBp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cp, kp = beta_p * (1.0 - 1.0 / lam_p), beta_p * eBp / lam_p
+            F = 1.0 + 0.5 * dt * c + 0.5 * dt * cp * (1.0 + dt * c)
+            G = 0.5 * dt * (k + kp + dt * cp * k)
+        singular = lam_p <= 0.0
+        if np.any(singular):  # score undefined at t' = 0 where lambda = 0: Euler step
+            F = np.where(singular, 1.0 + dt * c, F)
+            G = np.where(singular, dt * k, G)
+        return F, G, 0.0
+    if solver == "em":
+        return (1.0 + dt * beta * (1.0 - 2.0 / lam_t), 2.0 * dt * beta * eB / lam_t,
+                2.0 * dt * beta)
+    if solver == "ei":
+        dB = _B(t, bmin, bmax) - _B(tp, bmin, bmax)
+        g1, g2 = np.expm1(dB), 0.5 * np.expm1(2.0 * dB)
+        return 1.0 + g1 * (1.0 - 2.0 / lam_t), 2.0 * g1 * eB / lam_t, 2.0 * g2
+    if solver == "pg-ddpm":
+        bd = 2.0 * dt * beta
+        if bd >= 1.0:
+            raise InputError(
+                f"steps: pg-ddpm needs 2 dt beta(t) < 1, got {bd:.3g} at t = {t:.3g}; "
+                "use more steps or a smaller --beta-max"
+            )
+        r = 1.0 / np.sqrt(1.0 - bd)
+        return (1.0 - bd / lam_t) * r, bd * eB / lam_t * r, bd
+    raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
+
+
+def sde_closed_form(
+    eigenvalues,
+    mean,
+    num_steps: int,
+    solver: str = "euler",
+    *,
+    beta_min: float = BETA_MIN,
+    beta_max: float = BETA_MAX,
+    t_eps: float = 0.0,
+    T: float = 1.0,
+    init: str = "normal",
+    kl_floor: float = KL_FLOOR,
+) -> SDETrajectory:
+    """Generated law and W2 trajectory of a continuous-time VP solver with the exact score.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lambda_k >= 0``.
+    mean : ndarray of shape (n_directions,) or None
+        Data mean in the eigenbasis (None: zero).
+    num_steps : int
+        K >= 1 solver steps.
+    solver : {"euler", "heun", "em", "ei", "pg-ddpm"}
+    beta_min, beta_max : float
+        Linear ``beta(t)`` end points, ``0 < beta_min <= beta_max``.
+    t_eps : float
+        Truncation time ``eps`` in [0, T): the solver stops at forward time eps.
+    T : float
+        Final forward time.
+    init : {"normal", "marginal"}
+    kl_floor : float
+        Relative eigenvalue floor of the KLs.
+
+    Returns
+    -------
+    SDETrajectory
+
+    Raises
+    ------
+    InputError
+        Unknown solver or init, K < 1, bad beta range or eps, or a pg-ddpm step with
+        ``2 dt beta >= 1``.
+    """
+    if solver not in SDE_SOLVERS:
+        raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
+    if init not in INITS:
+        raise InputError(f"init: expected one of {INITS}, got {init!r}")
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
+    if not (0.0 < beta_min <= beta_max and np.isfinite(beta_max)):
+        raise InputError(
+            f"beta-min/beta-max: expected 0 < beta_min <= beta_max, got {beta_min}, {beta_max}"
+        )
+    if not (0.0 <= t_eps < T):
+        raise InputError(f"t-eps: expected 0 <= eps < T = {T}, got {t_eps}")
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    K = int(num_steps)
+    times = T - (T - t_eps) * np.arange(K + 1) / K
+    dt = (T - t_eps) / K
+
+    def marginal(t):
+        e = np.exp(-_B(t, beta_min, beta_max))
+        return e, e * e * lam + 1.0 - e * e
+
+    e_T, lam_T = marginal(T)
+    if init == "normal":
+        v, M = np.ones_like(lam), np.zeros_like(lam)
+    else:
+        v, M = lam_T.copy(), np.full_like(lam, e_T)
+    H = np.ones_like(lam)
+    w2 = np.empty(K + 1)
+    w2[0] = np.sqrt(np.sum(w2_terms(lam_T, v, (M - e_T) * m)))
+    for k in range(K):
+        F, G, q = _step(solver, lam, times[k], dt, beta_min, beta_max)
+        v = F * F * v + q
+        M = F * M + G
+        H = H * F
+        e_k, lam_k = marginal(times[k + 1])
+        w2[k + 1] = np.sqrt(np.sum(w2_terms(lam_k, v, (M - e_k) * m)))
+    gen = GeneratedGaussian(transfer=H, variance=v, mean_gain=M - 1.0)
+    err = gen.mean_error(m)
+    wt = w2_terms(lam, v, err)
+    kt = kl_terms(lam, v, err, kl_floor)
+    rt = kl_data_gen_terms(lam, v, err, kl_floor)
+    report = LossReport(
+        w2=float(np.sqrt(wt.sum())), kl=float(kt.sum()), kl_data_gen=float(rt.sum()),
+        w2_terms=wt, kl_terms=kt, kl_data_gen_terms=rt,
+        kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()), transfer=H, variance=v,
+    )
+    return SDETrajectory(times=times, w2=w2, report=report, generated=gen)
