@@ -46,20 +46,44 @@ def _unit_interval(text):
     return value
 
 
-def _add_sampler_args(p, default="ddim"):
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default=default,
-                   help="VP sampler: ddim (eta = 0) or ddpm (eta = 1, posterior variance)"
+DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance beta-tilde), "
+                 "ddpm-large (variance beta), ddim-ve, ddpm-ve (SMLD ancestral)")
+SDE_HELP = ("continuous-time VP solvers (Pierret & Galerne 2025): euler, heun (probability-flow "
+            "ODE), em (Euler-Maruyama), ei (exponential integrator), pg-ddpm")
+
+
+def _add_sampler_args(p, choices, default="ddim"):
+    p.add_argument("--sampler", choices=choices, default=default, metavar="SAMPLER",
+                   help=f"one of {', '.join(choices)}: {DISCRETE_HELP}"
+                   + (f"; {SDE_HELP}" if "euler" in choices else "")
                    + ("" if default else "; default: the schedule file's sampler, else ddim"))
     p.add_argument("--eta", type=_unit_interval, default=None,
                    help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim)")
     p.add_argument("--init", choices=["normal", "marginal"], default="normal",
-                   help="start of the reverse process: N(0, I) or the true marginal")
+                   help="start of the reverse process: N(0, I) (N(0, sigma_S^2) for VE) or "
+                   "the true marginal")
+
+
+def _resolve_sampler(sampler, param):
+    """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``."""
+    from specsched.theory import get_sampler
+
+    if param == "ve" and sampler in ("ddim", "ddpm"):
+        sampler = f"{sampler}-ve"
+    spec = get_sampler(sampler)
+    if param is not None and spec.param != param:
+        raise InputError(f"--param: sampler {sampler!r} is {spec.param.upper()}, not {param}")
+    return sampler
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``specsched`` command (also used to document the CLI)."""
     from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS
     from specsched.schedules import BASELINES, SPACINGS
+    from specsched.theory import LOSSES, SAMPLERS
+    from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS
+
+    discrete = list(SAMPLERS)
 
     parser = argparse.ArgumentParser(
         prog="specsched",
@@ -79,13 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="spectrum .npz, 1-D .npy of eigenvalues, or a built-in name (cifar10)")
     p.add_argument("--steps", type=_positive_int, nargs="+", default=[10, 20, 50],
                    help="numbers of sampling steps (default: 10 20 50)")
-    _add_sampler_args(p)
-    p.add_argument("--param", choices=["vp"], default="vp",
-                   help="parametrisation (VP; VE samplers are not implemented yet)")
-    p.add_argument("--loss", choices=["w2", "kl"], default="w2",
-                   help="loss to minimise: W2 or KL(gen || data)")
-    p.add_argument("--method", choices=list(METHODS), default="slsqp",
-                   help="slsqp on alphas_cumprod (the paper's) or lbfgs-logsnr (cross-check)")
+    _add_sampler_args(p, discrete)
+    p.add_argument("--param", choices=["vp", "ve"], default=None,
+                   help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
+    p.add_argument("--loss", choices=list(LOSSES), default="w2",
+                   help="loss to minimise: W2, KL(gen || data) or KL(data || gen)")
+    p.add_argument("--method", choices=list(METHODS), default="auto",
+                   help="auto (default: slsqp-logsnr up to 200 steps, lbfgs-logsnr above), "
+                   "slsqp (the paper's SLSQP on alphas_cumprod), slsqp-logsnr, lbfgs-logsnr")
     p.add_argument("--spacing", choices=list(SPACINGS), nargs="+", default=["linspace"],
                    help="spacings at which baselines are reported (default linspace)")
     p.add_argument("--ab-min", type=float, default=AB_MIN,
@@ -105,13 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "a schedule, for Gaussian data with the given spectrum.")
     p.add_argument("--spectrum", metavar="SRC", default="natural-patches",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
-    p.add_argument("--schedule", required=True, metavar="NAME|FILE.json",
-                   help=f"a baseline ({', '.join(BASELINES)}) or a schedule JSON file")
+    p.add_argument("--schedule", metavar="NAME|FILE.json",
+                   help=f"a baseline ({', '.join(BASELINES)}) or a schedule JSON file "
+                   "(required for discrete samplers; continuous-time solvers use linear "
+                   "beta(t) and take none)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="number of steps (required with a baseline name)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a baseline on the T = 1000 grid")
-    _add_sampler_args(p, default=None)
+    _add_sampler_args(p, discrete + list(SDE_SOLVERS), default=None)
+    p.add_argument("--param", choices=["vp", "ve"], default=None,
+                   help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
+    p.add_argument("--t-eps", type=float, default=0.0,
+                   help="truncation time eps of the continuous-time solvers (default 0)")
+    p.add_argument("--beta-min", type=float, default=BETA_MIN,
+                   help=f"beta(0) of the continuous-time solvers (default {BETA_MIN})")
+    p.add_argument("--beta-max", type=float, default=BETA_MAX,
+                   help=f"beta(1) of the continuous-time solvers (default {BETA_MAX})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     import importlib
@@ -130,6 +165,10 @@ def _spectrum_from_args(args):
     return load_spectrum(args.spectrum or DEFAULT_DATASET)
 
 
+def _eta_text(eta):
+    return "-" if eta is None else f"{eta:g}"
+
+
 def cmd_optimize(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
@@ -138,14 +177,15 @@ def cmd_optimize(args) -> int:
     from specsched.optimize import optimize_schedule
     from specsched.plots import plot_schedules
     from specsched.schedules import Schedule, baseline_alphas_cumprod
-    from specsched.theory import resolve_eta
+    from specsched.theory import get_sampler, resolve_eta
 
-    eta = resolve_eta(args.sampler, args.eta)
+    sampler = _resolve_sampler(args.sampler, args.param)
+    eta = resolve_eta(sampler, args.eta)
     steps = sorted(set(args.steps))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} exists and is not a folder")
-    tag = f"{args.sampler}" + (f"-eta{eta:g}" if args.sampler == "ddim" and eta else "")
+    tag = sampler + (f"-eta{eta:g}" if sampler == "ddim" and eta else "")
     names = {S: out / f"schedule_{tag}_{args.loss}_S{S}.json" for S in steps}
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
     for path in [*names.values(), csv_path, png_path]:  # refuse before any work is done
@@ -153,29 +193,30 @@ def cmd_optimize(args) -> int:
 
     spectrum = _spectrum_from_args(args)
     print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "
-          f"n_samples = {spectrum.n_samples}; sampler {args.sampler} (eta = {eta:g}), "
+          f"n_samples = {spectrum.n_samples}; sampler {sampler} (eta = {_eta_text(eta)}), "
           f"loss {args.loss}, method {args.method}")
+    loss_col = args.loss.replace("-", "_")
     rows, panels, failed = [], [], []
     for S in tqdm(steps, desc="optimising", unit="S", disable=None):
         res = optimize_schedule(
-            spectrum.eigenvalues, spectrum.mean, S, loss=args.loss, eta=eta, init=args.init,
-            ab_min=args.ab_min, ab_max=args.ab_max, delta=args.delta, method=args.method,
-            spacings=tuple(args.spacing), maxiter=args.maxiter,
+            spectrum.eigenvalues, spectrum.mean, S, loss=args.loss, sampler=sampler, eta=eta,
+            init=args.init, ab_min=args.ab_min, ab_max=args.ab_max, delta=args.delta,
+            method=args.method, spacings=tuple(args.spacing), maxiter=args.maxiter,
         )
         if not res.success:
             failed.append((S, res.message))
         sched = Schedule(
-            alphas_cumprod=res.x, name=f"optimized-{args.loss}", sampler=args.sampler, eta=eta,
-            param=args.param, loss=args.loss, loss_value=res.fun, baselines=res.baselines,
-            spectrum=spectrum.provenance(), optimizer=res.summary(),
+            alphas_cumprod=res.x, name=f"optimized-{args.loss}", sampler=sampler, eta=eta,
+            param=get_sampler(sampler).param, loss=args.loss, loss_value=res.fun,
+            baselines=res.baselines, spectrum=spectrum.provenance(), optimizer=res.summary(),
         )
         sched.save(names[S], force=args.force)
         rows.append({"steps": S, "schedule": f"optimized-{args.loss}", "w2": res.w2,
-                     "kl": res.kl, "optimized": True, "success": res.success,
-                     "file": names[S].name})
+                     "kl": res.kl, "kl_data_gen": res.kl_data_gen, "optimized": True,
+                     "success": res.success, "file": names[S].name})
         for name, vals in res.baselines.items():
-            rows.append({"steps": S, "schedule": name, "w2": vals["w2"], "kl": vals["kl"],
-                         "optimized": False, "success": None, "file": ""})
+            rows.append({"steps": S, "schedule": name, **vals, "optimized": False,
+                         "success": None, "file": ""})
         base_abs = {}
         for name in res.baselines:
             fam, _, spacing = name.partition("/")
@@ -186,9 +227,10 @@ def cmd_optimize(args) -> int:
     with atomic_write(csv_path, force=args.force) as fh:
         table.to_csv(fh, index=False, float_format="%.10g")
     plot_schedules(panels, png_path, force=args.force,
-                   title=f"{spectrum.source}: {args.sampler}, loss {args.loss}")
-    wide = table.pivot(index="schedule", columns="steps", values=["w2", "kl"])
-    wide = wide.sort_values(("w2" if args.loss == "w2" else "kl", steps[0]))
+                   title=f"{spectrum.source}: {sampler}, loss {args.loss}")
+    shown = ["w2", loss_col] if loss_col != "w2" else ["w2", "kl"]
+    wide = table.pivot(index="schedule", columns="steps", values=shown)
+    wide = wide.sort_values((loss_col, steps[0]))
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(wide.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {len(names)} schedule file(s), {csv_path.name} and {png_path.name} to {out}/")
@@ -200,12 +242,34 @@ def cmd_optimize(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _evaluate_sde(args, sampler, spectrum):
+    from specsched.theory.sde import sde_closed_form
+
+    if args.schedule is not None:
+        raise InputError(
+            f"--schedule: the continuous-time solver {sampler!r} runs on linear beta(t) "
+            "(--beta-min/--beta-max) and takes no schedule"
+        )
+    if args.steps is None:
+        raise InputError(f"--steps: required with the continuous-time solver {sampler!r}")
+    if args.eta is not None:
+        raise InputError(f"--eta: the continuous-time solver {sampler!r} has no eta")
+    traj = sde_closed_form(
+        spectrum.eigenvalues, spectrum.mean, args.steps, sampler, beta_min=args.beta_min,
+        beta_max=args.beta_max, t_eps=args.t_eps, init=args.init,
+    )
+    extra = {"beta_min": args.beta_min, "beta_max": args.beta_max, "t_eps": args.t_eps,
+             "trajectory": {"t": traj.times.tolist(), "w2": traj.w2.tolist()}}
+    label = f"vp-sde linear beta(t) [{args.beta_min:g}, {args.beta_max:g}]"
+    return traj.report, args.steps, None, label, None, extra
+
+
+def _evaluate_discrete(args, sampler, eta, spectrum):
     from specsched.schedules import BASELINES, Schedule, baseline_alphas_cumprod
-    from specsched.spectrum import load_spectrum
     from specsched.theory import evaluate_schedule, resolve_eta
 
-    sampler, eta = args.sampler, args.eta
+    if args.schedule is None:
+        raise InputError(f"--schedule: required with the discrete sampler {sampler!r}")
     if args.schedule in BASELINES:
         if args.steps is None:
             raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")
@@ -225,26 +289,43 @@ def cmd_evaluate(args) -> int:
             raise InputError(
                 f"--steps: {args.steps} disagrees with {path}, which has {ab.size} steps"
             )
-        if sampler is None and sched.sampler in ("ddim", "ddpm"):
+        if sampler is None and sched.sampler is not None:
             sampler = sched.sampler
             eta = sched.eta if eta is None else eta
         label, spacing = str(path), None
-    sampler = sampler or "ddim"
+    sampler = _resolve_sampler(sampler or "ddim", args.param)
     eta = resolve_eta(sampler, eta)
+    r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler, eta=eta,
+                          init=args.init)
+    return r, int(ab.size), eta, label, spacing, {"sampler": sampler}
+
+
+def cmd_evaluate(args) -> int:
+    from specsched.spectrum import load_spectrum
+    from specsched.theory.sde import SDE_SOLVERS
+
     spectrum = load_spectrum(args.spectrum)
-    r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, eta=eta, init=args.init)
+    if args.sampler in SDE_SOLVERS:
+        r, steps, eta, label, spacing, extra = _evaluate_sde(args, args.sampler, spectrum)
+        sampler = args.sampler
+    else:
+        r, steps, eta, label, spacing, extra = _evaluate_discrete(
+            args, args.sampler, args.eta, spectrum
+        )
+        sampler = extra.pop("sampler")
     record = {
-        "w2": r.w2, "kl": r.kl, "kl_excluded_directions": r.kl_excluded,
-        "steps": int(ab.size), "sampler": sampler, "eta": eta, "init": args.init,
-        "schedule": label, "spacing": spacing, "spectrum": spectrum.provenance(),
+        "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen,
+        "kl_excluded_directions": r.kl_excluded, "steps": steps, "sampler": sampler,
+        "eta": eta, "init": args.init, "schedule": label, "spacing": spacing,
+        "spectrum": spectrum.provenance(), **extra,
     }
     if args.json:
         print(json.dumps(record))
     else:
         where = f"{label}/{spacing}" if spacing else label
-        print(f"{where}, S = {ab.size}, {sampler} (eta = {eta:g}) on {spectrum.source}: "
-              f"W2 = {r.w2:.6g}, KL(gen||data) = {r.kl:.6g} nats "
-              f"({r.kl_excluded} directions below the KL floor)")
+        print(f"{where}, S = {steps}, {sampler} (eta = {_eta_text(eta)}) on {spectrum.source}: "
+              f"W2 = {r.w2:.6g}, KL(gen||data) = {r.kl:.6g}, KL(data||gen) = "
+              f"{r.kl_data_gen:.6g} nats ({r.kl_excluded} directions below the KL floor)")
     return 0
 
 

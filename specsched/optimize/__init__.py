@@ -3,6 +3,7 @@
 from specsched.optimize.problem import (
     AB_MAX,
     AB_MIN,
+    AUTO_SLSQP_MAX_STEPS,
     DELTA,
     METHODS,
     STARTS,
@@ -15,6 +16,7 @@ from specsched.optimize.problem import (
 __all__ = [
     "AB_MAX",
     "AB_MIN",
+    "AUTO_SLSQP_MAX_STEPS",
     "DELTA",
     "METHODS",
     "STARTS",

@@ -7,15 +7,22 @@ discrete sampler (any of :data:`specsched.theory.SAMPLERS`, VP or VE) and spectr
 
     ab_min <= ab_s <= ab_max,        ab_s - ab_{s+1} >= delta   (s = 1..S-1).
 
-Two independent methods share the objective and its analytic gradient
+Three methods share the objective and its analytic gradient
 (:func:`specsched.theory.loss_and_grad`):
 
 - ``"slsqp"`` (the paper's method): SciPy's SLSQP on ``ab`` itself, with the bounds and
-  the linear monotonicity constraints;
+  the linear monotonicity constraints. Poorly scaled for large S (levels near 1 and near
+  0 differ by orders of magnitude): on CIFAR-10 at S = 200 it stops, reporting success, 2%
+  above the optimum;
+- ``"slsqp-logsnr"``: SLSQP on ``logsnr = log(ab / (1 - ab))`` with the same bounds and the
+  same margin on ``ab`` (a smooth constraint in logSNR); well scaled, it reaches the
+  optimum at every S tried;
 - ``"lbfgs-logsnr"``: unconstrained L-BFGS on a softmax parametrisation of the logSNR
   increments, ``logsnr_s = L_max - (L_max - L_min) sum_{j<s} w_j``, ``w = softmax(u)`` of
-  length S + 1, which is monotone and inside the bounds by construction. It serves as a
-  cross-check that SLSQP found the global optimum.
+  length S + 1, which is monotone and inside the bounds by construction. Cheap per
+  iteration (O(S)), it serves for large S and as an independent cross-check;
+- ``"auto"`` (default): ``slsqp-logsnr`` up to :data:`AUTO_SLSQP_MAX_STEPS` steps,
+  ``lbfgs-logsnr`` above.
 
 Several starts (baseline schedules projected into the feasible set) are run and the best
 is kept; every start's final loss is reported.
@@ -53,7 +60,14 @@ AB_MIN = float(training_alphas_cumprod("linear")[-1])
 DELTA = 1e-7
 #: Default starts of the multi-start search.
 STARTS = ("linear", "cosine", "karras", "logsnr", "scaled_linear")
-METHODS = ("slsqp", "lbfgs-logsnr")
+METHODS = ("auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr")
+#: ``method="auto"`` uses SLSQP on logSNR up to this many steps, L-BFGS on logSNR above
+#: (SLSQP's dense quadratic subproblem costs O(S^3) per iteration).
+AUTO_SLSQP_MAX_STEPS = 200
+#: L-BFGS's gradient tolerance on the start-scaled objective, and the largest gradient at
+#: which its "abnormal" line-search stop (no further decrease at rounding level) is accepted.
+LBFGS_GTOL = 1e-9
+LBFGS_ACCEPT_GRAD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -253,6 +267,49 @@ def _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
     return x, bool(res.success), int(res.status), str(res.message), int(res.nit)
 
 
+def _run_slsqp_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
+    """SLSQP on logSNR: the same constraints as on ``ab``, far better scaled.
+
+    The bounds map to logSNR bounds; the margin ``ab_s - ab_{s+1} >= delta`` stays exactly
+    that, a smooth nonlinear constraint ``expit(y_s) - expit(y_{s+1}) >= delta``.
+    """
+    L_max = float(logsnr_from_alphas_cumprod(ab_max))
+    L_min = float(logsnr_from_alphas_cumprod(ab_min))
+    S = x0.size
+    y0 = logsnr_from_alphas_cumprod(project_feasible(x0, ab_min, ab_max, delta))
+
+    def fun(y):
+        return obj.value(expit(y))
+
+    def jac(y):
+        ab = expit(y)
+        return obj(ab)[1] * ab * (1.0 - ab)
+
+    cons = []
+    if S > 1:
+        rows = np.arange(S - 1)
+
+        def margin(y):
+            ab = expit(y)
+            return ab[:-1] - ab[1:] - delta
+
+        def margin_jac(y):
+            ab = expit(y)
+            dab = ab * (1.0 - ab)
+            J = np.zeros((S - 1, S))
+            J[rows, rows] = dab[:-1]
+            J[rows, rows + 1] = -dab[1:]
+            return J
+
+        cons = [{"type": "ineq", "fun": margin, "jac": margin_jac}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sopt.minimize(fun, y0, jac=jac, method="SLSQP", bounds=[(L_min, L_max)] * S,
+                            constraints=cons, options={"maxiter": maxiter, "ftol": ftol})
+    x = project_feasible(expit(res.x), ab_min, ab_max, delta)
+    return x, bool(res.success), int(res.status), str(res.message), int(res.nit)
+
+
 def _logsnr_weights_to_ab(u, L_max, L_min):
     w = softmax(u)
     logsnr = L_max - (L_max - L_min) * np.cumsum(w[:-1])
@@ -278,9 +335,14 @@ def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, gtol):
         return v, g_u
 
     res = sopt.minimize(fun, u0, jac=True, method="L-BFGS-B",
-                        options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-15})
+                        options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-15, "maxls": 50})
     ab, _ = _logsnr_weights_to_ab(res.x, L_max, L_min)
-    return ab, bool(res.success), int(res.status), str(res.message), int(res.nit)
+    ok, msg = bool(res.success), str(res.message)
+    grad_norm = float(np.max(np.abs(res.jac)))
+    if not ok and res.nit < maxiter and grad_norm < LBFGS_ACCEPT_GRAD:
+        # The line search cannot improve any more at rounding level: a stationary point.
+        ok, msg = True, f"{msg} (accepted: max |gradient| {grad_norm:.1e} of the scaled loss)"
+    return ab, ok, int(res.status), msg, int(res.nit)
 
 
 def optimize_schedule(
@@ -295,7 +357,7 @@ def optimize_schedule(
     ab_min: float = AB_MIN,
     ab_max: float = AB_MAX,
     delta: float = DELTA,
-    method: str = "slsqp",
+    method: str = "auto",
     starts=STARTS,
     spacings=("linspace",),
     maxiter: int = 1000,
@@ -323,8 +385,8 @@ def optimize_schedule(
     ab_min, ab_max, delta : float
         Bounds on every ``ab_s`` and the monotonicity margin (module docstring). Defaults:
         the range of the T = 1000 linear training schedule, margin 1e-7.
-    method : {"slsqp", "lbfgs-logsnr"}
-        The paper's SLSQP on ``ab``, or the independent L-BFGS on logSNR increments.
+    method : {"auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr"}
+        See the module docstring; "slsqp" is the paper's SLSQP on ``ab``.
     starts : sequence of str
         Baseline names to start from (projected into the feasible set); the best is kept.
     spacings : sequence of str
@@ -332,8 +394,8 @@ def optimize_schedule(
     maxiter : int
         Iteration limit of each start.
     ftol : float
-        SLSQP's tolerance on the relative change of the (start-scaled) objective; L-BFGS uses
-        it as its gradient tolerance.
+        SLSQP's tolerance on the change of the start-scaled objective (L-BFGS stops on
+        :data:`LBFGS_GTOL` instead).
     kl_floor : float
         Relative eigenvalue floor of KL.
 
@@ -354,6 +416,8 @@ def optimize_schedule(
     Schedule Design"; THEORY.md section 5.
     """
     _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    if method == "auto":
+        method = "slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS else "lbfgs-logsnr"
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
@@ -369,8 +433,12 @@ def optimize_schedule(
         obj = _Objective(lam, m, scale, loss=loss, **kw)
         if method == "slsqp":
             x, ok, status, msg, nit = _run_slsqp(obj, x0, ab_min, ab_max, delta, maxiter, ftol)
+        elif method == "slsqp-logsnr":
+            x, ok, status, msg, nit = _run_slsqp_logsnr(obj, x0, ab_min, ab_max, delta,
+                                                        maxiter, ftol)
         else:
-            x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, ftol)
+            x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter,
+                                                        LBFGS_GTOL)
         report = evaluate_schedule(lam, m, x, **kw)
         value = report.value(loss)
         start_losses[name] = value
