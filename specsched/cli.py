@@ -23,7 +23,7 @@ EXIT_NOT_CONVERGED = 3
 
 #: Modules that add a subcommand: each defines ``add_parser(subparsers)`` (registering a
 #: parser whose ``set_defaults(run=...)`` names a function ``run(args) -> int``).
-COMMAND_MODULES: tuple[str, ...] = ("specsched.spectrum.command",)
+COMMAND_MODULES: tuple[str, ...] = ("specsched.spectrum.command", "specsched.optimize.sweep")
 
 
 def _positive_int(text):

@@ -1,0 +1,94 @@
+"""specsched sweep: numbers consistent with evaluate, never worse than a baseline, resumable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specsched.cli import main
+from specsched.schedules import baseline_alphas_cumprod
+from specsched.spectrum import load_spectrum
+from specsched.theory import evaluate_schedule
+
+ARGS = ["sweep", "--spectrum", "cifar10", "--steps", "3", "6", "--samplers", "ddim", "ddpm-ve",
+        "--losses", "w2", "kl-data-gen", "--jobs", "1"]
+
+
+def read(out):
+    return pd.read_csv(out / "sweep.csv", comment="#")
+
+
+def test_sweep_matches_evaluate_and_beats_baselines(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main([*ARGS, "--out", str(out)]) == 0
+    table = read(out)
+    assert len(table) == 2 * 2 * 2 * 7  # steps x samplers x losses x (6 baselines + optimum)
+    lam = load_spectrum("cifar10").eigenvalues
+    for _, row in table[~table.schedule.str.startswith("optimized")].iterrows():
+        fam, _, spacing = row.schedule.partition("/")
+        ab = baseline_alphas_cumprod(fam, int(row.steps), spacing=spacing or "linspace")
+        r = evaluate_schedule(lam, None, ab, sampler=row.sampler)
+        assert (row.w2, row.kl, row.kl_data_gen) == pytest.approx(
+            (r.w2, r.kl, r.kl_data_gen), rel=1e-9)
+    for _, g in table.groupby(["steps", "sampler", "loss"]):
+        opt = g[g.schedule.str.startswith("optimized")]
+        assert len(opt) == 1
+        assert opt.value.iloc[0] <= g[~g.schedule.str.startswith("optimized")].value.min()
+        assert np.allclose(g.optimized_value, opt.value.iloc[0])
+    assert len(list((out / "schedules").glob("*.json"))) == 8
+    assert (out / "sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_resumes_without_redoing_cells(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main([*ARGS, "--out", str(out)]) == 0
+    before = read(out)
+    cells = sorted((out / "cells").glob("*.json"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in cells}
+    cells[0].unlink()
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out)]) == 0
+    assert "7 already done, 1 to run" in capsys.readouterr().out
+    for p in sorted((out / "cells").glob("*.json"))[1:]:
+        assert p.stat().st_mtime_ns == stamps[p.name]
+    pd.testing.assert_frame_equal(read(out), before)
+
+
+def test_sweep_refuses_a_folder_of_another_configuration(tmp_path, capsys):
+    out = tmp_path / "sw"
+    small = ["sweep", "--spectrum", "cifar10", "--steps", "3", "--samplers", "ddim",
+             "--losses", "w2", "--jobs", "1", "--out", str(out)]
+    assert main(small) == 0
+    code = main([*small, "--init", "marginal"])
+    assert code == 2 and "another spectrum or options" in capsys.readouterr().err
+
+
+def test_sweep_survives_kill_9(tmp_path):
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "specsched.cli", "sweep", "--spectrum", "cifar10",
+           "--steps", "2", "3", "4", "5", "6", "7", "8", "30", "--samplers", "ddim",
+           "--losses", "w2", "--jobs", "1", "--out", str(out)]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "cells").glob("S*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("S*.json")}
+    assert 2 <= len(finished) < 8, "kill the sweep mid-run"
+    for p in (out / "cells").glob("S*.json"):
+        json.loads(p.read_text())  # every cell file on disk is complete
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"{len(finished)} already done" in res.stdout
+    for name, stamp in finished.items():
+        assert (out / "cells" / name).stat().st_mtime_ns == stamp
+    assert len(read(out).query("schedule == 'optimized-w2'")) == 8
+    assert not list(out.rglob(".*.tmp"))
