@@ -1,0 +1,41 @@
+"""Torch-free diffusion samplers over NumPy (or array-API) arrays.
+
+- :mod:`~specsched.sampling.samplers`: DDIM-eta, DDPM (beta-tilde and "large" beta) in VP,
+  DDIM-VE and DDPM-VE (SMLD ancestral), driven by a schedule (``alphas_cumprod``, step 1
+  least noisy first) and a denoiser ``denoise(x, level) -> x0_hat`` that predicts x0;
+- :mod:`~specsched.sampling.denoisers`: exact denoisers (Wiener filter of a Spectrum,
+  Gaussian-mixture posterior mean) and the eps <-> x0 wrappers;
+- :mod:`~specsched.sampling.stats`: empirical W2 against the data Gaussian with a Monte
+  Carlo standard error;
+- :mod:`~specsched.sampling.command`: ``specsched sample``.
+"""
+
+from specsched.sampling.denoisers import (
+    GaussianMixtureDenoiser,
+    WienerDenoiser,
+    eps_from_x0,
+    x0_from_eps,
+)
+from specsched.sampling.samplers import (
+    SAMPLER_NAMES,
+    as_alphas_cumprod,
+    sample,
+    sample_batches,
+    step,
+)
+from specsched.sampling.stats import EmpiricalW2, RunningMoments, empirical_w2
+
+__all__ = [
+    "SAMPLER_NAMES",
+    "EmpiricalW2",
+    "GaussianMixtureDenoiser",
+    "RunningMoments",
+    "WienerDenoiser",
+    "as_alphas_cumprod",
+    "empirical_w2",
+    "eps_from_x0",
+    "sample",
+    "sample_batches",
+    "step",
+    "x0_from_eps",
+]

@@ -1,0 +1,294 @@
+r"""Torch-free discrete diffusion samplers over arrays, driven by a schedule and a denoiser.
+
+Notation (THEORY.md sections 1 and 3). A schedule is ``ab = (ab_1, ..., ab_S)``
+(alphas_cumprod), step 1 (least noisy) first, ``1 > ab_1 > ... > ab_S > 0``, with
+``ab_0 = 1`` implied: the last reverse step (s = 1) lands on clean data. One reverse step
+``s -> s-1`` uses ``a = ab_s`` and ``ap = ab_{s-1}``. VE samplers use the same points as
+noise levels ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (``sigma_0 = 0``).
+
+The denoiser is a callable ``denoise(x, level) -> x0_hat`` that predicts the CLEAN sample
+``x0`` (not the noise). By default (``denoise.param`` absent or ``"vp"``) ``x`` is a VP state
+``x = sqrt(ab) x0 + sqrt(1 - ab) eps`` and ``level`` is ``ab``; a denoiser whose attribute
+``param`` is ``"ve"`` takes a VE state ``x = x0 + sigma eps`` and ``level = sigma``. The
+samplers convert between the two exactly (``x_vp = sqrt(ab) x_ve``), so any denoiser drives
+any sampler. Wrap a noise-prediction model with :func:`specsched.sampling.x0_from_eps`.
+
+Updates (THEORY.md section 3, written exactly so):
+
+- ``ddim`` / ``ddpm`` (DDIM-eta, Song, Meng, Ermon 2021, eq. 12; eta = 0 DDIM, eta = 1 DDPM
+  with the posterior variance beta-tilde):
+  ``sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
+  ``x_{s-1} = sqrt(ap) x0_hat + sqrt(1 - ap - sig^2) eps_hat + sig z``,
+  ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``;
+- ``ddpm-large`` (Ho, Jain, Abbeel 2020, eqs. 6-7 with sigma^2 = beta_s, diffusers'
+  ``fixed_large``): ``x_{s-1} = sqrt(ap) beta_s/(1 - a) x0_hat + sqrt(a/ap) (1 - ap)/(1 - a) x_s
+  + sqrt(beta_s) z``, ``beta_s = 1 - a/ap``, no noise on the final step s = 1;
+- ``ddim-ve``: ``x_{s-1} = x0_hat + (sigma_{s-1}/sigma_s)(x_s - x0_hat)`` (= Euler on the
+  probability-flow ODE in sigma, k-diffusion's ``sample_euler``);
+- ``ddpm-ve`` (SMLD ancestral, Song & Ermon 2019; = k-diffusion's ``sample_euler_ancestral``):
+  ``x_{s-1} = x0_hat + (sigma_{s-1}^2/sigma_s^2)(x_s - x0_hat)
+  + sqrt(sigma_{s-1}^2 (sigma_s^2 - sigma_{s-1}^2)/sigma_s^2) z``.
+
+Start ``x_S ~ N(0, I)`` (VP) or ``N(0, sigma_S^2 I)`` (VE). The output is a clean sample in
+both parametrisations. With the exact Wiener denoiser of a Gaussian, the law of the output
+is the closed form :func:`specsched.theory.closed_form` of the same sampler and schedule.
+
+Arrays: ``x`` has shape ``(n, ...)``; arithmetic goes through an array namespace ``xp``
+(array-API style; numpy by default, ``array_api_compat.array_namespace`` of the denoiser's
+output otherwise). Random numbers come from a :class:`numpy.random.Generator` (float64) and
+are converted with ``xp.asarray``. Samples are produced ``batch_size`` at a time, so memory is
+O(batch_size x d) besides the output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from specsched.errors import InputError
+from specsched.theory.samplers import get_sampler, resolve_eta
+
+__all__ = ["SAMPLER_NAMES", "as_alphas_cumprod", "sample", "sample_batches", "step"]
+
+#: Samplers implemented here (the names of :data:`specsched.theory.SAMPLERS`).
+SAMPLER_NAMES = ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve")
+
+
+def as_alphas_cumprod(schedule) -> np.ndarray:
+    """The ``alphas_cumprod`` of a :class:`~specsched.schedules.Schedule` or an array.
+
+    Parameters
+    ----------
+    schedule : Schedule or array-like of shape (n_steps,)
+        Step 1 (least noisy) first, strictly decreasing in (0, 1); ``ab_0 = 1`` implied.
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+
+    Raises
+    ------
+    InputError
+        If the array is not a valid schedule (message names ``alphas_cumprod``).
+    """
+    from specsched.schedules import validate_alphas_cumprod
+
+    ab = getattr(schedule, "alphas_cumprod", schedule)
+    return validate_alphas_cumprod(ab, "alphas_cumprod")
+
+
+def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, float]:
+    """``(sqrt(1 - ap - sig^2), sig)`` of a DDIM-eta step, in product form (no cancellation).
+
+    ``1 - ap - sig^2 = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a))``
+    (THEORY.md section 3), exactly 0 on the final step ``ap = 1``.
+    """
+    e2 = eta * eta
+    sig2 = e2 * (1.0 - ap) * (ap - a) / (ap * (1.0 - a))
+    dir2 = (1.0 - ap) * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * (1.0 - a))
+    return math.sqrt(max(dir2, 0.0)), math.sqrt(sig2)
+
+
+def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
+    """One reverse step ``s -> s-1`` of a sampler (module docstring; THEORY.md section 3).
+
+    Parameters
+    ----------
+    sampler : str
+        One of :data:`SAMPLER_NAMES`.
+    x : array of shape (n, ...), float64
+        State at step s: VP ``sqrt(a) x0 + sqrt(1 - a) eps`` for VP samplers, VE
+        ``x0 + sigma_s eps`` for ``*-ve`` samplers.
+    x0_hat : array of shape (n, ...)
+        The denoiser's estimate of the clean sample.
+    a, ap : float
+        ``ab_s`` and ``ab_{s-1}``, ``0 < a < ap <= 1`` (``ap = 1``: the final step).
+    eta : float or None
+        DDIM-eta stochasticity (``ddim``/``ddpm`` only).
+    z : array of shape (n, ...) or None
+        Standard normal noise; only read by stochastic steps.
+
+    Returns
+    -------
+    array of shape (n, ...)
+        State at step s - 1.
+    """
+    if sampler in ("ddim", "ddpm"):
+        k, sig = _ddim_eta_coefficients(a, ap, eta)
+        eps_hat = (x - math.sqrt(a) * x0_hat) / math.sqrt(1.0 - a)
+        out = math.sqrt(ap) * x0_hat + k * eps_hat
+        return out + sig * z if sig > 0.0 else out
+    if sampler == "ddpm-large":
+        beta = 1.0 - a / ap
+        out = (math.sqrt(ap) * beta / (1.0 - a)) * x0_hat + (
+            math.sqrt(a / ap) * (1.0 - ap) / (1.0 - a)
+        ) * x
+        return out if ap == 1.0 else out + math.sqrt(beta) * z  # Ho et al.: none at s = 1
+    s2 = (1.0 - a) / a
+    sp2 = (1.0 - ap) / ap  # 0 on the final step
+    if sampler == "ddim-ve":
+        return x0_hat + math.sqrt(sp2 / s2) * (x - x0_hat)
+    if sampler == "ddpm-ve":
+        out = x0_hat + (sp2 / s2) * (x - x0_hat)
+        q = sp2 * (s2 - sp2) / s2
+        return out + math.sqrt(q) * z if q > 0.0 else out
+    raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
+
+
+def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
+    """``x0_hat`` from ``denoise`` at VP level ``a`` for a VP or VE state ``x``."""
+    if getattr(denoise, "param", "vp") == "ve":
+        sigma = math.sqrt((1.0 - a) / a)
+        return denoise(x if ve_state else x / math.sqrt(a), sigma)
+    return denoise(math.sqrt(a) * x if ve_state else x, a)
+
+
+def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
+    if not callable(denoise):
+        raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
+                         f"{type(denoise).__name__}")
+    if sampler not in SAMPLER_NAMES:
+        raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
+    eta = resolve_eta(sampler, eta)
+    for name, value in (("n", n), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
+    try:
+        shape = tuple(int(s) for s in sample_shape)
+    except TypeError:
+        raise InputError(f"sample_shape: expected a tuple of ints, got {sample_shape!r}") from None
+    if any(s < 1 for s in shape):
+        raise InputError(f"sample_shape: expected positive sizes, got {shape}")
+    return eta, shape
+
+
+def sample_batches(
+    denoise: Callable,
+    schedule,
+    n: int,
+    sample_shape: tuple[int, ...],
+    *,
+    sampler: str = "ddim",
+    eta: float | None = None,
+    rng: np.random.Generator,
+    batch_size: int = 1024,
+    xp=None,
+    progress: bool | None = None,
+) -> Iterator[tuple[int, object]]:
+    """Generate ``n`` samples batch by batch: yields ``(start, batch)``.
+
+    Parameters
+    ----------
+    denoise : callable
+        ``denoise(x, level) -> x0_hat`` predicting the clean sample (module docstring for
+        ``level`` and the ``param`` attribute); called with arrays of shape
+        ``(b, *sample_shape)``, b <= ``batch_size``.
+    schedule : Schedule or array-like of shape (n_steps,)
+        alphas_cumprod, step 1 (least noisy) first; ``ab_0 = 1`` implied.
+    n : int
+        Number of samples, >= 1.
+    sample_shape : tuple of int
+        Shape of one sample (e.g. ``(d,)`` in an eigenbasis, ``(16, 16, 3)`` for images).
+    sampler : {"ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve"}
+    eta : float or None
+        DDIM-eta stochasticity with ``"ddim"``; None: the sampler's own (THEORY.md 3).
+    rng : numpy.random.Generator
+        Source of all randomness (start noise, then step noise, batch after batch). The
+        samples depend on ``batch_size`` as well as on the seed.
+    batch_size : int
+        Samples per batch, >= 1; memory is O(batch_size x prod(sample_shape)).
+    xp : array namespace or None
+        Namespace of the arithmetic (numpy when None).
+    progress : bool or None
+        tqdm progress bar over samples; None shows it only on a terminal.
+
+    Yields
+    ------
+    start : int
+        Index of the batch's first sample.
+    batch : array of shape (b, *sample_shape), float64
+        Clean samples ``x_0`` (the state after step 1).
+
+    Raises
+    ------
+    InputError
+        Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``.
+    """
+    from tqdm.auto import tqdm
+
+    eta, shape = _check_args(denoise, n, sample_shape, sampler, eta, batch_size)
+    ab = as_alphas_cumprod(schedule)
+    xp = np if xp is None else xp
+    ve = get_sampler(sampler).param == "ve"
+    stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
+    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
+    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
+    with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
+              disable=(not progress) if progress is not None else None) as bar:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
+            for a, ap in reversed(levels):  # reverse time: step S first
+                x0_hat = _call_denoiser(denoise, x, a, ve)
+                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
+                x = step(sampler, x, x0_hat, a, ap, eta, z)
+            bar.update(b)
+            yield start, x
+
+
+def sample(
+    denoise: Callable,
+    schedule,
+    n: int,
+    sample_shape: tuple[int, ...],
+    *,
+    sampler: str = "ddim",
+    eta: float | None = None,
+    rng: np.random.Generator,
+    batch_size: int = 1024,
+    out: np.ndarray | None = None,
+    xp=None,
+    progress: bool | None = None,
+):
+    """Generate ``n`` samples into a preallocated array (or a new one).
+
+    Same parameters as :func:`sample_batches`, plus
+
+    out : ndarray of shape (n, *sample_shape) or None
+        Destination (e.g. a :func:`numpy.lib.format.open_memmap`); a new float64 array of
+        the namespace when None.
+
+    Returns
+    -------
+    array of shape (n, *sample_shape), float64
+        ``out``, filled with clean samples. With the Wiener denoiser of a Gaussian
+        (:class:`specsched.sampling.WienerDenoiser`) their law is
+        :func:`specsched.theory.closed_form` of the same sampler and schedule.
+
+    Raises
+    ------
+    InputError
+        As :func:`sample_batches`, or ``out`` of the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specsched.sampling import WienerDenoiser, sample
+    >>> den = WienerDenoiser(np.array([2.0, 0.5]))
+    >>> x = sample(den, [0.9, 0.5, 0.1], 4, (2,), rng=np.random.default_rng(0), progress=False)
+    >>> x.shape
+    (4, 2)
+    """
+    shape = (int(n), *tuple(int(s) for s in sample_shape))
+    if out is None:
+        out = (np if xp is None else xp).zeros(shape, dtype=np.float64 if xp is None
+                                               else xp.float64)
+    elif tuple(out.shape) != shape:
+        raise InputError(f"out: expected shape {shape}, got {tuple(out.shape)}")
+    for start, batch in sample_batches(denoise, schedule, n, sample_shape, sampler=sampler,
+                                       eta=eta, rng=rng, batch_size=batch_size, xp=xp,
+                                       progress=progress):
+        out[start:start + batch.shape[0], ...] = batch
+    return out
