@@ -23,7 +23,12 @@ EXIT_NOT_CONVERGED = 3
 
 #: Modules that add a subcommand: each defines ``add_parser(subparsers)`` (registering a
 #: parser whose ``set_defaults(run=...)`` names a function ``run(args) -> int``).
-COMMAND_MODULES: tuple[str, ...] = ("specsched.spectrum.command", "specsched.optimize.sweep")
+COMMAND_MODULES: tuple[str, ...] = (
+    "specsched.spectrum.command",
+    "specsched.optimize.sweep",
+    "specsched.sampling.command",
+    "specsched.schedules.export_command",
+)
 
 
 def _positive_int(text):
@@ -56,6 +61,9 @@ def _add_sampler_args(p, choices, default="ddim"):
     p.add_argument("--sampler", choices=choices, default=default, metavar="SAMPLER",
                    help=f"one of {', '.join(choices)}: {DISCRETE_HELP}"
                    + (f"; {SDE_HELP}" if "euler" in choices else "")
+                   + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
+                      "lands on t - T//S, not on the next grid timestep)"
+                      if "diffusers-ddim" in choices else "")
                    + ("" if default else "; default: the schedule file's sampler, else ddim"))
     p.add_argument("--eta", type=_unit_interval, default=None,
                    help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim)")
@@ -138,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of steps (required with a baseline name)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a baseline on the T = 1000 grid")
-    _add_sampler_args(p, discrete + list(SDE_SOLVERS), default=None)
+    _add_sampler_args(p, discrete + list(SDE_SOLVERS) + ["diffusers-ddim"], default=None)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--t-eps", type=float, default=0.0,
@@ -264,6 +272,27 @@ def _evaluate_sde(args, sampler, spectrum):
     return traj.report, args.steps, None, label, None, extra
 
 
+def _evaluate_diffusers_ddim(args, spectrum):
+    from specsched.schedules import TRAINING_FAMILIES
+    from specsched.theory import resolve_eta
+    from specsched.theory.unchained import diffusers_ddim_levels, evaluate_unchained
+
+    family = args.schedule or "linear"
+    if family not in TRAINING_FAMILIES:
+        raise InputError(
+            f"--schedule: diffusers-ddim runs on a T = 1000 training schedule "
+            f"({', '.join(TRAINING_FAMILIES)}), got {family!r}"
+        )
+    if args.steps is None:
+        raise InputError("--steps: required with --sampler diffusers-ddim")
+    eta = resolve_eta("ddim", args.eta)
+    a_denoise, a_land, timesteps = diffusers_ddim_levels(args.spacing, args.steps,
+                                                         family=family)
+    r = evaluate_unchained(spectrum.eigenvalues, spectrum.mean, a_denoise, a_land, eta=eta)
+    extra = {"timesteps": [int(t) for t in timesteps]}
+    return r, int(a_denoise.size), eta, family, args.spacing, extra
+
+
 def _evaluate_discrete(args, sampler, eta, spectrum):
     from specsched.schedules import BASELINES, Schedule, baseline_alphas_cumprod
     from specsched.theory import evaluate_schedule, resolve_eta
@@ -307,6 +336,9 @@ def cmd_evaluate(args) -> int:
     spectrum = load_spectrum(args.spectrum)
     if args.sampler in SDE_SOLVERS:
         r, steps, eta, label, spacing, extra = _evaluate_sde(args, args.sampler, spectrum)
+        sampler = args.sampler
+    elif args.sampler == "diffusers-ddim":
+        r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddim(args, spectrum)
         sampler = args.sampler
     else:
         r, steps, eta, label, spacing, extra = _evaluate_discrete(

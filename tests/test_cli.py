@@ -171,3 +171,59 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "missing.npy" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("sampler", ["ddpm-large", "ddim-ve", "ddpm-ve"])
+def test_evaluate_every_discrete_sampler(sampler, capsys):
+    from specsched.theory import evaluate_schedule
+
+    code, out, _ = run(["evaluate", "--spectrum", "cifar10", "--schedule", "cosine",
+                        "--steps", "12", "--sampler", sampler, "--init", "marginal", "--json"],
+                       capsys)
+    assert code == 0
+    rec = json.loads(out)
+    from specsched.schedules import baseline_alphas_cumprod
+    from specsched.spectrum import load_spectrum
+
+    r = evaluate_schedule(load_spectrum("cifar10").eigenvalues, None,
+                          baseline_alphas_cumprod("cosine", 12), sampler=sampler, init="marginal")
+    assert (rec["w2"], rec["kl"], rec["kl_data_gen"]) == (r.w2, r.kl, r.kl_data_gen)
+    assert rec["sampler"] == sampler and rec["eta"] is None
+
+
+def test_evaluate_continuous_time_solver_trajectory(capsys):
+    code, out, _ = run(["evaluate", "--spectrum", "cifar10", "--sampler", "heun", "--steps",
+                        "50", "--t-eps", "1e-3", "--beta-max", "8", "--json"], capsys)
+    assert code == 0
+    rec = json.loads(out)
+    traj = rec["trajectory"]
+    assert len(traj["t"]) == len(traj["w2"]) == 51
+    assert traj["t"][0] == 1.0 and traj["t"][-1] == pytest.approx(1e-3)
+    assert rec["beta_max"] == 8.0 and rec["t_eps"] == 1e-3 and rec["steps"] == 50
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--sampler", "heun", "--steps", "10", "--schedule", "linear"], "takes no schedule"),
+        (["--sampler", "euler"], "--steps"),
+        (["--sampler", "pg-ddpm", "--steps", "5"], "2 dt beta"),
+        (["--sampler", "em", "--steps", "5", "--t-eps", "2"], "t-eps"),
+        (["--sampler", "ddpm-large", "--eta", "0.5", "--schedule", "linear", "--steps", "5"],
+         "no eta"),
+        (["--sampler", "ddpm-large", "--param", "ve", "--schedule", "linear", "--steps", "5"],
+         "--param"),
+        (["--sampler", "ddim", "--steps", "5"], "--schedule"),
+    ],
+)
+def test_evaluate_sampler_errors(argv, needle, capsys):
+    code, _, err = run(["evaluate", "--spectrum", "cifar10", *argv], capsys)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_optimize_ve_via_param(tmp_path, capsys):
+    code, _, err = run(["optimize", "--spectrum", "cifar10", "--steps", "4", "--sampler",
+                        "ddim", "--param", "ve", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    sched = Schedule.load(tmp_path / "schedule_ddim-ve_w2_S4.json")
+    assert sched.sampler == "ddim-ve" and sched.param == "ve"
