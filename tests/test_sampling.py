@@ -23,7 +23,7 @@ from specsched.theory import closed_form, evaluate_schedule
 AB10 = baseline_alphas_cumprod("linear", 10)
 
 
-def _mc_check(spectrum, sampler, n, seed, ab=AB10, eta=None, k=4.0):
+def _mc_check(spectrum, sampler, n, seed, ab=AB10, eta=None, k=3.0):
     """Sample with the Wiener denoiser; compare W2^2 and per-direction variances."""
     den = WienerDenoiser.from_spectrum(spectrum)
     pixel = spectrum.eigenvectors is not None
