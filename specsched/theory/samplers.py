@@ -55,43 +55,61 @@ from specsched.errors import InputError
 INITS = ("normal", "marginal")
 
 
-def _ddpm_large_coefficients(lam, a, ap, eta):
-    """``A_s``, ``q_s`` of DDPM with sigma^2 = beta (module docstring); complex-safe."""
-    w = 1.0 - a
+def _ddim_eta_mobius(a, ap, eta):
+    """DDIM-eta (Song et al. 2021 eq. 12) with the VP Wiener denoiser; complex-safe.
+
+    ``sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a))`` and
+    ``c^2 = (1 - ap - sig2)/(1 - a) = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap))/(ap (1 - a)^2)``
+    in product forms: exact zeros on the last step (ap = 1), no cancellation at eta = 1.
+    """
+    w, u, e2 = 1.0 - a, 1.0 - ap, eta**2
+    sig2 = e2 * u * (ap - a) / (ap * w)
+    c2 = u * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * w * w)
+    c = np.sqrt(np.where(np.real(c2) > 0.0, c2, 0.0))
+    return np.sqrt(a * ap), c * w, a, w, sig2
+
+
+def _ddpm_large_mobius(a, ap, eta):
+    """DDPM with sigma^2 = beta (Ho et al. 2020 eq. 7 posterior-mean form); complex-safe.
+
+    ``A = sqrt(ap) beta/(1 - a) g + sqrt(a/ap) (1 - ap)/(1 - a)``,
+    ``g = sqrt(a) lambda/(a lambda + 1 - a)``; no noise on the final step.
+    """
+    w, u = 1.0 - a, 1.0 - ap
     beta = (ap - a) / ap
-    g = np.sqrt(a) * lam / (a * lam + w)
-    A = np.sqrt(ap) * beta / w * g + np.sqrt(a / ap) * (1.0 - ap) / w
-    q = np.where(ap.real == 1.0, 0.0, beta)  # no noise on the final step (Ho et al. 2020)
-    return A, q
+    r = np.sqrt(a / ap)
+    alpha = np.sqrt(ap * a) * beta / w + r * u * a / w
+    q = np.where(np.real(ap) == 1.0, 0.0, beta)
+    return alpha, r * u, a, w, q
 
 
-def _ve_coefficients(lam, a, ap, eta, ancestral):
+def _ve_mobius(a, ap, ancestral):
     sig2 = (1.0 - a) / a
     sig2_prev = (1.0 - ap) / ap  # 0 on the final step (ap = 1)
     r = sig2_prev / sig2 if ancestral else np.sqrt(sig2_prev / sig2)
-    A = r + (1.0 - r) * lam / (lam + sig2)
     q = sig2_prev * (sig2 - sig2_prev) / sig2 if ancestral else 0.0 * a
-    return A, q
+    one = np.ones_like(a)
+    return one, r * sig2, one, sig2, q
 
 
-def _ddim_ve_coefficients(lam, a, ap, eta):
-    """``A_s``, ``q_s`` of DDIM in VE form (module docstring); complex-safe."""
-    return _ve_coefficients(lam, a, ap, eta, ancestral=False)
+def _ddim_ve_mobius(a, ap, eta):
+    """DDIM in VE form, ``A = r + (1 - r) lambda/(lambda + sigma_s^2)``, r = sigma ratio."""
+    return _ve_mobius(a, ap, ancestral=False)
 
 
-def _ddpm_ve_coefficients(lam, a, ap, eta):
-    """``A_s``, ``q_s`` of SMLD ancestral sampling (module docstring); complex-safe."""
-    return _ve_coefficients(lam, a, ap, eta, ancestral=True)
-
-
-def _ddim_eta_coefficients(lam, a, ap, eta):
-    """``A_s``, ``q_s`` of DDIM-eta (module docstring), for real inputs."""
-    return _all_step_coefficients(lam[0], a[:, 0], eta, ap=ap[:, 0])
+def _ddpm_ve_mobius(a, ap, eta):
+    """SMLD ancestral sampling (Song & Ermon 2019): r = squared sigma ratio, noise q."""
+    return _ve_mobius(a, ap, ancestral=True)
 
 
 @dataclass(frozen=True)
 class Sampler:
     """A discrete sampler's per-step coefficients in the closed form.
+
+    Every sampler here has gains of Mobius form in the eigenvalue,
+    ``A_s(lambda) = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)``, and a noise
+    variance ``q_s`` that does not depend on lambda; the five per-step scalars depend on
+    ``(a, ap) = (ab_s, ab_{s-1})`` only.
 
     Attributes
     ----------
@@ -100,12 +118,9 @@ class Sampler:
     param : {"vp", "ve"}
         Parametrisation of its states: VP ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps`` or
         VE ``x_t = x_0 + sigma eps`` with ``sigma = sqrt((1 - ab) / ab)``.
-    coefficients : callable
-        ``(lam (1, d), a (S, 1), ap (S, 1), eta) -> (A, q)`` broadcasting to (S, d);
-        written with complex-safe operations unless ``derivatives`` is given.
-    derivatives : callable or None
-        ``(lam (d,), ab (S,), eta) -> (A, q, dA_da, dA_dap, dq_da, dq_dap)``; None means
-        complex-step differentiation of ``coefficients``.
+    mobius : callable
+        ``(a (S,), ap (S,), eta) -> (alpha, beta, gamma, delta, q)``, each of shape (S,),
+        written with complex-safe operations (derivatives are taken by complex step).
     default_eta : float or None
         eta of the sampler; None when eta does not apply.
     eta_free : bool
@@ -115,25 +130,22 @@ class Sampler:
 
     name: str
     param: str
-    coefficients: Callable
-    derivatives: Callable | None
+    mobius: Callable
     default_eta: float | None
     eta_free: bool
     description: str
 
 
 SAMPLERS = {
-    "ddim": Sampler("ddim", "vp", _ddim_eta_coefficients,
-                    lambda lam, ab, eta: _all_step_coefficients(lam, ab, eta, True),
-                    0.0, True, "DDIM-eta (eta = 0 by default), VP"),
-    "ddpm": Sampler("ddpm", "vp", _ddim_eta_coefficients,
-                    lambda lam, ab, eta: _all_step_coefficients(lam, ab, eta, True),
-                    1.0, False, "DDPM ancestral, posterior variance beta-tilde (eta = 1), VP"),
-    "ddpm-large": Sampler("ddpm-large", "vp", _ddpm_large_coefficients, None, None, False,
+    "ddim": Sampler("ddim", "vp", _ddim_eta_mobius, 0.0, True,
+                    "DDIM-eta (eta = 0 by default), VP"),
+    "ddpm": Sampler("ddpm", "vp", _ddim_eta_mobius, 1.0, False,
+                    "DDPM ancestral, posterior variance beta-tilde (eta = 1), VP"),
+    "ddpm-large": Sampler("ddpm-large", "vp", _ddpm_large_mobius, None, False,
                           "DDPM ancestral, variance beta ('fixed_large'), VP"),
-    "ddim-ve": Sampler("ddim-ve", "ve", _ddim_ve_coefficients, None, None, False,
+    "ddim-ve": Sampler("ddim-ve", "ve", _ddim_ve_mobius, None, False,
                        "DDIM in VE form, start N(0, sigma_S^2)"),
-    "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_coefficients, None, None, False,
+    "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_mobius, None, False,
                        "SMLD ancestral sampling (VE), start N(0, sigma_S^2)"),
 }
 
@@ -197,65 +209,26 @@ def step_coefficients(eigenvalues, a: float, ap: float, eta: float = 0.0, sample
         Variance of the injected noise.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    A, q = get_sampler(sampler).coefficients(
-        lam[None, :], np.array([[a]], float), np.array([[ap]], float), eta
-    )
-    return A[0], np.broadcast_to(q, A.shape)[0].copy()
+    spec = get_sampler(sampler)
+    al, be, ga, de, q = (np.asarray(x, dtype=np.float64)
+                         for x in spec.mobius(np.array([a], float), np.array([ap], float), eta))
+    A = (al * lam + be) / (ga * lam + de)
+    return A, np.broadcast_to(q, A.shape).copy()
 
 
-def _all_step_coefficients(lam, ab, eta: float, derivatives: bool = False, ap=None):
-    """Gains ``A_s`` and noise variances ``sig_s^2`` of every step at once.
+def _all_step_coefficients(lam, ab, eta: float, ap=None):
+    """DDIM-eta gains ``A`` (S, d) and noise variances ``sig2`` (S, 1) of every step.
 
-    Parameters
-    ----------
-    lam : ndarray of shape (n_directions,)
-    ab : ndarray of shape (n_steps,), step 1 first (``ab_0 = 1`` implied)
-    eta : float
-    ap : ndarray of shape (n_steps,), optional
-        ``ab_{s-1}`` of each step; by default ``(1, ab_1, ..., ab_{S-1})``.
-    derivatives : bool
-        Also return the partial derivatives of ``A`` and ``sig2`` in ``a = ab_s`` and
-        ``ap = ab_{s-1}`` (derived by hand from the module docstring's expressions; checked
-        against finite differences in tests/test_theory.py).
-
-    Returns
-    -------
-    A : ndarray of shape (n_steps, n_directions); sig2 : ndarray of shape (n_steps, 1)
-    and, with ``derivatives``, dA_da, dA_dap (n_steps, n_directions) and
-    dsig2_da, dsig2_dap (n_steps, 1).
+    ``ap`` (S,) gives ``ab_{s-1}`` of each step, by default ``(1, ab_1, ..., ab_{S-1})``;
+    passing it explicitly allows unchained (denoise, landing) level pairs
+    (:mod:`specsched.theory.unchained`).
     """
-    a = ab
-    if ap is None:
-        ap = np.concatenate([[1.0], ab[:-1]])
-    w = 1.0 - a
-    u = 1.0 - ap
-    e2 = eta**2
-    # Product forms, exact zeros on the last step (ap = 1) and no cancellation at eta = 1:
-    # sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a)),
-    # c^2 = (1 - ap - sig2) / (1 - a) = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a)^2)
-    n2 = u * (ap - a) / ap
-    sig2 = e2 * n2 / w
-    c2 = u * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * w * w)
-    pos = c2 > 0.0
-    c = np.sqrt(np.where(pos, c2, 0.0))
-    lam_ = lam[None, :]
-    num = np.sqrt(a * ap)[:, None] * lam_ + (c * w)[:, None]
-    den = a[:, None] * lam_ + w[:, None]
-    A = num / den
-    if not derivatives:
-        return A, sig2[:, None]
-    dsig2_da = e2 * ((1.0 - 1.0 / ap) * w + n2) / w**2
-    dsig2_dap = e2 * (a / ap**2 - 1.0) / w
-    dc2_da = (-dsig2_da * w + (u - sig2)) / w**2
-    dc2_dap = (-1.0 - dsig2_dap) / w
-    safe_c = np.where(pos, c, 1.0)
-    dc_da = np.where(pos, dc2_da / (2.0 * safe_c), 0.0)  # c vanishes identically when ap = 1
-    dc_dap = np.where(pos, dc2_dap / (2.0 * safe_c), 0.0)
-    dnum_da = (0.5 * np.sqrt(ap / a))[:, None] * lam_ + (dc_da * w - c)[:, None]
-    dnum_dap = (0.5 * np.sqrt(a / ap))[:, None] * lam_ + (dc_dap * w)[:, None]
-    dA_da = (dnum_da * den - num * (lam_ - 1.0)) / den**2
-    dA_dap = dnum_dap / den
-    return A, sig2[:, None], dA_da, dA_dap, dsig2_da[:, None], dsig2_dap[:, None]
+    a = np.asarray(ab, dtype=np.float64)
+    ap = np.concatenate([[1.0], a[:-1]]) if ap is None else np.asarray(ap, dtype=np.float64)
+    al, be, ga, de, q = _ddim_eta_mobius(a, ap, eta)
+    lam_ = np.asarray(lam, dtype=np.float64)[None, :]
+    A = (al[:, None] * lam_ + be[:, None]) / (ga[:, None] * lam_ + de[:, None])
+    return A, q[:, None]
 
 
 @dataclass(frozen=True)
@@ -300,22 +273,54 @@ def _start(spec: Sampler, lam, ab_S: float, init: str):
     return v, dsig2, 1.0, 0.0
 
 
-def _coefficients(spec: Sampler, lam, ab, eta, derivatives=False):
-    """``A`` (S, d) and ``q`` (S, 1) or (S, d) of every step, optionally with partials."""
+def step_scalars(spec: Sampler, ab, eta, derivatives=False):
+    """Per-step Mobius scalars ``(alpha, beta, gamma, delta, q)`` of a schedule.
+
+    Parameters
+    ----------
+    spec : Sampler
+    ab : ndarray of shape (n_steps,), step 1 first (``ab_0 = 1`` implied)
+    eta : float or None
+    derivatives : bool
+        Also return their partial derivatives in ``a = ab_s`` and in ``ap = ab_{s-1}``.
+
+    Returns
+    -------
+    P : ndarray of shape (5, n_steps), float64
+    and, with ``derivatives``, ``dP_da`` and ``dP_dap`` of the same shape, taken by complex
+    step (Squire & Trapp 1998): each step's scalars depend on its own ``(a, ap)`` only, so
+    perturbing every ``a`` (or every ``ap``) at once by ``i h`` gives every step's partial
+    derivative, exact to rounding, at the cost of two more O(S) evaluations. ``dP_dap`` of
+    step 1 (``ap = ab_0 = 1``, a constant) is not meaningful and is never used.
+    """
+    ab = np.asarray(ab, dtype=np.float64)
     ap = np.concatenate([[1.0], ab[:-1]])
-    args = (lam[None, :], ab[:, None], ap[:, None], eta)
+    P = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab, ap, eta)], dtype=float)
     if not derivatives:
-        return spec.coefficients(*args)
-    if spec.derivatives is not None:
-        return spec.derivatives(lam, ab, eta)
-    # Complex step: A_s depends on (ab_s, ab_{s-1}) only, so perturbing every a (or every
-    # ap) at once by i h gives each step's own partial derivative, exact to rounding.
+        return P
     h = 1e-30
-    A, q = spec.coefficients(*args)
-    A_a, q_a = spec.coefficients(args[0], args[1] + 1j * h, args[2], eta)
-    A_ap, q_ap = spec.coefficients(args[0], args[1], args[2] + 1j * h, eta)
-    return (A, np.real(q) + 0.0 * args[1], A_a.imag / h, A_ap.imag / h,
-            np.imag(q_a) / h + 0.0 * args[1], np.imag(q_ap) / h + 0.0 * args[1])
+    Pa = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab + 1j * h, ap, eta)])
+    Pap = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab, ap + 1j * h, eta)])
+    return P, Pa.imag / h, Pap.imag / h
+
+
+def _coefficients(spec: Sampler, lam, ab, eta, derivatives=False):
+    """``A``, ``q`` (S, d) of every step, optionally with their partials in a and ap."""
+    out = step_scalars(spec, ab, eta, derivatives)
+    P = out[0] if derivatives else out
+    lam_ = lam[None, :]
+    den = P[2][:, None] * lam_ + P[3][:, None]
+    A = (P[0][:, None] * lam_ + P[1][:, None]) / den
+    q = np.broadcast_to(P[4][:, None], A.shape)
+    if not derivatives:
+        return A, q
+    _, Da, Dap = out
+
+    def dA(D):
+        return ((D[0][:, None] * lam_ + D[1][:, None])
+                - A * (D[2][:, None] * lam_ + D[3][:, None])) / den
+
+    return A, q, dA(Da), dA(Dap), Da[4][:, None], Dap[4][:, None]
 
 
 def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="normal"):
