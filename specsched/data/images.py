@@ -18,7 +18,7 @@ import numpy as np
 
 from specsched.errors import InputError
 
-__all__ = ["load_image_folder", "IMAGE_SUFFIXES", "to_unit_interval"]
+__all__ = ["load_image_folder", "IMAGE_SUFFIXES", "to_unit_interval", "read_image"]
 
 #: File suffixes read as images (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -129,3 +129,59 @@ def load_image_folder(path: str | os.PathLike, *, grayscale: bool = False) -> np
             )
         out[i] = x
     return out
+
+
+def _center_crop(x: np.ndarray, crop: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[top : top + crop, left : left + crop]
+
+
+def read_image(path: str | os.PathLike, *, grayscale: bool = False, crop: int | None = None,
+               size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one image file as float64 ``(H, W, C)`` in ``[-1, 1]``, optionally cropped/resized.
+
+    Parameters
+    ----------
+    path : path-like
+        A PNG or JPEG file (read with :func:`skimage.io.imread`).
+    grayscale : bool
+        Convert RGB to one luminance channel (BT.709 weights, as :func:`load_image_folder`).
+    crop : int, optional
+        Side of a centred square crop, applied first (the image's shorter side must be at
+        least ``crop``).
+    size : (int, int), optional
+        Output ``(H, W)`` in pixels after the crop, by anti-aliased bilinear resizing
+        (:func:`skimage.transform.resize`, ``anti_aliasing=True``).
+
+    Returns
+    -------
+    ndarray of shape (H, W, C), float64
+        ``C`` is 1 (grayscale) or 3 (RGB; alpha dropped).
+
+    Raises
+    ------
+    InputError
+        Naming the file if it cannot be decoded, has an unsupported pixel type, or is
+        smaller than ``crop``.
+    """
+    from skimage.io import imread
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            raw = np.asarray(imread(path))
+    except Exception as exc:  # decoders raise many types; report them all the same way
+        raise InputError(f"{path}: cannot read the image ({exc})") from exc
+    x = _to_hwc(raw, str(path), grayscale)
+    if crop is not None:
+        if min(x.shape[:2]) < crop:
+            raise InputError(f"{path}: image of {x.shape[:2]} pixels is smaller than crop={crop}")
+        x = _center_crop(x, crop)
+    if size is not None and tuple(size) != x.shape[:2]:
+        from skimage.transform import resize
+
+        x = resize(x, (size[0], size[1], x.shape[2]), order=1, anti_aliasing=True,
+                   preserve_range=True)
+    return x

@@ -12,6 +12,7 @@ Sources, tried in this order:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import zipfile
@@ -22,11 +23,11 @@ import numpy as np
 from specsched.data import (
     BUILTIN_DATASETS,
     cifar10_eigenvalues,
-    load_image_folder,
     load_samples,
     unknown_source_error,
 )
 from specsched.data.arrays import check_samples, read_array
+from specsched.data.sources import source_from_array
 from specsched.errors import InputError
 from specsched.spectrum.covariance import spectrum_from_samples
 from specsched.spectrum.spectrum import SPECTRUM_FORMAT, Spectrum
@@ -54,7 +55,17 @@ def _is_spectrum_file(path: Path) -> bool:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
-def load_spectrum(src: str | os.PathLike, *, as_data: bool = False) -> Spectrum:
+def load_spectrum(
+    src: str | os.PathLike,
+    *,
+    as_data: bool = False,
+    method: str = "full",
+    rank: int | None = None,
+    chunk_size: int = 4096,
+    device: str = "cpu",
+    dask=None,
+    **source_options,
+) -> Spectrum:
     """Load or compute the spectrum of a data source.
 
     Parameters
@@ -68,11 +79,23 @@ def load_spectrum(src: str | os.PathLike, *, as_data: bool = False) -> Spectrum:
         ``src`` was given as data (``--data``), not as a spectrum (``--spectrum``): a 1-D
         array is then refused (it would be N scalar samples, not eigenvalues). Built-in
         names and spectrum files are accepted either way.
+    method : {"full", "pca", "fourier"}
+        Estimator for samples (see :func:`specsched.spectrum.estimate_spectrum`); spectrum
+        and eigenvalue files are returned as stored whatever ``method``.
+    rank : int, optional
+        Exact eigenpairs of ``"pca"``.
+    chunk_size, device, dask :
+        As :func:`specsched.spectrum.estimate_spectrum`.
+    **source_options :
+        Passed to :func:`specsched.data.sources.open_source` (``grayscale``, ``crop``,
+        ``size``, ``sample_rate``, ``frame_length``).
 
     Returns
     -------
     Spectrum
-        From samples: ``method="full"``, with eigenvectors, mean and ``n_samples``; from
+        From samples: the ``method`` asked (``"full"``: with eigenvectors), mean and
+        ``n_samples``; sources other than arrays and built-ins (IDX files, audio, CIFAR-10
+        batches, ``.npy`` shards, Debian datasets) are read chunk by chunk; from
         eigenvalues: ``method="eigenvalues"``. ``source`` is the built-in name or ``src`` as
         given. Built-in spectra are computed once per process and shared (they are
         immutable); ``"natural-patches"`` takes about a second the first time.
@@ -84,16 +107,34 @@ def load_spectrum(src: str | os.PathLike, *, as_data: bool = False) -> Spectrum:
         built-in names), if the file or folder is invalid (see the loaders), if a 1-D array
         is passed with ``as_data=True``, or if there are fewer than 2 samples.
     """
+    from specsched.data.sources import SYSTEM_DATASETS, open_source
+    from specsched.spectrum.estimators import estimate_spectrum
+
+    def estimate(source):
+        return estimate_spectrum(source, method, rank=rank, chunk_size=chunk_size,
+                                 device=device, dask=dask)
+
+    default = method == "full" and device == "cpu" and dask is None and not source_options
     if isinstance(src, str) and src in BUILTIN_DATASETS:
-        return _builtin_spectrum(src)
+        if default or src == "cifar10":
+            return _builtin_spectrum(src)
+        return estimate(open_source(src, **source_options))
+    if isinstance(src, str) and src in SYSTEM_DATASETS:
+        return estimate(open_source(src, **source_options))
     path = Path(src)
     label = str(src)
     if path.is_dir():
-        return spectrum_from_samples(load_image_folder(path), source=label)
+        return estimate(open_source(path, **source_options))
     if not path.exists():
         raise unknown_source_error(src)
     if _is_spectrum_file(path):
         return Spectrum.load(path)
+    if path.name.lower().endswith((".gz", "-ubyte", ".idx")):
+        return estimate(open_source(path, **source_options))
+    if path.suffix.lower() == ".npy" and not default:
+        with contextlib.suppress(InputError):
+            if np.load(path, mmap_mode="r", allow_pickle=False).ndim >= 2:
+                return estimate(open_source(path, **source_options))  # memory-mapped chunks
     raw = read_array(path)
     if raw.ndim == 1:
         if as_data:
@@ -108,4 +149,6 @@ def load_spectrum(src: str | os.PathLike, *, as_data: bool = False) -> Spectrum:
         raise InputError(
             f"{path}: needs at least 2 samples to estimate a covariance, got shape {raw.shape}"
         )
+    if not default:
+        return estimate(source_from_array(samples, label))
     return spectrum_from_samples(samples, source=label)

@@ -109,10 +109,14 @@ class Spectrum:
     source : str
         Where the data came from: a built-in name or a path.
     method : str
-        How the spectrum was obtained: ``"full"`` (covariance + eigh) or ``"eigenvalues"``
-        (given directly).
+        How the spectrum was obtained: ``"full"`` (covariance + eigh), ``"pca"`` (top
+        ``rank`` eigenpairs, the other ``d - rank`` eigenvalues all equal to the tail's mean
+        variance), ``"fourier"`` (shift-invariant model: per-frequency power) or
+        ``"eigenvalues"`` (given directly).
     sample_shape : tuple of int, optional
         Shape of one sample, with ``prod(sample_shape) == d``; ``None`` when unknown.
+    rank : int, optional
+        Number of exactly estimated eigenpairs for ``method="pca"``; ``None`` otherwise.
 
     Construction validates everything (STYLE.md habit 7): ``eigenvalues`` must be 1-D,
     real, finite and not all zero; they are sorted descending (``mean`` and the columns of
@@ -137,6 +141,7 @@ class Spectrum:
     source: str = "eigenvalues"
     method: str = "eigenvalues"
     sample_shape: tuple[int, ...] | None = None
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         lam = _clean_eigenvalues(self.eigenvalues, _DEFAULT_NEGATIVE_TOL, "eigenvalues")
@@ -187,12 +192,20 @@ class Spectrum:
                 raise InputError(
                     f"sample_shape: {shape} does not hold d = {d} values (product must be d)"
                 )
+        rank = self.rank
+        if rank is not None:
+            if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not (
+                1 <= rank <= d
+            ):
+                raise InputError(f"rank: expected an integer in [1, {d}] or None, got {rank!r}")
+            rank = int(rank)
         set_ = object.__setattr__  # frozen dataclass: set the validated values once
         set_(self, "eigenvalues", _readonly(lam))
         set_(self, "mean", _readonly(mean))
         set_(self, "eigenvectors", None if vecs is None else _readonly(vecs))
         set_(self, "n_samples", n_samples)
         set_(self, "sample_shape", shape)
+        set_(self, "rank", rank)
 
     @property
     def dimension(self) -> int:
@@ -218,15 +231,18 @@ class Spectrum:
         -------
         dict
             ``{"source": str, "method": str, "n_samples": int or None, "dimension": int,
-            "sha256": str}``, JSON-serialisable.
+            "sha256": str}``, JSON-serialisable, plus ``"rank": int`` for a PCA spectrum.
         """
-        return {
+        record = {
             "source": self.source,
             "method": self.method,
             "n_samples": self.n_samples,
             "dimension": self.dimension,
             "sha256": self.sha256(),
         }
+        if self.rank is not None:
+            record["rank"] = self.rank
+        return record
 
     def save(self, path: str | os.PathLike, force: bool = False) -> None:
         """Write the spectrum to a ``.npz`` file, atomically.
@@ -243,7 +259,8 @@ class Spectrum:
         Keys: ``format`` (``"specsched.spectrum"``), ``version`` (1), ``eigenvalues`` (d,)
         float64 descending, ``mean`` (d,) float64, ``eigenvectors`` (d, d) float64 (only
         when known), ``n_samples`` (int64, ``-1`` when unknown), ``source``, ``method``
-        (strings), ``sample_shape`` (int64 array, ``[-1]`` when unknown). No pickles.
+        (strings), ``sample_shape`` (int64 array, ``[-1]`` when unknown), ``rank`` (int64,
+        only for PCA spectra). No pickles.
 
         Raises
         ------
@@ -264,6 +281,8 @@ class Spectrum:
         }
         if self.eigenvectors is not None:
             arrays["eigenvectors"] = self.eigenvectors
+        if self.rank is not None:
+            arrays["rank"] = np.array(self.rank, dtype=np.int64)
         with atomic_write(path, force, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -348,6 +367,7 @@ class Spectrum:
                 source=scalar("source", "U"),
                 method=scalar("method", "U"),
                 sample_shape=sample_shape,
+                rank=scalar("rank", "iu") if "rank" in fields else None,
             )
         except InputError as exc:
             raise InputError(f"{path}: field {exc}") from exc
