@@ -1,0 +1,274 @@
+"""``specsched analyze``: spectral analysis of a dataset, as figures and tables.
+
+Writes into ``--out DIR``: ``rapsd.png``/``rapsd.csv`` (RAPSD and its power-law fit),
+``bands.png``/``bands.csv`` (normalised band powers), ``snr.png`` (log SNR over diffusion
+time), ``fmax.png``/``fmax.csv`` (maximal detectable frequency for several schedules),
+``eigenvalues.png``/``eigenvalues.csv``, ``transfer.png``/``transfer.csv`` (transfer function
+of the optimised schedule per step count) and ``summary.json`` (all scalar results). Sources
+given as eigenvalues only (``cifar10``, spectrum files) skip the image-space analyses
+(RAPSD, band powers, Fourier model) with a note in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_parser", "run", "analyze"]
+
+#: Training schedules compared in the f_max figure.
+FMAX_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
+#: Largest d for which the analysed spectrum is the full covariance (else the Fourier model).
+FULL_MAX = 4096
+_FILES = ("rapsd.png", "rapsd.csv", "bands.png", "bands.csv", "snr.png", "fmax.png",
+          "fmax.csv", "eigenvalues.png", "eigenvalues.csv", "transfer.png", "transfer.csv",
+          "summary.json")
+
+
+def add_parser(sub):
+    """Register the ``analyze`` subcommand on an argparse subparsers object."""
+    from specsched.spectrum.command import add_source_args
+
+    p = sub.add_parser("analyze", help="RAPSD, power law, band powers, SNR maps, plots",
+                       description="Spectral analysis of a dataset: RAPSD with its power-law "
+                       "exponent, band powers, per-frequency SNR over diffusion time, maximal "
+                       "detectable frequency per schedule, eigenvalues and the transfer "
+                       "function of optimised schedules.")
+    p.add_argument("src", metavar="SRC",
+                   help="samples (as `specsched spectrum`) or eigenvalues only (cifar10, "
+                   "spectrum .npz, 1-D .npy)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 20],
+                   help="step counts of the optimised schedules (default 10 20)")
+    p.add_argument("--schedule", default="linear",
+                   help="training schedule of the SNR heatmap (default linear)")
+    p.add_argument("--tau", type=float, default=1.0, help="SNR threshold of f_max (default 1)")
+    p.add_argument("--bands", type=int, default=8, help="number of radial bands (default 8)")
+    add_source_args(p)
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(run=run)
+    return p
+
+
+def _eigenvalues_only(src) -> bool:
+    from specsched.data.builtin import BUILTIN_DATASETS
+    from specsched.data.sources import SYSTEM_DATASETS
+    from specsched.spectrum.resolve import _is_spectrum_file
+
+    if isinstance(src, str) and src in BUILTIN_DATASETS + tuple(SYSTEM_DATASETS):
+        return src == "cifar10"
+    path = Path(src)
+    if path.is_file() and _is_spectrum_file(path):
+        return True
+    if path.is_file() and path.suffix.lower() == ".npy":
+        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 1
+    return False
+
+
+def _write_csv(path, header: str, columns: dict, force: bool) -> None:
+    import pandas as pd
+
+    from specsched.fileio import atomic_write
+
+    with atomic_write(path, force=force) as fh:
+        fh.write(f"# {header}\n")
+        pd.DataFrame(columns).to_csv(fh, index=False, float_format="%.10g")
+
+
+def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
+            chunk_size=4096, force=False, source_options=None) -> dict:
+    """Run every analysis of ``specsched analyze`` and write its files.
+
+    Parameters
+    ----------
+    src : str or path-like
+        Samples source (:func:`specsched.data.sources.open_source`) or eigenvalues
+        (``cifar10``, spectrum ``.npz``, 1-D ``.npy``).
+    out : path-like
+        Output folder (created).
+    steps : sequence of int
+        Step counts of the optimised DDIM schedules (W2 loss) whose transfer functions
+        ``H(lambda)`` are plotted.
+    schedule : str
+        Training family (:data:`specsched.schedules.TRAINING_FAMILIES`) of the SNR heatmap.
+    tau : float
+        SNR threshold of ``f_max(t)``.
+    n_bands : int
+        Number of radial bands of ``pi_b``.
+    chunk_size : int
+        Samples per chunk when reading data.
+    force : bool
+        Overwrite existing output files.
+    source_options : dict, optional
+        Passed to :func:`specsched.data.sources.open_source`.
+
+    Returns
+    -------
+    dict
+        The content of ``summary.json``: source, kind, dimension, n_samples, power-law
+        exponent and fit, band powers, Fourier-vs-full disagreement, optimised W2 per step
+        count, notes, files written.
+
+    Raises
+    ------
+    InputError
+        As the loaders and estimators; an unknown schedule; ``--out`` not a folder.
+    OutputExistsError
+        If an output file exists and ``force`` is false (checked before any work).
+    """
+    from specsched.analysis import (
+        band_powers,
+        fit_power_law,
+        max_detectable_frequency,
+        plots,
+        rapsd,
+        snr_map,
+    )
+    from specsched.data.sources import open_source
+    from specsched.errors import InputError
+    from specsched.fileio import atomic_write, check_writable
+    from specsched.optimize import optimize_schedule
+    from specsched.schedules import TRAINING_FAMILIES, training_alphas_cumprod
+    from specsched.spectrum import estimate_spectrum, load_spectrum
+    from specsched.theory import closed_form
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a folder")
+    if schedule not in TRAINING_FAMILIES:
+        raise InputError(f"--schedule: expected one of {', '.join(TRAINING_FAMILIES)}, "
+                         f"got {schedule!r}")
+    steps = sorted({int(s) for s in steps})
+    if not steps or steps[0] < 1:
+        raise InputError(f"--steps: expected integers >= 1, got {steps}")
+    for name in _FILES:
+        check_writable(out / name, force)
+    source_options = source_options or {}
+    notes, written = [], []
+    summary: dict = {"source": str(src)}
+    T = 1000
+    times = np.arange(1, T + 1)
+    ab_train = {f: training_alphas_cumprod(f, T) for f in FMAX_SCHEDULES}
+    if schedule not in ab_train:
+        ab_train[schedule] = training_alphas_cumprod(schedule, T)
+
+    power = None
+    if _eigenvalues_only(src):
+        spectrum = load_spectrum(src)
+        summary["kind"] = "eigenvalues"
+        notes.append("eigenvalues only: RAPSD, power law, band powers and the Fourier model "
+                     "need samples on a grid and are skipped")
+        spectra = {"eigenvalues": spectrum.eigenvalues}
+    else:
+        source = open_source(src, **source_options)
+        summary["kind"] = source.kind
+        d = source.dimension
+        fourier, power = estimate_spectrum(source, "fourier", chunk_size=chunk_size,
+                                           return_power=True)
+        spectra = {"Fourier model": fourier.eigenvalues}
+        if d <= FULL_MAX:
+            spectrum = estimate_spectrum(source, "full", chunk_size=chunk_size)
+            spectra = {"full covariance": spectrum.eigenvalues, **spectra}
+            lf, lc = fourier.eigenvalues, spectrum.eigenvalues
+            summary["fourier_vs_full"] = {
+                "relative_l1": float(np.abs(lf - lc).sum() / lc.sum()),
+                "max_relative_top10": float(np.max(np.abs(lf[:10] - lc[:10]) / lc[:10])),
+                "trace_full": float(lc.sum()),
+                "trace_fourier": float(lf.sum()),
+                "w2_between_spectra": float(np.sqrt(((np.sqrt(lf) - np.sqrt(lc)) ** 2).sum())),
+            }
+        else:
+            spectrum = fourier
+            notes.append(f"d = {d} > {FULL_MAX}: the schedule analyses use the Fourier model")
+    summary.update(dimension=spectrum.dimension, n_samples=spectrum.n_samples,
+                   method=spectrum.method)
+    title = f"{src} ({spectrum.method}, d = {spectrum.dimension})"
+
+    if power is not None:
+        rate = getattr(source, "sample_rate", None)
+        unit = "cycles / sample" if power.ndim == 1 else "cycles / pixel"
+        radial, freq = rapsd(power)
+        fit = fit_power_law(freq, radial)
+        summary["power_law"] = {"exponent": fit.exponent, "amplitude": fit.amplitude,
+                                "r2": fit.r2, "fmin": float(fit.freq[0]),
+                                "fmax": float(fit.freq[-1]), "unit": unit,
+                                "n_points": int(fit.freq.size)}
+        if rate:
+            summary["sample_rate_hz"] = rate
+        plots.plot_rapsd(freq, radial, fit, out / "rapsd.png", force=force, title=title,
+                         unit=unit)
+        _write_csv(out / "rapsd.csv", f"RAPSD of {src}; freq in {unit}; power law exponent "
+                   f"{fit.exponent:.4f}", {"freq": freq, "power": radial}, force)
+        edges, pi = band_powers(power, n_bands)
+        summary["band_powers"] = {"edges": edges.tolist(), "pi": pi.tolist()}
+        plots.plot_bands(edges, pi, out / "bands.png", force=force, title=title)
+        _write_csv(out / "bands.csv", f"normalised band powers of {src}; edges in {unit}",
+                   {"low": edges[:-1], "high": edges[1:], "pi": pi}, force)
+        snr = snr_map(radial, ab_train[schedule])
+        plots.plot_snr(times, freq[1:], snr[:, 1:], out / "snr.png",
+                       xlabel=f"frequency ({unit}, RAPSD rings, DC left out)",
+                       force=force, logx=True,
+                       title=f"{title}, schedule {schedule}")
+        curves = {f: max_detectable_frequency(freq, radial, ab, tau)
+                  for f, ab in ab_train.items()}
+        ylabel = f"f_max ({unit})"
+        written += ["rapsd.png", "rapsd.csv", "bands.png", "bands.csv"]
+    else:
+        lam = spectrum.eigenvalues
+        snr = snr_map(lam, ab_train[schedule])
+        plots.plot_snr(times, np.arange(1, lam.size + 1), snr, out / "snr.png",
+                       xlabel="eigen-direction rank k", force=force, logx=True,
+                       title=f"{title}, schedule {schedule}")
+        # without frequencies: the share of directions detectable at SNR >= tau
+        curves = {f: (snr_map(lam, ab) >= tau).mean(axis=1) for f, ab in ab_train.items()}
+        ylabel = "fraction of directions with SNR >= tau"
+        notes.append("fmax: without frequencies, the fraction of eigen-directions with "
+                     "SNR >= tau is shown instead of f_max")
+    plots.plot_fmax(times, curves, out / "fmax.png", tau=tau, force=force, title=title,
+                    ylabel=ylabel)
+    _write_csv(out / "fmax.csv", f"{ylabel} at SNR threshold tau = {tau:g}, T = {T}",
+               {"t": times, **curves}, force)
+    plots.plot_eigenvalues(spectra, out / "eigenvalues.png", force=force, title=title)
+    _write_csv(out / "eigenvalues.csv", f"eigenvalues of {src}, descending",
+               {k: v for k, v in spectra.items()}, force)
+
+    transfers, w2 = {}, {}
+    for S in steps:
+        res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, S, loss="w2")
+        transfers[S] = closed_form(spectrum.eigenvalues, res.x).transfer
+        w2[str(S)] = {"optimized": res.w2, "success": bool(res.success),
+                      **{k: v["w2"] for k, v in res.baselines.items()}}
+    summary["w2"] = w2
+    plots.plot_transfer(spectrum.eigenvalues, transfers, out / "transfer.png", force=force,
+                        title=f"{title}: optimised DDIM (W2)")
+    _write_csv(out / "transfer.csv", "transfer function H(lambda) of the optimised DDIM "
+               "schedule (W2) per step count S",
+               {"lambda": spectrum.eigenvalues, **{f"H_S{S}": H for S, H in transfers.items()}},
+               force)
+    written += ["snr.png", "fmax.png", "fmax.csv", "eigenvalues.png", "eigenvalues.csv",
+                "transfer.png", "transfer.csv", "summary.json"]
+    summary.update(notes=notes, files=written, tau=tau, schedule=schedule, steps=steps)
+    with atomic_write(out / "summary.json", force=force) as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def run(args) -> int:
+    """Run :func:`analyze` from parsed arguments; print the headline numbers; exit code."""
+    from specsched.spectrum.command import source_options
+
+    s = analyze(args.src, args.out, steps=args.steps, schedule=args.schedule, tau=args.tau,
+                n_bands=args.bands, chunk_size=args.chunk_size, force=args.force,
+                source_options=source_options(args))
+    line = f"{s['source']}: d = {s['dimension']}, n_samples = {s['n_samples']}"
+    if "power_law" in s:
+        line += f", power-law exponent {s['power_law']['exponent']:.3f}"
+    if "fourier_vs_full" in s:
+        line += f", Fourier vs full relative L1 {s['fourier_vs_full']['relative_l1']:.3g}"
+    print(line)
+    for note in s["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {len(s['files'])} files to {args.out}/")
+    return 0
