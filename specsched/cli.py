@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "specsched.optimize.sweep",
     "specsched.sampling.command",
     "specsched.schedules.export_command",
+    "specsched.analysis.command",
 )
 
 
