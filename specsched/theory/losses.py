@@ -49,7 +49,8 @@ def w2_terms(eigenvalues, variance, mean_error) -> np.ndarray:
     return mean_error**2 + (np.sqrt(variance) - np.sqrt(eigenvalues)) ** 2
 
 
-def kl_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR) -> np.ndarray:
+def kl_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR,
+             keep=None) -> np.ndarray:
     """Per-direction ``KL(gen || data)`` in nats; 0 in directions excluded by the floor.
 
     Parameters
@@ -57,37 +58,51 @@ def kl_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR) -> n
     eigenvalues, variance, mean_error : ndarray of shape (n_directions,), float64
     kl_floor : float
         Relative eigenvalue floor (see module docstring).
+    keep : ndarray of bool, shape (n_directions,), optional
+        The directions to count; by default ``kl_mask(eigenvalues, kl_floor)``.
 
     Returns
     -------
     ndarray of shape (n_directions,), float64
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    keep = kl_mask(lam, kl_floor)
+    keep = kl_mask(lam, kl_floor) if keep is None else keep
     out = np.zeros_like(lam)
     r = variance[keep] / lam[keep]
     out[keep] = 0.5 * (r - 1.0 - np.log(r) + mean_error[keep] ** 2 / lam[keep])
     return out
 
 
-def kl_data_gen_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR):
+def kl_data_gen_terms(eigenvalues, variance, mean_error, kl_floor: float = KL_FLOOR,
+                      keep=None):
     """Per-direction ``KL(data || gen)`` in nats; 0 in directions excluded by the floor.
 
     Same parameters and return as :func:`kl_terms`.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    keep = kl_mask(lam, kl_floor)
+    keep = kl_mask(lam, kl_floor) if keep is None else keep
     out = np.zeros_like(lam)
     r = lam[keep] / variance[keep]
     out[keep] = 0.5 * (r - 1.0 - np.log(r) + mean_error[keep] ** 2 / variance[keep])
     return out
 
 
-def loss_value_and_partials(loss: str, eigenvalues, variance, mean_error, kl_floor=KL_FLOOR):
+def loss_value_and_partials(loss: str, eigenvalues, variance, mean_error, kl_floor=KL_FLOOR,
+                            weights=None, keep=None):
     """The optimised objective and its partial derivatives in ``variance`` and ``mean_error``.
 
     For ``loss="w2"`` the objective is ``W2^2`` (same minimiser as W2, smoother at 0);
     for ``loss="kl"`` it is ``KL(gen || data)``, for ``"kl-data-gen"`` ``KL(data || gen)``.
+
+    Parameters
+    ----------
+    loss : {"w2", "kl", "kl-data-gen"}
+    eigenvalues, variance, mean_error : ndarray of shape (n_directions,), float64
+    kl_floor : float
+    weights : ndarray of shape (n_directions,), optional
+        Weight of each direction in the sum (quadrature nodes); 1 by default.
+    keep : ndarray of bool, shape (n_directions,), optional
+        Directions the KLs count; by default ``kl_mask(eigenvalues, kl_floor)``.
 
     Returns
     -------
@@ -95,30 +110,28 @@ def loss_value_and_partials(loss: str, eigenvalues, variance, mean_error, kl_flo
     d_variance, d_mean_error : ndarray of shape (n_directions,), float64
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
+    w = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)
     if loss == "w2":
         sv = np.sqrt(variance)
-        value = float(np.sum(w2_terms(lam, variance, mean_error)))
+        value = float(np.sum(w * w2_terms(lam, variance, mean_error)))
         with np.errstate(divide="ignore", invalid="ignore"):
             dv = np.where(sv > 0, 1.0 - np.sqrt(lam) / sv, 0.0)
-        return value, dv, 2.0 * mean_error
+        return value, w * dv, w * 2.0 * mean_error
+    keep = kl_mask(lam, kl_floor) if keep is None else keep
+    dv = np.zeros_like(lam)
+    de = np.zeros_like(lam)
+    v, e, lk = variance[keep], mean_error[keep], lam[keep]
     if loss == "kl":
-        keep = kl_mask(lam, kl_floor)
-        value = float(np.sum(kl_terms(lam, variance, mean_error, kl_floor)))
-        dv = np.zeros_like(lam)
-        de = np.zeros_like(lam)
-        dv[keep] = 0.5 * (1.0 / lam[keep] - 1.0 / variance[keep])
-        de[keep] = mean_error[keep] / lam[keep]
-        return value, dv, de
-    if loss == "kl-data-gen":
-        keep = kl_mask(lam, kl_floor)
-        value = float(np.sum(kl_data_gen_terms(lam, variance, mean_error, kl_floor)))
-        dv = np.zeros_like(lam)
-        de = np.zeros_like(lam)
-        v, e, lk = variance[keep], mean_error[keep], lam[keep]
+        terms = kl_terms(lam, variance, mean_error, keep=keep)
+        dv[keep] = 0.5 * (1.0 / lk - 1.0 / v)
+        de[keep] = e / lk
+    elif loss == "kl-data-gen":
+        terms = kl_data_gen_terms(lam, variance, mean_error, keep=keep)
         dv[keep] = 0.5 * (1.0 / v - (lk + e * e) / (v * v))
         de[keep] = e / v
-        return value, dv, de
-    raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+    else:
+        raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+    return float(np.sum(w * terms)), w * dv, w * de
 
 
 @dataclass(frozen=True)

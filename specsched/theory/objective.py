@@ -72,35 +72,85 @@ def evaluate_schedule(
     )
 
 
+#: ``backend="auto"`` compiles (numba) when S x d reaches this; below it the NumPy
+#: reference is as fast and needs no compilation.
+NUMBA_MIN_WORK = 100_000
+BACKENDS = ("auto", "numpy", "numba")
+
+
+def _use_numba(backend, work):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    return backend == "numba" or (backend == "auto" and work >= NUMBA_MIN_WORK)
+
+
+def _kernel_args(lam, m, ab, loss, sampler, eta, init, kl_floor, weights, keep, derivatives):
+    from specsched.theory.kernels import LOSS_CODES
+    from specsched.theory.samplers import _start, get_sampler, resolve_eta, step_scalars
+
+    spec = get_sampler(sampler)
+    eta = resolve_eta(sampler, eta)
+    ab = np.asarray(ab, dtype=np.float64)
+    v_S, dv_S, c_S, dc_S = _start(spec, lam, ab[-1], init)
+    w = np.ones_like(lam) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = kl_mask(lam, kl_floor) if keep is None else np.asarray(keep, dtype=bool)
+    scal = step_scalars(spec, ab, eta, derivatives)
+    code = LOSS_CODES[loss]
+    normal = init == "normal"
+    if derivatives:
+        P, Pa, Pap = (np.ascontiguousarray(x) for x in scal)
+        return (lam, m, w, keep, P, Pa, Pap, np.ascontiguousarray(v_S),
+                np.ascontiguousarray(dv_S), float(c_S), float(dc_S), normal, code)
+    return lam, m, w, keep, np.ascontiguousarray(scal), np.ascontiguousarray(v_S), float(c_S), \
+        normal, code
+
+
 def loss_value(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR,
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto",
 ) -> float:
-    """The optimiser's objective alone (``W2^2`` or ``KL(gen || data)``), without gradient.
+    """The optimiser's objective alone (``W2^2`` or a KL), without gradient.
 
     Same arguments and value as :func:`loss_and_grad`; about half its cost (line searches
     need only values).
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    if _use_numba(backend, lam.size * np.size(alphas_cumprod)):
+        from specsched.theory.kernels import loss_value_kernel
+
+        return float(loss_value_kernel(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
+                                                     eta, init, kl_floor, weights, keep,
+                                                     False)))
     gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
-    return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor)[0]
+    return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
+                                   weights, keep)[0]
 
 
 def loss_and_grad(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR,
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto",
 ):
     """The optimiser's objective and its analytic gradient in ``alphas_cumprod``.
 
-    The objective is ``W2^2`` for ``loss="w2"``, ``KL(gen || data)`` for ``loss="kl"`` and
-    ``KL(data || gen)`` for ``loss="kl-data-gen"``.
+    The objective is ``sum_k w_k term_k``: ``W2^2`` for ``loss="w2"``, ``KL(gen || data)``
+    for ``loss="kl"`` and ``KL(data || gen)`` for ``loss="kl-data-gen"``.
 
     Parameters
     ----------
     eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor
         As in :func:`evaluate_schedule`.
     loss : {"w2", "kl", "kl-data-gen"}
+    weights : ndarray of shape (n_directions,), optional
+        Weight of each direction (quadrature nodes, :mod:`specsched.theory.quadrature`);
+        1 by default.
+    keep : ndarray of bool, shape (n_directions,), optional
+        Directions the KLs count; by default those above ``kl_floor`` times the largest
+        eigenvalue.
+    backend : {"auto", "numpy", "numba"}
+        "numpy" is the reference implementation (:func:`closed_form_vjp`); "numba" the
+        fused compiled kernel (:mod:`specsched.theory.kernels`); "auto" picks numba when
+        S x d >= :data:`NUMBA_MIN_WORK`.
 
     Returns
     -------
@@ -115,10 +165,16 @@ def loss_and_grad(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    if _use_numba(backend, lam.size * np.size(alphas_cumprod)):
+        from specsched.theory.kernels import loss_grad_kernel
+
+        value, grad = loss_grad_kernel(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
+                                                     eta, init, kl_floor, weights, keep, True))
+        return float(value), grad
 
     def partials(gen):
         value, d_var, d_err = loss_value_and_partials(
-            loss, lam, gen.variance, gen.mean_error(m), kl_floor
+            loss, lam, gen.variance, gen.mean_error(m), kl_floor, weights, keep
         )
         return value, d_var, d_err * m  # mean_error = mean_gain * m
 

@@ -1,0 +1,57 @@
+"""The compiled kernels against the NumPy reference, finite differences and duplicated data."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specsched.testing import etas, samplers, schedules, spectra
+from specsched.theory import loss_and_grad, loss_value
+
+LOSS = st.sampled_from(["w2", "kl", "kl-data-gen"])
+INIT = st.sampled_from(["normal", "marginal"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(spectrum=spectra(max_size=150), ab=schedules(max_steps=20), sampler=samplers(),
+       loss=LOSS, init=INIT, eta=etas())
+def test_numba_matches_numpy_reference(spectrum, ab, sampler, loss, init, eta):
+    eta = eta if sampler == "ddim" else None
+    kw = dict(loss=loss, sampler=sampler, eta=eta, init=init)
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    v_ref, g_ref = loss_and_grad(lam, m, ab, backend="numpy", **kw)
+    v, g = loss_and_grad(lam, m, ab, backend="numba", **kw)
+    assert v == pytest.approx(v_ref, rel=1e-10, abs=1e-300)
+    assert loss_value(lam, m, ab, backend="numba", **kw) == pytest.approx(v_ref, rel=1e-10)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-10 * (np.abs(g_ref).max() + 1e-300))
+
+
+@settings(max_examples=30, deadline=None)
+@given(spectrum=spectra(max_size=10), ab=schedules(max_steps=10), sampler=samplers(),
+       loss=LOSS, counts=st.lists(st.integers(1, 4), min_size=10, max_size=10))
+def test_weights_equal_repeated_directions(spectrum, ab, sampler, loss, counts):
+    # A direction of weight w must count exactly as w copies of it: the quadrature relies on it.
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    w = np.asarray(counts[: lam.size], dtype=float)
+    rep = np.repeat(np.arange(lam.size), w.astype(int))
+    kw = dict(loss=loss, sampler=sampler)
+    v, g = loss_and_grad(lam, m, ab, weights=w, backend="numba", **kw)
+    v2, g2 = loss_and_grad(lam[rep], m[rep], ab, backend="numpy", **kw)
+    assert v == pytest.approx(v2, rel=1e-10)
+    np.testing.assert_allclose(g, g2, rtol=1e-8, atol=1e-12 * (np.abs(g2).max() + 1e-300))
+
+
+def test_numba_gradient_against_finite_differences(cifar10_lam, linear_training_ab):
+    ab = linear_training_ab[np.round(np.linspace(0, 999, 300)).astype(int)]
+    for loss in ("w2", "kl"):
+        _, g = loss_and_grad(cifar10_lam, None, ab, loss=loss, backend="numba")
+        gaps = np.abs(np.diff(ab))
+        for i in (0, 150, 299):
+            h = 1e-5 * min(ab[i], 1 - ab[i], gaps[max(i - 1, 0)], gaps[min(i, 298)])
+            up, dn = ab.copy(), ab.copy()
+            up[i] += h
+            dn[i] -= h
+            fd = (loss_value(cifar10_lam, None, up, loss=loss, backend="numba")
+                  - loss_value(cifar10_lam, None, dn, loss=loss, backend="numba")) / (2 * h)
+            # the loss is ~1e3 where some partials are ~1e-2: compare on the gradient's scale
+            assert abs(g[i] - fd) < 1e-6 * np.abs(g).max()
