@@ -55,3 +55,22 @@ def test_numba_gradient_against_finite_differences(cifar10_lam, linear_training_
                   - loss_value(cifar10_lam, None, dn, loss=loss, backend="numba")) / (2 * h)
             # the loss is ~1e3 where some partials are ~1e-2: compare on the gradient's scale
             assert abs(g[i] - fd) < 1e-6 * np.abs(g).max()
+
+
+def test_quadrature_converges_and_estimates_its_error():
+    from specsched.theory.quadrature import compress_spectrum, error_estimate
+
+    rng = np.random.default_rng(1)
+    lam = np.concatenate([np.zeros(500), rng.lognormal(-6, 3, 20_000)])
+    mean = rng.normal(size=lam.size) * 0.1
+    ab = 1 / (1 + np.exp(-np.linspace(9, -10, 30)))
+    for loss in ("w2", "kl", "kl-data-gen"):
+        exact = loss_value(lam, mean, ab, loss=loss)
+        errs = []
+        for bins in (32, 128, 512):
+            q = compress_spectrum(lam, mean, bins)
+            assert q.weights.sum() == lam.size
+            est = error_estimate(lam, mean, ab, bins, loss=loss)
+            errs.append(abs(est["value"] - exact) / exact)
+            assert abs(est["value"] - exact) <= 10 * est["error_estimate"] + 1e-12 * exact
+        assert errs[2] < errs[0] and errs[2] < 1e-5

@@ -11,6 +11,7 @@ from specsched.optimize.problem import (
     baseline_losses,
     optimize_schedule,
     project_feasible,
+    warm_start,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "baseline_losses",
     "optimize_schedule",
     "project_feasible",
+    "warm_start",
 ]

@@ -33,6 +33,17 @@ LOSS_CODES = {"w2": 0, "kl": 1, "kl-data-gen": 2}
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
+#: Magnitudes below this are flushed to zero in the running products: subnormal numbers
+#: (H of a tiny eigenvalue after many steps) make every operation on them ~100x slower, and
+#: values this small do not change any loss in float64.
+TINY = 1e-280
+
+
+@nb.njit(inline="always", fastmath=_FASTMATH)
+def _ftz(x):
+    return x if abs(x) >= TINY else 0.0
+
+
 @nb.njit(inline="always", fastmath=_FASTMATH)
 def _term(code, lam, v, e, keep):
     """(value, d/dv, d/de) of one direction's loss term (see losses.py)."""
@@ -89,8 +100,8 @@ def loss_value_kernel(lam, mean, weight, keep, P, v_start, c_S, normal, code):
             for j in range(n):
                 x = lam[k0 + j]
                 A = (al * x + be) / (ga * x + de)
-                v[j] = A * A * v[j] + q
-                H[j] *= A
+                v[j] = _ftz(A * A * v[j] + q)
+                H[j] = _ftz(H[j] * A)
         acc = 0.0
         for j in range(n):
             k = k0 + j
@@ -146,8 +157,8 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
                 iden[s, j] = r
                 vin[s, j] = v[j]
                 suffix[s, j] = H[j]
-                v[j] = a_ * a_ * v[j] + q
-                H[j] *= a_
+                v[j] = _ftz(a_ * a_ * v[j] + q)
+                H[j] = _ftz(H[j] * a_)
         w = np.empty(n)  # adjoint of the variance leaving the current step
         g = np.empty(n)  # dL/d mean_gain
         acc = 0.0
@@ -175,8 +186,8 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
                 dA_dap = ((pp0 * x + pp1) - a_ * (pp2 * x + pp3)) * iden[s, j]
                 ga_ += dLdA * dA_da + w[j] * pa4
                 gp_ += dLdA * dA_dap + w[j] * pp4
-                prefix[j] *= a_
-                w[j] *= a_ * a_
+                prefix[j] = _ftz(prefix[j] * a_)
+                w[j] = _ftz(w[j] * a_ * a_)
             part[b, s] = ga_
             part[b, S + s] = gp_
         st = 0.0
