@@ -3,7 +3,9 @@
 A sweep is a grid of *cells* (steps S, sampler, loss). Each cell optimises one schedule
 (:func:`specsched.optimize.optimize_schedule`) and evaluates every baseline at the same
 (S, sampler); its result is written at once, atomically, to ``OUT/cells/`` and its schedule
-to ``OUT/schedules/``. Cells run in parallel on ``--jobs`` processes. An interrupted sweep
+to ``OUT/schedules/``. The cells of one (sampler, loss) form a chain over increasing S, each
+warm-started from the previous optimum (:func:`specsched.optimize.warm_start`); chains run
+in parallel on ``--jobs`` processes. An interrupted sweep
 (Ctrl-C, ``kill -9``) resumes where it stopped: finished cells are read back, not redone.
 ``OUT/sweep.json`` records the configuration that the cells depend on; a sweep into a
 folder of another configuration is refused (``--force`` starts over).
@@ -19,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as _wait
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ def cell_name(steps: int, sampler: str, loss: str) -> str:
     return f"S{steps:04d}_{sampler}_{loss}"
 
 
-def run_cell(eigenvalues, mean, steps, sampler, loss, options) -> dict:
+def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
     """Optimise one cell and return its JSON-ready record (pure; no files).
 
     Parameters
@@ -48,6 +51,8 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options) -> dict:
     options : dict
         ``init``, ``method``, ``spacings`` (list), ``ab_min``, ``ab_max``, ``delta``,
         ``maxiter`` for :func:`~specsched.optimize.optimize_schedule`.
+    x0 : ndarray of shape (steps,), optional
+        A warm start.
 
     Returns
     -------
@@ -62,7 +67,7 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options) -> dict:
         eigenvalues, mean, steps, loss=loss, sampler=sampler, init=options["init"],
         method=options["method"], spacings=tuple(options["spacings"]),
         ab_min=options["ab_min"], ab_max=options["ab_max"], delta=options["delta"],
-        maxiter=options["maxiter"],
+        maxiter=options["maxiter"], x0=x0,
     )
     return {
         "format": CELL_FORMAT, "steps": steps, "sampler": sampler, "eta": res.eta,
@@ -73,10 +78,41 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options) -> dict:
     }
 
 
-def _cell_job(args):
-    eigenvalues, mean, steps, sampler, loss, options = args
-    with np.errstate(all="ignore"):
-        return run_cell(eigenvalues, mean, steps, sampler, loss, options)
+def _write_cell(record, cell_dir: Path, sched_dir: Path, provenance: dict) -> None:
+    """Write a cell's schedule file, then its record (the record marks the cell done)."""
+    from specsched.fileio import atomic_write
+    from specsched.schedules import Schedule
+    from specsched.theory import get_sampler
+
+    sched = Schedule(
+        alphas_cumprod=np.asarray(record["optimized"]["alphas_cumprod"]),
+        name=f"optimized-{record['loss']}", sampler=record["sampler"], eta=record["eta"],
+        param=get_sampler(record["sampler"]).param, loss=record["loss"],
+        loss_value=record["optimized"]["value"], baselines=record["baselines"],
+        spectrum=provenance, optimizer=record["optimizer"],
+    )
+    sched.save(sched_dir / f"schedule_{record['sampler']}_{record['loss']}_"
+               f"S{record['steps']}.json", force=True)
+    name = cell_name(record["steps"], record["sampler"], record["loss"])
+    with atomic_write(cell_dir / f"{name}.json", force=True) as fh:
+        json.dump(record, fh)
+
+
+def _chain_job(args):
+    """Run one (sampler, loss) chain over increasing S, warm-starting each cell."""
+    from specsched.optimize import warm_start
+
+    lam, m, steps, sampler, loss, options, cell_dir, sched_dir, provenance = args
+    prev = None
+    for S in steps:
+        record = _read_cell(Path(cell_dir) / f"{cell_name(S, sampler, loss)}.json")
+        if record is None:
+            x0 = None if prev is None else warm_start(prev, S)
+            with np.errstate(all="ignore"):
+                record = run_cell(lam, m, S, sampler, loss, options, x0=x0)
+            _write_cell(record, Path(cell_dir), Path(sched_dir), provenance)
+        prev = np.asarray(record["optimized"]["alphas_cumprod"])
+    return sampler, loss
 
 
 def sweep_rows(cells, schedules) -> list[dict]:
@@ -172,14 +208,25 @@ def add_parser(sub):
     return p
 
 
+def wait_any(futures, timeout):
+    """Wait until one of ``futures`` finishes or ``timeout`` seconds pass."""
+    _wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+
+
+def _read_cell(path: Path) -> dict | None:
+    """A finished cell's record, or None (absent, or unreadable: then it is redone)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("format") == CELL_FORMAT else None
+
+
 def _load_cells(cell_dir: Path) -> dict:
     done = {}
     for path in sorted(cell_dir.glob("S*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a cell written by an older, interrupted run: redo it
-        if record.get("format") == CELL_FORMAT:
+        record = _read_cell(path)
+        if record is not None:
             done[path.stem] = record
     return done
 
@@ -191,8 +238,6 @@ def run(args) -> int:
 
     from specsched.cli import _spectrum_from_args
     from specsched.fileio import atomic_write
-    from specsched.schedules import Schedule
-    from specsched.theory import get_sampler
 
     if any(s < 1 for s in args.steps):
         raise InputError(f"--steps: expected integers >= 1, got {args.steps}")
@@ -234,40 +279,44 @@ def run(args) -> int:
               for loss in args.losses]
     done = _load_cells(cell_dir)
     todo = [c for c in wanted if cell_name(*c) not in done]
-    print(f"sweep of {spectrum.source}: {len(wanted)} cells, {len(wanted) - len(todo)} "
-          f"already done, {len(todo)} to run on {min(args.jobs, max(len(todo), 1))} process(es)")
-
-    def save(record):
-        name = cell_name(record["steps"], record["sampler"], record["loss"])
-        sched = Schedule(
-            alphas_cumprod=np.asarray(record["optimized"]["alphas_cumprod"]),
-            name=f"optimized-{record['loss']}", sampler=record["sampler"], eta=record["eta"],
-            param=get_sampler(record["sampler"]).param, loss=record["loss"],
-            loss_value=record["optimized"]["value"], baselines=record["baselines"],
-            spectrum=spectrum.provenance(), optimizer=record["optimizer"],
-        )
-        sched.save(sched_dir / f"schedule_{record['sampler']}_{record['loss']}_"
-                   f"S{record['steps']}.json", force=True)
-        with atomic_write(cell_dir / f"{name}.json", force=True) as fh:
-            json.dump(record, fh)
-        done[name] = record
-
     lam, m = spectrum.eigenvalues, spectrum.mean
-    jobs = [(lam, m, S, smp, loss, options) for S, smp, loss in sorted(todo, reverse=True)]
-    bar = tqdm(total=len(jobs), desc="cells", unit="cell", disable=None)
+    chains = {}
+    for S, smp, loss in wanted:
+        chains.setdefault((smp, loss), []).append(S)
+    jobs = [(lam, m, steps, smp, loss, options, str(cell_dir), str(sched_dir),
+             spectrum.provenance())
+            for (smp, loss), steps in chains.items()
+            if any(cell_name(S, smp, loss) not in done for S in steps)]
+    print(f"sweep of {spectrum.source}: {len(wanted)} cells, {len(wanted) - len(todo)} "
+          f"already done, {len(todo)} to run in {len(jobs)} chain(s) on "
+          f"{max(1, min(args.jobs, len(jobs)))} process(es)")
+    bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc="cells", unit="cell",
+               disable=None)
+
+    def progress():
+        finished = {p.stem for p in cell_dir.glob("S*.json")}
+        bar.n = sum(cell_name(*c) in finished for c in wanted)
+        bar.refresh()
+
     try:
         if args.jobs == 1 or len(jobs) <= 1:
             for job in jobs:
-                save(_cell_job(job))
-                bar.update()
+                _chain_job(job)
+                progress()
         else:
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(_cell_job, job) for job in jobs]
-                for fut in as_completed(futures):
-                    save(fut.result())
-                    bar.update()
+                futures = {pool.submit(_chain_job, job) for job in jobs}
+                while futures:
+                    finished = {f for f in futures if f.done()}
+                    for f in finished:
+                        f.result()  # re-raise a worker's error
+                    futures -= finished
+                    progress()
+                    if futures:
+                        wait_any(futures, timeout=1.0)
     finally:
         bar.close()
+    done = _load_cells(cell_dir)
 
     cells = [done[cell_name(*c)] for c in wanted]
     table = pd.DataFrame(sweep_rows(cells, set(args.schedules)))
