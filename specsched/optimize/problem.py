@@ -17,10 +17,10 @@ Three methods share the objective and its analytic gradient
 - ``"slsqp-logsnr"``: SLSQP on ``logsnr = log(ab / (1 - ab))`` with the same bounds and the
   same margin on ``ab`` (a smooth constraint in logSNR); well scaled, it reaches the
   optimum at every S tried;
-- ``"lbfgs-logsnr"``: unconstrained L-BFGS on a softmax parametrisation of the logSNR
-  increments, ``logsnr_s = L_max - (L_max - L_min) sum_{j<s} w_j``, ``w = softmax(u)`` of
-  length S + 1, which is monotone and inside the bounds by construction. Cheap per
-  iteration (O(S)), it serves for large S and as an independent cross-check;
+- ``"lbfgs-logsnr"``: L-BFGS-B on the S + 1 logSNR increments ``r >= 0`` (box bounds),
+  ``logsnr_s = L_max - (L_max - L_min) sum_{j<s} r_j / sum(r)``, which is monotone and inside
+  the bounds by construction and reaches them exactly. Cheap per iteration (O(S)), it
+  serves for large S and as an independent cross-check;
 - ``"auto"`` (default): ``slsqp-logsnr`` up to :data:`AUTO_SLSQP_MAX_STEPS` steps,
   ``lbfgs-logsnr`` above.
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize as sopt
-from scipy.special import expit, softmax
+from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from specsched.errors import InputError
@@ -325,33 +325,37 @@ def _run_slsqp_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
     return x, bool(res.success), int(res.status), str(res.message), int(res.nit)
 
 
-def _logsnr_weights_to_ab(u, L_max, L_min):
-    w = softmax(u)
+def _increments_to_ab(r, L_max, L_min):
+    w = r / r.sum()
     logsnr = L_max - (L_max - L_min) * np.cumsum(w[:-1])
     return expit(logsnr), w
 
 
-def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, maxiter, gtol):
+def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, gtol):
+    """L-BFGS-B on the S + 1 logSNR increments ``r >= 0`` (box bounds), normalised to span.
+
+    ``logsnr_s = L_max - (L_max - L_min) sum_{j<s} r_j / sum(r)``: monotone and within the
+    bounds by construction, and ``r_0 = 0`` (``ab_1 = ab_max``) or ``r_S = 0``
+    (``ab_S = ab_min``) are reachable exactly, as optima on the bounds need.
+    """
     L_max = float(logsnr_from_alphas_cumprod(ab_max))
     L_min = float(logsnr_from_alphas_cumprod(ab_min))
     span = L_max - L_min
     logsnr0 = np.clip(logsnr_from_alphas_cumprod(x0), L_min, L_max)
-    inc = -np.diff(np.concatenate([[L_max], logsnr0, [L_min]])) / span
-    u0 = np.log(np.maximum(inc, 1e-8))
+    r0 = np.maximum(-np.diff(np.concatenate([[L_max], logsnr0, [L_min]])) / span, 1e-9)
 
-    def fun(u):
-        ab, w = _logsnr_weights_to_ab(u, L_max, L_min)
+    def fun(r):
+        ab, w = _increments_to_ab(r, L_max, L_min)
         v, g_ab = obj(ab)
         g_logsnr = g_ab * ab * (1.0 - ab)  # d ab / d logsnr = ab (1 - ab)
-        # logsnr_s = L_max - span * sum_{j<=s} w_j  (w indexed 0..S) -> dL/dw_j
-        g_w = np.zeros_like(w)
+        g_w = np.zeros_like(w)  # logsnr_s depends on w_j for j < s
         g_w[:-1] = -span * np.cumsum(g_logsnr[::-1])[::-1]
-        g_u = w * (g_w - np.dot(w, g_w))  # softmax Jacobian
-        return v, g_u
+        return v, (g_w - np.dot(w, g_w)) / r.sum()  # through w = r / sum(r)
 
-    res = sopt.minimize(fun, u0, jac=True, method="L-BFGS-B",
+    res = sopt.minimize(fun, r0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * r0.size,
                         options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-15, "maxls": 50})
-    ab, _ = _logsnr_weights_to_ab(res.x, L_max, L_min)
+    ab, _ = _increments_to_ab(res.x, L_max, L_min)
+    ab = project_feasible(ab, ab_min, ab_max, delta)  # zero increments: restore the margin
     ok, msg = bool(res.success), str(res.message)
     grad_norm = float(np.max(np.abs(res.jac)))
     if not ok and res.nit < maxiter and grad_norm < LBFGS_ACCEPT_GRAD:
@@ -476,7 +480,10 @@ def optimize_schedule(
         best, start_losses = _multi_start(named, obj_lam, obj_m, okw, method, ab_min, ab_max,
                                           delta, maxiter, ftol, agree_rtol)
     _, name, x, ok, status, msg, nit, nfev = best
+    _check_result_levels(x, ab_min, ab_max, delta)
     report = evaluate_schedule(lam, m, x, **kw)
+    if ok and not np.isfinite(report.value(loss)):  # never a NaN/inf loss reported as success
+        ok, msg = False, f"the {loss} loss of the result is not finite ({report.value(loss)})"
     quad = None
     if n_bins is not None:
         est = error_estimate(lam, m, x, n_bins, loss=loss, **kw)
@@ -497,6 +504,20 @@ def optimize_schedule(
     )
 
 
+def _check_result_levels(x, ab_min, ab_max, delta):
+    """Raise InputError if the optimum merges steps (possible only with ``delta = 0``)."""
+    same = np.flatnonzero(np.diff(x) >= 0)
+    if same.size:
+        i = int(same[0]) + 1
+        raise InputError(
+            f"delta: the optimum within [ab_min, ab_max] = [{float(ab_min)!r}, "
+            f"{float(ab_max)!r}] with margin delta = {delta:g} merges steps {i} and {i + 1} "
+            f"(alphas_cumprod = {float(x[i - 1])!r}); a schedule needs strictly decreasing "
+            "levels: pass delta > 0 "
+            f"(default {DELTA:g}) or widen the bounds"
+        )
+
+
 def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, ftol,
                  agree_rtol):
     """Run every start (or until two converged ones agree); the best and all starts' values."""
@@ -512,8 +533,8 @@ def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, fto
             x, ok, status, msg, nit = _run_slsqp_logsnr(obj, start, ab_min, ab_max, delta,
                                                         maxiter, ftol)
         else:
-            x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, start, ab_min, ab_max, maxiter,
-                                                        LBFGS_GTOL)
+            x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, start, ab_min, ab_max, delta,
+                                                        maxiter, LBFGS_GTOL)
         value = obj.value(x) * scale
         values[name] = value
         if best is None or value < best[0]:
