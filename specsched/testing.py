@@ -82,3 +82,156 @@ def samplers(param=None):
 def etas():
     """Strategy for DDIM-eta stochasticities in [0, 1], with both ends favoured."""
     return st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
+
+
+# ---- malformed inputs: every loader and the CLI must refuse them with an InputError --------
+#
+# Each strategy draws ``(value, what)``: a bad input and a short description of its fault
+# (handy in assertion messages). None of the values is acceptable: a loader must raise
+# :class:`specsched.errors.InputError` naming the file, field or argument, and the CLI must
+# exit with code 2 and a one-line message, never a traceback or a silent result.
+
+#: A minimal valid schedule file (as a dict), the base the malformed ones are mutated from.
+VALID_SCHEDULE = {"format": "specsched.schedule", "version": 1,
+                  "alphas_cumprod": [0.99, 0.9, 0.5, 0.1, 0.01]}
+
+
+def _finite_floats(lo=-1e3, hi=1e3):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def malformed_sample_arrays(draw):
+    """Strategy for arrays that are not a valid data set of samples ``(N, ...)``, N >= 2.
+
+    Faults: a NaN or +-Inf entry; no samples (N = 0); a single sample (a covariance needs
+    N >= 2); a complex dtype; a 0-d array; a string dtype.
+    """
+    kind = draw(st.sampled_from(["nonfinite", "empty", "single", "complex", "scalar",
+                                 "strings"]))
+    d = draw(st.integers(1, 6))
+    n = draw(st.integers(2, 8))
+    if kind == "nonfinite":
+        x = np.asarray(draw(st.lists(_finite_floats(), min_size=n * d, max_size=n * d)),
+                       dtype=np.float64).reshape(n, d)
+        i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))
+        x[i, j] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        dtype = draw(st.sampled_from([np.float64, np.float32]))
+        return x.astype(dtype), f"non-finite value at sample {i}"
+    if kind == "empty":
+        return np.zeros((0, d)), "no samples"
+    if kind == "single":
+        return np.ones((1, d)), "a single sample"
+    if kind == "complex":
+        return np.ones((n, d)) + 1j, "complex dtype"
+    if kind == "scalar":
+        return np.array(draw(_finite_floats())), "0-d array"
+    return np.full((n, d), "a"), "string dtype"
+
+
+@st.composite
+def malformed_eigenvalue_arrays(draw):
+    """Strategy for eigenvalue arrays a :class:`~specsched.spectrum.Spectrum` must refuse.
+
+    Faults: a NaN or +-Inf entry; a negative eigenvalue far beyond round-off (below
+    ``-1e-3 x`` the largest); all zeros; an empty array; complex values; a 2-D array.
+    """
+    kind = draw(st.sampled_from(["nonfinite", "negative", "zeros", "empty", "complex",
+                                 "two_d"]))
+    lam = draw(eigenvalue_arrays(min_size=1, max_size=8))
+    if kind == "nonfinite":
+        lam[draw(st.integers(0, lam.size - 1))] = draw(st.sampled_from([np.nan, np.inf,
+                                                                        -np.inf]))
+        return lam, "non-finite eigenvalue"
+    if kind == "negative":
+        lam[draw(st.integers(0, lam.size - 1))] = -draw(st.floats(1e-3, 1.0)) * lam.max()
+        return lam, "large negative eigenvalue"
+    if kind == "zeros":
+        return np.zeros(lam.size), "all zeros"
+    if kind == "empty":
+        return np.zeros(0), "empty"
+    if kind == "complex":
+        return lam + 1j, "complex eigenvalues"
+    return np.stack([lam, lam]), "2-D array"
+
+
+@st.composite
+def malformed_schedule_dicts(draw):
+    """Strategy for parsed schedule files (dicts) that :meth:`Schedule.from_dict` must refuse.
+
+    Faults: ``alphas_cumprod`` non-monotone, with a value <= 0 or >= 1, empty, nested,
+    holding a string, or missing; another ``version`` or ``format``; ``steps`` that does
+    not match; a derived view (``sigmas``) that disagrees; a top level that is not an object.
+    """
+    d = dict(VALID_SCHEDULE)
+    ab = list(d["alphas_cumprod"])
+    kind = draw(st.sampled_from(["nonmonotone", "low", "high", "empty_ab", "nested",
+                                 "string", "missing", "version", "format", "steps", "sigmas",
+                                 "not_object"]))
+    if kind == "nonmonotone":
+        i = draw(st.integers(0, len(ab) - 2))
+        ab[i], ab[i + 1] = ab[i + 1], ab[i]
+    elif kind == "low":
+        ab[draw(st.integers(0, len(ab) - 1))] = draw(st.floats(-10.0, 0.0))
+    elif kind == "high":
+        ab[draw(st.integers(0, len(ab) - 1))] = draw(st.floats(1.0, 10.0))
+    elif kind == "empty_ab":
+        ab = []
+    elif kind == "nested":
+        ab = [[v] for v in ab]
+    elif kind == "string":
+        ab[draw(st.integers(0, len(ab) - 1))] = draw(st.text(max_size=5))
+    elif kind == "missing":
+        del d["alphas_cumprod"]
+        return d, "alphas_cumprod missing"
+    elif kind == "version":
+        d["version"] = draw(st.one_of(st.integers(2, 10**6), st.integers(-10**6, 0),
+                                      st.text(max_size=3), st.floats(1.5, 9.5)))
+    elif kind == "format":
+        d["format"] = draw(st.text(max_size=20).filter(lambda s: s != VALID_SCHEDULE["format"]))
+    elif kind == "steps":
+        d["steps"] = draw(st.integers(1, 100).filter(lambda s: s != len(ab)))
+    elif kind == "sigmas":
+        d["sigmas"] = [v + 1.0 for v in sigmas_of(ab)]
+    else:
+        return draw(st.sampled_from([[], [1, 2], "schedule", 3, None])), "not a JSON object"
+    d["alphas_cumprod"] = ab
+    return d, kind
+
+
+def sigmas_of(alphas_cumprod):
+    """``sqrt((1 - ab) / ab)`` as a list (THEORY.md section 1), for building schedule files."""
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    return np.sqrt((1.0 - ab) / ab).tolist()
+
+
+@st.composite
+def malformed_schedule_texts(draw):
+    """Strategy for schedule file contents (str) that :meth:`Schedule.load` must refuse.
+
+    Faults: a valid file truncated at any point; NaN / Infinity literals; random text that
+    is not JSON; the JSON of a :func:`malformed_schedule_dicts` value.
+    """
+    import json
+
+    kind = draw(st.sampled_from(["truncated", "constant", "garbage", "dict"]))
+    text = json.dumps(VALID_SCHEDULE)
+    if kind == "truncated":
+        return text[:draw(st.integers(0, len(text) - 1))], "truncated"
+    if kind == "constant":
+        literal = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+        return text.replace("0.5", literal), f"{literal} literal"
+    if kind == "garbage":
+        junk = draw(st.text(min_size=1, max_size=40).filter(lambda s: not _is_json_object(s)))
+        return junk, "not JSON"
+    d, what = draw(malformed_schedule_dicts())
+    return json.dumps(d), what
+
+
+def _is_json_object(text: str) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
