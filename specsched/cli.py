@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
     return value
 
 
@@ -165,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Training grid of the baselines every optimised schedule is compared with (THEORY.md s. 1).
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def check_steps_fit_training_grid(steps) -> None:
+    """Refuse step counts above T = 1000 before any work (baselines live on that grid)."""
+    too_many = [S for S in steps if S > NUM_TRAIN_TIMESTEPS]
+    if too_many:
+        raise InputError(
+            f"--steps: {max(too_many)} sampling steps do not fit on a training grid of "
+            f"T = {NUM_TRAIN_TIMESTEPS} timesteps; expected integers in [1, {NUM_TRAIN_TIMESTEPS}]"
+        )
+
+
 def _spectrum_from_args(args):
     from specsched.data import DEFAULT_DATASET
     from specsched.spectrum import load_spectrum
@@ -191,6 +217,7 @@ def cmd_optimize(args) -> int:
     sampler = _resolve_sampler(args.sampler, args.param)
     eta = resolve_eta(sampler, args.eta)
     steps = sorted(set(args.steps))
+    check_steps_fit_training_grid(steps)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} exists and is not a folder")
@@ -346,6 +373,16 @@ def cmd_evaluate(args) -> int:
             args, args.sampler, args.eta, spectrum
         )
         sampler = extra.pop("sampler")
+    bad = {k: v for k, v in (("w2", r.w2), ("kl", r.kl), ("kl_data_gen", r.kl_data_gen))
+           if not math.isfinite(v)}
+    if bad:  # never print NaN/Infinity as a result (and never as invalid JSON)
+        blame = ("--steps, --beta-min/--beta-max, --t-eps" if sampler in SDE_SOLVERS
+                 else "--schedule, --steps")
+        raise InputError(
+            f"{blame}: the closed form is not finite for this spectrum and schedule "
+            f"({', '.join(f'{k} = {v}' for k, v in bad.items())}): floating-point overflow; "
+            "use more steps or a less extreme schedule"
+        )
     record = {
         "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen,
         "kl_excluded_directions": r.kl_excluded, "steps": steps, "sampler": sampler,
@@ -353,7 +390,7 @@ def cmd_evaluate(args) -> int:
         "spectrum": spectrum.provenance(), **extra,
     }
     if args.json:
-        print(json.dumps(record))
+        print(json.dumps(record, allow_nan=False))
     else:
         where = f"{label}/{spacing}" if spacing else label
         print(f"{where}, S = {steps}, {sampler} (eta = {_eta_text(eta)}) on {spectrum.source}: "
@@ -370,8 +407,13 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "run", None) or COMMANDS[args.command]
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"specsched {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.showwarning = show_warning  # one plain line, no source excerpt
             return run(args)
     except SpecschedError as exc:
         print(f"specsched {args.command}: error: {exc}", file=sys.stderr)

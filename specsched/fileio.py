@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from specsched.errors import OutputExistsError
+from specsched.errors import InputError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
@@ -22,10 +22,14 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 
     Raises
     ------
+    InputError
+        If ``path`` is a folder (it cannot be replaced by a file, even with ``force``).
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected the path of an output file")
     if path.exists() and not force:
         raise OutputExistsError(
             f"{path}: output file exists already; pass --force (force=True) to overwrite it"
@@ -54,12 +58,20 @@ def atomic_write(path: str | os.PathLike, force: bool = False, mode: str = "w") 
 
     Raises
     ------
+    InputError
+        If ``path`` is a folder, or its folder cannot be created or written to.
     OutputExistsError
         If ``path`` exists and ``force`` is false (checked before and after writing).
     """
     path = check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # read-only, missing permission, a file in the way, ...
+        raise InputError(
+            f"{path}: cannot write the output file there ({exc.strerror or exc}); "
+            "choose another output path"
+        ) from None
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

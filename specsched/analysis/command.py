@@ -44,8 +44,12 @@ def add_parser(sub):
                    help="step counts of the optimised schedules (default 10 20)")
     p.add_argument("--schedule", default="linear",
                    help="training schedule of the SNR heatmap (default linear)")
-    p.add_argument("--tau", type=float, default=1.0, help="SNR threshold of f_max (default 1)")
-    p.add_argument("--bands", type=int, default=8, help="number of radial bands (default 8)")
+    from specsched.cli import _positive_float, _positive_int
+
+    p.add_argument("--tau", type=_positive_float, default=1.0,
+                   help="SNR threshold of f_max, > 0 (default 1)")
+    p.add_argument("--bands", type=_positive_int, default=8,
+                   help="number of radial bands (default 8)")
     add_source_args(p)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(run=run)
@@ -63,7 +67,12 @@ def _eigenvalues_only(src) -> bool:
     if path.is_file() and _is_spectrum_file(path):
         return True
     if path.is_file() and path.suffix.lower() == ".npy":
-        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 1
+        from specsched.data.arrays import read_array
+
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 1
+        except (OSError, ValueError, EOFError):
+            return read_array(path).ndim == 1  # raises an InputError naming the file
     return False
 
 

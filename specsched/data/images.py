@@ -24,6 +24,12 @@ __all__ = ["load_image_folder", "IMAGE_SUFFIXES", "to_unit_interval", "read_imag
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a decoder's error (imageio appends multi-line install hints)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(" .:") if text else type(exc).__name__
+
+
 def to_unit_interval(image: np.ndarray, name: str) -> np.ndarray:
     """Map an integer or boolean image to float64 in ``[-1, 1]``.
 
@@ -117,7 +123,7 @@ def load_image_folder(path: str | os.PathLike, *, grayscale: bool = False) -> np
                 warnings.simplefilter("ignore", DeprecationWarning)
                 raw = np.asarray(imread(file))
         except Exception as exc:  # decoders raise many types; report them all the same way
-            raise InputError(f"{file}: cannot read the image ({exc})") from exc
+            raise InputError(f"{file}: cannot read the image ({_first_line(exc)})") from exc
         x = _to_hwc(raw, str(file), grayscale)
         if out is None:
             out = np.empty((len(files),) + x.shape, dtype=np.float64)
@@ -173,9 +179,11 @@ def read_image(path: str | os.PathLike, *, grayscale: bool = False, crop: int | 
             warnings.simplefilter("ignore", DeprecationWarning)
             raw = np.asarray(imread(path))
     except Exception as exc:  # decoders raise many types; report them all the same way
-        raise InputError(f"{path}: cannot read the image ({exc})") from exc
+        raise InputError(f"{path}: cannot read the image ({_first_line(exc)})") from exc
     x = _to_hwc(raw, str(path), grayscale)
     if crop is not None:
+        if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
+            raise InputError(f"crop (--crop): expected a side in pixels >= 1, got {crop!r}")
         if min(x.shape[:2]) < crop:
             raise InputError(f"{path}: image of {x.shape[:2]} pixels is smaller than crop={crop}")
         x = _center_crop(x, crop)

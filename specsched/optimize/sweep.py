@@ -198,7 +198,9 @@ def add_parser(sub):
     p.add_argument("--ab-min", type=float, default=AB_MIN)
     p.add_argument("--ab-max", type=float, default=AB_MAX)
     p.add_argument("--delta", type=float, default=DELTA)
-    p.add_argument("--maxiter", type=int, default=1000)
+    from specsched.cli import _positive_int
+
+    p.add_argument("--maxiter", type=_positive_int, default=1000)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel worker processes (default: all cores)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -241,6 +243,9 @@ def run(args) -> int:
 
     if any(s < 1 for s in args.steps):
         raise InputError(f"--steps: expected integers >= 1, got {args.steps}")
+    from specsched.cli import check_steps_fit_training_grid
+
+    check_steps_fit_training_grid(args.steps)
     if args.jobs < 1:
         raise InputError(f"--jobs: expected an integer >= 1, got {args.jobs}")
     out = Path(args.out)

@@ -21,6 +21,7 @@ Sources:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from scipy.special import expit
@@ -163,6 +164,12 @@ def spacing_indices(
     """
     _check_choice(spacing, "spacing", SPACINGS)
     T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    if isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool) \
+            and num_steps > T:
+        raise InputError(
+            f"num_steps (--steps): {num_steps} sampling steps do not fit on a training grid "
+            f"of T = {T} timesteps; expected an integer in [1, {T}]"
+        )
     S = _check_int(num_steps, "num_steps", 1, T)
     offset = _check_int(steps_offset, "steps_offset", 0)
     if spacing == "linspace":

@@ -451,8 +451,8 @@ def _check_derived(d: dict, ab: np.ndarray) -> None:
         if bad.size:
             i = int(bad[0])
             raise InputError(
-                f"{key}[{i}]: {stored[i]!r} disagrees with alphas_cumprod, which gives "
-                f"{expected[i]!r} (derived views are recomputed; fix or delete them)"
+                f"{key}[{i}]: {float(stored[i])!r} disagrees with alphas_cumprod, which gives "
+                f"{float(expected[i])!r} (derived views are recomputed; fix or delete them)"
             )
     if "timesteps" in d:
         ts = d["timesteps"]

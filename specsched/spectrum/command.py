@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from specsched.cli import _positive_int
+
 
 def _size(text):
     try:
@@ -19,16 +21,16 @@ def _size(text):
 
 def add_source_args(p):
     """Options shared by commands that read samples (image and audio options, chunking)."""
-    p.add_argument("--chunk-size", type=int, default=4096, metavar="N",
+    p.add_argument("--chunk-size", type=_positive_int, default=4096, metavar="N",
                    help="samples per chunk (memory ~ N x d); default 4096")
     p.add_argument("--grayscale", action="store_true", help="images: convert RGB to luminance")
-    p.add_argument("--crop", type=int, default=None, metavar="PX",
+    p.add_argument("--crop", type=_positive_int, default=None, metavar="PX",
                    help="images: centred square crop of PX pixels, before --size")
     p.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="images: resize to H x W pixels (anti-aliased)")
-    p.add_argument("--sample-rate", type=int, default=16000, metavar="HZ",
+    p.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
                    help="audio: resample to HZ (default 16000)")
-    p.add_argument("--frame-length", type=int, default=16384, metavar="N",
+    p.add_argument("--frame-length", type=_positive_int, default=16384, metavar="N",
                    help="audio: samples per frame, one frame = one sample (default 16384)")
 
 
@@ -62,7 +64,7 @@ def add_parser(sub):
     p.add_argument("--method", choices=["full", "pca", "fourier"], default="full",
                    help="full covariance + eigh; pca: top --rank eigenpairs, tail as its "
                    "mean variance; fourier: per-frequency power (stationary model)")
-    p.add_argument("--rank", type=int, default=None, metavar="K",
+    p.add_argument("--rank", type=_positive_int, default=None, metavar="K",
                    help="exact eigenpairs of --method pca")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="accumulate on the CPU or on a GPU with CuPy")

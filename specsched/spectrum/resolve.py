@@ -107,6 +107,17 @@ def load_spectrum(
         built-in names), if the file or folder is invalid (see the loaders), if a 1-D array
         is passed with ``as_data=True``, or if there are fewer than 2 samples.
     """
+    try:
+        return _load_spectrum(src, as_data, method, rank, chunk_size, device, dask,
+                              source_options)
+    except InputError as exc:  # name the source when the message names only a field
+        if str(src) in str(exc):
+            raise
+        raise InputError(f"{src}: {exc}") from None
+
+
+def _load_spectrum(src, as_data, method, rank, chunk_size, device, dask, source_options):
+    """:func:`load_spectrum` without the error prefix."""
     from specsched.data.sources import SYSTEM_DATASETS, open_source
     from specsched.spectrum.estimators import estimate_spectrum
 
