@@ -95,3 +95,15 @@ def test_sweep_survives_kill_9(tmp_path):
         assert (out / "cells" / name).stat().st_mtime_ns == stamp
     assert len(read(out).query("schedule == 'optimized-w2'")) == 5
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_sweep_starts_option_keeps_finished_cells(tmp_path, capsys):
+    out = tmp_path / "sw"
+    small = ["sweep", "--spectrum", "cifar10", "--steps", "3", "5", "--samplers", "ddim",
+             "--losses", "w2", "--jobs", "1", "--out", str(out)]
+    assert main([*small[:5], *small[6:]]) == 0  # only S = 3
+    capsys.readouterr()
+    assert main([*small, "--starts", "karras"]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+    cell = json.loads((out / "cells" / "S0005_ddim_w2.json").read_text())
+    assert set(cell["optimizer"]["starts"]) <= {"warm", "karras"}

@@ -44,7 +44,8 @@ def add_parser(sub):
                    help="step counts of the optimised schedules (default 10 20)")
     p.add_argument("--schedule", default="linear",
                    help="training schedule of the SNR heatmap (default linear)")
-    from specsched.cli import _positive_float, _positive_int
+    from specsched.argtypes import positive_float as _positive_float
+    from specsched.argtypes import positive_int as _positive_int
 
     p.add_argument("--tau", type=_positive_float, default=1.0,
                    help="SNR threshold of f_max, > 0 (default 1)")

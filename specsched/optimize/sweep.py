@@ -50,7 +50,8 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
     loss : {"w2", "kl", "kl-data-gen"}
     options : dict
         ``init``, ``method``, ``spacings`` (list), ``ab_min``, ``ab_max``, ``delta``,
-        ``maxiter`` for :func:`~specsched.optimize.optimize_schedule`.
+        ``maxiter`` and optionally ``starts`` for
+        :func:`~specsched.optimize.optimize_schedule`.
     x0 : ndarray of shape (steps,), optional
         A warm start.
 
@@ -61,13 +62,13 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
         (``alphas_cumprod`` list, ``w2``, ``kl``, ``kl_data_gen``, ``value``), ``optimizer``
         summary, ``success``, ``baselines`` (name -> w2/kl/kl_data_gen).
     """
-    from specsched.optimize import optimize_schedule
+    from specsched.optimize import STARTS, optimize_schedule
 
     res = optimize_schedule(
         eigenvalues, mean, steps, loss=loss, sampler=sampler, init=options["init"],
         method=options["method"], spacings=tuple(options["spacings"]),
         ab_min=options["ab_min"], ab_max=options["ab_max"], delta=options["delta"],
-        maxiter=options["maxiter"], x0=x0,
+        maxiter=options["maxiter"], x0=x0, starts=tuple(options.get("starts", STARTS)),
     )
     return {
         "format": CELL_FORMAT, "steps": steps, "sampler": sampler, "eta": res.eta,
@@ -176,7 +177,7 @@ def plot_sweep(table, path, force=True):
 
 def add_parser(sub):
     """Register the ``sweep`` subcommand."""
-    from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS
+    from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS, STARTS
     from specsched.schedules import BASELINES, SPACINGS
     from specsched.theory import LOSSES, SAMPLERS
 
@@ -198,9 +199,13 @@ def add_parser(sub):
     p.add_argument("--ab-min", type=float, default=AB_MIN)
     p.add_argument("--ab-max", type=float, default=AB_MAX)
     p.add_argument("--delta", type=float, default=DELTA)
-    from specsched.cli import _positive_int
+    from specsched.argtypes import positive_int as _positive_int
 
     p.add_argument("--maxiter", type=_positive_int, default=1000)
+    p.add_argument("--starts", nargs="+", choices=list(BASELINES), default=list(STARTS),
+                   metavar="NAME", help="baseline starts of each optimisation, besides the "
+                   "warm start from the previous step count (default: "
+                   f"{' '.join(STARTS)})")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel worker processes (default: all cores)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -255,8 +260,11 @@ def run(args) -> int:
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,
                "maxiter": args.maxiter}
+    # the problem each cell solves; the starts only steer the search, so a sweep resumed
+    # with other --starts keeps its finished cells
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "spectrum": spectrum.provenance(),
                 "options": options}
+    options = {**options, "starts": list(args.starts)}
     cell_dir, sched_dir = out / "cells", out / "schedules"
     manifest_path = out / "sweep.json"
     if manifest_path.exists() and not args.force:

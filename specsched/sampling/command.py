@@ -9,18 +9,9 @@ prints one JSON object comparing the empirical W2 of the samples with the closed
 
 from __future__ import annotations
 
-import argparse
 import json
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+from specsched.argtypes import positive_int as _positive_int
 
 
 def add_parser(sub):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from specsched.cli import _positive_int
+from specsched.argtypes import positive_int as _positive_int
 
 
 def _size(text):
