@@ -47,8 +47,8 @@ from specsched.schedules import (
 from specsched.theory import (
     KL_FLOOR,
     LOSSES,
-    evaluate_schedule,
     loss_and_grad,
+    loss_summary,
     loss_value,
     resolve_eta,
 )
@@ -219,9 +219,9 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
         for spacing in spacings if name in TRAINING_FAMILIES else (None,):
             ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace")
             label = f"{name}/{spacing}" if spacing else name
-            r = evaluate_schedule(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
-                                  kl_floor=kl_floor)
-            out[label] = {**r.summary(), "alphas_cumprod": ab}
+            r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
+                             kl_floor=kl_floor)
+            out[label] = {**r, "alphas_cumprod": ab}
     return out
 
 
@@ -481,9 +481,10 @@ def optimize_schedule(
                                           delta, maxiter, ftol, agree_rtol)
     _, name, x, ok, status, msg, nit, nfev = best
     _check_result_levels(x, ab_min, ab_max, delta)
-    report = evaluate_schedule(lam, m, x, **kw)
-    if ok and not np.isfinite(report.value(loss)):  # never a NaN/inf loss reported as success
-        ok, msg = False, f"the {loss} loss of the result is not finite ({report.value(loss)})"
+    report = loss_summary(lam, m, x, **kw)
+    value = report[loss.replace("-", "_")]
+    if ok and not np.isfinite(value):  # never a NaN/inf loss reported as success
+        ok, msg = False, f"the {loss} loss of the result is not finite ({value})"
     quad = None
     if n_bins is not None:
         est = error_estimate(lam, m, x, n_bins, loss=loss, **kw)
@@ -494,8 +495,8 @@ def optimize_schedule(
     if loss == "w2":  # report W2, not the optimised W2^2
         start_losses = {k: float(np.sqrt(max(v, 0.0))) for k, v in start_losses.items()}
     return OptimizeResult(
-        x=x, fun=report.value(loss), w2=report.w2, kl=report.kl,
-        kl_data_gen=report.kl_data_gen, success=ok, status=status, message=msg, nit=nit,
+        x=x, fun=value, w2=report["w2"], kl=report["kl"],
+        kl_data_gen=report["kl_data_gen"], success=ok, status=status, message=msg, nit=nit,
         nfev=nfev, method=method, start=name, loss=loss, sampler=sampler, eta=eta, init=init,
         bounds=(float(ab_min), float(ab_max), float(delta)), starts=start_losses,
         baselines={k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")}

@@ -8,7 +8,12 @@
 """
 
 from specsched.theory.losses import KL_FLOOR, LOSSES, LossReport
-from specsched.theory.objective import evaluate_schedule, loss_and_grad, loss_value
+from specsched.theory.objective import (
+    evaluate_schedule,
+    loss_and_grad,
+    loss_summary,
+    loss_value,
+)
 from specsched.theory.samplers import (
     INITS,
     SAMPLERS,
@@ -33,6 +38,7 @@ __all__ = [
     "get_sampler",
     "evaluate_schedule",
     "loss_and_grad",
+    "loss_summary",
     "loss_value",
     "resolve_eta",
     "step_coefficients",

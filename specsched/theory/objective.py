@@ -180,3 +180,24 @@ def loss_and_grad(
 
     value, _, grad = closed_form_vjp(lam, alphas_cumprod, sampler, eta, init, partials)
     return value, grad
+
+
+def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
+                 init="normal", kl_floor=KL_FLOOR, backend="auto") -> dict:
+    """W2 and both KLs of a schedule, without per-direction terms.
+
+    The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), through
+    :func:`loss_value` and so through the compiled kernel for large S x d: what tables of
+    baselines need.
+
+    Returns
+    -------
+    dict
+        ``{"w2": float, "kl": float, "kl_data_gen": float}``.
+    """
+    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, backend=backend)
+    w2_sq = loss_value(eigenvalues, mean, alphas_cumprod, loss="w2", **kw)
+    return {"w2": float(np.sqrt(max(w2_sq, 0.0))),
+            "kl": loss_value(eigenvalues, mean, alphas_cumprod, loss="kl", **kw),
+            "kl_data_gen": loss_value(eigenvalues, mean, alphas_cumprod, loss="kl-data-gen",
+                                      **kw)}
