@@ -16,17 +16,20 @@ from specsched.theory import evaluate_schedule
 
 @pytest.mark.parametrize("S", [5, 10, 20, 50])
 def test_cifar10_ddim_w2_optimum_is_global(cifar10_lam, S):
-    slsqp = optimize_schedule(cifar10_lam, None, S, method="slsqp")
+    slsqp = optimize_schedule(cifar10_lam, None, S, method="slsqp-logsnr", agree_rtol=None)
     lbfgs = optimize_schedule(cifar10_lam, None, S, method="lbfgs-logsnr")
     assert slsqp.success
     # beats every baseline, by a margin
     assert slsqp.fun < 0.95 * min(b["w2"] for b in slsqp.baselines.values())
-    # every SLSQP start lands on the same value, and the independent L-BFGS on logSNR
-    # increments (a different parametrisation) finds it too: the optimum is global
+    # every SLSQP start (all five run) lands on the same value, and the independent L-BFGS on
+    # logSNR increments (another parametrisation and method) finds it too: the optimum is
+    # global; the paper's SLSQP on ab never finds a lower one
     assert max(slsqp.starts.values()) == pytest.approx(slsqp.fun, rel=1e-6)
     assert lbfgs.fun == pytest.approx(slsqp.fun, rel=1e-6)
     # the reported loss is the loss of the returned schedule
     assert evaluate_schedule(cifar10_lam, None, slsqp.x).w2 == pytest.approx(slsqp.fun, rel=1e-12)
+    paper = optimize_schedule(cifar10_lam, None, S, method="slsqp", starts=("linear",))
+    assert paper.fun >= slsqp.fun * (1 - 1e-9)
 
 
 def test_constraints_hold_and_kl_is_optimised(cifar10_lam):
@@ -47,13 +50,14 @@ def test_optimum_is_a_local_minimum_under_perturbation(cifar10_lam):
 
 
 def test_mean_term_pushes_last_level_down():
-    # With a large data mean, the N(0, I) start costs sqrt(ab_S) H m: the optimum sits on
-    # the lower bound ab_min, and raising ab_min raises the loss.
+    # With a large data mean, the N(0, I) start costs sqrt(ab_S) H m: the optimum puts its
+    # last level lower than for centred data, and forbidding that (ab_min) costs loss.
     lam = np.array([1.0, 0.5, 0.1])
     mean = np.array([5.0, 0.0, 0.0])
+    centred = optimize_schedule(lam, None, 6)
     r1 = optimize_schedule(lam, mean, 6)
     r2 = optimize_schedule(lam, mean, 6, ab_min=1e-2)
-    assert r1.x[-1] == pytest.approx(AB_MIN, rel=1e-6)
+    assert r1.x[-1] < 0.1 * centred.x[-1]
     assert r2.fun > r1.fun
 
 

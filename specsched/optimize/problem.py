@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from specsched.errors import InputError
 from specsched.schedules import (
     baseline_alphas_cumprod,
+    karras_alphas_cumprod,
     logsnr_from_alphas_cumprod,
     training_alphas_cumprod,
 )
@@ -54,10 +55,18 @@ from specsched.theory import (
 )
 from specsched.theory.quadrature import compress_spectrum, error_estimate
 
-#: Default bounds: the range of the T = 1000 ``linear`` training schedule (Ho et al. 2020),
-#: i.e. the noise levels a standard model is trained on.
-AB_MAX = float(training_alphas_cumprod("linear")[0])
-AB_MIN = float(training_alphas_cumprod("linear")[-1])
+#: Default bounds: the range spanned by the baseline families (:data:`BASELINES`), so that no
+#: baseline is ever better for lack of room: the least noisy level is Karras/EDM's
+#: sigma_min = 0.002 (ab = 1/(1 + 0.002^2)), the noisiest cosine's last training level
+#: (beta clipped at 0.999; ab = 2.43e-9). The last level dominates KL on spectra with tiny
+#: eigenvalues: within the linear T = 1000 range alone (:data:`LINEAR_AB_MIN`,
+#: :data:`LINEAR_AB_MAX`), DDIM's KL optimum on CIFAR-10 at S = 50 is 84 nats, Karras's 34.
+AB_MAX = float(karras_alphas_cumprod(2)[0])
+AB_MIN = float(training_alphas_cumprod("cosine")[-1])
+#: The range of the T = 1000 linear training schedule (Ho et al. 2020): pass these as
+#: ``ab_min``/``ab_max`` to stay on the levels a standard discrete-time model was trained on.
+LINEAR_AB_MAX = float(training_alphas_cumprod("linear")[0])
+LINEAR_AB_MIN = float(training_alphas_cumprod("linear")[-1])
 #: Default monotonicity margin ``ab_s - ab_{s+1} >= DELTA``.
 DELTA = 1e-7
 #: Default starts of the multi-start search.
@@ -407,7 +416,8 @@ def optimize_schedule(
         Start distribution of the reverse process.
     ab_min, ab_max, delta : float
         Bounds on every ``ab_s`` and the monotonicity margin (module docstring). Defaults:
-        the range of the T = 1000 linear training schedule, margin 1e-7.
+        the range spanned by the baseline families (:data:`AB_MIN`, :data:`AB_MAX`), margin
+        1e-7.
     method : {"auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr"}
         See the module docstring; "slsqp" is the paper's SLSQP on ``ab``.
     starts : sequence of str
