@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "specsched.sampling.command",
     "specsched.schedules.export_command",
     "specsched.analysis.command",
+    "specsched.unet.command",
+    "specsched.metrics.command",
 )
 
 

@@ -1,0 +1,262 @@
+"""Does the spectral theory rank schedules as a trained network does? A U-Net on Fashion-MNIST.
+
+For a U-Net trained with ``specsched train-unet`` (Fashion-MNIST at 16 x 16, linear T = 1000
+training grid), samples ``--n-samples`` images per seed for every cell
+
+    steps S in --steps (5 10 20 50 100) x sampler in --samplers (ddim ddpm) x schedule in
+    --schedules (linear cosine karras logsnr optimized-w2 optimized-kl)
+
+through the torch-free sampler (the network conditioned on the training step nearest in
+logSNR), and measures the Frechet distance to the data in pixels (= W2^2 of the Gaussian
+fits) and in the features of the project's classifier (``--classifier PATH``, trained there
+when absent), mean and standard error over ``--seeds``. Beside each cell: the theory's
+prediction, ``W2^2`` of the same sampler and schedule on the data's own spectrum
+(:func:`specsched.theory.evaluate_schedule`), and ``optimized-w2`` / ``optimized-kl`` are
+:func:`specsched.optimize.optimize_schedule` on that spectrum. The data side (spectrum and FD
+reference) is the 60,000 training images at the network's size (``--reference-split``).
+
+Outputs (``--out``, default results/unet_fashion_mnist.csv; first line: the command):
+
+- the CSV, one row per (sampler, steps, schedule) cell;
+- ``<out>_spearman.csv``: Spearman rank correlation between predicted W2^2 and measured FD
+  over the schedules, per (sampler, steps) and over all cells;
+- ``<out>.png``: FD against steps per schedule (theory dashed in the pixel panels);
+- ``<out>_S10_<sampler>_{best,worst}.png``: 8 x 8 sample grids of the best and worst
+  schedule (classifier FD, else pixel FD) at S = 10.
+
+``x0_hat`` is clipped to [-1, 1] unless ``--no-clip`` (column ``clip``): measured on the
+default U-Net after 2657 steps, DDIM S = 10, 500 samples, the pixel FD of the cosine schedule
+is 3.6e7 unclipped and 1.9 clipped (its last level, ab ~ 1e-9, divides the network's eps
+error by sqrt(ab)); linear 2.6 / 2.2, karras 2.8 / 2.8, logsnr 3.7 / 3.2. Resumable: cells
+whose rows exist (same n-samples, seeds and clipping) are skipped; the CSV is
+rewritten after every cell.
+
+    python benchmarks/unet_sweep.py --checkpoint unet.pt --classifier clf16.pt \\
+        [--n-samples 1000] [--seeds 0 1 2] [--steps 5 10 20 50 100] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from specsched.fileio import atomic_write
+
+SCHEDULES = ("linear", "cosine", "karras", "logsnr", "optimized-w2", "optimized-kl")
+KEY = ["sampler", "steps", "schedule"]
+
+
+def schedule_for(name, steps, sampler, spectrum, cache):
+    """alphas_cumprod (S,) of a baseline or of an optimised schedule on the spectrum."""
+    from specsched.schedules import baseline_alphas_cumprod
+
+    if not name.startswith("optimized-"):
+        return baseline_alphas_cumprod(name, steps)
+    key = (name, steps, sampler)
+    if key not in cache:
+        from specsched.optimize import optimize_schedule
+
+        r = optimize_schedule(spectrum.eigenvalues, spectrum.mean, steps,
+                              loss=name.split("-", 1)[1], sampler=sampler)
+        cache[key] = np.asarray(r.x)
+    return cache[key]
+
+
+def read_rows(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, comment="#")
+
+
+def write_csv(df: pd.DataFrame, path: Path, command: str) -> None:
+    with atomic_write(path, force=True) as fh:
+        fh.write(f"# {command}\n")
+        df.to_csv(fh, index=False)
+
+
+def spearman_table(df: pd.DataFrame) -> pd.DataFrame:
+    from scipy.stats import spearmanr
+
+    rows = []
+    fds = [c for c in ("fd_pixels_mean", "fd_classifier_mean") if c in df]
+    groups = [((s, S), g) for (s, S), g in df.groupby(["sampler", "steps"])]
+    groups.append((("all", "all"), df))
+    for (sampler, steps), g in groups:
+        row = {"sampler": sampler, "steps": steps, "n_cells": len(g)}
+        for c in fds:
+            ok = g[["predicted_w2_squared", c]].dropna()
+            rho = spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic if len(ok) > 2 else np.nan
+            row[f"spearman_{c.removesuffix('_mean').removeprefix('fd_')}"] = rho
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feats = [f for f in ("pixels", "classifier") if f"fd_{f}_mean" in df]
+    samplers = list(dict.fromkeys(df["sampler"]))
+    fig, axes = plt.subplots(len(feats), len(samplers), figsize=(5 * len(samplers),
+                             3.8 * len(feats)), squeeze=False)
+    for i, feat in enumerate(feats):
+        for j, sampler in enumerate(samplers):
+            ax = axes[i][j]
+            for k, (name, g) in enumerate(df[df["sampler"] == sampler].groupby("schedule")):
+                g = g.sort_values("steps")
+                color = f"C{k}"
+                ax.errorbar(g["steps"], g[f"fd_{feat}_mean"], yerr=g[f"fd_{feat}_se"],
+                            marker="o", ms=3, color=color, label=name, capsize=2)
+                if feat == "pixels":
+                    ax.plot(g["steps"], g["predicted_w2_squared"], "--", color=color, lw=1)
+            ax.set(xscale="log", yscale="log", xlabel="steps S",
+                   ylabel=f"FD ({feat})", title=f"{sampler}, {feat}"
+                   + (" (dashed: theory W2^2)" if feat == "pixels" else ""))
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    with atomic_write(path, force=True, mode="wb") as fh:
+        fh.write(buf.getvalue())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="train-unet checkpoint (.pt)")
+    parser.add_argument("--classifier", default=None,
+                        help="classifier weights file (trained there when absent); omit for "
+                        "pixel FD only")
+    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "ddpm"],
+                        choices=["ddim", "ddpm"])
+    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--n-samples", type=int, default=1000, help="samples per seed")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--reference-split", choices=["train", "test"], default="train",
+                        help="data side of the spectrum and FD reference (default train)")
+    parser.add_argument("--no-clip", dest="clip", action="store_false",
+                        help="do not clip x0_hat to [-1, 1] (clipping is the default, as in "
+                        "the DDPM/DDIM reference samplers: an eps-prediction network's x0_hat "
+                        "amplifies its error by 1/sqrt(ab) at the noisiest levels, e.g. the "
+                        "cosine schedule's last step, ab ~ 1e-9)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", default="results/unet_fashion_mnist.csv")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/unet_sweep.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from specsched.metrics.features import classifier_features, load_or_train_classifier
+    from specsched.metrics.frechet import frechet_distance, gaussian_fit
+    from specsched.sampling import sample
+    from specsched.schedules import logsnr_from_alphas_cumprod
+    from specsched.spectrum import spectrum_from_samples
+    from specsched.theory import evaluate_schedule, resolve_eta
+    from specsched.unet.command import save_grid
+    from specsched.unet.denoiser import UNetDenoiser, nearest_timesteps
+    from specsched.unet.train import fashion_mnist_images
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    stem = out.with_suffix("")
+    den = UNetDenoiser.from_checkpoint(args.checkpoint, batch_size=args.batch_size,
+                                       clip_denoised=args.clip)
+    size = den.sample_shape[0]
+    data = fashion_mnist_images(size, args.reference_split)
+    spectrum = spectrum_from_samples(data.astype(np.float64),
+                                     source=f"fashion-mnist-{size}-{args.reference_split}")
+    lam, mean = spectrum.eigenvalues, spectrum.mean
+    ref = {"pixels": gaussian_fit(data.reshape(len(data), -1))}
+    clf = None
+    if args.classifier:
+        clf, info = load_or_train_classifier(args.classifier, size, progress=True)
+        print(f"classifier {args.classifier}: test accuracy {info['test_accuracy']:.4f}")
+        ref["classifier"] = gaussian_fit(classifier_features(data, clf))
+
+    old = read_rows(out)
+    rows = [] if old is None else old.to_dict("records")
+
+    def done(sampler, steps, name):
+        return any(r["sampler"] == sampler and r["steps"] == steps and r["schedule"] == name
+                   and r["n_samples"] == args.n_samples and bool(r.get("clip", False)) == args.clip
+                   and str(r["seeds"]) == " ".join(map(str, args.seeds))
+                   and (clf is None or pd.notna(r.get("fd_classifier_mean"))) for r in rows)
+
+    cells = [(sampler, steps, name) for sampler in args.samplers for steps in args.steps
+             for name in args.schedules]
+    todo = [c for c in cells if not done(*c)]
+    print(f"{len(cells) - len(todo)} of {len(cells)} cells done already; "
+          f"{sum(c[1] for c in todo) * args.n_samples * len(args.seeds)} network evaluations "
+          "(samples x steps) to go")
+    opt_cache = {}
+    train_ab = den.training_alphas_cumprod
+    for sampler, steps, name in tqdm(todo, desc="cells", unit="cell"):
+        eta = resolve_eta(sampler, None)
+        ab = schedule_for(name, steps, sampler, spectrum, opt_cache)
+        th = evaluate_schedule(lam, mean, ab, sampler=sampler, eta=eta)
+        t_idx = nearest_timesteps(train_ab, ab)
+        rounding = np.abs(logsnr_from_alphas_cumprod(train_ab[t_idx])
+                          - logsnr_from_alphas_cumprod(ab)).max()
+        fd = {f: [] for f in ref}
+        t0 = time.perf_counter()
+        for seed in args.seeds:
+            x = sample(den, ab, args.n_samples, den.sample_shape, sampler=sampler, eta=eta,
+                       rng=np.random.default_rng(seed), batch_size=args.batch_size,
+                       progress=False)
+            for feat, fit in ref.items():
+                f = x.reshape(len(x), -1) if feat == "pixels" else classifier_features(x, clf)
+                g = gaussian_fit(f)
+                fd[feat].append(frechet_distance(g.mean, g.covariance, fit.mean,
+                                                 fit.covariance))
+        row = {"sampler": sampler, "steps": steps, "schedule": name,
+               "predicted_w2_squared": th.w2 ** 2, "predicted_kl": th.kl,
+               "clip": args.clip, "n_samples": args.n_samples,
+               "seeds": " ".join(map(str, args.seeds)),
+               "max_logsnr_rounding": rounding, "seconds": time.perf_counter() - t0,
+               "alphas_cumprod": " ".join(f"{v:.8g}" for v in ab)}
+        for feat, values in fd.items():
+            v = np.asarray(values)
+            row[f"fd_{feat}_mean"] = v.mean()
+            row[f"fd_{feat}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+            row[f"fd_{feat}_seeds"] = " ".join(f"{u:.6g}" for u in v)
+        rows = [r for r in rows if (r["sampler"], r["steps"], r["schedule"])
+                != (sampler, steps, name)] + [row]
+        write_csv(pd.DataFrame(rows), out, command)
+
+    df = pd.DataFrame(rows)
+    df = df[df.apply(lambda r: (r["sampler"], r["steps"], r["schedule"]) in set(cells), axis=1)]
+    sp = spearman_table(df)
+    write_csv(sp, Path(f"{stem}_spearman.csv"), command)
+    print(sp.to_string(index=False))
+    plot(df, Path(f"{stem}.png"))
+    rank_by = "fd_classifier_mean" if "fd_classifier_mean" in df else "fd_pixels_mean"
+    for sampler in args.samplers:
+        g = df[(df["sampler"] == sampler) & (df["steps"] == 10)]
+        if g.empty:
+            continue
+        for tag, name in (("best", g.loc[g[rank_by].idxmin(), "schedule"]),
+                          ("worst", g.loc[g[rank_by].idxmax(), "schedule"])):
+            ab = schedule_for(name, 10, sampler, spectrum, opt_cache)
+            x = sample(den, ab, 64, den.sample_shape, sampler=sampler,
+                       rng=np.random.default_rng(0), batch_size=64, progress=False)
+            path = Path(f"{stem}_S10_{sampler}_{tag}.png")
+            save_grid(x, path, force=True)
+            print(f"{path}: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
