@@ -159,7 +159,7 @@ def plot_sweep(table, path, force=True):
                 g = g.sort_values("steps")
                 opt = name.startswith("optimized")
                 ax.loglog(g["steps"], g["value"], "k-o" if opt else "-", lw=2.2 if opt else 1,
-                          ms=3, label=name)
+                          ms=3, label="optimised for this loss" if opt else name)
             ticks = sorted(sub["steps"].unique())
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.minorticks_off()
