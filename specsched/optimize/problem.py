@@ -79,6 +79,10 @@ AUTO_SLSQP_MAX_STEPS = 200
 #: which its "abnormal" line-search stop (no further decrease at rounding level) is accepted.
 LBFGS_GTOL = 1e-9
 LBFGS_ACCEPT_GRAD = 1e-6
+#: L-BFGS also stops when an iteration lowers the start-scaled objective by less than this
+#: (relative): at S = 1000 it otherwise creeps on for thousands of iterations at the 1e-10
+#: level.
+LBFGS_FTOL = 1e-12
 #: ``quadrature="auto"`` compresses spectra of more than this many directions ...
 QUADRATURE_MIN_DIM = 20_000
 #: ... into this many bins (at most two nodes each; ADSN, d = 196608: 216 nodes, loss error
@@ -362,7 +366,8 @@ def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, gtol):
         return v, (g_w - np.dot(w, g_w)) / r.sum()  # through w = r / sum(r)
 
     res = sopt.minimize(fun, r0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * r0.size,
-                        options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-15, "maxls": 50})
+                        options={"maxiter": maxiter, "gtol": gtol, "ftol": LBFGS_FTOL,
+                                 "maxls": 50})
     ab, _ = _increments_to_ab(res.x, L_max, L_min)
     ab = project_feasible(ab, ab_min, ab_max, delta)  # zero increments: restore the margin
     ok, msg = bool(res.success), str(res.message)
