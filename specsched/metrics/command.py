@@ -7,18 +7,9 @@ torch-fidelity and a local InceptionV3 weights file (``--inception-weights PATH`
 
 from __future__ import annotations
 
-import argparse
 import json
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+from specsched.argtypes import positive_int as _positive_int
 
 
 def add_parser(sub):

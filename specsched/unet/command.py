@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from specsched.argtypes import positive_float as _positive_float
+from specsched.argtypes import positive_int as _positive_int
+
 TRAIN_DESCRIPTION = """\
 Train the reference DDPM U-Net (epsilon prediction, AdamW, EMA) on Fashion-MNIST
 downsampled to 16 x 16 (padded to 32 x 32, 2 x 2 average-pooled; pixels in [-1, 1]) or on
@@ -19,26 +22,6 @@ base 32 channels, multipliers 1 2 2, one residual block per level, attention at 
 machine's 2 shared CPU cores, so about 39 minutes; use --minutes to cap the wall time).
 The checkpoint is saved atomically every --checkpoint-every steps; --resume continues it.
 Needs torch: `pip install torch==2.13.0` then `pip install -e ".[unet]"`."""
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
-    return value
 
 
 def add_parser(sub):
