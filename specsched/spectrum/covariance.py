@@ -31,6 +31,7 @@ import scipy.linalg
 
 from specsched.data.arrays import check_samples
 from specsched.errors import InputError
+from specsched.spectrum.moments import Moments, chunk_moments, merge_moments
 from specsched.spectrum.spectrum import Spectrum
 
 __all__ = ["StreamingCovariance", "spectrum_from_samples"]
@@ -54,6 +55,12 @@ def _chunks(X, chunk_size: int):
     """Yield consecutive slices ``X[start:start + chunk_size]`` along axis 0."""
     for start in range(0, X.shape[0], chunk_size):
         yield X[start : start + chunk_size]
+
+
+def _numpy_xp():
+    from specsched.spectrum.moments import get_namespace
+
+    return get_namespace("cpu")
 
 
 class StreamingCovariance:
@@ -94,19 +101,19 @@ class StreamingCovariance:
         self._m2: np.ndarray | None = None
 
     def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
-        """Merge the summary ``(n_b, mean_b, m2_b)`` into ``self`` (Chan et al. update)."""
+        """Merge the summary ``(n_b, mean_b, m2_b)`` into ``self`` (Chan et al. update).
+
+        The update itself is :func:`specsched.spectrum.moments.merge_moments` (one block of
+        ``d`` coordinates), shared with the chunked estimators.
+        """
         if n_b == 0:
             return
-        n_a = self.n_samples_seen_
-        if n_a == 0:
-            self.n_samples_seen_, self.mean_, self._m2 = n_b, mean_b.copy(), m2_b.copy()
-            return
-        n = n_a + n_b
-        delta = mean_b - self.mean_
-        self.mean_ = self.mean_ + delta * (n_b / n)
-        self._m2 = self._m2 + m2_b
-        self._m2 += np.outer(delta, delta) * (n_a * n_b / n)
-        self.n_samples_seen_ = n
+        mine = None
+        if self.n_samples_seen_:
+            mine = Moments(self.n_samples_seen_, self.mean_[None, :], self._m2[None])
+        merged = merge_moments(mine, Moments(n_b, mean_b[None, :], m2_b[None]), _numpy_xp())
+        self.n_samples_seen_ = merged.n
+        self.mean_, self._m2 = np.array(merged.mean[0]), np.array(merged.m2[0])
 
     def _check_features(self, d: int, shape: tuple[int, ...], what: str) -> None:
         if self.n_features_ is None:
@@ -142,10 +149,8 @@ class StreamingCovariance:
             return self
         X = check_samples(X, "X")
         self._check_features(int(np.prod(X.shape[1:])), X.shape[1:], "X")
-        X = X.reshape(X.shape[0], -1)
-        mean = X.mean(axis=0)
-        Xc = X - mean
-        self._combine(X.shape[0], mean, Xc.T @ Xc)
+        m = chunk_moments(X.reshape(X.shape[0], 1, -1), _numpy_xp())
+        self._combine(m.n, m.mean[0], m.m2[0])
         return self
 
     def merge(self, other: StreamingCovariance) -> StreamingCovariance:
