@@ -22,7 +22,8 @@ Three methods share the objective and its analytic gradient
   the bounds by construction and reaches them exactly. Cheap per iteration (O(S)), it
   serves for large S and as an independent cross-check;
 - ``"auto"`` (default): ``slsqp-logsnr`` up to :data:`AUTO_SLSQP_MAX_STEPS` steps,
-  ``lbfgs-logsnr`` above.
+  ``lbfgs-logsnr`` above, started from the optimum at S/10 steps (at least 100) resampled
+  by :func:`warm_start` and from the first of ``starts``.
 
 Several starts (baseline schedules projected into the feasible set) are run and the best
 is kept; every start's final loss is reported.
@@ -83,6 +84,8 @@ LBFGS_ACCEPT_GRAD = 1e-6
 #: (relative): at S = 1000 it otherwise creeps on for thousands of iterations at the 1e-10
 #: level.
 LBFGS_FTOL = 1e-12
+#: L-BFGS history length (SciPy's default is 10; 50 needs ~25% fewer iterations at S = 1000).
+LBFGS_MEMORY = 50
 #: ``quadrature="auto"`` compresses spectra of more than this many directions ...
 QUADRATURE_MIN_DIM = 20_000
 #: ... into this many bins (at most two nodes each; ADSN, d = 196608: 216 nodes, loss error
@@ -367,7 +370,7 @@ def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, gtol):
 
     res = sopt.minimize(fun, r0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * r0.size,
                         options={"maxiter": maxiter, "gtol": gtol, "ftol": LBFGS_FTOL,
-                                 "maxls": 50})
+                                 "maxls": 50, "maxcor": LBFGS_MEMORY})
     ab, _ = _increments_to_ab(res.x, L_max, L_min)
     ab = project_feasible(ab, ab_min, ab_max, delta)  # zero increments: restore the margin
     ok, msg = bool(res.success), str(res.message)
@@ -471,6 +474,16 @@ def optimize_schedule(
     Schedule Design"; THEORY.md section 5.
     """
     _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    if method == "auto" and num_steps > AUTO_SLSQP_MAX_STEPS and x0 is None and starts:
+        # coarse to fine: L-BFGS crawls from a cold start at large S (1000 iterations at
+        # S = 1000); from the optimum at S/10 resampled it converges in a few hundred
+        coarse = optimize_schedule(
+            eigenvalues, mean, max(AUTO_SLSQP_MAX_STEPS // 2, num_steps // 10), loss=loss,
+            sampler=sampler, eta=eta, init=init, ab_min=ab_min, ab_max=ab_max, delta=delta,
+            starts=starts, spacings=(), maxiter=maxiter, kl_floor=kl_floor,
+            quadrature=quadrature, backend=backend, agree_rtol=agree_rtol,
+        )
+        x0, starts = warm_start(coarse.x, num_steps), tuple(starts[:1])
     if method == "auto":
         method = "slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS else "lbfgs-logsnr"
     eta = resolve_eta(sampler, eta)

@@ -166,9 +166,9 @@ def loss_and_grad(
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     if _use_numba(backend, lam.size * np.size(alphas_cumprod)):
-        from specsched.theory.kernels import loss_grad_kernel
+        from specsched.theory.kernels import loss_grad
 
-        value, grad = loss_grad_kernel(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
+        value, grad = loss_grad(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
                                                      eta, init, kl_floor, weights, keep, True))
         return float(value), grad
 
