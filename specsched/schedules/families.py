@@ -124,6 +124,44 @@ def training_alphas_cumprod(family: str = "linear", num_train_timesteps: int = 1
     return np.cumprod(1.0 - betas)
 
 
+def diffusers_timesteps(spacing, num_steps, num_train_timesteps=1000, steps_offset=0):
+    """The ``timesteps`` diffusers' ``DDIMScheduler.set_timesteps`` produces, as it does.
+
+    Descending (noisiest first), int64: ``linspace`` ``round(linspace(0, T-1, S))``,
+    ``leading`` ``arange(S) * (T // S) + steps_offset``, ``trailing``
+    ``round(arange(T, 0, -T/S)) - 1`` with numpy's float arange, which for some S (e.g.
+    T = 1000, S = 61) has S + 1 points, the last -1; that extra point is kept here, as
+    diffusers keeps it (:func:`spacing_indices` drops it).
+
+    Parameters
+    ----------
+    spacing : {"linspace", "leading", "trailing"}
+    num_steps, num_train_timesteps, steps_offset : int
+        S (checked by the caller), T, and the offset of ``leading``.
+
+    Returns
+    -------
+    ndarray of shape (S,) or (S + 1,), int64
+
+    Raises
+    ------
+    InputError
+        If ``steps_offset`` puts a ``leading`` timestep beyond T - 1.
+    """
+    S, T, offset = int(num_steps), int(num_train_timesteps), int(steps_offset)
+    if spacing == "linspace":
+        return np.linspace(0, T - 1, S).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        ts = (np.arange(0, S, dtype=np.int64) * (T // S) + offset)[::-1]
+        if ts[0] > T - 1:
+            raise InputError(
+                f"steps_offset: {offset} puts the last 'leading' index at {ts[0]}, beyond "
+                f"the training grid 0..{T - 1} (num_steps={S})"
+            )
+        return ts.copy()
+    return np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1
+
+
 def spacing_indices(
     spacing: str, num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 0
 ) -> np.ndarray:
@@ -172,17 +210,7 @@ def spacing_indices(
         )
     S = _check_int(num_steps, "num_steps", 1, T)
     offset = _check_int(steps_offset, "steps_offset", 0)
-    if spacing == "linspace":
-        idx = np.linspace(0, T - 1, S).round().astype(np.int64)
-    elif spacing == "leading":
-        idx = np.arange(0, S, dtype=np.int64) * (T // S) + offset
-        if idx[-1] > T - 1:
-            raise InputError(
-                f"steps_offset: {offset} puts the last 'leading' index at {idx[-1]}, beyond "
-                f"the training grid 0..{T - 1} (num_steps={S})"
-            )
-    else:  # trailing; keep diffusers' float arange, drop its occasional extra point
-        idx = (np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1)[:S][::-1]
+    idx = diffusers_timesteps(spacing, S, T, offset)[:S][::-1]  # drop trailing's extra point
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     # Guaranteed for 1 <= S <= T (consecutive points are >= 1 apart); kept as a cheap guard.
     if idx.shape != (S,) or np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] > T - 1:

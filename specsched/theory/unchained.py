@@ -94,6 +94,7 @@ def diffusers_ddim_levels(
     """
     from specsched.schedules import SPACINGS, training_alphas_cumprod
     from specsched.schedules.conversions import _check_int
+    from specsched.schedules.families import diffusers_timesteps
 
     if spacing not in SPACINGS:
         raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}; got {spacing!r}")
@@ -101,14 +102,7 @@ def diffusers_ddim_levels(
     S = _check_int(num_steps, "num_steps", 1, T)
     offset = _check_int(steps_offset, "steps_offset", 0)
     ab = training_alphas_cumprod(family, T)
-    if spacing == "linspace":
-        ts = np.linspace(0, T - 1, S).round()[::-1].astype(np.int64)
-    elif spacing == "leading":
-        ts = (np.arange(0, S) * (T // S)).round()[::-1].astype(np.int64) + offset
-    else:
-        ts = np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1
-    if ts.max() > T - 1:
-        raise InputError(f"steps_offset: {offset} puts a timestep beyond T - 1 = {T - 1}")
+    ts = diffusers_timesteps(spacing, S, T, offset)
     final = 1.0 if set_alpha_to_one else float(ab[0])
     prev = ts - T // S
     a_denoise = ab[ts]  # negative t wraps as torch indexing does
