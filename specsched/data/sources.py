@@ -188,8 +188,8 @@ class AudioFilesPart:
 
 
 @dataclass(frozen=True)
-class IdxPart:
-    """An IDX image file (plain or ``.gz``): read once as uint8, converted chunk by chunk."""
+class _DecodedFilePart:
+    """A file decoded whole into uint8 images, converted to [-1, 1] chunk by chunk."""
 
     path: str
     n_images: int
@@ -202,31 +202,29 @@ class IdxPart:
     def label(self) -> str:
         return self.path
 
+    #: ``reader(path) -> uint8 array (N, ...)``, set by each subclass.
+    reader = None
+
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
-        raw = load_idx_images(self.path)
+        raw = self.reader(self.path)
         for a, b in _ranges(raw.shape[0], chunk_size):
             yield to_unit_interval(raw[a:b], self.path)
 
 
 @dataclass(frozen=True)
-class CifarPart:
+class IdxPart(_DecodedFilePart):
+    """An IDX image file (plain or ``.gz``): read once as uint8, converted chunk by chunk."""
+
+    reader = staticmethod(load_idx_images)
+
+
+@dataclass(frozen=True)
+class CifarPart(_DecodedFilePart):
     """One CIFAR-10 python batch (10000 images of 32 x 32 x 3)."""
 
-    path: str
     n_images: int = 10000
 
-    @property
-    def n(self) -> int:
-        return self.n_images
-
-    @property
-    def label(self) -> str:
-        return self.path
-
-    def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
-        raw = read_cifar10_batch(self.path)
-        for a, b in _ranges(raw.shape[0], chunk_size):
-            yield to_unit_interval(raw[a:b], self.path)
+    reader = staticmethod(read_cifar10_batch)
 
 
 @dataclass(frozen=True)
