@@ -24,6 +24,16 @@ Outputs (``--out``, default results/unet_fashion_mnist.csv; first line: the comm
 - ``<out>_S10_<sampler>_{best,worst}.png``: 8 x 8 sample grids of the best and worst
   schedule (classifier FD, else pixel FD) at S = 10.
 
+``optimized-*`` schedules are optimised within the training grid's range
+``[ab_train[T-1], ab_train[0]]`` (``--optimize-bounds training-grid``, the default): a level
+outside it is one the network never saw (the nearest-step rule would condition it on an end
+step). ``--optimize-bounds default`` uses the theory's default bounds instead (the hull of the
+baselines, down to cosine's 2.4e-9). Baselines keep their own end points. KID (polynomial
+kernel MMD^2, 100 subsets of 500) in classifier features sits beside the FD.
+
+Cells run in ``--jobs`` worker processes (one torch thread each; default 2, this machine's
+cores), the largest step counts first.
+
 ``x0_hat`` is clipped to [-1, 1] unless ``--no-clip`` (column ``clip``): measured on the
 default U-Net after 2657 steps, DDIM S = 10, 500 samples, the pixel FD of the cosine schedule
 is 3.6e7 unclipped and 1.9 clipped (its last level, ab ~ 1e-9, divides the network's eps
@@ -32,7 +42,7 @@ whose rows exist (same n-samples, seeds and clipping) are skipped; the CSV is
 rewritten after every cell.
 
     python benchmarks/unet_sweep.py --checkpoint unet.pt --classifier clf16.pt \\
-        [--n-samples 1000] [--seeds 0 1 2] [--steps 5 10 20 50 100] [--threads 1]
+        [--n-samples 1000] [--seeds 0 1 2] [--steps 5 10 20 50 100] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -53,8 +63,11 @@ SCHEDULES = ("linear", "cosine", "karras", "logsnr", "optimized-w2", "optimized-
 KEY = ["sampler", "steps", "schedule"]
 
 
-def schedule_for(name, steps, sampler, spectrum, cache):
-    """alphas_cumprod (S,) of a baseline or of an optimised schedule on the spectrum."""
+def schedule_for(name, steps, sampler, spectrum, cache, bounds=None):
+    """alphas_cumprod (S,) of a baseline or of an optimised schedule on the spectrum.
+
+    ``bounds``: (ab_min, ab_max) of the optimiser, None for its defaults.
+    """
     from specsched.schedules import baseline_alphas_cumprod
 
     if not name.startswith("optimized-"):
@@ -63,8 +76,9 @@ def schedule_for(name, steps, sampler, spectrum, cache):
     if key not in cache:
         from specsched.optimize import optimize_schedule
 
+        kw = {} if bounds is None else {"ab_min": bounds[0], "ab_max": bounds[1]}
         r = optimize_schedule(spectrum.eigenvalues, spectrum.mean, steps,
-                              loss=name.split("-", 1)[1], sampler=sampler)
+                              loss=name.split("-", 1)[1], sampler=sampler, **kw)
         cache[key] = np.asarray(r.x)
     return cache[key]
 
@@ -130,6 +144,53 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         fh.write(buf.getvalue())
 
 
+_WORKER = {}
+
+
+def _init_worker(checkpoint, batch_size, clip, threads, classifier, ref, kid_ref):
+    """Per-process state: the network, the classifier and the data-side fits."""
+    import torch
+
+    from specsched.metrics.features import load_or_train_classifier
+    from specsched.unet.denoiser import UNetDenoiser
+
+    torch.set_num_threads(threads)
+    den = UNetDenoiser.from_checkpoint(checkpoint, batch_size=batch_size, clip_denoised=clip)
+    clf = None
+    if classifier:
+        clf, _ = load_or_train_classifier(classifier, den.sample_shape[0], progress=False)
+    _WORKER.update(den=den, clf=clf, ref=ref, kid_ref=kid_ref)
+
+
+def _run_cell(sampler, eta, ab, n_samples, seeds, batch_size):
+    """FD per feature set (and KID in classifier features) of each seed's samples."""
+    from specsched.metrics.features import classifier_features
+    from specsched.metrics.frechet import frechet_distance, gaussian_fit, kernel_distance
+    from specsched.sampling import sample
+
+    den, clf, ref, kid_ref = (_WORKER[k] for k in ("den", "clf", "ref", "kid_ref"))
+    out = {f"fd_{f}": [] for f in ref}
+    if kid_ref is not None:
+        out["kid_classifier"] = []
+    t0 = time.perf_counter()
+    for seed in seeds:
+        x = sample(den, ab, n_samples, den.sample_shape, sampler=sampler, eta=eta,
+                   rng=np.random.default_rng(seed), batch_size=batch_size, progress=False)
+        feats = {"pixels": x.reshape(len(x), -1)}
+        if clf is not None:
+            feats["classifier"] = classifier_features(x, clf)
+        for feat, fit in ref.items():
+            g = gaussian_fit(feats[feat])
+            out[f"fd_{feat}"].append(frechet_distance(g.mean, g.covariance, fit.mean,
+                                                      fit.covariance))
+        if kid_ref is not None:
+            kid = kernel_distance(feats["classifier"], kid_ref, n_subsets=100,
+                                  subset_size=min(500, n_samples),
+                                  rng=np.random.default_rng(10_000 + seed))
+            out["kid_classifier"].append(kid.mean)
+    return out, time.perf_counter() - t0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="train-unet checkpoint (.pt)")
@@ -145,22 +206,32 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--reference-split", choices=["train", "test"], default="train",
                         help="data side of the spectrum and FD reference (default train)")
+    parser.add_argument("--optimize-bounds", choices=["training-grid", "default"],
+                        default="training-grid",
+                        help="alphas_cumprod range of the optimised schedules: the network's "
+                        "training grid (default) or the theory's default bounds")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="do not clip x0_hat to [-1, 1] (clipping is the default, as in "
                         "the DDPM/DDIM reference samplers: an eps-prediction network's x0_hat "
                         "amplifies its error by 1/sqrt(ab) at the noisiest levels, e.g. the "
                         "cosine schedule's last step, ab ~ 1e-9)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (default 1)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes, one cell each at a time (default 2)")
     parser.add_argument("--out", default="results/unet_fashion_mnist.csv")
     args = parser.parse_args(argv)
     command = "python benchmarks/unet_sweep.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
 
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     import torch
     from tqdm.auto import tqdm
 
     from specsched.metrics.features import classifier_features, load_or_train_classifier
-    from specsched.metrics.frechet import frechet_distance, gaussian_fit
+    from specsched.metrics.frechet import gaussian_fit
     from specsched.sampling import sample
     from specsched.schedules import logsnr_from_alphas_cumprod
     from specsched.spectrum import spectrum_from_samples
@@ -179,12 +250,18 @@ def main(argv=None):
     spectrum = spectrum_from_samples(data.astype(np.float64),
                                      source=f"fashion-mnist-{size}-{args.reference_split}")
     lam, mean = spectrum.eigenvalues, spectrum.mean
+    train_ab = den.training_alphas_cumprod
+    bounds = ((float(train_ab.min()), float(train_ab.max()))
+              if args.optimize_bounds == "training-grid" else None)
     ref = {"pixels": gaussian_fit(data.reshape(len(data), -1))}
-    clf = None
+    clf = kid_ref = None
     if args.classifier:
         clf, info = load_or_train_classifier(args.classifier, size, progress=True)
         print(f"classifier {args.classifier}: test accuracy {info['test_accuracy']:.4f}")
-        ref["classifier"] = gaussian_fit(classifier_features(data, clf))
+        data_features = classifier_features(data, clf)
+        ref["classifier"] = gaussian_fit(data_features)
+        kid_ref = data_features[np.random.default_rng(12345).choice(len(data), 5000,
+                                                                      replace=False)]
 
     old = read_rows(out)
     rows = [] if old is None else old.to_dict("records")
@@ -193,51 +270,66 @@ def main(argv=None):
         return any(r["sampler"] == sampler and r["steps"] == steps and r["schedule"] == name
                    and r["n_samples"] == args.n_samples and bool(r.get("clip", False)) == args.clip
                    and str(r["seeds"]) == " ".join(map(str, args.seeds))
+                   and r.get("optimize_bounds", "default") == args.optimize_bounds
                    and (clf is None or pd.notna(r.get("fd_classifier_mean"))) for r in rows)
 
     cells = [(sampler, steps, name) for sampler in args.samplers for steps in args.steps
              for name in args.schedules]
-    todo = [c for c in cells if not done(*c)]
+    todo = sorted((c for c in cells if not done(*c)), key=lambda c: -c[1])
     print(f"{len(cells) - len(todo)} of {len(cells)} cells done already; "
           f"{sum(c[1] for c in todo) * args.n_samples * len(args.seeds)} network evaluations "
-          "(samples x steps) to go")
+          f"(samples x steps) to go on {args.jobs} workers")
     opt_cache = {}
-    train_ab = den.training_alphas_cumprod
-    for sampler, steps, name in tqdm(todo, desc="cells", unit="cell"):
+    meta = {}
+    for sampler, steps, name in todo:  # theory side first, in this process (fast)
         eta = resolve_eta(sampler, None)
-        ab = schedule_for(name, steps, sampler, spectrum, opt_cache)
+        ab = schedule_for(name, steps, sampler, spectrum, opt_cache, bounds)
         th = evaluate_schedule(lam, mean, ab, sampler=sampler, eta=eta)
         t_idx = nearest_timesteps(train_ab, ab)
         rounding = np.abs(logsnr_from_alphas_cumprod(train_ab[t_idx])
                           - logsnr_from_alphas_cumprod(ab)).max()
-        fd = {f: [] for f in ref}
-        t0 = time.perf_counter()
-        for seed in args.seeds:
-            x = sample(den, ab, args.n_samples, den.sample_shape, sampler=sampler, eta=eta,
-                       rng=np.random.default_rng(seed), batch_size=args.batch_size,
-                       progress=False)
-            for feat, fit in ref.items():
-                f = x.reshape(len(x), -1) if feat == "pixels" else classifier_features(x, clf)
-                g = gaussian_fit(f)
-                fd[feat].append(frechet_distance(g.mean, g.covariance, fit.mean,
-                                                 fit.covariance))
-        row = {"sampler": sampler, "steps": steps, "schedule": name,
-               "predicted_w2_squared": th.w2 ** 2, "predicted_kl": th.kl,
-               "clip": args.clip, "n_samples": args.n_samples,
-               "seeds": " ".join(map(str, args.seeds)),
-               "max_logsnr_rounding": rounding, "seconds": time.perf_counter() - t0,
-               "alphas_cumprod": " ".join(f"{v:.8g}" for v in ab)}
-        for feat, values in fd.items():
-            v = np.asarray(values)
-            row[f"fd_{feat}_mean"] = v.mean()
-            row[f"fd_{feat}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
-            row[f"fd_{feat}_seeds"] = " ".join(f"{u:.6g}" for u in v)
-        rows = [r for r in rows if (r["sampler"], r["steps"], r["schedule"])
-                != (sampler, steps, name)] + [row]
+        meta[sampler, steps, name] = (eta, ab, {
+            "sampler": sampler, "steps": steps, "schedule": name,
+            "predicted_w2_squared": th.w2 ** 2, "predicted_kl": th.kl,
+            "clip": args.clip, "optimize_bounds": args.optimize_bounds,
+            "n_samples": args.n_samples, "seeds": " ".join(map(str, args.seeds)),
+            "max_logsnr_rounding": rounding,
+            "alphas_cumprod": " ".join(f"{v:.8g}" for v in ab)})
+
+    init = (args.checkpoint, args.batch_size, args.clip, args.threads, args.classifier, ref,
+            kid_ref)
+    args_of = {c: (c[0], meta[c][0], meta[c][1], args.n_samples, args.seeds, args.batch_size)
+               for c in todo}
+
+    def results():
+        """(cell, values, seconds) as cells finish: in this process, or in a spawned pool."""
+        if args.jobs == 1 or len(todo) <= 1:
+            _init_worker(*init)
+            for c in todo:
+                yield (c, *_run_cell(*args_of[c]))
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx,
+                                 initializer=_init_worker, initargs=init) as pool:
+            futures = {pool.submit(_run_cell, *args_of[c]): c for c in todo}
+            for fut in as_completed(futures):
+                yield (futures[fut], *fut.result())
+
+    for cell, values, seconds in tqdm(results(), total=len(todo), desc="cells", unit="cell"):
+        row = dict(meta[cell][2], seconds=seconds)
+        for key, vals in values.items():
+            v = np.asarray(vals)
+            row[f"{key}_mean"] = v.mean()
+            row[f"{key}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+            row[f"{key}_seeds"] = " ".join(f"{u:.6g}" for u in v)
+        rows = [r for r in rows if (r["sampler"], r["steps"], r["schedule"]) != cell] + [row]
         write_csv(pd.DataFrame(rows), out, command)
 
     df = pd.DataFrame(rows)
     df = df[df.apply(lambda r: (r["sampler"], r["steps"], r["schedule"]) in set(cells), axis=1)]
+    df = df.sort_values(KEY, key=lambda c: c.map({n: i for i, n in enumerate(SCHEDULES)})
+                        if c.name == "schedule" else c)
+    write_csv(df, out, command)
     sp = spearman_table(df)
     write_csv(sp, Path(f"{stem}_spearman.csv"), command)
     print(sp.to_string(index=False))
@@ -249,7 +341,7 @@ def main(argv=None):
             continue
         for tag, name in (("best", g.loc[g[rank_by].idxmin(), "schedule"]),
                           ("worst", g.loc[g[rank_by].idxmax(), "schedule"])):
-            ab = schedule_for(name, 10, sampler, spectrum, opt_cache)
+            ab = schedule_for(name, 10, sampler, spectrum, opt_cache, bounds)
             x = sample(den, ab, 64, den.sample_shape, sampler=sampler,
                        rng=np.random.default_rng(0), batch_size=64, progress=False)
             path = Path(f"{stem}_S10_{sampler}_{tag}.png")

@@ -252,9 +252,10 @@ def test_cli_train_sample_fid_end_to_end(torch, tmp_path, capsys):
 
 
 @needs_torch
-def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys):
-    """benchmarks/unet_sweep.py end to end on a tiny 8 x 8 model, then resumed (no work)."""
-    import importlib.util as iu
+def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys, monkeypatch):
+    """benchmarks/unet_sweep.py end to end on a tiny 8 x 8 model in 2 spawned workers, then
+    resumed in-process (no work)."""
+    import importlib
     from pathlib import Path
 
     from specsched.data.sources import FASHION_MNIST_DIR
@@ -262,17 +263,16 @@ def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys):
 
     if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("dataset-fashion-mnist not installed")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "unet_sweep.py"
-    spec = iu.spec_from_file_location("unet_sweep", path)
-    sweep = iu.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    # importable by name, so spawned workers can unpickle its functions
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sweep = importlib.import_module("unet_sweep")
     ck = tmp_path / "tiny.pt"
     train_unet(TrainConfig(**TINY, steps=3), ck, images=_images(), progress=False)
     out = tmp_path / "res" / "sweep.csv"
     argv = ["--checkpoint", str(ck), "--steps", "2", "10", "--samplers", "ddim",
             "--schedules", "linear", "karras", "optimized-w2", "--seeds", "0", "1",
             "--n-samples", "12", "--batch-size", "12", "--out", str(out)]
-    assert sweep.main(argv) == 0
+    assert sweep.main([*argv, "--jobs", "2"]) == 0
     lines = out.read_text().splitlines()
     assert lines[0].startswith("# python benchmarks/unet_sweep.py --checkpoint")
     import pandas as pd
@@ -280,9 +280,13 @@ def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys):
     df = pd.read_csv(out, comment="#")
     assert len(df) == 6 and df["fd_pixels_mean"].notna().all()
     assert (df["predicted_w2_squared"] > 0).all()
+    # optimised within the network's training grid (linear, T = 1000: 4.04e-5 .. 0.9999)
+    opt = df[df["schedule"] == "optimized-w2"]["alphas_cumprod"].str.split()
+    levels = np.array([float(v) for row in opt for v in row])
+    assert levels.min() >= 4.03e-5 and levels.max() <= 0.99990001
     assert (tmp_path / "res" / "sweep_spearman.csv").is_file()
     assert (tmp_path / "res" / "sweep.png").is_file()
     assert (tmp_path / "res" / "sweep_S10_ddim_best.png").is_file()
     capsys.readouterr()
-    assert sweep.main(argv) == 0
+    assert sweep.main([*argv, "--jobs", "1"]) == 0
     assert "6 of 6 cells done already" in capsys.readouterr().out
