@@ -3,6 +3,7 @@ extractors and the ``fid`` command."""
 
 import argparse
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -134,6 +135,18 @@ def test_feature_extractor_errors():
     assert "https://github.com/toshas/torch-fidelity/releases" in msg
     with pytest.raises(InputError, match="--classifier PATH"):
         extract_features(x, "classifier")
+
+
+def test_inception_without_torch_fidelity_says_how_to_install(tmp_path, monkeypatch):
+    """torch-fidelity absent (None in sys.modules blocks the import): the message names the
+    matching torch/torchvision pair and the extra, not a traceback."""
+    pytest.importorskip("torch")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not used")
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
+    with pytest.raises(InputError, match=r"torchvision==0\.29\.1.*\.\[inception\]"):
+        extract_features(np.zeros((2, 8, 8, 1)), "inception", inception_weights=weights)
 
 
 def test_fid_command_pixels(tmp_path, capsys):
