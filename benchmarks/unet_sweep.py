@@ -20,6 +20,9 @@ Outputs (``--out``, default results/unet_fashion_mnist.csv; first line: the comm
 - the CSV, one row per (sampler, steps, schedule) cell;
 - ``<out>_spearman.csv``: Spearman rank correlation between predicted W2^2 and measured FD
   over the schedules, per (sampler, steps) and over all cells;
+- ``<out>_vs_baselines.csv``: optimised minus baseline FD per (sampler, steps), paired over
+  seeds (the same seeds draw the same initial noise for every schedule), with its standard
+  error and the ratio of the means;
 - ``<out>.png``: FD against steps per schedule (theory dashed in the pixel panels);
 - ``<out>_S10_<sampler>_{best,worst}.png``: 8 x 8 sample grids of the best and worst
   schedule (classifier FD, else pixel FD) at S = 10.
@@ -109,6 +112,31 @@ def spearman_table(df: pd.DataFrame) -> pd.DataFrame:
             rho = spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic if len(ok) > 2 else np.nan
             row[f"spearman_{c.removesuffix('_mean').removeprefix('fd_')}"] = rho
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Optimised minus baseline FD per (sampler, steps), paired over seeds.
+
+    The seeds draw the same initial noise for every schedule, so the difference is taken seed
+    by seed; ``*_se`` is the standard error of those differences, ``*_ratio`` the ratio of
+    the means (< 1: the optimised schedule is better).
+    """
+    rows = []
+    feats = [f for f in ("pixels", "classifier") if f"fd_{f}_seeds" in df]
+    for (sampler, steps), g in df.groupby(["sampler", "steps"]):
+        by = g.set_index("schedule")
+        for opt in (o for o in ("optimized-w2", "optimized-kl") if o in by.index):
+            for base in (b for b in ("linear", "cosine", "karras", "logsnr") if b in by.index):
+                row = {"sampler": sampler, "steps": steps, "optimized": opt, "baseline": base}
+                for f in feats:
+                    a = np.array(str(by.loc[opt, f"fd_{f}_seeds"]).split(), float)
+                    b = np.array(str(by.loc[base, f"fd_{f}_seeds"]).split(), float)
+                    d = a - b
+                    row[f"{f}_diff"] = d.mean()
+                    row[f"{f}_diff_se"] = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
+                    row[f"{f}_ratio"] = a.mean() / b.mean()
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -333,6 +361,8 @@ def main(argv=None):
     sp = spearman_table(df)
     write_csv(sp, Path(f"{stem}_spearman.csv"), command)
     print(sp.to_string(index=False))
+    cmp = compare_table(df)
+    write_csv(cmp, Path(f"{stem}_vs_baselines.csv"), command)
     plot(df, Path(f"{stem}.png"))
     rank_by = "fd_classifier_mean" if "fd_classifier_mean" in df else "fd_pixels_mean"
     for sampler in args.samplers:

@@ -285,6 +285,11 @@ def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys, monkeypa
     levels = np.array([float(v) for row in opt for v in row])
     assert levels.min() >= 4.03e-5 and levels.max() <= 0.99990001
     assert (tmp_path / "res" / "sweep_spearman.csv").is_file()
+    cmp = pd.read_csv(tmp_path / "res" / "sweep_vs_baselines.csv", comment="#")
+    row = cmp[(cmp["steps"] == 10) & (cmp["baseline"] == "linear")].iloc[0]
+    cell = df.set_index(["steps", "schedule"])["fd_pixels_mean"]
+    assert row["pixels_diff"] == pytest.approx(cell[10, "optimized-w2"] - cell[10, "linear"],
+                                               abs=1e-5 * cell[10, "linear"])
     assert (tmp_path / "res" / "sweep.png").is_file()
     assert (tmp_path / "res" / "sweep_S10_ddim_best.png").is_file()
     capsys.readouterr()
