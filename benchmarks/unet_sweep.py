@@ -23,6 +23,8 @@ Outputs (``--out``, default results/unet_fashion_mnist.csv; first line: the comm
 - ``<out>_vs_baselines.csv``: optimised minus baseline FD per (sampler, steps), paired over
   seeds (the same seeds draw the same initial noise for every schedule), with its standard
   error and the ratio of the means;
+- ``<out>_floor.csv``: FD of ``--n-samples`` held-out real images per seed (the other
+  split), the value a perfect sampler would score at this sample size;
 - ``<out>.png``: FD against steps per schedule (theory dashed in the pixel panels);
 - ``<out>_S10_<sampler>_{best,worst}.png``: 8 x 8 sample grids of the best and worst
   schedule (classifier FD, else pixel FD) at S = 10.
@@ -140,7 +142,7 @@ def compare_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
+def plot(df: pd.DataFrame, path: Path, floor: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,6 +162,9 @@ def plot(df: pd.DataFrame, path: Path) -> None:
                             marker="o", ms=3, color=color, label=name, capsize=2)
                 if feat == "pixels":
                     ax.plot(g["steps"], g["predicted_w2_squared"], "--", color=color, lw=1)
+            if floor and feat in floor:
+                ax.axhline(floor[feat], color="k", lw=0.8, ls=":",
+                           label="held-out real images")
             ax.set(xscale="log", yscale="log", xlabel="steps S",
                    ylabel=f"FD ({feat})", title=f"{sampler}, {feat}"
                    + (" (dashed: theory W2^2)" if feat == "pixels" else ""))
@@ -259,7 +264,7 @@ def main(argv=None):
     from tqdm.auto import tqdm
 
     from specsched.metrics.features import classifier_features, load_or_train_classifier
-    from specsched.metrics.frechet import gaussian_fit
+    from specsched.metrics.frechet import frechet_distance, gaussian_fit
     from specsched.sampling import sample
     from specsched.schedules import logsnr_from_alphas_cumprod
     from specsched.spectrum import spectrum_from_samples
@@ -361,9 +366,25 @@ def main(argv=None):
     sp = spearman_table(df)
     write_csv(sp, Path(f"{stem}_spearman.csv"), command)
     print(sp.to_string(index=False))
+    # the metrics' own floor: held-out images (never seen by the network) scored like samples
+    other = fashion_mnist_images(size, "test" if args.reference_split == "train" else "train")
+    floor = {f: [] for f in ref}
+    for seed in args.seeds:
+        x = other[np.random.default_rng(seed).choice(len(other), args.n_samples, replace=False)]
+        for feat, fit in ref.items():
+            g = gaussian_fit(x.reshape(len(x), -1) if feat == "pixels"
+                             else classifier_features(x, clf))
+            floor[feat].append(frechet_distance(g.mean, g.covariance, fit.mean, fit.covariance))
+    frow = {"images": "held-out " + ("test" if args.reference_split == "train" else "train"),
+            "n_samples": args.n_samples, "seeds": " ".join(map(str, args.seeds))}
+    for feat, v in floor.items():
+        v = np.asarray(v)
+        frow[f"fd_{feat}_mean"] = v.mean()
+        frow[f"fd_{feat}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+    write_csv(pd.DataFrame([frow]), Path(f"{stem}_floor.csv"), command)
     cmp = compare_table(df)
     write_csv(cmp, Path(f"{stem}_vs_baselines.csv"), command)
-    plot(df, Path(f"{stem}.png"))
+    plot(df, Path(f"{stem}.png"), {f: frow[f"fd_{f}_mean"] for f in ref})
     rank_by = "fd_classifier_mean" if "fd_classifier_mean" in df else "fd_pixels_mean"
     for sampler in args.samplers:
         g = df[(df["sampler"] == sampler) & (df["steps"] == 10)]

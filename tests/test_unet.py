@@ -285,6 +285,8 @@ def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys, monkeypa
     levels = np.array([float(v) for row in opt for v in row])
     assert levels.min() >= 4.03e-5 and levels.max() <= 0.99990001
     assert (tmp_path / "res" / "sweep_spearman.csv").is_file()
+    floor = pd.read_csv(tmp_path / "res" / "sweep_floor.csv", comment="#")
+    assert 0 < floor["fd_pixels_mean"].iloc[0] < df["fd_pixels_mean"].min()  # untrained net
     cmp = pd.read_csv(tmp_path / "res" / "sweep_vs_baselines.csv", comment="#")
     row = cmp[(cmp["steps"] == 10) & (cmp["baseline"] == "linear")].iloc[0]
     cell = df.set_index(["steps", "schedule"])["fd_pixels_mean"]
