@@ -297,3 +297,30 @@ def test_unet_sweep_benchmark_smoke_and_resume(torch, tmp_path, capsys, monkeypa
     capsys.readouterr()
     assert sweep.main([*argv, "--jobs", "1"]) == 0
     assert "6 of 6 cells done already" in capsys.readouterr().out
+
+
+def test_unet_sweep_spearman_and_paired_tables(monkeypatch):
+    """Rank correlation with and without optimized-kl; paired differences over seeds."""
+    import importlib
+    from pathlib import Path
+
+    import pandas as pd
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sweep = importlib.import_module("unet_sweep")
+    names = ["linear", "cosine", "optimized-w2", "optimized-kl"]
+    df = pd.DataFrame({
+        "sampler": "ddim", "steps": 10, "schedule": names,
+        "predicted_w2_squared": [2.0, 3.0, 1.0, 10.0],
+        "fd_pixels_mean": [2.0, 1.0, 1.5, 9.0],  # cosine measured best
+        "fd_pixels_seeds": ["2 2.5 1.5", "1 1 1", "1.5 1.7 1.3", "9 9 9"]})
+    sp = sweep.spearman_table(df).set_index("steps")
+    # with kl: ranks (2,3,1,4) vs (3,1,2,4) -> 0.4; without: (2,3,1) vs (3,1,2) -> -0.5
+    assert sp.loc[10, "spearman_pixels"] == pytest.approx(0.4)
+    assert sp.loc[10, "spearman_pixels_without_kl"] == pytest.approx(-0.5)
+    cmp = sweep.compare_table(df).set_index(["optimized", "baseline"])
+    d = np.array([1.5, 1.7, 1.3]) - np.array([2, 2.5, 1.5])
+    row = cmp.loc[("optimized-w2", "linear")]
+    assert row["pixels_diff"] == pytest.approx(d.mean())
+    assert row["pixels_diff_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert row["pixels_ratio"] == pytest.approx(1.5 / 2.0)
