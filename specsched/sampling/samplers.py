@@ -48,35 +48,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.schedules.conversions import as_alphas_cumprod
 from specsched.theory.samplers import get_sampler, resolve_eta
 
 __all__ = ["SAMPLER_NAMES", "as_alphas_cumprod", "sample", "sample_batches", "step"]
 
 #: Samplers implemented here (the names of :data:`specsched.theory.SAMPLERS`).
 SAMPLER_NAMES = ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve")
-
-
-def as_alphas_cumprod(schedule) -> np.ndarray:
-    """The ``alphas_cumprod`` of a :class:`~specsched.schedules.Schedule` or an array.
-
-    Parameters
-    ----------
-    schedule : Schedule or array-like of shape (n_steps,)
-        Step 1 (least noisy) first, strictly decreasing in (0, 1); ``ab_0 = 1`` implied.
-
-    Returns
-    -------
-    ndarray of shape (n_steps,), float64
-
-    Raises
-    ------
-    InputError
-        If the array is not a valid schedule (message names ``alphas_cumprod``).
-    """
-    from specsched.schedules import validate_alphas_cumprod
-
-    ab = getattr(schedule, "alphas_cumprod", schedule)
-    return validate_alphas_cumprod(ab, "alphas_cumprod")
 
 
 def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, float]:

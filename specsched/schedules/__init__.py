@@ -8,6 +8,7 @@ from specsched.schedules.conversions import (
     alphas_cumprod_from_betas,
     alphas_cumprod_from_logsnr,
     alphas_cumprod_from_sigmas,
+    as_alphas_cumprod,
     betas_from_alphas_cumprod,
     logsnr_from_alphas_cumprod,
     sigmas_from_alphas_cumprod,
@@ -53,5 +54,6 @@ __all__ = [
     "sigmas_from_alphas_cumprod",
     "spacing_indices",
     "training_alphas_cumprod",
+    "as_alphas_cumprod",
     "validate_alphas_cumprod",
 ]

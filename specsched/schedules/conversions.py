@@ -28,6 +28,7 @@ from scipy.special import expit, logit
 from specsched.errors import InputError
 
 __all__ = [
+    "as_alphas_cumprod",
     "validate_alphas_cumprod",
     "betas_from_alphas_cumprod",
     "alphas_cumprod_from_betas",
@@ -127,6 +128,27 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
 # --------------------------------------------------------------------------------------------
 # ab <-> beta  (a whole schedule: betas depend on consecutive steps)
 # --------------------------------------------------------------------------------------------
+
+
+def as_alphas_cumprod(schedule) -> np.ndarray:
+    """The ``alphas_cumprod`` of a :class:`~specsched.schedules.Schedule` or an array.
+
+    Parameters
+    ----------
+    schedule : Schedule or array-like of shape (n_steps,)
+        Step 1 (least noisy) first, strictly decreasing in (0, 1); ``ab_0 = 1`` implied.
+
+    Returns
+    -------
+    ndarray of shape (n_steps,), float64
+
+    Raises
+    ------
+    InputError
+        If the array is not a valid schedule (message names ``alphas_cumprod``).
+    """
+    ab = getattr(schedule, "alphas_cumprod", schedule)
+    return validate_alphas_cumprod(ab, "alphas_cumprod")
 
 
 def betas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 from specsched.errors import InputError
 from specsched.fileio import atomic_write, check_writable
 from specsched.schedules.conversions import (
+    as_alphas_cumprod,
     betas_from_alphas_cumprod,
     logsnr_from_alphas_cumprod,
     sigmas_from_alphas_cumprod,
@@ -63,12 +64,6 @@ DDIM_WARNING = (
 )
 
 
-def _ab(schedule) -> np.ndarray:
-    from specsched.schedules.conversions import validate_alphas_cumprod
-
-    return validate_alphas_cumprod(getattr(schedule, "alphas_cumprod", schedule), "alphas_cumprod")
-
-
 def export_array(schedule, kind: str) -> np.ndarray:
     """A plain view of a schedule, step 1 (least noisy) first.
 
@@ -89,7 +84,7 @@ def export_array(schedule, kind: str) -> np.ndarray:
     InputError
         Unknown ``kind`` or an invalid schedule.
     """
-    ab = _ab(schedule)
+    ab = as_alphas_cumprod(schedule)
     if kind == "ab":
         return ab
     if kind == "betas":
@@ -115,7 +110,7 @@ def export_k_diffusion(schedule) -> np.ndarray:
         the start is ``x = sigmas[0] * randn``. Source: Karras et al. 2022; k-diffusion
         ``get_sigmas_karras`` appends the same final 0.
     """
-    return np.concatenate([sigmas_from_alphas_cumprod(_ab(schedule))[::-1], [0.0]])
+    return np.concatenate([sigmas_from_alphas_cumprod(as_alphas_cumprod(schedule))[::-1], [0.0]])
 
 
 def export_diffusers(schedule, num_train_timesteps: int = 1000,
@@ -149,7 +144,7 @@ def export_diffusers(schedule, num_train_timesteps: int = 1000,
         Invalid schedule, or two steps rounding to the same training step (diffusers needs
         strictly descending timesteps; the message names the steps).
     """
-    ab = _ab(schedule)
+    ab = as_alphas_cumprod(schedule)
     S = ab.size
     t, err = nearest_training_timesteps_with_error(ab, training_schedule, num_train_timesteps)
     dup = np.flatnonzero(np.diff(t) == 0)
