@@ -199,33 +199,52 @@ def _init_worker(checkpoint, batch_size, clip, threads, classifier, ref, kid_ref
     _WORKER.update(den=den, clf=clf, ref=ref, kid_ref=kid_ref)
 
 
-def _run_cell(sampler, eta, ab, n_samples, seeds, batch_size):
-    """FD per feature set (and KID in classifier features) of each seed's samples."""
+def scores(x, clf, ref, kid_ref, seed) -> dict:
+    """FD of images ``x`` (n, H, W, C) to each reference fit, and KID in classifier features.
+
+    ``ref``: {"pixels": GaussianFit[, "classifier": GaussianFit]}; ``kid_ref``: reference
+    classifier features (m, 128) or None; ``seed`` draws the KID subsets.
+    """
     from specsched.metrics.features import classifier_features
     from specsched.metrics.frechet import frechet_distance, gaussian_fit, kernel_distance
+
+    feats = {"pixels": x.reshape(len(x), -1)}
+    if clf is not None:
+        feats["classifier"] = classifier_features(x, clf)
+    out = {}
+    for feat, fit in ref.items():
+        g = gaussian_fit(feats[feat])
+        out[f"fd_{feat}"] = frechet_distance(g.mean, g.covariance, fit.mean, fit.covariance)
+    if kid_ref is not None:
+        out["kid_classifier"] = kernel_distance(
+            feats["classifier"], kid_ref, n_subsets=100, subset_size=min(500, len(x)),
+            rng=np.random.default_rng(10_000 + seed)).mean
+    return out
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """``<key>_mean``, ``<key>_se`` (standard error over seeds) and ``<key>_seeds``."""
+    row = {}
+    for key in per_seed[0]:
+        v = np.array([d[key] for d in per_seed])
+        row[f"{key}_mean"] = v.mean()
+        row[f"{key}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+        row[f"{key}_seeds"] = " ".join(f"{u:.6g}" for u in v)
+    return row
+
+
+def _run_cell(sampler, eta, ab, n_samples, seeds, batch_size):
+    """:func:`scores` of each seed's samples of one cell, and the seconds it took."""
     from specsched.sampling import sample
 
     den, clf, ref, kid_ref = (_WORKER[k] for k in ("den", "clf", "ref", "kid_ref"))
-    out = {f"fd_{f}": [] for f in ref}
-    if kid_ref is not None:
-        out["kid_classifier"] = []
     t0 = time.perf_counter()
+    per_seed = []
     for seed in seeds:
         x = sample(den, ab, n_samples, den.sample_shape, sampler=sampler, eta=eta,
                    rng=np.random.default_rng(seed), batch_size=batch_size, progress=False)
-        feats = {"pixels": x.reshape(len(x), -1)}
-        if clf is not None:
-            feats["classifier"] = classifier_features(x, clf)
-        for feat, fit in ref.items():
-            g = gaussian_fit(feats[feat])
-            out[f"fd_{feat}"].append(frechet_distance(g.mean, g.covariance, fit.mean,
-                                                      fit.covariance))
-        if kid_ref is not None:
-            kid = kernel_distance(feats["classifier"], kid_ref, n_subsets=100,
-                                  subset_size=min(500, n_samples),
-                                  rng=np.random.default_rng(10_000 + seed))
-            out["kid_classifier"].append(kid.mean)
-    return out, time.perf_counter() - t0
+        per_seed.append(scores(x, clf, ref, kid_ref, seed))
+    return per_seed, time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -268,7 +287,7 @@ def main(argv=None):
     from tqdm.auto import tqdm
 
     from specsched.metrics.features import classifier_features, load_or_train_classifier
-    from specsched.metrics.frechet import frechet_distance, gaussian_fit
+    from specsched.metrics.frechet import gaussian_fit
     from specsched.sampling import sample
     from specsched.schedules import logsnr_from_alphas_cumprod
     from specsched.spectrum import spectrum_from_samples
@@ -352,13 +371,8 @@ def main(argv=None):
             for fut in as_completed(futures):
                 yield (futures[fut], *fut.result())
 
-    for cell, values, seconds in tqdm(results(), total=len(todo), desc="cells", unit="cell"):
-        row = dict(meta[cell][2], seconds=seconds)
-        for key, vals in values.items():
-            v = np.asarray(vals)
-            row[f"{key}_mean"] = v.mean()
-            row[f"{key}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
-            row[f"{key}_seeds"] = " ".join(f"{u:.6g}" for u in v)
+    for cell, per_seed, seconds in tqdm(results(), total=len(todo), desc="cells", unit="cell"):
+        row = dict(meta[cell][2], seconds=seconds, **summarise(per_seed))
         rows = [r for r in rows if (r["sampler"], r["steps"], r["schedule"]) != cell] + [row]
         write_csv(pd.DataFrame(rows), out, command)
 
@@ -371,20 +385,13 @@ def main(argv=None):
     write_csv(sp, Path(f"{stem}_spearman.csv"), command)
     print(sp.to_string(index=False))
     # the metrics' own floor: held-out images (never seen by the network) scored like samples
-    other = fashion_mnist_images(size, "test" if args.reference_split == "train" else "train")
-    floor = {f: [] for f in ref}
-    for seed in args.seeds:
-        x = other[np.random.default_rng(seed).choice(len(other), args.n_samples, replace=False)]
-        for feat, fit in ref.items():
-            g = gaussian_fit(x.reshape(len(x), -1) if feat == "pixels"
-                             else classifier_features(x, clf))
-            floor[feat].append(frechet_distance(g.mean, g.covariance, fit.mean, fit.covariance))
-    frow = {"images": "held-out " + ("test" if args.reference_split == "train" else "train"),
-            "n_samples": args.n_samples, "seeds": " ".join(map(str, args.seeds))}
-    for feat, v in floor.items():
-        v = np.asarray(v)
-        frow[f"fd_{feat}_mean"] = v.mean()
-        frow[f"fd_{feat}_se"] = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+    split = "test" if args.reference_split == "train" else "train"
+    other = fashion_mnist_images(size, split)
+    frow = {"images": f"held-out {split}", "n_samples": args.n_samples,
+            "seeds": " ".join(map(str, args.seeds)), **summarise([
+                scores(other[np.random.default_rng(seed).choice(len(other), args.n_samples,
+                                                                replace=False)],
+                       clf, ref, kid_ref, seed) for seed in args.seeds])}
     write_csv(pd.DataFrame([frow]), Path(f"{stem}_floor.csv"), command)
     cmp = compare_table(df)
     write_csv(cmp, Path(f"{stem}_vs_baselines.csv"), command)
