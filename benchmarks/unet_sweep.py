@@ -288,11 +288,11 @@ def main(argv=None):
 
     from specsched.metrics.features import classifier_features, load_or_train_classifier
     from specsched.metrics.frechet import gaussian_fit
+    from specsched.plots import save_grid
     from specsched.sampling import sample
     from specsched.schedules import logsnr_from_alphas_cumprod
     from specsched.spectrum import spectrum_from_samples
     from specsched.theory import evaluate_schedule, resolve_eta
-    from specsched.unet.command import save_grid
     from specsched.unet.denoiser import UNetDenoiser, nearest_timesteps
     from specsched.unet.train import fashion_mnist_images
 

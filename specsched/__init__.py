@@ -1,6 +1,6 @@
 """specsched: noise schedules for diffusion models designed from the spectrum of the data.
 
-The pipeline flows one way (see ``../shared/DESIGN.md``)::
+The pipeline flows one way::
 
     data -> spectrum -> theory (transfer functions, W2/KL) -> optimiser -> schedule JSON
 

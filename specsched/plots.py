@@ -46,3 +46,24 @@ def plot_schedules(panels, path, *, force=False, title=None):
     with atomic_write(path, force=force, mode="wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+
+
+def save_grid(images, path, *, force: bool = False, columns: int = 8) -> None:
+    """Write up to ``columns^2`` images (n, H, W, C) in [-1, 1] as one PNG grid, atomically."""
+    import io
+
+    import numpy as np
+    from matplotlib import image as mimage
+
+    x = np.clip((np.asarray(images, dtype=np.float64)[: columns * columns] + 1) / 2, 0, 1)
+    n, h, w, c = x.shape
+    rows = -(-n // columns)
+    grid = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c))
+    for i in range(n):
+        r, k = divmod(i, columns)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = x[i]
+    buf = io.BytesIO()
+    kw = {"cmap": "gray", "vmin": 0, "vmax": 1} if c == 1 else {}
+    mimage.imsave(buf, grid[..., 0] if c == 1 else grid, format="png", **kw)
+    with atomic_write(path, force=force, mode="wb") as fh:
+        fh.write(buf.getvalue())

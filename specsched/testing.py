@@ -12,7 +12,7 @@ specsched's own tests::
         assert (closed_form(lam, ab, sampler=sampler).variance > 0).all()
 
 Conventions: schedules are ``alphas_cumprod`` arrays, step 1 (least noisy) first, strictly
-decreasing in (0, 1) (THEORY.md section 1); eigenvalues are data variances.
+decreasing in (0, 1) (docs/theory.md section 1); eigenvalues are data variances.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def malformed_schedule_dicts(draw):
 
 
 def sigmas_of(alphas_cumprod):
-    """``sqrt((1 - ab) / ab)`` as a list (THEORY.md section 1), for building schedule files."""
+    """``sqrt((1 - ab) / ab)`` as a list (docs/theory.md section 1), for building schedule files."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     return np.sqrt((1.0 - ab) / ab).tolist()
 

@@ -13,7 +13,7 @@ from specsched.analysis import (
     rapsd_of_field,
     snr_map,
 )
-from specsched.analysis.command import analyze
+from specsched.analysis.report import analyze
 from specsched.data.sources import FASHION_MNIST_DIR, SONIC_PI_DIR
 from specsched.errors import InputError, OutputExistsError
 

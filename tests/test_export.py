@@ -61,7 +61,7 @@ def test_duplicate_timesteps_rejected():
 
 
 def _parse(argv):
-    from specsched.schedules import export_command
+    from specsched.cli import export as export_command
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command")

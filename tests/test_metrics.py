@@ -27,7 +27,7 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
 
 
 def _fid_args(argv):
-    from specsched.metrics import command
+    from specsched.cli import fid as command
 
     parser = argparse.ArgumentParser(prog="specsched")
     command.add_parser(parser.add_subparsers(dest="command", required=True))

@@ -1,6 +1,7 @@
-"""Every sampler's closed form (THEORY.md section 3) against Monte Carlo, limits and identities.
+"""Every sampler's closed form (docs/theory.md section 3) vs Monte Carlo, limits and identities.
 
-The Monte Carlo runs below simulate each sampler's update exactly as THEORY.md writes it, on
+The Monte Carlo runs below simulate each sampler's update exactly as docs/theory.md section 3
+writes it, on
 samples, with the Wiener denoiser (or the exact score) evaluated on those samples; they share
 no code with specsched.theory beyond the formulas' source.
 """
@@ -30,7 +31,7 @@ def _x0_hat_ve(x, sig2):
 
 
 def simulate_discrete(sampler, ab, init, n, rng, eta=None):
-    """Run ``sampler`` on n samples in the eigenbasis, as THEORY.md section 3 writes it."""
+    """Run ``sampler`` on n samples in the eigenbasis, as docs/theory.md section 3 writes it."""
     S = ab.size
     a_S = ab[-1]
     if sampler.endswith("-ve"):
@@ -68,7 +69,7 @@ def simulate_discrete(sampler, ab, init, n, rng, eta=None):
 
 
 def simulate_sde(solver, K, init, n, rng, bmin=0.05, bmax=10.0, eps=0.0):
-    """Run a continuous-time solver with the exact score on n samples (THEORY.md section 3)."""
+    """Run a continuous-time solver with the exact score on n samples (docs/theory.md section 3)."""
     def B(t):
         return bmin * t + 0.5 * (bmax - bmin) * t * t
 
@@ -145,7 +146,7 @@ def test_sde_closed_form_matches_monte_carlo(solver, init):
 @given(spectrum=spectra(), ab=schedules())
 def test_vp_and_ve_ddim_agree_from_the_marginal(spectrum, ab):
     # y = x / sqrt(ab) maps VP DDIM onto VE DDIM with sigma = sqrt((1 - ab)/ab), and the VP
-    # marginal start onto the VE one: the generated laws coincide (THEORY.md section 3).
+    # marginal start onto the VE one: the generated laws coincide (docs/theory.md section 3).
     vp = closed_form(spectrum.eigenvalues, ab, sampler="ddim", init="marginal")
     ve = closed_form(spectrum.eigenvalues, ab, sampler="ddim-ve", init="marginal")
     np.testing.assert_allclose(vp.variance, ve.variance, rtol=1e-8)

@@ -1,4 +1,4 @@
-"""The torch-free sampler against the closed form (THEORY.md section 3), and its command."""
+"""The torch-free sampler against the closed form (docs/theory.md section 3), and its command."""
 
 import argparse
 import json
@@ -229,7 +229,7 @@ def test_mixture_samples_match_mixture():
 
 
 def _parse(argv):
-    from specsched.sampling import command
+    from specsched.cli import sample as command
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command")

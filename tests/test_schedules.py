@@ -2,7 +2,7 @@
 
 References are written out independently here: diffusers' formulas (as in its
 ``set_timesteps`` / ``DDPMScheduler.__init__``), exact rational arithmetic (fractions) for the
-conversions, and analytic identities of THEORY.md section 1.
+conversions, and analytic identities of docs/theory.md section 1.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_spacing_matches_diffusers(S, spacing):
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), T_=st.integers(1, 3000))
 def test_spacing_close_to_exact_rational_grid(data, T_):
-    """Each index is within 1 of the exact rational point of THEORY.md section 1 (the float
+    """Each index is within 1 of the exact rational point of docs/theory.md section 1 (the float
     formulas may round an exact .5 either way)."""
     S = data.draw(st.integers(1, T_))
     k = range(S)
@@ -186,7 +186,7 @@ def test_cosine_family_is_f_ratio_and_clips_last_beta():
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
     ab = training_alphas_cumprod("cosine", T)
-    # Unclipped steps telescope: ab[t] = f((t+1)/T) / f(0) (THEORY.md section 1).
+    # Unclipped steps telescope: ab[t] = f((t+1)/T) / f(0) (docs/theory.md section 1).
     expected = np.array([f((t + 1) / T) / f(0) for t in range(T - 1)])
     np.testing.assert_allclose(ab[:-1], expected, rtol=1e-11)
     betas = betas_from_alphas_cumprod(ab)
@@ -316,7 +316,7 @@ def test_elementwise_round_trips(ab):
     np.testing.assert_allclose(
         alphas_cumprod_from_logsnr(logsnr_from_alphas_cumprod(ab)), ab, rtol=1e-13, atol=0
     )
-    # logsnr = -2 log sigma (THEORY.md section 1)
+    # logsnr = -2 log sigma (docs/theory.md section 1)
     lam = logsnr_from_alphas_cumprod(ab)
     np.testing.assert_allclose(
         lam, -2 * np.log(sigmas_from_alphas_cumprod(ab)), rtol=1e-12, atol=1e-12

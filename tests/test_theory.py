@@ -1,4 +1,4 @@
-"""Closed-form theory (THEORY.md sections 2-5) against Monte Carlo, identities and references."""
+"""Closed-form theory (docs/theory.md sections 2-5) vs Monte Carlo, identities and references."""
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ def linspace_schedule(training_ab, S):
 eigs = eigenvalue_arrays(max_size=6)
 
 
-# --- THEORY.md section 5 reference values -------------------------------------------------
+# --- docs/theory.md section 5 reference values -------------------------------------------------
 
 @pytest.mark.parametrize(
     "S, eta, expected", [(10, 0.0, 5.5886), (10, 1.0, 8.0117), (50, 0.0, 1.3042)]
@@ -35,7 +35,7 @@ def test_reference_values_cifar10(cifar10_lam, linear_training_ab, S, eta, expec
     assert np.sqrt(r.w2_terms.sum()) == pytest.approx(r.w2, rel=1e-12)
 
 
-# --- identities of THEORY.md section 3 ----------------------------------------------------
+# --- identities of docs/theory.md section 3 ----------------------------------------------------
 
 @given(lam=eigs, ab=schedules(min_steps=2))
 def test_ddim_gain_identity(lam, ab):
@@ -149,7 +149,7 @@ def _random_gaussian(rng, d):
 
 
 def _run_pixel_space_ddim(rng, Sigma, mu, ab, eta, n):
-    """DDIM-eta exactly as THEORY.md section 3 writes it, with the pixel-space Wiener filter."""
+    """DDIM-eta as docs/theory.md section 3 writes it, with the pixel-space Wiener filter."""
     d = mu.size
     x = rng.standard_normal((n, d))
     eye = np.eye(d)

@@ -62,7 +62,7 @@ def test_cifar10_linspace_numbers():
     a, ap, _ = diffusers_ddim_levels("linspace", 10)
     unchained = evaluate_unchained(c.eigenvalues, c.mean, a, ap).w2
     chained = evaluate_schedule(c.eigenvalues, c.mean, a).w2
-    assert chained == pytest.approx(5.5886, abs=1e-4)  # THEORY.md section 5
+    assert chained == pytest.approx(5.5886, abs=1e-4)  # docs/theory.md section 5
     assert unchained == pytest.approx(7.6434, abs=1e-4)  # measured; worse than chained
 
 

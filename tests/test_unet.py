@@ -30,8 +30,8 @@ def _images(n=64, size=8, seed=0):
 
 
 def _parser():
-    from specsched.metrics import command as fid_command
-    from specsched.unet import command
+    from specsched.cli import fid as fid_command
+    from specsched.cli import unet as command
 
     parser = argparse.ArgumentParser(prog="specsched")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,8 +41,8 @@ def _parser():
 
 
 def test_import_is_torch_free():
-    code = ("import sys, specsched, specsched.unet, specsched.metrics, specsched.unet.command, "
-            "specsched.metrics.command, specsched.unet.train; "
+    code = ("import sys, specsched, specsched.unet, specsched.metrics, specsched.cli.unet, "
+            "specsched.cli.fid, specsched.unet.train; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -70,9 +70,9 @@ def test_help_parses(capsys):
 def test_commands_wired_into_cli():
     from specsched.cli import COMMAND_MODULES
 
-    if "specsched.unet.command" not in COMMAND_MODULES:
-        pytest.skip("specsched.unet.command not yet in specsched.cli.COMMAND_MODULES")
-    assert "specsched.metrics.command" in COMMAND_MODULES
+    if "specsched.cli.unet" not in COMMAND_MODULES:
+        pytest.skip("specsched.cli.unet not in specsched.cli.COMMAND_MODULES")
+    assert "specsched.cli.fid" in COMMAND_MODULES
     from specsched.cli import main
 
     for cmd in ("train-unet", "fid"):

@@ -1,11 +1,11 @@
-"""Spectral analysis of datasets around the schedule design (THEORY.md section 6).
+"""Spectral analysis of datasets around the schedule design (docs/theory.md section 6).
 
 - :mod:`~specsched.analysis.rapsd`: radially averaged power spectral density (pysteps);
 - :mod:`~specsched.analysis.powerlaw`: power-law exponent in log-log space (Dieleman 2024);
 - :mod:`~specsched.analysis.bands`: normalised band powers ``pi_b``;
 - :mod:`~specsched.analysis.snr`: per-frequency SNR ``ab lam / (1 - ab)`` (Falck et al.
   2025) and the maximal detectable frequency ``f_max(t)`` (Dieleman 2024);
-- :mod:`~specsched.analysis.command`: the ``specsched analyze`` subcommand.
+- :mod:`~specsched.analysis.report`: every analysis of ``specsched analyze``.
 """
 
 from specsched.analysis.bands import band_powers, radial_frequency

@@ -4,7 +4,7 @@ Conventions
 -----------
 A *samples array* has shape ``(N, ...)``: axis 0 indexes the ``N`` samples, the remaining
 axes are the shape of one sample (e.g. ``(H, W, C)`` for images). Loaders return float64 and
-check the values once, here at the boundary (STYLE.md habit 7): every problem raises
+check the values once, here at the boundary (validated once, at the boundary): every problem raises
 :class:`specsched.errors.InputError` naming the file.
 """
 

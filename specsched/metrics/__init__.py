@@ -6,7 +6,7 @@
 - :mod:`~specsched.metrics.features`: extractors ``pixels`` (NumPy), ``classifier`` (a small
   CNN trained by the project on Fashion-MNIST; torch) and ``inception`` (torch-fidelity's
   InceptionV3 from a local weights file);
-- :mod:`~specsched.metrics.command`: ``specsched fid``.
+- ``specsched fid`` is :mod:`specsched.cli.fid`.
 
 Importing this package does not import torch.
 """

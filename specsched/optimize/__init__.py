@@ -1,4 +1,4 @@
-"""Schedule optimisation (THEORY.md section 5): SLSQP with analytic gradients, multi-start."""
+"""Schedule optimisation (docs/theory.md section 5): SLSQP with analytic gradients, multi-start."""
 
 from specsched.optimize.problem import (
     AB_MAX,

@@ -1,6 +1,6 @@
 r"""Schedule optimisation: minimise a closed-form loss over a monotone alphas_cumprod.
 
-Problem (Benita, Elad, Keshet 2025; THEORY.md section 5). For a fixed number of steps S,
+Problem (Benita, Elad, Keshet 2025; docs/theory.md section 5). For a fixed number of steps S,
 discrete sampler (any of :data:`specsched.theory.SAMPLERS`, VP or VE) and spectrum, minimise
 ``W2^2``, ``KL(gen || data)`` or ``KL(data || gen)`` over
 ``ab = (ab_1, ..., ab_S)`` (step 1 the least noisy) subject to
@@ -471,7 +471,7 @@ def optimize_schedule(
     Notes
     -----
     Benita, Elad, Keshet (2025), "Spectral Analysis of Diffusion Models with Application to
-    Schedule Design"; THEORY.md section 5.
+    Schedule Design"; docs/theory.md section 5.
     """
     _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
     if method == "auto" and num_steps > AUTO_SLSQP_MAX_STEPS and x0 is None and starts:

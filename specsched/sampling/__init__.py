@@ -7,7 +7,7 @@
   Gaussian-mixture posterior mean) and the eps <-> x0 wrappers;
 - :mod:`~specsched.sampling.stats`: empirical W2 against the data Gaussian with a Monte
   Carlo standard error;
-- :mod:`~specsched.sampling.command`: ``specsched sample``.
+- ``specsched sample`` is :mod:`specsched.cli.sample`.
 """
 
 from specsched.sampling.denoisers import (

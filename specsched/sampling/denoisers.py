@@ -5,7 +5,7 @@ Every denoiser here predicts the CLEAN sample ``x0_hat = E[x_0 | x_t = x]``. Con
 ``x = sqrt(ab) x_0 + sqrt(1 - ab) eps`` and ``level = ab`` (alphas_cumprod); with
 ``param == "ve"`` it is ``x = x_0 + sigma eps`` and ``level = sigma``.
 
-- :class:`WienerDenoiser`: Gaussian data ``N(mu, U diag(lam) U^T)`` (THEORY.md section 2):
+- :class:`WienerDenoiser`: Gaussian data ``N(mu, U diag(lam) U^T)`` (docs/theory.md section 2):
   ``x0_hat = m + g (x - sqrt(ab) m)``, ``g = sqrt(ab) lam / (ab lam + 1 - ab)`` in the
   eigenbasis, ``x0_hat = mu + U diag(g) U^T (x - sqrt(ab) mu)`` in pixel space when ``U`` is
   known; VE: ``g = lam / (lam + sigma^2)`` and ``sqrt(ab)`` replaced by 1.
@@ -77,7 +77,7 @@ class WienerDenoiser:
     param : {"vp", "ve"}
         ``"vp"``: call as ``denoise(x, ab)``, ``g = sqrt(ab) lam / (ab lam + 1 - ab)``;
         ``"ve"``: call as ``denoise(x, sigma)``, ``g = lam / (lam + sigma^2)`` and the
-        mean is not scaled (THEORY.md section 2).
+        mean is not scaled (docs/theory.md section 2).
 
     Calling
     -------
@@ -92,7 +92,7 @@ class WienerDenoiser:
 
     Notes
     -----
-    THEORY.md section 2; Wiener (1949). Pixel-space cost is two (n, d) x (d, d) products.
+    docs/theory.md section 2; Wiener (1949). Pixel-space cost is two (n, d) x (d, d) products.
     """
 
     eigenvalues: np.ndarray
@@ -322,7 +322,7 @@ def eps_from_x0(denoise: Callable) -> Callable:
     Returns
     -------
     callable
-        ``eps_model(x, ab) -> eps_hat`` (THEORY.md section 2), e.g. to drive diffusers'
+        ``eps_model(x, ab) -> eps_hat`` (docs/theory.md section 2), e.g. to drive diffusers'
         schedulers with an exact denoiser.
     """
 

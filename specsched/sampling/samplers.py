@@ -1,6 +1,6 @@
 r"""Torch-free discrete diffusion samplers over arrays, driven by a schedule and a denoiser.
 
-Notation (THEORY.md sections 1 and 3). A schedule is ``ab = (ab_1, ..., ab_S)``
+Notation (docs/theory.md sections 1 and 3). A schedule is ``ab = (ab_1, ..., ab_S)``
 (alphas_cumprod), step 1 (least noisy) first, ``1 > ab_1 > ... > ab_S > 0``, with
 ``ab_0 = 1`` implied: the last reverse step (s = 1) lands on clean data. One reverse step
 ``s -> s-1`` uses ``a = ab_s`` and ``ap = ab_{s-1}``. VE samplers use the same points as
@@ -13,7 +13,7 @@ The denoiser is a callable ``denoise(x, level) -> x0_hat`` that predicts the CLE
 samplers convert between the two exactly (``x_vp = sqrt(ab) x_ve``), so any denoiser drives
 any sampler. Wrap a noise-prediction model with :func:`specsched.sampling.x0_from_eps`.
 
-Updates (THEORY.md section 3, written exactly so):
+Updates (docs/theory.md section 3, written exactly so):
 
 - ``ddim`` / ``ddpm`` (DDIM-eta, Song, Meng, Ermon 2021, eq. 12; eta = 0 DDIM, eta = 1 DDPM
   with the posterior variance beta-tilde):
@@ -61,7 +61,7 @@ def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, floa
     """``(sqrt(1 - ap - sig^2), sig)`` of a DDIM-eta step, in product form (no cancellation).
 
     ``1 - ap - sig^2 = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a))``
-    (THEORY.md section 3), exactly 0 on the final step ``ap = 1``.
+    (docs/theory.md section 3), exactly 0 on the final step ``ap = 1``.
     """
     e2 = eta * eta
     sig2 = e2 * (1.0 - ap) * (ap - a) / (ap * (1.0 - a))
@@ -70,7 +70,7 @@ def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, floa
 
 
 def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
-    """One reverse step ``s -> s-1`` of a sampler (module docstring; THEORY.md section 3).
+    """One reverse step ``s -> s-1`` of a sampler (module docstring; docs/theory.md section 3).
 
     Parameters
     ----------
@@ -171,7 +171,7 @@ def sample_batches(
         Shape of one sample (e.g. ``(d,)`` in an eigenbasis, ``(16, 16, 3)`` for images).
     sampler : {"ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve"}
     eta : float or None
-        DDIM-eta stochasticity with ``"ddim"``; None: the sampler's own (THEORY.md 3).
+        DDIM-eta stochasticity with ``"ddim"``; None: the sampler's own (docs/theory.md section 3).
     rng : numpy.random.Generator
         Source of all randomness (start noise, then step noise, batch after batch). The
         samples depend on ``batch_size`` as well as on the seed.

@@ -3,7 +3,7 @@ r"""Empirical W2 of generated samples against the data Gaussian, with a Monte Ca
 The samples are projected on the data's eigenbasis (``v = U^T x``, or the coordinates as
 they are when only eigenvalues are known) and every direction k is treated as independent
 (exact for the Gaussian output of a linear sampler with the Wiener denoiser). The plug-in
-estimate is the theory's W2 formula (THEORY.md section 4) on the empirical mean ``mhat_k``
+estimate is the theory's W2 formula (docs/theory.md section 4) on the empirical mean ``mhat_k``
 and unbiased variance ``vhat_k`` of n samples:
 
     W2hat^2 = sum_k (mhat_k - m_k)^2 + (sqrt(vhat_k) - sqrt(lam_k))^2.

@@ -1,6 +1,6 @@
 """Noise schedules: baseline families, spacings, conversions and the schedule file.
 
-Convention (THEORY.md section 1): a schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
+Convention (docs/theory.md section 1): a schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
 step 1 (least noisy) first, ``1 > ab_1 > ... > ab_S > 0``, variance preserving.
 """
 

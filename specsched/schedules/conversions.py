@@ -1,4 +1,4 @@
-"""Conversions between the views of one noise schedule (THEORY.md section 1).
+"""Conversions between the views of one noise schedule (docs/theory.md section 1).
 
 Notation (variance preserving, ``x_s = sqrt(ab_s) x_0 + sqrt(1 - ab_s) eps``):
 
@@ -97,7 +97,7 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
     Parameters
     ----------
     alphas_cumprod : array-like of shape (n_steps,)
-        ``ab_1, ..., ab_S``, step 1 (least noisy) first (THEORY.md section 1, VP).
+        ``ab_1, ..., ab_S``, step 1 (least noisy) first (docs/theory.md section 1, VP).
     name : str
         Field or argument name used in error messages.
 
@@ -160,7 +160,7 @@ def betas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     Parameters
     ----------
     alphas_cumprod : array-like of shape (n_steps,)
-        Strictly decreasing, in (0, 1), step 1 first (THEORY.md section 1).
+        Strictly decreasing, in (0, 1), step 1 first (docs/theory.md section 1).
 
     Returns
     -------
@@ -209,7 +209,7 @@ def alphas_cumprod_from_betas(betas) -> np.ndarray:
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
-    """VE noise levels of VP points: ``sigma = sqrt((1 - ab) / ab)`` (THEORY.md section 1).
+    """VE noise levels of VP points: ``sigma = sqrt((1 - ab) / ab)`` (docs/theory.md section 1).
 
     Parameters
     ----------
@@ -234,7 +234,7 @@ def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
 
 
 def alphas_cumprod_from_sigmas(sigmas) -> np.ndarray:
-    """VP alphas_cumprod of VE noise levels: ``ab = 1 / (1 + sigma^2)`` (THEORY.md section 1).
+    """VP alphas_cumprod of VE noise levels: ``ab = 1 / (1 + sigma^2)`` (docs/theory.md section 1).
 
     Evaluated as ``expit(-2 log sigma)``, which neither overflows for large sigma nor loses
     relative accuracy; the result rounds to 1.0 for ``sigma < ~1e-8`` and underflows to 0 only
@@ -261,7 +261,9 @@ def alphas_cumprod_from_sigmas(sigmas) -> np.ndarray:
 
 
 def logsnr_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
-    """Log signal-to-noise ratio: ``logsnr = log(ab / (1 - ab)) = -2 log sigma`` (THEORY.md 1).
+    """Log signal-to-noise ratio ``logsnr = log(ab / (1 - ab)) = -2 log sigma``.
+
+    Source: docs/theory.md section 1.
 
     Parameters
     ----------
@@ -289,7 +291,7 @@ def alphas_cumprod_from_logsnr(logsnr) -> np.ndarray:
     Parameters
     ----------
     logsnr : array-like, any shape
-        Finite log signal-to-noise ratios (natural log, THEORY.md section 1).
+        Finite log signal-to-noise ratios (natural log, docs/theory.md section 1).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 r"""Export a schedule for other samplers and trainers: diffusers, k-diffusion, plain arrays.
 
-Notation (THEORY.md section 1): ``ab = (ab_1, ..., ab_S)``, step 1 (least noisy) first,
+Notation (docs/theory.md section 1): ``ab = (ab_1, ..., ab_S)``, step 1 (least noisy) first,
 ``ab_0 = 1`` implied; ``sigma_s = sqrt((1 - ab_s) / ab_s)``; ``logsnr_s = -2 log sigma_s``.
 Other libraries run the noisiest step first, so their arrays are the reverse of ours:
 
@@ -73,7 +73,7 @@ def export_array(schedule, kind: str) -> np.ndarray:
         alphas_cumprod, step 1 first.
     kind : {"ab", "betas", "sigmas"}
         ``alphas_cumprod``; ``beta_s = 1 - ab_s / ab_{s-1}`` (``ab_0 = 1``);
-        ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (THEORY.md section 1).
+        ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (docs/theory.md section 1).
 
     Returns
     -------

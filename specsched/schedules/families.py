@@ -1,6 +1,6 @@
 """Baseline noise schedules: training grids, timestep spacings, EDM and logSNR schedules.
 
-Notation (THEORY.md section 1): a model is trained on T discrete steps with
+Notation (docs/theory.md section 1): a model is trained on T discrete steps with
 ``alphas_cumprod[t]``, t = 0..T-1 (0-indexed, diffusers' convention, t = 0 least noisy). A
 sampling schedule with S steps is ``ab = (ab_1, ..., ab_S)``, step 1 (least noisy) first,
 ``1 > ab_1 > ... > ab_S > 0``, variance preserving (VP). Every function here returns step 1
@@ -75,7 +75,7 @@ def training_alphas_cumprod(family: str = "linear", num_train_timesteps: int = 1
     """alphas_cumprod of a training grid, as diffusers' ``DDPMScheduler`` builds it.
 
     ``ab[t] = prod_{i<=t} (1 - beta_i)``, t = 0..T-1, with the betas of ``family``
-    (THEORY.md section 1, "Baseline families"):
+    (docs/theory.md section 1, "Baseline families"):
 
     - ``linear`` (Ho et al. 2020): ``betas = linspace(1e-4, 0.02, T)``
     - ``scaled_linear`` (Stable Diffusion): ``betas = linspace(sqrt(8.5e-4), sqrt(0.012), T)**2``
@@ -167,7 +167,7 @@ def spacing_indices(
 ) -> np.ndarray:
     """Training-grid indices of an S-step sampler, diffusers' ``timestep_spacing``.
 
-    With T = ``num_train_timesteps`` and S = ``num_steps`` (THEORY.md section 1):
+    With T = ``num_train_timesteps`` and S = ``num_steps`` (docs/theory.md section 1):
 
     - ``linspace``: ``round(linspace(0, T-1, S))``
     - ``leading``:  ``arange(0, S) * (T // S) + steps_offset``
@@ -269,7 +269,7 @@ def logsnr_alphas_cumprod(
 
     ``logsnr_s`` is ``linspace(logsnr(ab[0]), logsnr(ab[T-1]), S)`` with
     ``ab = training_alphas_cumprod(family, T)``, and ``ab_s = expit(logsnr_s)``
-    (THEORY.md section 1, "logsnr"). With S = 1 the single step is the noisiest end point
+    (docs/theory.md section 1, "logsnr"). With S = 1 the single step is the noisiest end point
     ``ab[T-1]`` (a one-step sampler starts from noise; same choice as
     :func:`karras_alphas_cumprod`).
 

@@ -1,6 +1,6 @@
-"""The :class:`Schedule` value and its versioned JSON file (DESIGN.md, "The schedule file").
+"""The :class:`Schedule` value and its versioned JSON file (docs/formats.md, "Schedule JSON").
 
-Notation (THEORY.md section 1): a schedule with S steps is ``ab = (ab_1, ..., ab_S)``
+Notation (docs/theory.md section 1): a schedule with S steps is ``ab = (ab_1, ..., ab_S)``
 (alphas_cumprod), step 1 (least noisy) first, ``1 > ab_1 > ... > ab_S > 0``, variance
 preserving, ``ab_0 = 1`` implicit. Its derived views (``betas``, ``sigmas``, ``logsnr`` and the
 nearest ``timesteps`` of the linear T = 1000 training grid) are computed, never stored as
@@ -133,23 +133,23 @@ def _optional_str(value, name: str) -> str | None:
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
-    """A sampling schedule with its provenance (DESIGN.md, "The schedule file").
+    """A sampling schedule with its provenance (docs/formats.md, "Schedule JSON").
 
     Attributes
     ----------
     alphas_cumprod : ndarray of shape (n_steps,), float64, read-only
         ``ab_1, ..., ab_S``, step 1 (least noisy) first, strictly decreasing in (0, 1), VP
-        (THEORY.md section 1). Any array-like is accepted and copied.
+        (docs/theory.md section 1). Any array-like is accepted and copied.
     name : str
         Label, e.g. ``"optimized-w2"`` or ``"linear/linspace"``.
     sampler : str or None
         Sampler the schedule was designed for (``"ddim"``, ``"ddpm"``, ...).
     eta : float or None
-        DDIM stochasticity (THEORY.md section 3), >= 0.
+        DDIM stochasticity (docs/theory.md section 3), >= 0.
     param : str
         Forward process, ``"vp"``.
     loss : str or None
-        Loss the schedule minimises (``"w2"``, ``"kl"``; THEORY.md section 4).
+        Loss the schedule minimises (``"w2"``, ``"kl"``; docs/theory.md section 4).
     loss_value : float or None
         Its value for this schedule.
     baselines : dict
@@ -229,7 +229,7 @@ class Schedule:
 
     __hash__ = None
 
-    # ---- derived views (THEORY.md section 1), step 1 first --------------------------------
+    # ---- derived views (docs/theory.md section 1), step 1 first --------------------------------
 
     @property
     def steps(self) -> int:

@@ -1,6 +1,6 @@
 """Streaming estimate of the mean and covariance of samples, and its eigen-decomposition.
 
-Notation (THEORY.md section 6)
+Notation (docs/theory.md section 6)
 ------------------------------
 Samples ``x_i`` in ``R^d`` (flattened), ``i = 1..n``. Each chunk is summarised by its count
 ``n``, mean ``xbar`` and centred second moment ``M2 = sum_i (x_i - xbar)(x_i - xbar)^T``

@@ -1,6 +1,6 @@
 """Spectrum estimators over chunked data: full covariance, PCA and the Fourier model.
 
-Notation (THEORY.md section 6)
+Notation (docs/theory.md section 6)
 ------------------------------
 Samples ``x_i`` in ``R^d``, ``i = 1..N``, with mean ``mu`` and unbiased covariance
 ``Sigma = sum_i (x_i - mu)(x_i - mu)^T / (N - 1)``; eigenvalues ``lam`` descending.
@@ -13,7 +13,7 @@ Samples ``x_i`` in ``R^d``, ``i = 1..N``, with mean ``mu`` and unbiased covarian
   ``O(d x (rank + oversampling) + chunk_size x d)``). The other ``d - rank`` eigenvalues are
   all set to the tail's mean variance ``(tr Sigma - sum_{k<rank} lam_k) / (d - rank)``, the
   trace coming from the streaming per-coordinate variances, so losses still count the tail
-  (THEORY.md section 6).
+  (docs/theory.md section 6).
 - ``"fourier"``: the shift-invariant (circulant) model. The unitary DFT ``F`` (norm
   "ortho") over the spatial axes diagonalises every (block-)circulant covariance; the model
   keeps the diagonal C x C blocks ``P_f = E[(F x - F mu)_f (F x - F mu)_f^H]`` of ``Sigma``

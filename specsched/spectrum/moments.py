@@ -1,6 +1,6 @@
 """Chunked first and second moments in a block layout, written against the array API.
 
-Notation (THEORY.md section 6)
+Notation (docs/theory.md section 6)
 ------------------------------
 A chunk of ``n`` samples is arranged as ``F`` of shape ``(n, P, C)``: ``P`` independent
 blocks of ``C`` coordinates each. Its summary is the count ``n``, the block means

@@ -1,6 +1,6 @@
 """The :class:`Spectrum` record: the second-order statistics of a dataset in its eigenbasis.
 
-Notation (THEORY.md section 2)
+Notation (docs/theory.md section 2)
 ------------------------------
 Data ``x_0 ~ N(mu, Sigma)`` of dimension ``d``, ``Sigma = U diag(lam) U^T``:
 
@@ -118,7 +118,7 @@ class Spectrum:
     rank : int, optional
         Number of exactly estimated eigenpairs for ``method="pca"``; ``None`` otherwise.
 
-    Construction validates everything (STYLE.md habit 7): ``eigenvalues`` must be 1-D,
+    Construction validates everything, once, at the boundary: ``eigenvalues`` must be 1-D,
     real, finite and not all zero; they are sorted descending (``mean`` and the columns of
     ``eigenvectors`` permuted alike, stable for ties); negatives within ``1e-6 x max`` are
     round-off, set to 0 with a warning (use :meth:`from_eigenvalues` to choose the

@@ -1,4 +1,4 @@
-"""Closed-form theory of diffusion samplers on Gaussian data (THEORY.md sections 2-5).
+"""Closed-form theory of diffusion samplers on Gaussian data (docs/theory.md sections 2-5).
 
 - :mod:`~specsched.theory.wiener`: the Wiener (MMSE) denoiser per eigen-direction;
 - :mod:`~specsched.theory.samplers`: DDIM-eta / DDPM as per-direction linear systems,

@@ -2,7 +2,7 @@ r"""Compiled (numba) loss and gradient of every discrete sampler: one fused pass
 
 The NumPy reference (:func:`specsched.theory.samplers.closed_form_vjp`) builds (S, d) arrays
 of gains and their derivatives. These kernels compute the same value and gradient
-(THEORY.md sections 3-5) with
+(docs/theory.md sections 3-5) with
 
 - one forward and one backward sweep per block of eigen-directions, the blocks run in
   parallel (``numba.prange``) and the directions of a block in the inner, vectorisable loop;

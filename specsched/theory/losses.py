@@ -2,7 +2,7 @@ r"""Distances between the generated and the data Gaussian, per eigen-direction.
 
 Both laws share the data's eigenbasis, so each loss is a sum over directions k of terms in
 the data variance ``lambda_k``, the generated variance ``v_k`` and the mean error
-``e_k = mean_gen_k - m_k`` (THEORY.md section 4):
+``e_k = mean_gen_k - m_k`` (docs/theory.md section 4):
 
 - ``W2^2 = sum_k e_k^2 + (sqrt(v_k) - sqrt(lambda_k))^2``; W2 is its square root
   (Gelbrich / Dowson-Landau formula for commuting covariances);

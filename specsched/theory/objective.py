@@ -49,7 +49,7 @@ def evaluate_schedule(
 
     Notes
     -----
-    THEORY.md sections 3-4; reference values in THEORY.md section 5 (CIFAR-10 spectrum,
+    docs/theory.md sections 3-4; reference values in docs/theory.md section 5 (CIFAR-10 spectrum,
     linear betas, linspace spacing: S = 10 DDIM W2 = 5.5886).
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
@@ -161,7 +161,7 @@ def loss_and_grad(
     Notes
     -----
     Reverse-mode differentiation of the per-direction recursion, O(S d)
-    (Benita, Elad, Keshet 2025; THEORY.md section 5).
+    (Benita, Elad, Keshet 2025; docs/theory.md section 5).
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)

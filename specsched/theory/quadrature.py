@@ -1,6 +1,6 @@
 r"""Spectral quadrature: a spectrum of d directions compressed into K weighted nodes.
 
-Every loss of THEORY.md section 4 is a sum over directions of a term that depends on the
+Every loss of docs/theory.md section 4 is a sum over directions of a term that depends on the
 direction only through its eigenvalue ``lambda_k`` and (for the mean error) ``m_k^2``:
 ``L = sum_k f(lambda_k) + m_k^2 g(lambda_k)``. For large d (an ADSN texture has d = 196608)
 the sum is an integral against the empirical distribution of ``log lambda``, and a few

@@ -1,6 +1,6 @@
 r"""Closed-form discrete samplers as per-direction linear systems (VP and VE).
 
-Notation (THEORY.md sections 1-3). A schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
+Notation (docs/theory.md sections 1-3). A schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
 ``1 > ab_1 > ... > ab_S > 0``, step 1 the least noisy, with ``ab_0 = 1`` implied (the last
 reverse step lands on clean data). One reverse step ``s -> s-1`` uses ``a = ab_s`` and
 ``ap = ab_{s-1}``; VE samplers use the same points as noise levels
@@ -10,7 +10,7 @@ eigen-direction k with data variance ``lambda_k``,
 
     x_{s-1} = A_s x_s + B_s m + noise of variance q_s,
 
-with (THEORY.md section 3):
+with (docs/theory.md section 3):
 
 - ``ddim`` / ``ddpm`` (DDIM-eta, Song et al. 2021 eq. 12; eta = 0 DDIM, eta = 1 DDPM with
   the posterior variance beta-tilde): ``sig_s^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
@@ -204,7 +204,7 @@ def step_coefficients(eigenvalues, a: float, ap: float, eta: float = 0.0, sample
     Returns
     -------
     A : ndarray of shape (n_directions,), float64
-        Gain on ``x_s`` (module docstring; THEORY.md section 3).
+        Gain on ``x_s`` (module docstring; docs/theory.md section 3).
     q : ndarray of shape (n_directions,), float64
         Variance of the injected noise.
     """
@@ -351,7 +351,7 @@ def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="nor
 
     Notes
     -----
-    THEORY.md section 3; Song, Meng, Ermon (2021) eq. 12; Ho, Jain, Abbeel (2020);
+    docs/theory.md section 3; Song, Meng, Ermon (2021) eq. 12; Ho, Jain, Abbeel (2020);
     Song & Ermon (2019); Benita, Elad, Keshet (2025) for the linear-system view.
     ``alphas_cumprod`` is trusted (validate it at the boundary).
     """
@@ -375,7 +375,7 @@ def closed_form_vjp(eigenvalues, alphas_cumprod, sampler, eta, init, loss_partia
     One forward pass stores the per-step gains; one backward pass (reverse mode, the adjoint
     of ``v_{s-1} = A_s^2 v_s + q_s``, and the product rule for H) accumulates
     ``dL/d ab_s``. Every ``A_s`` and ``q_s`` depends on ``(ab_s, ab_{s-1})`` only, so the
-    cost is O(S d) (THEORY.md section 5).
+    cost is O(S d) (docs/theory.md section 5).
 
     Parameters
     ----------

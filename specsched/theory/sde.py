@@ -1,7 +1,7 @@
 r"""Continuous-time VP SDE solvers on Gaussian data, in closed form per eigen-direction.
 
 Pierret & Galerne (ICML 2025), "Diffusion models for Gaussian distributions: exact solutions
-and Wasserstein errors"; THEORY.md section 3. Forward SDE on ``[0, T]``, ``T = 1``:
+and Wasserstein errors"; docs/theory.md section 3. Forward SDE on ``[0, T]``, ``T = 1``:
 
     dx = -beta(t) x dt + sqrt(2 beta(t)) dw,      beta(t) = bmin + t (bmax - bmin),
 
@@ -25,7 +25,7 @@ is affine, ``x' = F x + G m + noise of variance q``; per direction:
 - ``pg-ddpm`` (their "DDPM" scheme): ``bd = 2 dt beta(t)``,
   ``F = (1 - bd/lam_t)/sqrt(1 - bd)``, ``G = bd e^{-B}/(lam_t sqrt(1 - bd))``, ``q = bd``.
 
-The variance recursion ``v' = F^2 v + q`` is THEORY.md's; the mean recursion
+The variance recursion ``v' = F^2 v + q`` is docs/theory.md section 3's; the mean recursion
 ``M' = F M + G`` (generated mean ``M m``) extends it to data with a mean.
 Heun evaluates the score at ``t' = 0`` on the last step when ``eps = 0``; in directions with
 ``lambda = 0`` that score is singular, and those directions take the Euler step instead.
@@ -50,7 +50,7 @@ from specsched.theory.samplers import INITS, GeneratedGaussian
 
 #: Continuous-time solvers of this module.
 SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
-#: Defaults of THEORY.md: Song et al.'s 0.1 and 20 halved for this SDE's convention.
+#: Defaults of docs/theory.md section 3: Song et al.'s 0.1 and 20 halved for this SDE's convention.
 BETA_MIN, BETA_MAX = 0.05, 10.0
 
 

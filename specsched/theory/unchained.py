@@ -1,6 +1,6 @@
 r"""DDIM-eta when the denoised level and the landing level do not chain (diffusers' DDIM).
 
-Notation (THEORY.md sections 1-3). A chained sampler denoises step s at ``ab_s`` and lands
+Notation (docs/theory.md sections 1-3). A chained sampler denoises step s at ``ab_s`` and lands
 on ``ab_{s-1}``, the level the next step denoises at. diffusers' ``DDIMScheduler.step``
 instead lands on ``alphas_cumprod[t - T // S]`` (``prev_timestep = timestep -
 num_train_timesteps // num_inference_steps``), which for ``linspace`` spacing (and
@@ -9,7 +9,7 @@ num_train_timesteps // num_inference_steps``), which for ``linspace`` spacing (a
 the level ``ap_s`` x actually sits at.
 
 Here step s is any pair ``(a_s, ap_s)``: the Wiener denoiser is evaluated at ``a_s`` and the
-DDIM-eta update (Song et al. 2021, eq. 12; THEORY.md section 3) lands on ``ap_s``. In each
+DDIM-eta update (Song et al. 2021, eq. 12; docs/theory.md section 3) lands on ``ap_s``. In each
 eigen-direction, with ``g_s = sqrt(a) lam / (a lam + 1 - a)`` and
 ``c_s = sqrt((1 - ap - sig_s^2) / (1 - a))``:
 
@@ -201,7 +201,7 @@ def evaluate_unchained(
 
     Notes
     -----
-    THEORY.md sections 3-4; diffusers issues 11347 and 12633 for the unchained steps.
+    docs/theory.md sections 3-4; diffusers issues 11347 and 12633 for the unchained steps.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, v, err = unchained_closed_form(lam, mean, a_denoise, a_land, eta)

@@ -1,6 +1,6 @@
 r"""The Wiener (MMSE) denoiser of Gaussian data, per eigen-direction.
 
-Notation (THEORY.md section 2): data :math:`x_0 \sim N(\mu, \Sigma)`,
+Notation (docs/theory.md section 2): data :math:`x_0 \sim N(\mu, \Sigma)`,
 :math:`\Sigma = U \operatorname{diag}(\lambda) U^T`; in the eigenbasis (:math:`v = U^T x`,
 :math:`m = U^T \mu`) each direction k is an independent scalar problem with variance
 ``lambda_k``. ``alphas_cumprod`` (alpha-bar, ``ab``) is the VP signal level of
@@ -15,7 +15,7 @@ import numpy as np
 def wiener_gain(eigenvalues, alphas_cumprod):
     r"""Gain ``g`` of the VP Wiener denoiser, ``x0_hat = m + g (x_t - sqrt(ab) m)``.
 
-    ``g = sqrt(ab) lambda / (ab lambda + 1 - ab)`` (THEORY.md section 2).
+    ``g = sqrt(ab) lambda / (ab lambda + 1 - ab)`` (docs/theory.md section 2).
 
     Parameters
     ----------
@@ -37,7 +37,7 @@ def wiener_denoise(x, eigenvalues, mean, alphas_cumprod):
     r"""Posterior mean ``E[x_0 | x_t = x]`` of Gaussian data in its eigenbasis (VP).
 
     ``x0_hat = m + g (x - sqrt(ab) m)`` with ``g`` from :func:`wiener_gain`
-    (THEORY.md section 2; the Wiener filter).
+    (docs/theory.md section 2; the Wiener filter).
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ def wiener_denoise(x, eigenvalues, mean, alphas_cumprod):
 def wiener_denoise_ve(x, eigenvalues, mean, sigma):
     r"""Posterior mean of Gaussian data under VE noise, ``x = x_0 + sigma eps``.
 
-    ``x0_hat = m + lambda / (lambda + sigma^2) (x - m)`` (THEORY.md section 2).
+    ``x0_hat = m + lambda / (lambda + sigma^2) (x - m)`` (docs/theory.md section 2).
 
     Parameters
     ----------

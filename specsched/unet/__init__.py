@@ -13,7 +13,7 @@ missing torch into an :class:`~specsched.errors.InputError` saying how to instal
 - :mod:`~specsched.unet.denoiser`: :class:`UNetDenoiser`, the network as a denoiser
   ``denoise(x, ab) -> x0_hat`` for :func:`specsched.sampling.sample` (nearest training step in
   logSNR for levels off the grid);
-- :mod:`~specsched.unet.command`: ``specsched train-unet`` and ``specsched sample-unet``.
+- ``specsched train-unet`` and ``specsched sample-unet`` are :mod:`specsched.cli.unet`.
 """
 
 from __future__ import annotations

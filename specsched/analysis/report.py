@@ -1,4 +1,4 @@
-"""``specsched analyze``: spectral analysis of a dataset, as figures and tables.
+"""The spectral analysis of ``specsched analyze``: a dataset's figures and tables.
 
 Writes into ``--out DIR``: ``rapsd.png``/``rapsd.csv`` (RAPSD and its power-law fit),
 ``bands.png``/``bands.csv`` (normalised band powers), ``snr.png`` (log SNR over diffusion
@@ -16,45 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_parser", "run", "analyze"]
+__all__ = ["FMAX_SCHEDULES", "FULL_MAX", "OUTPUT_FILES", "analyze"]
 
 #: Training schedules compared in the f_max figure.
 FMAX_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 #: Largest d for which the analysed spectrum is the full covariance (else the Fourier model).
 FULL_MAX = 4096
-_FILES = ("rapsd.png", "rapsd.csv", "bands.png", "bands.csv", "snr.png", "fmax.png",
+OUTPUT_FILES = ("rapsd.png", "rapsd.csv", "bands.png", "bands.csv", "snr.png", "fmax.png",
           "fmax.csv", "eigenvalues.png", "eigenvalues.csv", "transfer.png", "transfer.csv",
           "summary.json")
-
-
-def add_parser(sub):
-    """Register the ``analyze`` subcommand on an argparse subparsers object."""
-    from specsched.spectrum.command import add_source_args
-
-    p = sub.add_parser("analyze", help="RAPSD, power law, band powers, SNR maps, plots",
-                       description="Spectral analysis of a dataset: RAPSD with its power-law "
-                       "exponent, band powers, per-frequency SNR over diffusion time, maximal "
-                       "detectable frequency per schedule, eigenvalues and the transfer "
-                       "function of optimised schedules.")
-    p.add_argument("src", metavar="SRC",
-                   help="samples (as `specsched spectrum`) or eigenvalues only (cifar10, "
-                   "spectrum .npz, 1-D .npy)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--steps", type=int, nargs="+", default=[10, 20],
-                   help="step counts of the optimised schedules (default 10 20)")
-    p.add_argument("--schedule", default="linear",
-                   help="training schedule of the SNR heatmap (default linear)")
-    from specsched.argtypes import positive_float as _positive_float
-    from specsched.argtypes import positive_int as _positive_int
-
-    p.add_argument("--tau", type=_positive_float, default=1.0,
-                   help="SNR threshold of f_max, > 0 (default 1)")
-    p.add_argument("--bands", type=_positive_int, default=8,
-                   help="number of radial bands (default 8)")
-    add_source_args(p)
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.set_defaults(run=run)
-    return p
 
 
 def _eigenvalues_only(src) -> bool:
@@ -153,7 +123,7 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
     steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 1:
         raise InputError(f"--steps: expected integers >= 1, got {steps}")
-    for name in _FILES:
+    for name in OUTPUT_FILES:
         check_writable(out / name, force)
     source_options = source_options or {}
     notes, written = [], []
@@ -263,22 +233,3 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
     with atomic_write(out / "summary.json", force=force) as fh:
         json.dump(summary, fh, indent=2)
     return summary
-
-
-def run(args) -> int:
-    """Run :func:`analyze` from parsed arguments; print the headline numbers; exit code."""
-    from specsched.spectrum.command import source_options
-
-    s = analyze(args.src, args.out, steps=args.steps, schedule=args.schedule, tau=args.tau,
-                n_bands=args.bands, chunk_size=args.chunk_size, force=args.force,
-                source_options=source_options(args))
-    line = f"{s['source']}: d = {s['dimension']}, n_samples = {s['n_samples']}"
-    if "power_law" in s:
-        line += f", power-law exponent {s['power_law']['exponent']:.3f}"
-    if "fourier_vs_full" in s:
-        line += f", Fourier vs full relative L1 {s['fourier_vs_full']['relative_l1']:.3g}"
-    print(line)
-    for note in s["notes"]:
-        print(f"note: {note}")
-    print(f"wrote {len(s['files'])} files to {args.out}/")
-    return 0

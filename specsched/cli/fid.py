@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from specsched.argtypes import positive_int as _positive_int
+from specsched.cli.common import positive_int
 
 
 def add_parser(sub):
@@ -28,7 +28,7 @@ def add_parser(sub):
                    "size: padded to 32 x 32 and average-pooled)")
     p.add_argument("--reference-split", choices=["test", "train", "all"], default="test",
                    help="fashion-mnist split (default test: 10,000 images)")
-    p.add_argument("--n-reference", type=_positive_int, default=None,
+    p.add_argument("--n-reference", type=positive_int, default=None,
                    help="use only the first N reference images")
     p.add_argument("--features", choices=list(FEATURES), default="pixels",
                    help="feature extractor (default pixels)")
@@ -39,9 +39,9 @@ def add_parser(sub):
                    help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (with "
                    "--features inception; no download is attempted)")
     p.add_argument("--kid", action="store_true", help="also compute KID")
-    p.add_argument("--kid-subsets", type=_positive_int, default=100,
+    p.add_argument("--kid-subsets", type=positive_int, default=100,
                    help="KID subsets (default 100)")
-    p.add_argument("--kid-subset-size", type=_positive_int, default=1000,
+    p.add_argument("--kid-subset-size", type=positive_int, default=1000,
                    help="KID subset size (default 1000, reduced to the smaller set)")
     p.add_argument("--seed", type=int, default=0, help="seed of the KID subsets")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from specsched.argtypes import positive_int as _positive_int
+from specsched.cli.common import positive_int
 
 
 def add_parser(sub):
@@ -24,13 +24,13 @@ def add_parser(sub):
     p.add_argument("--schedule", required=True, metavar="FILE.json", help="schedule file")
     p.add_argument("--spectrum", required=True, metavar="SRC",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
-    p.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+    p.add_argument("--n", type=positive_int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of numpy's default_rng")
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
     p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=None,
                    help="default: the schedule file's sampler if it is one of these, else ddim")
     p.add_argument("--eta", type=float, default=None, help="DDIM-eta (with --sampler ddim)")
-    p.add_argument("--batch-size", type=_positive_int, default=1024,
+    p.add_argument("--batch-size", type=positive_int, default=1024,
                    help="samples per batch (memory bound; default 1024)")
     p.add_argument("--report", action="store_true",
                    help="print JSON: empirical W2 vs closed form with a Monte Carlo error")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from specsched.argtypes import positive_float as _positive_float
-from specsched.argtypes import positive_int as _positive_int
+from specsched.cli.common import positive_float, positive_int
+from specsched.plots import save_grid
 
 TRAIN_DESCRIPTION = """\
 Train the reference DDPM U-Net (epsilon prediction, AdamW, EMA) on Fashion-MNIST
@@ -37,33 +37,33 @@ def add_parser(sub):
     p.add_argument("--data", default=d.data, metavar="SRC",
                    help="fashion-mnist (default) or a .npy/.npz of images (N, H, W[, C]) in "
                    "[-1, 1]")
-    p.add_argument("--image-size", type=_positive_int, default=d.image_size,
+    p.add_argument("--image-size", type=positive_int, default=d.image_size,
                    help=f"image side in pixels (fashion-mnist: 32, 16, 8, 4; default "
                    f"{d.image_size})")
-    p.add_argument("--channels", type=_positive_int, default=d.image_channels,
+    p.add_argument("--channels", type=positive_int, default=d.image_channels,
                    help="image channels (default 1)")
-    p.add_argument("--base-channels", type=_positive_int, default=d.base_channels,
+    p.add_argument("--base-channels", type=positive_int, default=d.base_channels,
                    help=f"U-Net width of the first level (default {d.base_channels})")
-    p.add_argument("--channel-mults", type=_positive_int, nargs="+", default=d.channel_mults,
+    p.add_argument("--channel-mults", type=positive_int, nargs="+", default=d.channel_mults,
                    help="width multiplier per resolution level (default 1 2 2)")
-    p.add_argument("--num-res-blocks", type=_positive_int, default=d.num_res_blocks,
+    p.add_argument("--num-res-blocks", type=positive_int, default=d.num_res_blocks,
                    help=f"residual blocks per level (default {d.num_res_blocks})")
-    p.add_argument("--attention-resolutions", type=_positive_int, nargs="*",
+    p.add_argument("--attention-resolutions", type=positive_int, nargs="*",
                    default=d.attention_resolutions,
                    help="resolutions with self-attention besides the middle (default 4)")
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout (default 0)")
     p.add_argument("--training-schedule", default=d.training_schedule, metavar="NAME|FILE",
                    help="training grid: linear (default), scaled_linear, cosine, sigmoid, a "
                    "schedule .json or an alphas_cumprod .npy")
-    p.add_argument("--num-train-timesteps", type=_positive_int, default=d.num_train_timesteps,
+    p.add_argument("--num-train-timesteps", type=positive_int, default=d.num_train_timesteps,
                    help="T of a training family (default 1000)")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"images per step (default {d.batch_size})")
-    p.add_argument("--steps", type=_positive_int, default=d.steps,
+    p.add_argument("--steps", type=positive_int, default=d.steps,
                    help=f"total optimiser steps (default {d.steps})")
-    p.add_argument("--minutes", type=_positive_float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="time budget: stop and save before exceeding it")
-    p.add_argument("--lr", type=_positive_float, default=d.lr,
+    p.add_argument("--lr", type=positive_float, default=d.lr,
                    help=f"AdamW peak learning rate (default {d.lr})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay,
                    help="AdamW weight decay (default 0)")
@@ -72,9 +72,9 @@ def add_parser(sub):
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
                    help=f"EMA decay (default {d.ema_decay})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every,
                    help=f"save every so many steps (default {d.checkpoint_every})")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: on this machine's 2 cores shared with "
                    "other jobs, 2 threads measured 11 times slower per step than 1)")
     p.add_argument("--sample-grid", metavar="FILE.png", default=None,
@@ -96,15 +96,15 @@ def add_parser(sub):
     q.add_argument("--checkpoint", required=True, metavar="FILE.pt")
     q.add_argument("--schedule", required=True, metavar="NAME|FILE.json",
                    help="a baseline (linear, cosine, karras, logsnr, ...) or a schedule file")
-    q.add_argument("--steps", type=_positive_int, default=None,
+    q.add_argument("--steps", type=positive_int, default=None,
                    help="steps of a baseline schedule")
     q.add_argument("--spacing", default="linspace", help="baseline spacing (default linspace)")
     q.add_argument("--sampler", choices=list(SAMPLER_NAMES), default="ddim")
     q.add_argument("--eta", type=float, default=None, help="DDIM-eta (with --sampler ddim)")
-    q.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+    q.add_argument("--n", type=positive_int, required=True, help="number of samples")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--batch-size", type=_positive_int, default=500)
-    q.add_argument("--threads", type=_positive_int, default=1,
+    q.add_argument("--batch-size", type=positive_int, default=500)
+    q.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1)")
     q.add_argument("--clip", action="store_true", help="clip x0_hat to [-1, 1]")
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -135,29 +135,6 @@ def resolve_schedule(schedule: str, steps: int | None, spacing: str = "linspace"
     if steps is not None and steps != ab.size:
         raise InputError(f"--steps: {steps} disagrees with {path}, which has {ab.size} steps")
     return ab
-
-
-def save_grid(images, path, *, force: bool = False, columns: int = 8) -> None:
-    """Write up to ``columns^2`` images (n, H, W, C) in [-1, 1] as one PNG grid, atomically."""
-    import io
-
-    import numpy as np
-    from matplotlib import image as mimage
-
-    from specsched.fileio import atomic_write
-
-    x = np.clip((np.asarray(images, dtype=np.float64)[: columns * columns] + 1) / 2, 0, 1)
-    n, h, w, c = x.shape
-    rows = -(-n // columns)
-    grid = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c))
-    for i in range(n):
-        r, k = divmod(i, columns)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = x[i]
-    buf = io.BytesIO()
-    kw = {"cmap": "gray", "vmin": 0, "vmax": 1} if c == 1 else {}
-    mimage.imsave(buf, grid[..., 0] if c == 1 else grid, format="png", **kw)
-    with atomic_write(path, force=force, mode="wb") as fh:
-        fh.write(buf.getvalue())
 
 
 def _sample_to_grid(denoise, path, force, seed=0):

@@ -2,52 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from specsched.argtypes import positive_int as _positive_int
-
-
-def _size(text):
-    try:
-        h, _, w = text.lower().partition("x")
-        size = (int(h), int(w or h))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW in pixels (e.g. 64x64), got {text!r}") \
-            from None
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return size
-
-
-def add_source_args(p):
-    """Options shared by commands that read samples (image and audio options, chunking)."""
-    p.add_argument("--chunk-size", type=_positive_int, default=4096, metavar="N",
-                   help="samples per chunk (memory ~ N x d); default 4096")
-    p.add_argument("--grayscale", action="store_true", help="images: convert RGB to luminance")
-    p.add_argument("--crop", type=_positive_int, default=None, metavar="PX",
-                   help="images: centred square crop of PX pixels, before --size")
-    p.add_argument("--size", type=_size, default=None, metavar="HxW",
-                   help="images: resize to H x W pixels (anti-aliased)")
-    p.add_argument("--sample-rate", type=_positive_int, default=16000, metavar="HZ",
-                   help="audio: resample to HZ (default 16000)")
-    p.add_argument("--frame-length", type=_positive_int, default=16384, metavar="N",
-                   help="audio: samples per frame, one frame = one sample (default 16384)")
-
-
-def source_options(args) -> dict:
-    """The :func:`specsched.data.sources.open_source` options given on the command line."""
-    opts = {}
-    if args.grayscale:
-        opts["grayscale"] = True
-    if args.crop is not None:
-        opts["crop"] = args.crop
-    if args.size is not None:
-        opts["size"] = args.size
-    if args.sample_rate != 16000:
-        opts["sample_rate"] = args.sample_rate
-    if args.frame_length != 16384:
-        opts["frame_length"] = args.frame_length
-    return opts
+from specsched.cli.common import add_source_args, positive_int, source_options
 
 
 def add_parser(sub):
@@ -64,7 +19,7 @@ def add_parser(sub):
     p.add_argument("--method", choices=["full", "pca", "fourier"], default="full",
                    help="full covariance + eigh; pca: top --rank eigenpairs, tail as its "
                    "mean variance; fourier: per-frequency power (stationary model)")
-    p.add_argument("--rank", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--rank", type=positive_int, default=None, metavar="K",
                    help="exact eigenpairs of --method pca")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="accumulate on the CPU or on a GPU with CuPy")
