@@ -245,7 +245,7 @@ def inception_features(images, weights_path, batch_size: int = 100) -> np.ndarra
         raise InputError("inception features need torch-fidelity and a torchvision built for "
                          "the installed torch: `pip install torch==2.14.1 torchvision==0.29.1` "
                          '(a matching pair; PyPI\'s torchvision does not import beside the CPU '
-                         'torch 2.13.0), then `pip install -e ".[inception]"`') from None
+                         "torch 2.13.0), then `pip install 'specsched[inception]'`") from None
     x = _images(images)
     if x.shape[3] == 1:
         x = np.repeat(x, 3, axis=3)

@@ -38,7 +38,7 @@ __all__ = [
 
 #: How to install the optional extra (torch pinned: an unpinned torch pulls CUDA wheels).
 TORCH_INSTALL_HINT = ('this needs PyTorch: run `pip install torch==2.13.0` (the CPU wheel), '
-                      'then `pip install -e ".[unet]"`')
+                      "then `pip install 'specsched[unet]'`")
 
 _LAZY = {
     "UNet": "specsched.unet.model",
