@@ -51,7 +51,8 @@ def test_missing_torch_says_how_to_install(monkeypatch):
     from specsched.unet import require_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    with pytest.raises(InputError, match=r"pip install torch==2\.13\.0.*pip install -e "):
+    hint = r"pip install torch==2\.13\.0.*pip install 'specsched\[unet\]'"
+    with pytest.raises(InputError, match=hint):
         require_torch()
     args = _parser().parse_args(["train-unet", "--checkpoint", "x.pt"])
     with pytest.raises(InputError, match=r"torch==2\.13\.0"):
