@@ -129,6 +129,15 @@ def _levels_of_array(kind: str, values, key: str) -> np.ndarray:
     return _from_sigmas(arr[:-1][::-1], key)
 
 
+def _array_levels(kind: str, values, path: Path) -> ExportedLevels:
+    """ExportedLevels of an array file's values; errors start with the file."""
+    try:
+        ab = _levels_of_array(kind, values, ARRAY_LAYOUTS[kind][0])
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return ExportedLevels(ab, kind, str(path))
+
+
 def _check_kind(stated: str, levels: str | None, source) -> str:
     if levels is not None and levels != stated:
         raise InputError(f"{source}: the file holds {stated} levels; asked for {levels}")
@@ -143,11 +152,7 @@ def _read_npy(path: Path, levels: str | None) -> ExportedLevels:
     if levels in (None, "timesteps"):
         raise InputError(f"{path}: a .npy does not say which levels it holds; name them (one "
                          "of sigmas, k-diffusion, ab, betas: the command's --levels)")
-    try:
-        ab = _levels_of_array(levels, arr, ARRAY_LAYOUTS[levels][0])
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return ExportedLevels(ab, levels, str(path))
+    return _array_levels(levels, arr, path)
 
 
 def _read_txt(path: Path, levels: str | None) -> ExportedLevels:
@@ -166,11 +171,7 @@ def _read_txt(path: Path, levels: str | None) -> ExportedLevels:
         raise InputError(f"{path}: no 'specsched export' header says which levels the file "
                          "holds; name them (sigmas, k-diffusion, ab, betas; the command's "
                          "--levels)")
-    try:
-        ab = _levels_of_array(levels, values, ARRAY_LAYOUTS[levels][0])
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return ExportedLevels(ab, levels, str(path))
+    return _array_levels(levels, values, path)
 
 
 def _read_array_json(d: dict, path: Path, levels: str | None) -> ExportedLevels:
@@ -182,11 +183,7 @@ def _read_array_json(d: dict, path: Path, levels: str | None) -> ExportedLevels:
     key = ARRAY_LAYOUTS[kind][0]
     if key not in d:
         raise InputError(f"{path}: {key}: required field is missing")
-    try:
-        ab = _levels_of_array(kind, d[key], key)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return ExportedLevels(ab, levels, str(path))
+    return _array_levels(kind, d[key], path)
 
 
 def _read_diffusers(d: dict, path: Path, levels: str) -> ExportedLevels:
@@ -286,18 +283,15 @@ def read_levels(path: str | os.PathLike, levels: str | None = None,
                          f"folder, or an exported .npy/.txt array; got suffix {path.suffix!r}")
     d = read_json_object(path, "schedule or export file")
     fmt = d.get("format")
-    if fmt == SCHEDULE_FORMAT:
-        if levels is not None:
-            raise InputError(f"{path}: a schedule file holds alphas_cumprod; levels "
-                             f"({levels}) apply to export files")
-        sched = Schedule.from_dict(d, source=str(path))
-        return ExportedLevels(sched.alphas_cumprod, "schedule", str(path), schedule=sched)
-    if fmt in (DIFFUSERS_FORMAT, ARRAY_FORMAT) and d.get("version") != EXPORT_VERSION:
-        raise InputError(f"{path}: version: expected {EXPORT_VERSION} for {fmt}, got "
-                         f"{d.get('version')!r}")
-    if fmt == DIFFUSERS_FORMAT:
-        return _read_diffusers(d, path, levels or diffusers_default)
-    if fmt == ARRAY_FORMAT:
+    if fmt in (DIFFUSERS_FORMAT, ARRAY_FORMAT):
+        if d.get("version") != EXPORT_VERSION:
+            raise InputError(f"{path}: version: expected {EXPORT_VERSION} for {fmt}, got "
+                             f"{str(d.get('version'))[:20]}")
+        if fmt == DIFFUSERS_FORMAT:
+            return _read_diffusers(d, path, levels or diffusers_default)
         return _read_array_json(d, path, levels)
-    raise InputError(f"{path}: format: expected {SCHEDULE_FORMAT!r}, {DIFFUSERS_FORMAT!r} or "
-                     f"{ARRAY_FORMAT!r}, got {str(fmt)[:40]!r}")
+    if levels is not None and fmt == SCHEDULE_FORMAT:
+        raise InputError(f"{path}: a schedule file holds alphas_cumprod; levels ({levels}) "
+                         "apply to export files")
+    sched = Schedule.from_dict(d, source=str(path))  # its messages for any other format
+    return ExportedLevels(sched.alphas_cumprod, "schedule", str(path), schedule=sched)
