@@ -286,3 +286,17 @@ def test_one_export_validates_the_schedule_once(tmp_path, monkeypatch):
         calls.clear()
         assert main(["export", str(f), "--to", to, "--out", str(tmp_path / out)]) == 0
         assert calls == ["alphas_cumprod"], (to, calls)
+
+
+def test_k_diffusion_loader_says_how_to_install(monkeypatch):
+    """Without k-diffusion the loader names the pip line (the recipe tests then skip)."""
+    import importlib.util
+
+    from specsched.schedules import kdiffusion
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "k_diffusion" else real(name, *a))
+    with pytest.raises(InputError, match=r"k-diffusion is not installed: pip install --no-deps "
+                       r"k-diffusion==0\.1\.1\.post1 torchsde"):
+        kdiffusion.load_k_diffusion_sampling()
