@@ -214,8 +214,8 @@ def test_overflowing_closed_form_is_refused_not_printed_as_nan(tmp_path, capsys)
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda d: d.update(version=2), "field 'version'"),
-        (lambda d: d.update(format="diffusers"), "field '$.format'"),
+        (lambda d: d.update(version=2), "s.json: version: schedule file version 2"),
+        (lambda d: d.update(format="diffusers"), 's.json: format: expected "specsched.schedule"'),
         (lambda d: d.update(steps=4), "steps: 4 does not match"),
         (lambda d: d.update(sigmas=[1.0, 2.0, 3.0]), "sigmas[0]: 1.0 disagrees"),
     ],

@@ -389,10 +389,14 @@ def test_conversions_reject_bad_sigmas_and_logsnr():
 
 
 def test_validate_alphas_cumprod_names_field_and_index():
-    with pytest.raises(InputError, match=r"ab: .*ab\[2\]"):
+    with pytest.raises(InputError, match=r"^ab\[2\]: expected strictly decreasing .*, got 0\.6 "
+                       r">= ab\[1\] = 0\.5$"):
         validate_alphas_cumprod([0.9, 0.5, 0.6], name="ab")
-    with pytest.raises(InputError, match=r"alphas_cumprod.*index 1"):
+    with pytest.raises(InputError, match=r"^alphas_cumprod\[1\]: expected a value in the open "
+                       r"interval \(0, 1\), got 1\.0$"):
         validate_alphas_cumprod([0.9, 1.0])
+    with pytest.raises(InputError, match=r"^alphas_cumprod\[1\]: expected a finite number"):
+        validate_alphas_cumprod([0.9, np.nan])
     with pytest.raises(InputError, match="1-D"):
         validate_alphas_cumprod([[0.9, 0.5]])
     with pytest.raises(InputError, match="empty"):
@@ -548,23 +552,33 @@ def base_dict():
         # non-monotone: names the field and the first offending index
         (lambda d: d.update(alphas_cumprod=[0.9, 0.5, 0.7, 0.1]), r"alphas_cumprod.*\[2\]"),
         (lambda d: d.update(alphas_cumprod=[0.9, 0.9]), r"alphas_cumprod.*\[1\]"),
-        (lambda d: d.update(alphas_cumprod=[0.9, 1.5]), r"field '\$\.alphas_cumprod\[1\]'"),
-        (lambda d: d.update(alphas_cumprod=[1.0]), r"field '\$\.alphas_cumprod\[0\]'"),
-        (lambda d: d.update(alphas_cumprod=[0.5, 0.0]), r"field '\$\.alphas_cumprod\[1\]'"),
-        (lambda d: d.update(alphas_cumprod=[]), r"field '\$\.alphas_cumprod'"),
-        (lambda d: d.update(alphas_cumprod="0.5"), r"field '\$\.alphas_cumprod'"),
-        (lambda d: d.update(version=2), r"version.*supported: 1"),
-        (lambda d: d.update(version="1"), r"field '\$\.version'"),
-        (lambda d: d.update(format="diffusers"), r"field '\$\.format'"),
-        (lambda d: d.pop("alphas_cumprod"), r"field '\$\.alphas_cumprod': required"),
-        (lambda d: d.pop("format"), r"field '\$\.format': required"),
-        (lambda d: d.pop("version"), r"field '\$\.version': required"),
-        (lambda d: d.update(eta=-0.5), r"field '\$\.eta'"),
+        (lambda d: d.update(alphas_cumprod=[0.9, 1.5]),
+         r": alphas_cumprod\[1\]: expected a number in the open interval \(0, 1\), got 1\.5$"),
+        (lambda d: d.update(alphas_cumprod=[1.0]), r": alphas_cumprod\[0\]: expected a number in"),
+        (lambda d: d.update(alphas_cumprod=[0.5, 0.0]), r": alphas_cumprod\[1\]: .*got 0\.0$"),
+        (lambda d: d.update(alphas_cumprod=[]),
+         r": alphas_cumprod: expected at least 1 value\(s\), got 0$"),
+        (lambda d: d.update(alphas_cumprod="0.5"),
+         r": alphas_cumprod: expected an array, got a string \"0\.5\"$"),
+        (lambda d: d.update(alphas_cumprod=[0.9, "x"]),
+         r": alphas_cumprod\[1\]: expected a number, got a string \"x\"$"),
+        (lambda d: d.update(version=2), r": version: .*supported: 1"),
+        (lambda d: d.update(version="1"), r": version: expected an integer, got a string"),
+        (lambda d: d.update(format="diffusers"),
+         r": format: expected \"specsched\.schedule\", got \"diffusers\"$"),
+        (lambda d: d.pop("alphas_cumprod"), r": alphas_cumprod: required field is missing"),
+        (lambda d: d.pop("format"), r": format: required field is missing"),
+        (lambda d: d.pop("version"), r": version: required field is missing"),
+        (lambda d: d.update(eta=-0.5), r": eta: expected a number >= 0, got -0\.5$"),
+        (lambda d: d.update(param="xx"), r": param: expected one of \"vp\", \"ve\"; got \"xx\""),
+        (lambda d: d["timesteps"].update(num_train_timesteps=0),
+         r": timesteps\.num_train_timesteps: expected an integer >= 1 and <= 1e\+06, got 0"),
         (lambda d: d.update(steps=11), r"steps"),
         (lambda d: d["sigmas"].__setitem__(3, d["sigmas"][3] * (1 + 1e-6)), r"sigmas\[3\]"),
         (lambda d: d["betas"].pop(), r"betas"),
         (lambda d: d["timesteps"]["values"].__setitem__(0, 5), r"timesteps"),
-        (lambda d: d["spectrum"].update(sha256="xyz"), r"field '\$\.spectrum\.sha256'"),
+        (lambda d: d["spectrum"].update(sha256="xyz"),
+         r": spectrum\.sha256: expected a string matching"),
     ],
 )
 def test_load_rejects_bad_files(tmp_path, edit, pattern):
@@ -577,8 +591,83 @@ def test_load_rejects_bad_files(tmp_path, edit, pattern):
 
 
 def test_load_rejects_non_object(tmp_path):
-    with pytest.raises(InputError, match=r"field '\$'"):
+    with pytest.raises(InputError, match=r"list\.json: expected a JSON object \(a schedule file\), "
+                       r"got an array$"):
         Schedule.load(write_json(tmp_path / "list.json", [0.9, 0.5]))
+    with pytest.raises(InputError, match=r"<dict>: top level: expected a JSON object"):
+        Schedule.from_dict([0.9, 0.5])
+
+
+GOOD_TEXT = '{"format": "specsched.schedule", "version": 1, "alphas_cumprod": [0.9, 0.5]}'
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply to read"),
+    (GOOD_TEXT[:-1] + ', "optimizer": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}",
+     "nested too deeply to read"),
+    (GOOD_TEXT[:-1] + ', "optimizer": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}",
+     "JSON nested 41 levels deep; a schedule file is at most 32"),
+    (GOOD_TEXT.replace("0.5", "1e999"), "the number 1e999 is beyond the float64 range"),
+    (GOOD_TEXT.replace("0.5", "-Infinity"), "-Infinity is not a finite number"),
+    (GOOD_TEXT.replace('"version": 1', '"version": ' + "9" * 5000),
+     "has 5000 digits; a schedule file holds none with more than 20"),
+    (GOOD_TEXT[:-1] + ', "alphas_cumprod": [0.5, 0.9]}',
+     "the key 'alphas_cumprod' appears twice in one object"),
+    ('"a string"', "expected a JSON object (a schedule file), got a string"),
+    ("null", "expected a JSON object (a schedule file), got null"),
+    ("", "invalid JSON at line 1, column 1"),
+])
+def test_pathological_json_gives_one_line(tmp_path, text, needle):
+    path = tmp_path / "s.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        Schedule.load(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ") and needle in message and "\n" not in message
+    assert len(message) < 300
+
+
+def test_load_accepts_a_byte_order_mark_and_refuses_other_bytes(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_TEXT.encode())
+    assert Schedule.load(path) == Schedule([0.9, 0.5])
+    path.write_bytes(b"\xff\xfe" + GOOD_TEXT.encode())
+    with pytest.raises(InputError, match=r"bom\.json: cannot read schedule file: not UTF-8"):
+        Schedule.load(path)
+    with pytest.raises(InputError, match="is a folder, not a schedule file"):
+        Schedule.load(tmp_path)
+
+
+def test_pathological_json_on_the_command_line(tmp_path, capsys):
+    from specsched.cli import main
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    for argv in (["export", path, "--to", "ab", "--out", tmp_path / "ab.npy"],
+                 ["evaluate", "--spectrum", "cifar10", "--schedule", path],
+                 ["sample", "--schedule", path, "--spectrum", "cifar10", "--n", "2",
+                  "--out", tmp_path / "x.npy"]):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1 and "deep.json" in err
+    assert not (tmp_path / "ab.npy").exists() and not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"sampler": "ddpm", "eta": 0.5}, "s.json: sampler 'ddpm', eta 0.5 (from the file): eta:"),
+    ({"sampler": "ddpm-large", "eta": 0.3}, "sampler 'ddpm-large', eta 0.3 (from the file)"),
+    ({"sampler": "nope"}, "s.json: sampler 'nope', eta None (from the file): sampler: expected"),
+])
+def test_evaluate_blames_the_file_for_its_sampler_fields(tmp_path, capsys, fields, needle):
+    """A file's sampler and eta, used when --sampler is not given, are named as the file's."""
+    from specsched.cli import main
+
+    path = write_json(tmp_path / "s.json", {**json.loads(GOOD_TEXT), **fields})
+    assert main(["evaluate", "--spectrum", "cifar10", "--schedule", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "pass --sampler" in err
+    assert main(["evaluate", "--spectrum", "cifar10", "--schedule", str(path),
+                 "--sampler", "ddim"]) == 0
 
 
 def test_from_dict_minimal_and_tolerant_views():

@@ -7,9 +7,12 @@ from specsched.errors import InputError
 from specsched.sampling import RunningMoments, WienerDenoiser, empirical_w2, step
 from specsched.schedules import baseline_alphas_cumprod, spacing_indices, training_alphas_cumprod
 from specsched.spectrum import load_spectrum
-from specsched.theory import evaluate_schedule
+from specsched.theory import closed_form, evaluate_schedule
 from specsched.theory.unchained import (
     diffusers_ddim_levels,
+    diffusers_ddpm_closed_form,
+    diffusers_ddpm_levels,
+    evaluate_diffusers_ddpm,
     evaluate_unchained,
     unchained_closed_form,
 )
@@ -117,3 +120,86 @@ def test_diffusers_ddim_scheduler_matches_unchained_closed_form(patches, spacing
         assert abs(th.w2 - chained) > 10 * emp.se_w2  # the closed forms are told apart
     else:
         assert th.w2 == pytest.approx(chained, rel=1e-12)
+
+
+# ---- diffusers' DDPMScheduler as it behaves -------------------------------------------------
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_large", "fixed_small"])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_diffusers_ddpm_scheduler_matches_its_closed_form(patches, monkeypatch, spacing,
+                                                          variance_type):
+    """DDPMScheduler.step with the Wiener denoiser, probed exactly through its noise draws.
+
+    The output is affine in the start and in each noise draw: one run from x_S = 1 (mean 0,
+    no noise) gives H, one per step with a unit draw there gives that noise's gain, one from
+    x_S = 0 with the mean gives the mean. The scheduler's alphas_cumprod are set to float64
+    (its own are float32 copies of the same grid, checked to 2e-6).
+    """
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    import diffusers.schedulers.scheduling_ddpm as ddpm_module
+
+    S = 10
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                                    clip_sample=False, variance_type=variance_type,
+                                    timestep_spacing=spacing)
+    sched.set_timesteps(S)
+    ab, ts = diffusers_ddpm_levels(spacing, S)
+    np.testing.assert_array_equal(sched.timesteps.numpy(), ts)
+    train = training_alphas_cumprod("linear", 1000)
+    np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), train, rtol=2e-6)
+    sched.alphas_cumprod = torch.from_numpy(train)
+    idx = np.linspace(0, patches.dimension - 1, 32).astype(int)
+    lam, m = patches.eigenvalues[idx], patches.mean[idx]
+    d = lam.size
+
+    def run(mean, x, k):  # unit noise on the k-th draw only (k = -1: no noise)
+        den = WienerDenoiser(lam, mean)
+        draws = iter(range(S))
+        monkeypatch.setattr(ddpm_module, "randn_tensor", lambda shape, **kw: torch.full(
+            shape, 1.0 if next(draws) == k else 0.0, dtype=torch.float64))
+        x = torch.from_numpy(x)
+        for t in sched.timesteps:
+            a = float(train[int(t)])
+            eps = (x.numpy() - np.sqrt(a) * den(x.numpy(), a)) / np.sqrt(1 - a)
+            x = sched.step(torch.from_numpy(eps), t, x).prev_sample
+        return x.numpy()[0]
+
+    zero, one = np.zeros((1, d)), np.ones((1, d))
+    H = run(np.zeros(d), one, -1)
+    variance = H**2 + sum(run(np.zeros(d), zero, k) ** 2 for k in range(S))
+    mean_error = run(m, zero, -1) - m
+    gen = diffusers_ddpm_closed_form(lam, ab, int(ts[-1]), variance_type)
+    np.testing.assert_allclose(H, gen.transfer, rtol=1e-10)
+    np.testing.assert_allclose(variance, gen.variance, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mean_error, gen.mean_error(m), rtol=1e-9, atol=1e-12)
+    ours = closed_form(lam, ab, sampler="ddpm" if variance_type == "fixed_small" else "ddpm-large")
+    if variance_type == "fixed_large" and ts[-1] > 0:  # trailing: the last timestep is 99
+        np.testing.assert_allclose(gen.variance - ours.variance, 1 - ab[0], rtol=1e-12)
+    else:  # fixed_small, or a last timestep 0: exactly specsched's sampler
+        np.testing.assert_allclose(gen.variance, ours.variance, rtol=1e-12)
+
+
+def test_diffusers_ddpm_report_and_errors(patches):
+    ab, ts = diffusers_ddpm_levels("trailing", 10)
+    assert ts[-1] == 99 and np.all(np.diff(ab) < 0)
+    r = evaluate_diffusers_ddpm(patches.eigenvalues, patches.mean, ab, int(ts[-1]))
+    ho = evaluate_schedule(patches.eigenvalues, patches.mean, ab, sampler="ddpm-large")
+    assert r.w2 > ho.w2
+    np.testing.assert_allclose(r.transfer, ho.transfer, rtol=1e-12)
+    same = evaluate_diffusers_ddpm(patches.eigenvalues, patches.mean, ab, 0)
+    assert same.w2 == pytest.approx(ho.w2, rel=1e-12)
+    with pytest.raises(InputError, match="variance_type"):
+        diffusers_ddpm_closed_form(patches.eigenvalues, ab, 99, "learned")
+    with pytest.raises(InputError, match="trailing.*61"):
+        diffusers_ddpm_levels("trailing", 61)
+
+
+def test_cifar10_ddpm_large_numbers():
+    """The measured case of docs/export.md: diffusers' fixed_large against Ho et al.'s."""
+    c = load_spectrum("cifar10")
+    ab, ts = diffusers_ddpm_levels("trailing", 10)
+    diffusers_w2 = evaluate_diffusers_ddpm(c.eigenvalues, c.mean, ab, int(ts[-1])).w2
+    ho_w2 = evaluate_schedule(c.eigenvalues, c.mean, ab, sampler="ddpm-large").w2
+    assert diffusers_w2 > 1.5 * ho_w2

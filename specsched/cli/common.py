@@ -132,6 +132,9 @@ def add_sampler_args(p, choices, default="ddim"):
                    + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
                       "lands on t - T//S, not on the next grid timestep)"
                       if "diffusers-ddim" in choices else "")
+                   + ("; diffusers-ddpm-large: DDPMScheduler(variance_type='fixed_large') as it "
+                      "behaves (noise on the final step)" if "diffusers-ddpm-large" in choices
+                      else "")
                    + ("" if default else "; default: the schedule file's sampler, else ddim"))
     p.add_argument("--eta", type=unit_interval, default=None,
                    help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim)")

@@ -6,31 +6,48 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from specsched.cli.common import add_sampler_args, eta_text, positive_int, resolve_sampler
 from specsched.errors import InputError
 
 
 def add_parser(sub):
     """Register the ``evaluate`` subcommand on an argparse subparsers object."""
-    from specsched.schedules import BASELINES, SPACINGS
+    from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
+    from specsched.schedules.exported import LEVELS
     from specsched.theory import SAMPLERS
     from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS
 
     discrete = list(SAMPLERS)
     p = sub.add_parser("evaluate", help="W2 and KL of a schedule on a spectrum",
                        description="Closed-form W2 and KL(gen || data) of a sampler run on "
-                       "a schedule, for Gaussian data with the given spectrum.")
+                       "a schedule, for Gaussian data with the given spectrum. The schedule "
+                       "may be what `specsched export` wrote, so that what is evaluated is "
+                       "what a library will run.")
     p.add_argument("--spectrum", metavar="SRC", default="natural-patches",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
-    p.add_argument("--schedule", metavar="NAME|FILE.json",
-                   help=f"a baseline ({', '.join(BASELINES)}) or a schedule JSON file "
-                   "(required for discrete samplers; continuous-time solvers use linear "
-                   "beta(t) and take none)")
+    p.add_argument("--schedule", metavar="NAME|FILE",
+                   help=f"a baseline ({', '.join(BASELINES)}), a schedule JSON file, or what "
+                   "export wrote: a diffusers export (its folder or diffusers_schedule.json) "
+                   "or an exported array (.json, .txt, .npy) (required for discrete samplers; "
+                   "continuous-time solvers use linear beta(t) and take none)")
+    p.add_argument("--levels", choices=list(LEVELS), default=None,
+                   help="which levels of an export to run: a diffusers export's timesteps "
+                   "(what DDPMScheduler / DPMSolverMultistepScheduler run; the default for VP "
+                   "samplers) or sigmas (what EulerDiscreteScheduler runs; the default for VE "
+                   "samplers); the kind of a bare .npy (sigmas: step 1 first, ascending; "
+                   "k-diffusion: descending with a final 0, inferred when so; ab; betas)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="number of steps (required with a baseline name)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a baseline on the T = 1000 grid")
-    add_sampler_args(p, discrete + list(SDE_SOLVERS) + ["diffusers-ddim"], default=None)
+    p.add_argument("--training-schedule", choices=list(TRAINING_FAMILIES), default="linear",
+                   help="training grid (T = 1000) onto which diffusers-ddpm-large rounds a "
+                   "schedule that is not a diffusers export, as export --to diffusers does "
+                   "(default linear)")
+    add_sampler_args(p, discrete + list(SDE_SOLVERS) + ["diffusers-ddim",
+                                                        "diffusers-ddpm-large"], default=None)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--t-eps", type=float, default=0.0,
@@ -88,40 +105,118 @@ def _evaluate_diffusers_ddim(args, spectrum):
     return r, int(a_denoise.size), eta, family, args.spacing, extra
 
 
+def _read_file(args, want_ve: bool):
+    """The levels of ``--schedule FILE`` (:func:`specsched.schedules.exported.read_levels`)."""
+    from specsched.schedules import BASELINES
+    from specsched.schedules.exported import read_levels
+
+    path = Path(args.schedule)
+    if path.suffix.lower() not in (".json", ".npy", ".txt") and not path.exists():
+        raise InputError(
+            f"--schedule: {args.schedule!r} is neither a baseline ({', '.join(BASELINES)}) "
+            "nor a schedule or export file"
+        )
+    lv = read_levels(path, args.levels,
+                     diffusers_default="sigmas" if want_ve else "timesteps")
+    if args.steps is not None and args.steps != lv.alphas_cumprod.size:
+        raise InputError(f"--steps: {args.steps} disagrees with {path}, which has "
+                         f"{lv.alphas_cumprod.size} steps")
+    return lv
+
+
+def _file_sampler(lv, sampler, eta, param):
+    """The sampler and eta a schedule file names, when --sampler does not; errors name it."""
+    from specsched.theory import resolve_eta
+
+    sched = lv.schedule
+    if sampler is not None or sched is None or sched.sampler is None:
+        return sampler, eta
+    try:
+        sampler = resolve_sampler(sched.sampler, param)
+        return sampler, resolve_eta(sampler, sched.eta if eta is None else eta)
+    except InputError as exc:
+        raise InputError(f"{lv.source}: sampler {sched.sampler!r}, eta {sched.eta!r} (from the "
+                         f"file): {exc}; pass --sampler to choose another") from None
+
+
+def _levels_extra(lv) -> dict:
+    extra = {"levels": lv.levels}
+    if lv.timesteps is not None:
+        extra["timesteps"] = [int(t) for t in lv.timesteps]
+    return extra
+
+
+def _evaluate_diffusers_ddpm(args, spectrum):
+    from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
+    from specsched.schedules.export import export_diffusers
+    from specsched.theory.unchained import diffusers_ddpm_levels, evaluate_diffusers_ddpm
+
+    if args.eta is not None:
+        raise InputError("--eta: diffusers-ddpm-large (DDPMScheduler, variance beta) has no eta")
+    if args.init != "normal":
+        raise InputError("--init: diffusers-ddpm-large starts from N(0, I), as diffusers does")
+    family = args.schedule or "linear"
+    extra = {"variance_type": "fixed_large"}
+    if family in TRAINING_FAMILIES:
+        if args.steps is None:
+            raise InputError("--steps: required with --sampler diffusers-ddpm-large and a "
+                             "training schedule")
+        ab, ts = diffusers_ddpm_levels(args.spacing, args.steps, family=family)
+        label, spacing = family, args.spacing
+    else:
+        if family in BASELINES:
+            if args.steps is None:
+                raise InputError(f"--steps: required with the baseline schedule {family!r}")
+            ab, label = baseline_alphas_cumprod(family, args.steps), family
+            lv = None
+        else:
+            lv = _read_file(args, want_ve=False)
+            ab, label = lv.alphas_cumprod, lv.source
+            extra.update(_levels_extra(lv))
+        if lv is not None and lv.levels == "timesteps":
+            ts = lv.timesteps
+        elif lv is not None and lv.levels == "sigmas" and lv.training_schedule is not None:
+            raise InputError(f"--levels: diffusers-ddpm-large runs DDPMScheduler, which takes "
+                             f"timesteps, not the sigmas of {lv.source}")
+        else:  # round to the nearest training steps, as export --to diffusers does
+            info = export_diffusers(ab, training_schedule=args.training_schedule)
+            if info["timesteps"] is None:
+                raise InputError(f"--schedule: {info['timesteps_problem']}")
+            ab, ts = np.array(info["alphas_cumprod_run"]), np.array(info["timesteps"])
+            extra["training_schedule"] = args.training_schedule
+        spacing = None
+    extra["timesteps"] = [int(t) for t in ts]
+    r = evaluate_diffusers_ddpm(spectrum.eigenvalues, spectrum.mean, ab, int(ts[-1]))
+    return r, int(ab.size), None, label, spacing, extra
+
+
 def _evaluate_discrete(args, sampler, eta, spectrum):
-    from specsched.schedules import BASELINES, Schedule, baseline_alphas_cumprod
-    from specsched.theory import evaluate_schedule, resolve_eta
+    from specsched.schedules import BASELINES, baseline_alphas_cumprod
+    from specsched.theory import evaluate_schedule, get_sampler, resolve_eta
 
     if args.schedule is None:
         raise InputError(f"--schedule: required with the discrete sampler {sampler!r}")
+    extra = {}
     if args.schedule in BASELINES:
+        if args.levels is not None:
+            raise InputError("--levels: applies to export files, not to a baseline name")
         if args.steps is None:
             raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")
         ab = baseline_alphas_cumprod(args.schedule, args.steps, spacing=args.spacing)
         label = args.schedule
         spacing = args.spacing if args.schedule not in ("karras", "logsnr") else None
     else:
-        path = Path(args.schedule)
-        if path.suffix.lower() != ".json" and not path.exists():
-            raise InputError(
-                f"--schedule: {args.schedule!r} is neither a baseline ({', '.join(BASELINES)}) "
-                "nor a schedule JSON file"
-            )
-        sched = Schedule.load(path)
-        ab = sched.alphas_cumprod
-        if args.steps is not None and args.steps != ab.size:
-            raise InputError(
-                f"--steps: {args.steps} disagrees with {path}, which has {ab.size} steps"
-            )
-        if sampler is None and sched.sampler is not None:
-            sampler = sched.sampler
-            eta = sched.eta if eta is None else eta
-        label, spacing = str(path), None
+        want_ve = args.param == "ve" or (sampler is not None
+                                         and get_sampler(sampler).param == "ve")
+        lv = _read_file(args, want_ve)
+        sampler, eta = _file_sampler(lv, sampler, eta, args.param)
+        ab, label, spacing = lv.alphas_cumprod, lv.source, None
+        extra = _levels_extra(lv)
     sampler = resolve_sampler(sampler or "ddim", args.param)
     eta = resolve_eta(sampler, eta)
     r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler, eta=eta,
                           init=args.init)
-    return r, int(ab.size), eta, label, spacing, {"sampler": sampler}
+    return r, int(ab.size), eta, label, spacing, {"sampler": sampler, **extra}
 
 
 def run(args) -> int:
@@ -135,6 +230,9 @@ def run(args) -> int:
         sampler = args.sampler
     elif args.sampler == "diffusers-ddim":
         r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddim(args, spectrum)
+        sampler = args.sampler
+    elif args.sampler == "diffusers-ddpm-large":
+        r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddpm(args, spectrum)
         sampler = args.sampler
     else:
         r, steps, eta, label, spacing, extra = _evaluate_discrete(

@@ -1,42 +1,79 @@
-"""``specsched export``: write a schedule file in the form other libraries take."""
+"""``specsched export``: a schedule (a file or a baseline) in the forms other libraries take."""
 
 from __future__ import annotations
 
 import sys
+import warnings
+
+from specsched.cli.common import positive_int
+from specsched.errors import InputError
 
 
 def add_parser(sub):
     """Register the ``export`` subcommand on an argparse subparsers object."""
+    from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
     from specsched.schedules.export import EXPORT_FORMATS, EXPORT_TARGETS
 
     p = sub.add_parser("export", help="export a schedule for diffusers, k-diffusion or arrays",
-                       description="Convert a schedule JSON file: diffusers timesteps/sigmas "
-                       "(+ scheduler_config.json when S = 1000), k-diffusion sigmas, or plain "
-                       "alphas_cumprod / betas / sigmas arrays (step 1 first).")
-    p.add_argument("schedule", metavar="FILE.json", help="schedule file")
+                       description="Convert a schedule JSON file, or a baseline named with "
+                       "--baseline: diffusers timesteps and sigmas (+ scheduler_config.json "
+                       "when S = 1000), k-diffusion sigmas, plain alphas_cumprod / betas / "
+                       "sigmas arrays (step 1 first), or a schedule file (--to schedule). "
+                       "Every file says its order and last value; the command prints them.")
+    p.add_argument("schedule", metavar="FILE.json", nargs="?", default=None,
+                   help="schedule file (or give --baseline)")
+    p.add_argument("--baseline", choices=list(BASELINES), default=None,
+                   help="export a baseline schedule instead of a file (with --steps)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="steps of the --baseline (1000 with --to diffusers gives a "
+                   "scheduler_config.json)")
+    p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
+                   help="timestep spacing of a --baseline on the T = 1000 grid")
     p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS))
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output file (a folder for --to diffusers)")
     p.add_argument("--format", choices=list(EXPORT_FORMATS), default=None,
                    help="array format (default: from the suffix of --out, else npy)")
+    p.add_argument("--training-schedule", choices=list(TRAINING_FAMILIES), default="linear",
+                   help="training beta schedule of the model (T = 1000): the grid the "
+                   "diffusers timesteps are rounded to and the levels are checked against "
+                   "(default linear)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(run=run)
     return p
 
 
-def run(args) -> int:
-    """Export ``args.schedule``; print what was written; exit code."""
-    from specsched.schedules import Schedule
-    from specsched.schedules.export import DDIM_WARNING, export_diffusers, write_export
+def _schedule(args):
+    """The Schedule to export: the file, or the baseline (validated once, here)."""
+    from specsched.schedules import Schedule, baseline_alphas_cumprod
 
-    sched = Schedule.load(args.schedule)
-    paths = write_export(sched, args.to, args.out, args.format, args.force)
-    if args.to == "diffusers":
-        info = export_diffusers(sched)
-        print(f"timesteps {info['timesteps']} (nearest linear T=1000 training steps; max "
-              f"logSNR rounding error {info['logsnr_rounding_error']:.4g} nats)")
-        for note in info["notes"][1:]:
-            print(f"note: {note}")
-        print(DDIM_WARNING, file=sys.stderr)
-    print("wrote " + ", ".join(str(p) for p in paths))
+    if (args.schedule is None) == (args.baseline is None):
+        raise InputError("FILE.json: give a schedule file or --baseline NAME, not "
+                         + ("both" if args.schedule else "neither"))
+    if args.schedule is not None:
+        if args.steps is not None:
+            raise InputError(f"--steps: applies to --baseline; {args.schedule} has its own")
+        return Schedule.load(args.schedule)
+    if args.steps is None:
+        raise InputError(f"--steps: required with --baseline {args.baseline}")
+    spaced = args.baseline not in ("karras", "logsnr")
+    ab = baseline_alphas_cumprod(args.baseline, args.steps, spacing=args.spacing)
+    name = f"{args.baseline}/{args.spacing}" if spaced else args.baseline
+    return Schedule(ab, name=name)
+
+
+def run(args) -> int:
+    """Export the schedule; print what each file holds, warnings and notes; exit code."""
+    from specsched.schedules.export import write_export
+
+    sched = _schedule(args)
+    report = write_export(sched, args.to, args.out, args.format, args.force,
+                          training_schedule=args.training_schedule)
+    for line in report.lines:
+        print(line)
+    for message in report.warnings:
+        warnings.warn(message, stacklevel=1)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in report.paths))
     return 0

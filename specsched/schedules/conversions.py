@@ -16,6 +16,12 @@ which overflows for large sigma.
 
 This module also holds :func:`validate_alphas_cumprod` (re-exported by
 :mod:`specsched.schedules.schedule`), the one check every schedule passes at the boundary.
+Validation happens once, where user data enters (a public function called with an array,
+:class:`~specsched.schedules.Schedule` construction or loading); the private ``_sigmas``,
+``_logsnr`` and ``_betas`` trust their input and are what code holding an already validated
+schedule calls. :func:`as_alphas_cumprod` returns a Schedule's array without checking it again.
+Error messages name the field and the index at fault: ``alphas_cumprod[3]: expected a value in
+the open interval (0, 1), got 1.5``.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def _as_float64(values, name: str, *, one_d: bool = False) -> np.ndarray:
     """Return ``values`` as a new float64 ndarray, or raise InputError naming ``name``."""
     try:
         arr = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{name}: expected an array of real numbers ({exc})") from None
     if one_d and arr.ndim != 1:
         raise InputError(f"{name}: expected a 1-D array, got shape {arr.shape}")
@@ -57,16 +63,16 @@ def _as_float64(values, name: str, *, one_d: bool = False) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         i = np.unravel_index(bad[0], arr.shape)
-        raise InputError(
-            f"{name}: expected finite values, got {float(arr[i])!r} at index {_idx(i)}"
-        )
+        raise InputError(f"{_at(name, i, arr.ndim)}: expected a finite number, got "
+                         f"{float(arr[i])!r}")
     return arr
 
 
-def _idx(i) -> str:
-    """Format a numpy index tuple as ``3`` or ``(1, 2)``."""
-    i = tuple(int(k) for k in i)
-    return str(i[0]) if len(i) == 1 else str(i)
+def _at(name: str, i, ndim: int) -> str:
+    """``name[3]`` (or ``name[1, 2]``) for a numpy index tuple; ``name`` for a 0-d array."""
+    if ndim == 0:
+        return name
+    return f"{name}[{', '.join(str(int(k)) for k in i)}]"
 
 
 def _check_open_interval(arr: np.ndarray, name: str, low: float, high: float) -> None:
@@ -75,8 +81,8 @@ def _check_open_interval(arr: np.ndarray, name: str, low: float, high: float) ->
     if bad.size:
         i = np.unravel_index(bad[0], arr.shape)
         raise InputError(
-            f"{name}: expected values in the open interval ({low:g}, {high:g}), "
-            f"got {float(arr[i])!r} at index {_idx(i)}"
+            f"{_at(name, i, arr.ndim)}: expected a value in the open interval "
+            f"({low:g}, {high:g}), got {float(arr[i])!r}"
         )
 
 
@@ -119,8 +125,8 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
     if bad.size:
         i = int(bad[0]) + 1
         raise InputError(
-            f"{name}: expected strictly decreasing values (step 1, the least noisy, first), "
-            f"but {name}[{i}] = {float(ab[i])!r} >= {name}[{i - 1}] = {float(ab[i - 1])!r}"
+            f"{name}[{i}]: expected strictly decreasing values (step 1, the least noisy, "
+            f"first), got {float(ab[i])!r} >= {name}[{i - 1}] = {float(ab[i - 1])!r}"
         )
     return ab
 
@@ -141,14 +147,39 @@ def as_alphas_cumprod(schedule) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_steps,), float64
+        A Schedule's own read-only array, which was validated when the Schedule was built
+        (any class with a true ``VALIDATED_ON_CONSTRUCTION`` attribute is trusted that way);
+        for anything else a new array that passed :func:`validate_alphas_cumprod`.
 
     Raises
     ------
     InputError
         If the array is not a valid schedule (message names ``alphas_cumprod``).
     """
+    if getattr(type(schedule), "VALIDATED_ON_CONSTRUCTION", False):
+        return schedule.alphas_cumprod
     ab = getattr(schedule, "alphas_cumprod", schedule)
     return validate_alphas_cumprod(ab, "alphas_cumprod")
+
+
+# Trusting forms of the views below, for arrays validated at the boundary (docs/theory.md
+# section 1). ``ab`` is a float64 ndarray: (S,) strictly decreasing for ``_betas``, any shape
+# in (0, 1) for the others.
+
+
+def _betas(ab: np.ndarray) -> np.ndarray:
+    prev = np.concatenate(([1.0], ab[:-1]))
+    return (prev - ab) / prev
+
+
+def _sigmas(ab: np.ndarray) -> np.ndarray:
+    # 1 - ab is exact for ab >= 1/2 (Sterbenz) and well conditioned below; the square roots
+    # are taken before dividing so that tiny (even subnormal) ab does not overflow.
+    return np.sqrt(1.0 - ab) / np.sqrt(ab)
+
+
+def _logsnr(ab: np.ndarray) -> np.ndarray:
+    return logit(ab)
 
 
 def betas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
@@ -172,9 +203,7 @@ def betas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     InputError
         If ``alphas_cumprod`` fails :func:`validate_alphas_cumprod`.
     """
-    ab = validate_alphas_cumprod(alphas_cumprod)
-    prev = np.concatenate(([1.0], ab[:-1]))
-    return (prev - ab) / prev
+    return _betas(validate_alphas_cumprod(alphas_cumprod))
 
 
 def alphas_cumprod_from_betas(betas) -> np.ndarray:
@@ -228,9 +257,7 @@ def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     """
     ab = _as_float64(alphas_cumprod, "alphas_cumprod")
     _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
-    # 1 - ab is exact for ab >= 1/2 (Sterbenz) and well conditioned below; the square roots
-    # are taken before dividing so that tiny (even subnormal) ab does not overflow.
-    return np.sqrt(1.0 - ab) / np.sqrt(ab)
+    return _sigmas(ab)
 
 
 def alphas_cumprod_from_sigmas(sigmas) -> np.ndarray:
@@ -282,7 +309,7 @@ def logsnr_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     """
     ab = _as_float64(alphas_cumprod, "alphas_cumprod")
     _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
-    return logit(ab)
+    return _logsnr(ab)
 
 
 def alphas_cumprod_from_logsnr(logsnr) -> np.ndarray:

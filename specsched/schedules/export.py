@@ -2,66 +2,134 @@ r"""Export a schedule for other samplers and trainers: diffusers, k-diffusion, p
 
 Notation (docs/theory.md section 1): ``ab = (ab_1, ..., ab_S)``, step 1 (least noisy) first,
 ``ab_0 = 1`` implied; ``sigma_s = sqrt((1 - ab_s) / ab_s)``; ``logsnr_s = -2 log sigma_s``.
-Other libraries run the noisiest step first, so their arrays are the reverse of ours:
+Other libraries run the noisiest step first, so their arrays are the reverse of ours, and
+every array written here says its order and its last value in the file (JSON keys, text
+headers; for a bare ``.npy`` the command prints it), as :data:`ARRAY_LAYOUTS` words it:
 
-- diffusers ``timesteps`` (``DDPMScheduler.set_timesteps(timesteps=...)``,
-  ``DPMSolverMultistepScheduler``, ...): descending training indices of a T = 1000 model, the
-  training step nearest in logSNR to each ``ab_s`` (the schedule actually run is then
-  ``alphas_cumprod[timesteps]``, and the rounding error is reported in logSNR);
-- diffusers ``sigmas`` (``EulerDiscreteScheduler.set_timesteps(sigmas=...)`` and other
-  Karras/EDM-style schedulers): ``(sigma_S, ..., sigma_1, 0)``, the schedule's own levels
-  (diffusers interpolates a fractional timestep for the model);
-- diffusers ``scheduler_config.json`` with ``trained_betas`` (only meaningful when the
+- diffusers ``timesteps`` (``DDPMScheduler``, ``DPMSolverMultistepScheduler``, ... whose
+  ``set_timesteps`` takes ``timesteps=``): descending training indices of a T = 1000 model, the
+  training step nearest in logSNR to each ``ab_s``; the schedule actually run is then
+  ``alphas_cumprod[timesteps]`` and the rounding error is reported in logSNR. Two steps closer
+  than the grid share a training step; diffusers refuses such timesteps, so none are written
+  and ``timesteps_problem`` says why;
+- diffusers ``sigmas`` (``EulerDiscreteScheduler.set_timesteps(sigmas=...)`` and the other
+  Karras/EDM-style schedulers): ``(sigma_S, ..., sigma_1, 0)``, the schedule's own levels.
+  Always written: the form that works whatever the grid;
+- a diffusers ``scheduler_config.json`` with ``trained_betas`` (only meaningful when the
   schedule is a full training grid, S == T);
 - k-diffusion: ``sigmas = (sigma_S, ..., sigma_1, 0)`` for ``sample_euler`` & co.;
-- plain arrays (``ab``, ``betas``, ``sigmas``), step 1 first, as ``.npy``, ``.txt`` or JSON.
+- plain arrays (``ab``, ``betas``, ``sigmas``), step 1 first, as ``.npy``, ``.txt`` or JSON;
+- a specsched schedule file (for a baseline written from the command line).
 
 diffusers' ``DDIMScheduler.set_timesteps`` takes no custom timesteps, and its ``step`` lands
 on ``t - T // S`` rather than the next timestep (diffusers issues 11347, 12633; see
-:mod:`specsched.theory.unchained`): use ``DDPMScheduler`` (or DDIM-like solvers that accept
-timesteps) with the exported timesteps instead.
+:mod:`specsched.theory.unchained`); overwriting its ``.timesteps`` with exported ones samples
+another process. ``DPMSolverMultistepScheduler(solver_order=1)`` takes ``timesteps=`` and is
+DDIM (its first-order DPM-Solver++ step is the DDIM step; Lu et al. 2022, section 4.1).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from specsched.errors import InputError
 from specsched.fileio import atomic_write, check_writable
-from specsched.schedules.conversions import (
-    as_alphas_cumprod,
-    betas_from_alphas_cumprod,
-    logsnr_from_alphas_cumprod,
-    sigmas_from_alphas_cumprod,
-)
+from specsched.schedules.conversions import _betas, _sigmas, as_alphas_cumprod
 from specsched.schedules.families import (
-    nearest_training_timesteps_with_error,
+    DIFFUSERS_SCHEDULER_ARGS,
+    TRAINING_FAMILIES,
+    _check_choice,
+    _nearest_timesteps,
     training_alphas_cumprod,
 )
+from specsched.schedules.schedule import Schedule
 
 __all__ = [
+    "ARRAY_FORMAT",
+    "ARRAY_LAYOUTS",
+    "ARRAY_TARGETS",
     "DDIM_WARNING",
+    "DIFFUSERS_FILE",
+    "DIFFUSERS_FORMAT",
     "EXPORT_FORMATS",
     "EXPORT_TARGETS",
+    "EXPORT_VERSION",
+    "ExportReport",
+    "describe_array",
     "export_array",
     "export_diffusers",
     "export_k_diffusion",
+    "training_grid_warnings",
     "write_export",
 ]
 
-EXPORT_TARGETS = ("diffusers", "k-diffusion", "ab", "betas", "sigmas")
+EXPORT_TARGETS = ("diffusers", "k-diffusion", "ab", "betas", "sigmas", "schedule")
+ARRAY_TARGETS = ("k-diffusion", "ab", "betas", "sigmas")
 EXPORT_FORMATS = ("npy", "txt", "json")
+#: ``format`` of an array exported as JSON, and of ``diffusers_schedule.json``.
+ARRAY_FORMAT = "specsched.array"
+DIFFUSERS_FORMAT = "specsched.diffusers-export"
+EXPORT_VERSION = 1
+DIFFUSERS_FILE = "diffusers_schedule.json"
+SCHEDULER_CONFIG_FILE = "scheduler_config.json"
+
+#: kind -> (JSON key, order): how each exported array is laid out.
+ARRAY_LAYOUTS = {
+    "ab": ("alphas_cumprod", "step 1 (least noisy) first, descending, one per step, no "
+           "final 1 or 0"),
+    "betas": ("betas", "step 1 (least noisy) first, one per step (beta_s = 1 - "
+              "ab_s/ab_{s-1})"),
+    "sigmas": ("sigmas", "step 1 (least noisy) first, ascending, one per step, no final 0: "
+               "not the order diffusers' sigmas= or k-diffusion take (reverse it and append 0, "
+               "or export --to k-diffusion)"),
+    "k-diffusion": ("sigmas", "noisiest first, descending, one per step and a final 0: as "
+                    "k-diffusion's samplers and diffusers' set_timesteps(sigmas=...) take "
+                    "them"),
+}
 
 DDIM_WARNING = (
-    "warning: diffusers' DDIMScheduler ignores custom timesteps (set_timesteps takes only "
-    "num_inference_steps) and its step() lands on t - T // S instead of the next timestep "
-    "(diffusers issues 11347, 12633); use DDPMScheduler(timesteps=...) or a scheduler that "
-    "accepts timesteps or sigmas"
+    "diffusers' DDIMScheduler takes no custom timesteps (set_timesteps has only "
+    "num_inference_steps) and overwriting its .timesteps samples another process (its step() "
+    "lands on t - T // S, not on the next timestep; diffusers issues 11347, 12633): for DDIM "
+    "use DPMSolverMultistepScheduler(solver_order=1).set_timesteps(timesteps=...), for DDPM "
+    "DDPMScheduler(clip_sample=False).set_timesteps(timesteps=...)"
 )
+CLIP_NOTE = (
+    "DDPMScheduler and DDIMScheduler default to clip_sample=True, which clamps the predicted x0 "
+    "to [-1, 1]; the closed form does not model it: pass clip_sample=False (the written "
+    "scheduler_config.json does)"
+)
+EULER_NOTE = (
+    "EulerDiscreteScheduler on these sigmas is specsched's ddim-ve (start N(0, sigma_S^2)) "
+    "with timestep_spacing 'linspace' or 'trailing'; with 'leading' (Stable Diffusion's "
+    "configs) init_noise_sigma is sqrt(sigma_S^2 + 1) and it is specsched's ddim (VP DDIM "
+    "from N(0, 1))"
+)
+
+
+def describe_array(kind: str, values: np.ndarray) -> str:
+    """One line saying what an exported array holds: its kind, length, order and end values.
+
+    Parameters
+    ----------
+    kind : {"ab", "betas", "sigmas", "k-diffusion"}
+    values : ndarray of shape (n,), float64
+
+    Returns
+    -------
+    str
+        e.g. ``"sigmas: 10 values, step 1 (least noisy) first, ascending, ...; first 0.0101,
+        last 80"``.
+    """
+    key, order = ARRAY_LAYOUTS[kind]
+    label = "k-diffusion sigmas" if kind == "k-diffusion" else key
+    return (f"{label}: {values.size} values, {order}; first {values[0]:.6g}, last "
+            f"{values[-1]:.6g}")
 
 
 def export_array(schedule, kind: str) -> np.ndarray:
@@ -70,10 +138,11 @@ def export_array(schedule, kind: str) -> np.ndarray:
     Parameters
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
-        alphas_cumprod, step 1 first.
+        alphas_cumprod, step 1 first (validated unless it is a Schedule).
     kind : {"ab", "betas", "sigmas"}
         ``alphas_cumprod``; ``beta_s = 1 - ab_s / ab_{s-1}`` (``ab_0 = 1``);
-        ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (docs/theory.md section 1).
+        ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (docs/theory.md section 1), ascending with no
+        final 0 (:data:`ARRAY_LAYOUTS`).
 
     Returns
     -------
@@ -84,14 +153,18 @@ def export_array(schedule, kind: str) -> np.ndarray:
     InputError
         Unknown ``kind`` or an invalid schedule.
     """
-    ab = as_alphas_cumprod(schedule)
+    _check_choice(kind, "kind", ("ab", "betas", "sigmas"))
+    return _array(as_alphas_cumprod(schedule), kind)
+
+
+def _array(ab: np.ndarray, kind: str) -> np.ndarray:
     if kind == "ab":
-        return ab
+        return ab.copy()
     if kind == "betas":
-        return betas_from_alphas_cumprod(ab)
+        return _betas(ab)
     if kind == "sigmas":
-        return sigmas_from_alphas_cumprod(ab)
-    raise InputError(f"kind: expected one of ab, betas, sigmas; got {kind!r}")
+        return _sigmas(ab)
+    return np.concatenate([_sigmas(ab)[::-1], [0.0]])  # k-diffusion
 
 
 def export_k_diffusion(schedule) -> np.ndarray:
@@ -107,10 +180,74 @@ def export_k_diffusion(schedule) -> np.ndarray:
         Pass as ``sigmas`` to ``k_diffusion.sampling.sample_euler`` (= specsched's
         ``ddim-ve``) or ``sample_euler_ancestral`` (eta = 1, = ``ddpm-ve``), with a model
         wrapped as a denoiser ``D(x, sigma)`` (e.g. ``k_diffusion.external.CompVisDenoiser``);
-        the start is ``x = sigmas[0] * randn``. Source: Karras et al. 2022; k-diffusion
-        ``get_sigmas_karras`` appends the same final 0.
+        the start is ``x = sigmas[0] * randn``. Also what diffusers'
+        ``EulerDiscreteScheduler.set_timesteps(sigmas=...)`` takes. Source: Karras et al.
+        2022; k-diffusion ``get_sigmas_karras`` appends the same final 0.
     """
-    return np.concatenate([sigmas_from_alphas_cumprod(as_alphas_cumprod(schedule))[::-1], [0.0]])
+    return _array(as_alphas_cumprod(schedule), "k-diffusion")
+
+
+def _step_ranges(steps: np.ndarray) -> str:
+    """``"steps 1-3, 7"`` for 0-based step indices (printed 1-based, step 1 least noisy)."""
+    parts, start = [], None
+    steps = [int(s) + 1 for s in steps]
+    for i, s in enumerate(steps):
+        start = s if start is None else start
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            parts.append(f"{start}" if start == s else f"{start}-{s}")
+            start = None
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(parts)
+
+
+def training_grid_warnings(schedule, training_schedule: str = "linear",
+                           num_train_timesteps: int = 1000) -> list[str]:
+    """Warnings for steps whose noise level lies outside a model's training grid.
+
+    Neither library says so when it clamps: diffusers' ``_sigma_to_t`` (Euler-type
+    schedulers) and k-diffusion's ``DiscreteSchedule.sigma_to_t`` clip the interpolation
+    weight to [0, 1], so a sigma below the grid's smallest is given to the network as timestep
+    0 (and one above its largest as T - 1), and the nearest timestep of such a step is 0 (or
+    T - 1) whatever its distance. With the exact denoiser nothing is lost; a trained network is
+    told a level that is not the one its input is at.
+
+    Parameters
+    ----------
+    schedule : Schedule or array-like of shape (n_steps,)
+    training_schedule : {"linear", "scaled_linear", "cosine", "sigmoid"}
+    num_train_timesteps : int
+
+    Returns
+    -------
+    list of str
+        Empty when every ``sigma_s`` lies within ``[sigma_train[0], sigma_train[T-1]]``.
+    """
+    return _grid_warnings(as_alphas_cumprod(schedule), training_schedule, num_train_timesteps)
+
+
+def _grid_warnings(ab: np.ndarray, training_schedule: str, num_train_timesteps: int):
+    train = training_alphas_cumprod(training_schedule, num_train_timesteps)
+    sig, lo, hi = _sigmas(ab), float(_sigmas(train[:1])[0]), float(_sigmas(train[-1:])[0])
+    grid = f"the {training_schedule} T={num_train_timesteps} training grid"
+
+    def where(steps):
+        lo_, hi_ = sig[steps].min(), sig[steps].max()
+        level = f"sigma {lo_:.4g}" if steps.size == 1 else f"sigma {lo_:.4g} to {hi_:.4g}"
+        return f"{_step_ranges(steps)} ({level}) {'lies' if steps.size == 1 else 'lie'}"
+
+    out = []
+    below = np.flatnonzero(sig < lo * (1 - 1e-6))
+    if below.size:
+        out.append(
+            f"{where(below)} below {grid} (smallest sigma {lo:.4g}, t = 0): diffusers' "
+            "Euler-type schedulers and k-diffusion's DiscreteEpsDDPMDenoiser clamp the "
+            "network's timestep to 0 there without a word, and the nearest timestep is 0")
+    above = np.flatnonzero(sig > hi * (1 + 1e-6))
+    if above.size:
+        out.append(
+            f"{where(above)} above {grid} (largest sigma {hi:.4g}, t = "
+            f"{num_train_timesteps - 1}): the libraries clamp the network's timestep to "
+            f"{num_train_timesteps - 1} there")
+    return out
 
 
 def export_diffusers(schedule, num_train_timesteps: int = 1000,
@@ -120,70 +257,132 @@ def export_diffusers(schedule, num_train_timesteps: int = 1000,
     Parameters
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
-        alphas_cumprod, step 1 first.
+        alphas_cumprod, step 1 first (validated unless it is a Schedule).
     num_train_timesteps : int
         T of the model (1000 by default).
     training_schedule : {"linear", "scaled_linear", "cosine", "sigmoid"}
-        Its beta schedule (diffusers' ``beta_schedule``).
+        Its beta schedule (diffusers' ``beta_schedule``; ``cosine`` is
+        ``squaredcos_cap_v2``).
 
     Returns
     -------
     dict
-        JSON-ready: ``timesteps`` (S ints, descending: diffusers' order), ``alphas_cumprod_run``
-        (the training ``alphas_cumprod[timesteps]``, step 1 first: the schedule a
-        ``DDPMScheduler`` actually runs), ``logsnr_rounding_error`` (max over steps of
-        ``|logsnr_train[t_s] - logsnr_s|``, nats) and ``logsnr_rounding_errors`` (per step,
-        step 1 first), ``sigmas`` (S + 1 floats, descending, last 0: for
-        ``EulerDiscreteScheduler.set_timesteps(sigmas=...)``), ``scheduler_config`` (a
-        ``DDPMScheduler`` config with ``trained_betas`` when S == T, else None),
-        ``num_train_timesteps``, ``training_schedule`` and ``notes`` (list of str).
+        JSON-ready, the content of ``diffusers_schedule.json`` (docs/export.md) plus
+        ``scheduler_config``:
+
+        - ``format`` ("specsched.diffusers-export"), ``version``, ``steps`` (S),
+          ``num_train_timesteps``, ``training_schedule``, ``scheduler_args`` (the diffusers
+          scheduler arguments of that grid: ``DDPMScheduler(**scheduler_args)``);
+        - ``timesteps``: S ints, descending (diffusers' run order), or None when two steps
+          round to the same training step; ``timesteps_problem`` then says which (else None);
+        - ``alphas_cumprod_run``: the training ``alphas_cumprod[timesteps]``, step 1 first
+          (the schedule a ``DDPMScheduler`` actually runs), or None;
+        - ``logsnr_rounding_error`` (max over steps of ``|logsnr_train[t_s] - logsnr_s|``,
+          nats) and ``logsnr_rounding_errors`` (per step, step 1 first), or None;
+        - ``sigmas``: S + 1 floats, descending, last 0, always (for
+          ``EulerDiscreteScheduler.set_timesteps(sigmas=...)`` and k-diffusion);
+        - ``layout``: for each array, its order and last value, in words;
+        - ``scheduler_config``: a ``DDPMScheduler`` config with ``trained_betas`` when
+          S == T, else None;
+        - ``warnings`` (list of str: timesteps not written, levels outside the training grid)
+          and ``notes`` (list of str: DDIMScheduler, clip_sample, Euler and spacing).
 
     Raises
     ------
     InputError
-        Invalid schedule, or two steps rounding to the same training step (diffusers needs
-        strictly descending timesteps; the message names the steps).
+        Invalid schedule, unknown training family or bad T.
     """
-    ab = as_alphas_cumprod(schedule)
+    return _diffusers_info(as_alphas_cumprod(schedule), num_train_timesteps, training_schedule)
+
+
+def _diffusers_info(ab: np.ndarray, num_train_timesteps: int, training_schedule: str) -> dict:
+    _check_choice(training_schedule, "training_schedule", TRAINING_FAMILIES)
+    T = int(num_train_timesteps)
     S = ab.size
-    t, err = nearest_training_timesteps_with_error(ab, training_schedule, num_train_timesteps)
+    train = training_alphas_cumprod(training_schedule, T)
+    t, errors = _nearest_timesteps(ab, training_schedule, T)
+    sigmas = _array(ab, "k-diffusion")
+    grid = f"the {training_schedule} T={T} training grid"
+    warnings_ = []
     dup = np.flatnonzero(np.diff(t) == 0)
+    problem = None
     if dup.size:
         s = int(dup[0])
-        raise InputError(
-            f"alphas_cumprod: steps {s + 1} and {s + 2} both round to training step {t[s]} of "
-            f"the {training_schedule} T={num_train_timesteps} grid; diffusers needs distinct "
-            "timesteps (use the sigmas export, or fewer steps)")
-    train = training_alphas_cumprod(training_schedule, num_train_timesteps)
-    errors = np.abs(logsnr_from_alphas_cumprod(train[t]) - logsnr_from_alphas_cumprod(ab))
-    notes = [DDIM_WARNING]
+        problem = (
+            f"steps {s + 1} and {s + 2} (of {S}, step 1 least noisy) both round to training "
+            f"step {t[s]} of {grid}, and diffusers needs strictly descending timesteps: no "
+            "timesteps are written. The 'sigmas' here have no such limit "
+            "(EulerDiscreteScheduler.set_timesteps(sigmas=...), or export --to k-diffusion)")
+        warnings_.append(problem)
+    warnings_ += _grid_warnings(ab, training_schedule, T)
+    layout = {
+        "sigmas": f"noisiest first, descending, {S + 1} values, the last one 0 (a final 0 as "
+                  "diffusers' set_timesteps(sigmas=...) and k-diffusion take it)",
+    }
+    if problem is None:
+        layout["timesteps"] = (f"noisiest first, descending (scheduler.timesteps order), {S} "
+                               f"ints, last {int(t[0])}")
+        layout["alphas_cumprod_run"] = (f"step 1 (least noisy) first, descending, {S} values, "
+                                        f"last {train[t[-1]]:.6g} (no final 1)")
     config = None
-    if S == num_train_timesteps:
+    if S == T:
         config = {
             "_class_name": "DDPMScheduler",
             "num_train_timesteps": S,
-            "trained_betas": betas_from_alphas_cumprod(ab).tolist(),
-            "beta_schedule": "linear",  # ignored by diffusers when trained_betas is given
+            "trained_betas": _betas(ab).tolist(),
+            # ignored by diffusers when trained_betas is given; they name the grid for readers
+            **DIFFUSERS_SCHEDULER_ARGS[training_schedule],
             "prediction_type": "epsilon",
+            "variance_type": "fixed_small",
             "clip_sample": False,
         }
-    else:
+    notes = [DDIM_WARNING, CLIP_NOTE, EULER_NOTE]
+    if config is None:
         notes.append(
             f"no scheduler_config: trained_betas defines the TRAINING grid of a model (T = "
-            f"number of betas); this schedule has S = {S} steps, and a T = "
-            f"{num_train_timesteps} model was trained on other levels, so use 'timesteps' "
-            "or 'sigmas' to sample it")
+            f"number of betas); this schedule has S = {S} steps, and a T = {T} model was "
+            "trained on other levels, so use 'timesteps' or 'sigmas' to sample it")
+    ok = problem is None
     return {
-        "timesteps": t[::-1].tolist(),
-        "alphas_cumprod_run": train[t].tolist(),
-        "logsnr_rounding_error": float(err),
-        "logsnr_rounding_errors": errors.tolist(),
-        "sigmas": export_k_diffusion(ab).tolist(),
-        "scheduler_config": config,
-        "num_train_timesteps": int(num_train_timesteps),
+        "format": DIFFUSERS_FORMAT,
+        "version": EXPORT_VERSION,
+        "steps": S,
+        "num_train_timesteps": T,
         "training_schedule": training_schedule,
+        "scheduler_args": {"num_train_timesteps": T, **DIFFUSERS_SCHEDULER_ARGS[training_schedule]},
+        "timesteps": t[::-1].tolist() if ok else None,
+        "timesteps_problem": problem,
+        "alphas_cumprod_run": train[t].tolist() if ok else None,
+        "logsnr_rounding_error": float(errors.max()) if ok else None,
+        "logsnr_rounding_errors": errors.tolist() if ok else None,
+        "sigmas": sigmas.tolist(),
+        "layout": layout,
+        "scheduler_config": config,
+        "warnings": warnings_,
         "notes": notes,
     }
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`write_export` wrote and what the user should know about it.
+
+    Attributes
+    ----------
+    paths : list of Path
+        Files written.
+    lines : list of str
+        What each file holds (order, length, end values), for the command's output.
+    warnings : list of str
+        Traps the exporter can tell: timesteps not written, levels outside the training grid.
+    notes : list of str
+        Advice that always applies to the target (DDIMScheduler, clip_sample, spacing).
+    """
+
+    paths: list
+    lines: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -195,68 +394,111 @@ def _format_of(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def _write_array(values: np.ndarray, path: Path, fmt: str, force: bool, key: str) -> None:
+def _json_text(content: dict) -> str:
+    return json.dumps(content, indent=2, allow_nan=False) + "\n"
+
+
+def _write_array(values: np.ndarray, kind: str, path: Path, fmt: str, force: bool) -> None:
+    key, order = ARRAY_LAYOUTS[kind]
     if fmt == "npy":
         with atomic_write(path, force=force, mode="wb") as fh:
             np.save(fh, values)
     elif fmt == "txt":
+        header = (f"specsched export --to {kind}: {describe_array(kind, values)}\n"
+                  "one value per line; lines starting with # are comments (numpy.loadtxt "
+                  "skips them)")
         with atomic_write(path, force=force, mode="w") as fh:
-            np.savetxt(fh, values, fmt="%.17g")
+            np.savetxt(fh, values, fmt="%.17g", header=header)
     else:
+        content = {"format": ARRAY_FORMAT, "version": EXPORT_VERSION, "kind": kind,
+                   "order": order, "length": int(values.size), "first": float(values[0]),
+                   "last": float(values[-1]), "ends_with_zero": bool(values[-1] == 0.0),
+                   key: values.tolist()}
         with atomic_write(path, force=force, mode="w") as fh:
-            fh.write(json.dumps({key: values.tolist()}, indent=2) + "\n")
+            fh.write(_json_text(content))
 
 
 def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = None,
-                 force: bool = False) -> list[Path]:
+                 force: bool = False, training_schedule: str = "linear",
+                 num_train_timesteps: int = 1000) -> ExportReport:
     """Write an export of a schedule to disk (atomically, never overwriting without force).
 
     Parameters
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
-    to : {"diffusers", "k-diffusion", "ab", "betas", "sigmas"}
+        Validated once here unless it is a Schedule.
+    to : {"diffusers", "k-diffusion", "ab", "betas", "sigmas", "schedule"}
         ``diffusers``: ``out`` is a folder receiving ``diffusers_schedule.json``
-        (:func:`export_diffusers`) and, when S == 1000, ``scheduler_config.json``;
-        otherwise one array file (:func:`export_k_diffusion` or :func:`export_array`).
+        (:func:`export_diffusers`, without ``scheduler_config``) and, when S == T,
+        ``scheduler_config.json``; ``schedule``: a specsched schedule file
+        (:meth:`Schedule.save`); otherwise one array file (:data:`ARRAY_LAYOUTS`).
     out : path-like
     fmt : {"npy", "txt", "json"} or None
         Array file format; None takes it from the suffix of ``out`` (``npy`` without one).
-        JSON arrays are stored as ``{"<kind>": [...]}``.
+        Text files carry a ``#`` header saying the kind, order and end values; JSON arrays
+        are ``{"format": "specsched.array", "kind", "order", "first", "last",
+        "ends_with_zero", "<key>": [...]}`` with key ``alphas_cumprod``, ``betas`` or
+        ``sigmas``.
     force : bool
         Overwrite existing files.
+    training_schedule, num_train_timesteps
+        The model's training grid (:func:`export_diffusers`; also the grid whose range the
+        k-diffusion export is checked against).
 
     Returns
     -------
-    list of Path
-        The files written.
+    ExportReport
 
     Raises
     ------
     InputError
-        Unknown target or format, invalid schedule.
+        Unknown target or format, invalid schedule, ``out`` not a folder for ``diffusers``.
     OutputExistsError
         A file exists and ``force`` is false (checked before anything is written).
     """
     if to not in EXPORT_TARGETS:
         raise InputError(f"--to: expected one of {', '.join(EXPORT_TARGETS)}; got {to!r}")
+    ab = as_alphas_cumprod(schedule)
     out = Path(out)
+    if to == "schedule":
+        sched = schedule if isinstance(schedule, Schedule) else Schedule(ab)
+        check_writable(out, force)
+        sched.save(out, force=force)
+        return ExportReport([out], [f"schedule file: {sched.steps} steps, alphas_cumprod step 1 "
+                                    "(least noisy) first"])
     if to == "diffusers":
         if out.exists() and not out.is_dir():
             raise InputError(f"--out: {out} exists and is not a folder (diffusers export)")
-        info = export_diffusers(schedule)
-        files = [(out / "diffusers_schedule.json", {k: v for k, v in info.items()
-                                                   if k != "scheduler_config"})]
-        if info["scheduler_config"] is not None:
-            files.append((out / "scheduler_config.json", info["scheduler_config"]))
+        info = _diffusers_info(ab, num_train_timesteps, training_schedule)
+        config = info.pop("scheduler_config")
+        info["scheduler_config_file"] = SCHEDULER_CONFIG_FILE if config is not None else None
+        files = [(out / DIFFUSERS_FILE, info)]
+        if config is not None:
+            files.append((out / SCHEDULER_CONFIG_FILE, config))
         for path, _ in files:
             check_writable(path, force)
         for path, content in files:
             with atomic_write(path, force=force, mode="w") as fh:
-                fh.write(json.dumps(content, indent=2) + "\n")
-        return [p for p, _ in files]
+                fh.write(_json_text(content))
+        lines = [f"{key}: {text}" for key, text in info["layout"].items()]
+        if info["timesteps"] is not None:
+            lines.insert(0, f"timesteps {info['timesteps']} (nearest {training_schedule} "
+                            f"T={info['num_train_timesteps']} training steps; max logSNR "
+                            f"rounding error {info['logsnr_rounding_error']:.4g} nats)")
+        if config is not None:
+            lines.append(f"{SCHEDULER_CONFIG_FILE}: DDPMScheduler with trained_betas "
+                         f"({config['num_train_timesteps']} values, step 1 first)")
+        return ExportReport([p for p, _ in files], lines, info["warnings"], info["notes"])
     fmt = _format_of(out, fmt)
-    values = export_k_diffusion(schedule) if to == "k-diffusion" else export_array(schedule, to)
-    key = {"k-diffusion": "sigmas", "ab": "alphas_cumprod"}.get(to, to)
+    values = _array(ab, to)
     check_writable(out, force)
-    _write_array(values, out, fmt, force, key)
-    return [out]
+    _write_array(values, to, out, fmt, force)
+    warnings_ = []
+    notes = []
+    if to in ("k-diffusion", "sigmas"):
+        warnings_ = _grid_warnings(ab, training_schedule, num_train_timesteps)
+    if to == "sigmas":
+        notes.append("these sigmas are step 1 first with no final 0; diffusers' "
+                     "set_timesteps(sigmas=...) and k-diffusion's samplers take "
+                     "(sigma_S, ..., sigma_1, 0): use --to k-diffusion for them")
+    return ExportReport([out], [describe_array(to, values)], warnings_, notes)

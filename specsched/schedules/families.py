@@ -31,12 +31,14 @@ from specsched.schedules.conversions import (
     _as_float64,
     _check_int,
     _check_open_interval,
+    _logsnr,
     alphas_cumprod_from_logsnr,
     alphas_cumprod_from_sigmas,
     logsnr_from_alphas_cumprod,
 )
 
 __all__ = [
+    "DIFFUSERS_SCHEDULER_ARGS",
     "TRAINING_FAMILIES",
     "BASELINES",
     "SPACINGS",
@@ -51,6 +53,15 @@ __all__ = [
 
 #: Training beta schedules (diffusers ``beta_schedule``; "cosine" is "squaredcos_cap_v2").
 TRAINING_FAMILIES = ("linear", "scaled_linear", "cosine", "sigmoid")
+#: The diffusers scheduler arguments that build each training family (``scaled_linear`` is
+#: Stable Diffusion's: diffusers' own defaults, 1e-4 and 0.02, give another grid).
+DIFFUSERS_SCHEDULER_ARGS = {
+    "linear": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
+    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                      "beta_end": 0.012},
+    "cosine": {"beta_schedule": "squaredcos_cap_v2"},
+    "sigmoid": {"beta_schedule": "sigmoid", "beta_start": 1e-4, "beta_end": 0.02},
+}
 #: Names accepted by :func:`baseline_alphas_cumprod`.
 BASELINES = ("linear", "scaled_linear", "cosine", "sigmoid", "karras", "logsnr")
 #: diffusers' ``timestep_spacing`` values.
@@ -370,14 +381,24 @@ def nearest_training_timesteps_with_error(
     """
     ab = _as_float64(alphas_cumprod, "alphas_cumprod", one_d=True)
     _check_open_interval(ab, "alphas_cumprod", 0.0, 1.0)
-    target = logsnr_from_alphas_cumprod(ab)
-    grid = logsnr_from_alphas_cumprod(training_alphas_cumprod(family, num_train_timesteps))
+    t, errors = _nearest_timesteps(ab, family, num_train_timesteps)
+    return t, float(np.max(errors))
+
+
+def _nearest_timesteps(ab: np.ndarray, family: str, num_train_timesteps: int):
+    """Nearest training steps in logSNR of a validated (S,) ``ab`` and the per-step errors.
+
+    Returns ``(t (S,) int64, |logsnr_train[t] - logsnr(ab)| (S,) float64)``; the family and T
+    are checked by :func:`training_alphas_cumprod`.
+    """
+    target = _logsnr(ab)
+    grid = _logsnr(training_alphas_cumprod(family, num_train_timesteps))
     # grid is strictly decreasing in t; search the increasing -grid.
     hi = np.clip(np.searchsorted(-grid, -target), 0, grid.size - 1)
     lo = np.clip(hi - 1, 0, grid.size - 1)
     pick_lo = np.abs(grid[lo] - target) <= np.abs(grid[hi] - target)
     t = np.where(pick_lo, lo, hi).astype(np.int64)
-    return t, float(np.max(np.abs(grid[t] - target)))
+    return t, np.abs(grid[t] - target)
 
 
 def nearest_training_timesteps(

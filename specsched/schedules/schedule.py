@@ -39,12 +39,13 @@ import numpy as np
 from specsched.errors import InputError
 from specsched.fileio import atomic_write
 from specsched.schedules.conversions import (
-    betas_from_alphas_cumprod,
-    logsnr_from_alphas_cumprod,
-    sigmas_from_alphas_cumprod,
+    _betas,
+    _logsnr,
+    _sigmas,
     validate_alphas_cumprod,
 )
-from specsched.schedules.families import nearest_training_timesteps
+from specsched.schedules.families import _nearest_timesteps
+from specsched.schedules.jsonfile import describe_schema_error, read_json_object
 
 __all__ = [
     "SCHEDULE_FORMAT",
@@ -172,7 +173,13 @@ class Schedule:
     -----
     Frozen: equal schedules compare equal field by field (``alphas_cumprod`` exactly).
     ``baselines``, ``spectrum`` and ``optimizer`` are copied into plain JSON types.
+    Construction is the boundary: ``alphas_cumprod`` is validated there once, and the derived
+    views, :meth:`to_dict` and every function taking a Schedule
+    (:func:`~specsched.schedules.as_alphas_cumprod`) trust it afterwards.
     """
+
+    #: Read by :func:`~specsched.schedules.as_alphas_cumprod`: no second validation.
+    VALIDATED_ON_CONSTRUCTION = True
 
     alphas_cumprod: np.ndarray
     name: str = "custom"
@@ -239,24 +246,24 @@ class Schedule:
     @property
     def betas(self) -> np.ndarray:
         """(S,) float64: ``beta_s = 1 - ab_s / ab_{s-1}``, ``ab_0 = 1``."""
-        return betas_from_alphas_cumprod(self.alphas_cumprod)
+        return _betas(self.alphas_cumprod)
 
     @property
     def sigmas(self) -> np.ndarray:
         """(S,) float64: ``sigma_s = sqrt((1 - ab_s) / ab_s)``, increasing."""
-        return sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        return _sigmas(self.alphas_cumprod)
 
     @property
     def logsnr(self) -> np.ndarray:
         """(S,) float64: ``log(ab_s / (1 - ab_s))``, decreasing."""
-        return logsnr_from_alphas_cumprod(self.alphas_cumprod)
+        return _logsnr(self.alphas_cumprod)
 
     @property
     def timesteps(self) -> np.ndarray:
         """(S,) int64: nearest (in logSNR) steps of the linear T = 1000 training grid."""
-        return nearest_training_timesteps(
+        return _nearest_timesteps(
             self.alphas_cumprod, TIMESTEPS_TRAINING_SCHEDULE, TIMESTEPS_NUM_TRAIN
-        )
+        )[0]
 
     # ---- file format ----------------------------------------------------------------------
 
@@ -331,14 +338,15 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> Schedule:
-        """Build a Schedule from a parsed schedule file, validating it.
+        """Build a Schedule from a parsed schedule file, validating it once.
 
         Checks, in order: the JSON Schema (``schedule.schema.json``, draft 2020-12); ``version``
-        in SUPPORTED_VERSIONS; :func:`validate_alphas_cumprod`; ``steps`` equal to S if present;
-        derived views (``sigmas``, ``logsnr``, ``betas``, ``timesteps``), if present, equal to
-        the values recomputed from ``alphas_cumprod`` (relative tolerance 1e-9, absolute
-        1e-12; timesteps exactly). Derived views are then dropped; ``specsched_version`` and
-        unknown keys are ignored.
+        in SUPPORTED_VERSIONS; the fields (Schedule construction, where
+        :func:`validate_alphas_cumprod` runs, the one check of the array); ``steps`` equal to S
+        if present; derived views (``sigmas``, ``logsnr``, ``betas``, ``timesteps``), if
+        present, equal to the values recomputed from ``alphas_cumprod`` (relative tolerance
+        1e-9, absolute 1e-12; timesteps exactly). Derived views are then dropped;
+        ``specsched_version`` and unknown keys are ignored.
 
         Parameters
         ----------
@@ -350,31 +358,40 @@ class Schedule:
         Raises
         ------
         InputError
-            ``"SOURCE: field 'JSON.PATH': MESSAGE"`` on a schema violation; otherwise a
-            message starting with ``SOURCE:`` and naming the field.
+            ``"SOURCE: FIELD: expected ..., got ..."``, the field as it is written in the file
+            (``alphas_cumprod[3]``, ``spectrum.sha256``, ``top level``).
         """
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: top level: expected a JSON object (a schedule file), "
+                             f"got {type(d).__name__}")
+        fmt = d.get("format")
+        if isinstance(fmt, str) and fmt.startswith("specsched.") and fmt != SCHEDULE_FORMAT:
+            raise InputError(
+                f"{source}: format: expected {json.dumps(SCHEDULE_FORMAT)}, got "
+                f"{json.dumps(fmt)[:60]}: another specsched file (an export's output is read "
+                "by specsched evaluate; this needs the schedule file it was exported from)")
         _check_schema(d, source)
         version = d["version"]
         if version not in SUPPORTED_VERSIONS:
             supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
             raise InputError(
-                f"{source}: field 'version': schedule file version {version} is not supported "
+                f"{source}: version: schedule file version {version} is not supported "
                 f"by specsched (supported: {supported})"
             )
         try:
-            ab = validate_alphas_cumprod(d["alphas_cumprod"], "alphas_cumprod")
-            if "steps" in d and d["steps"] != ab.size:
-                raise InputError(
-                    f"steps: {d['steps']} does not match the {ab.size} values of alphas_cumprod"
-                )
-            _check_derived(d, ab)
             kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-            kwargs["alphas_cumprod"] = ab
             if kwargs.get("baselines") is None:
                 kwargs.pop("baselines", None)
-            return cls(**kwargs)
+            sched = cls(**kwargs)
+            if "steps" in d and d["steps"] != sched.steps:
+                raise InputError(
+                    f"steps: {d['steps']} does not match the {sched.steps} values of "
+                    "alphas_cumprod"
+                )
+            _check_derived(d, sched)
         except InputError as exc:
             raise InputError(f"{source}: {exc}") from None
+        return sched
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Schedule:
@@ -392,57 +409,30 @@ class Schedule:
         Raises
         ------
         InputError
-            Missing or unreadable file, invalid JSON (with line and column), NaN or Infinity
-            literals, or any check of :meth:`from_dict`; the message starts with the path.
+            One line starting with the path: a missing or unreadable file, invalid or
+            pathological JSON (:func:`specsched.schedules.jsonfile.read_json_object`: line and
+            column, NaN/Infinity literals, numbers beyond float64, nesting too deep, a top
+            level that is not an object), or any check of :meth:`from_dict`.
         """
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{path}: schedule file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read schedule file: {exc}") from None
-
-        def reject_constant(name):
-            raise InputError(f"{path}: invalid JSON: {name} is not a finite number")
-
-        try:
-            d = json.loads(text, parse_constant=reject_constant)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} "
-                "(truncated or not a schedule file?)"
-            ) from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path, "schedule file"), source=str(path))
 
 
 def _check_schema(d, source: str) -> None:
-    """Raise InputError "SOURCE: field 'PATH': MESSAGE" for the best schema violation."""
+    """Raise InputError "SOURCE: FIELD: expected ..., got ..." for the best schema violation."""
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator().iter_errors(d))
-    if error is None:
-        return
-    path, message = error.json_path, error.message
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
-        if missing:
-            path, message = f"{path}.{missing[0]}", "required field is missing"
-    raise InputError(f"{source}: field '{path}': {message}")
+    if error is not None:
+        raise InputError(f"{source}: {describe_schema_error(error)}")
 
 
-def _check_derived(d: dict, ab: np.ndarray) -> None:
-    """Raise InputError if a derived view stored in ``d`` disagrees with ``ab``."""
-    views = {
-        "sigmas": sigmas_from_alphas_cumprod,
-        "logsnr": logsnr_from_alphas_cumprod,
-        "betas": betas_from_alphas_cumprod,
-    }
-    for key, fn in views.items():
+def _check_derived(d: dict, sched: Schedule) -> None:
+    """Raise InputError if a derived view stored in ``d`` disagrees with ``sched``."""
+    for key in ("sigmas", "logsnr", "betas"):
         if key not in d:
             continue
         stored = np.asarray(d[key], dtype=np.float64)
-        expected = fn(ab)
+        expected = getattr(sched, key)
         if stored.shape != expected.shape:
             raise InputError(f"{key}: {stored.size} values, but alphas_cumprod has {expected.size}")
         bad = np.flatnonzero(
@@ -458,7 +448,7 @@ def _check_derived(d: dict, ab: np.ndarray) -> None:
         ts = d["timesteps"]
         family = ts.get("training_schedule", TIMESTEPS_TRAINING_SCHEDULE)
         T = ts.get("num_train_timesteps", TIMESTEPS_NUM_TRAIN)  # schema: family in enum
-        expected = nearest_training_timesteps(ab, family, T)
+        expected = _nearest_timesteps(sched.alphas_cumprod, family, T)[0]
         if list(ts["values"]) != expected.tolist():
             raise InputError(
                 f"timesteps.values: {ts['values']!r} disagree with alphas_cumprod, which "

@@ -22,6 +22,19 @@ eigen-direction, with ``g_s = sqrt(a) lam / (a lam + 1 - a)`` and
 From ``x_S ~ N(0, 1)`` the generated mean is ``M_0 m`` with ``M <- A_s M + B_s`` from
 ``M = 0`` (step S first), and the variance ``v <- A_s^2 v + sig_s^2`` from ``v = 1``. The
 chained identity ``M_0 = 1 - sqrt(ab_S) H`` holds only when ``ap_s = a_{s-1}``.
+
+diffusers' ``DDPMScheduler`` chains its steps (``previous_timestep`` is the next timestep of
+the list), but its noise differs from Ho et al.'s on the final step. ``step`` adds
+``sqrt(variance) z`` whenever ``t > 0``, and on the final step (``prev_t = -1``,
+``alpha_prod_t_prev = 1``) ``variance_type="fixed_large"`` gives ``variance = current_beta_t =
+1 - ab_1``, where Ho et al. (and specsched's ``ddpm-large``) add none; ``"fixed_small"`` gives
+``beta-tilde = 0`` there (clamped to 1e-20), specsched's ``ddpm``. With ``prod_{j<1} A_j = 1``
+the final step's noise reaches the output undamped, so (docs/theory.md section 3)
+
+    var_gen(diffusers fixed_large) = var_gen(ddpm-large) + (1 - ab_1)   if t_1 > 0,
+
+with the transfer function and the mean unchanged; ``t_1 = 0`` (the last timestep 0) adds
+nothing. :func:`diffusers_ddpm_levels` gives the levels ``set_timesteps(S)`` runs.
 """
 
 from __future__ import annotations
@@ -29,6 +42,9 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.schedules import SPACINGS, training_alphas_cumprod
+from specsched.schedules.conversions import _check_int
+from specsched.schedules.families import diffusers_timesteps
 from specsched.theory.losses import (
     KL_FLOOR,
     LossReport,
@@ -37,9 +53,21 @@ from specsched.theory.losses import (
     kl_terms,
     w2_terms,
 )
-from specsched.theory.samplers import _all_step_coefficients
+from specsched.theory.samplers import GeneratedGaussian, _all_step_coefficients, closed_form
 
-__all__ = ["diffusers_ddim_levels", "evaluate_unchained", "unchained_closed_form"]
+__all__ = [
+    "DDPM_VARIANCE_TYPES",
+    "diffusers_ddim_levels",
+    "diffusers_ddpm_closed_form",
+    "diffusers_ddpm_levels",
+    "evaluate_diffusers_ddpm",
+    "evaluate_unchained",
+    "unchained_closed_form",
+]
+
+#: ``DDPMScheduler(variance_type=...)`` values modelled here, with specsched's sampler of the
+#: same steps (the final step aside).
+DDPM_VARIANCE_TYPES = {"fixed_small": "ddpm", "fixed_large": "ddpm-large"}
 
 
 def diffusers_ddim_levels(
@@ -92,10 +120,6 @@ def diffusers_ddim_levels(
     InputError
         Unknown spacing or family, bad S or T.
     """
-    from specsched.schedules import SPACINGS, training_alphas_cumprod
-    from specsched.schedules.conversions import _check_int
-    from specsched.schedules.families import diffusers_timesteps
-
     if spacing not in SPACINGS:
         raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}; got {spacing!r}")
     T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
@@ -205,6 +229,11 @@ def evaluate_unchained(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, v, err = unchained_closed_form(lam, mean, a_denoise, a_land, eta)
+    return _report(lam, H, v, err, kl_floor)
+
+
+def _report(lam, H, v, err, kl_floor) -> LossReport:
+    """LossReport of a generated Gaussian: variance ``v`` and mean error ``err`` per direction."""
     wt = w2_terms(lam, v, err)
     kt = kl_terms(lam, v, err, kl_floor)
     rt = kl_data_gen_terms(lam, v, err, kl_floor)
@@ -213,3 +242,123 @@ def evaluate_unchained(
         w2_terms=wt, kl_terms=kt, kl_data_gen_terms=rt,
         kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()), transfer=H, variance=v,
     )
+
+
+def diffusers_ddpm_levels(spacing: str, num_steps: int, num_train_timesteps: int = 1000,
+                          family: str = "linear", steps_offset: int = 0):
+    """The levels and timesteps of ``DDPMScheduler.set_timesteps(num_steps)``, step 1 first.
+
+    ``DDPMScheduler`` (diffusers 0.42, ``scheduling_ddpm.py``) spaces its timesteps as
+    ``DDIMScheduler`` does (:func:`specsched.schedules.families.diffusers_timesteps`) and
+    chains them: each step lands on the next timestep of the list, the last on clean data.
+
+    Parameters
+    ----------
+    spacing : {"linspace", "leading", "trailing"}
+    num_steps : int
+        S, 1 <= S <= T.
+    num_train_timesteps : int
+        T.
+    family : {"linear", "scaled_linear", "cosine", "sigmoid"}
+        Training beta schedule (float64 here, float32 in diffusers).
+    steps_offset : int
+        Added to ``leading`` timesteps.
+
+    Returns
+    -------
+    alphas_cumprod : ndarray of shape (n_steps,), float64
+        ``alphas_cumprod[t]`` of the training grid, step 1 (the last one run) first.
+    timesteps : ndarray of shape (n_steps,), int64
+        diffusers' timesteps, descending (run order); ``timesteps[-1]`` is ``t_1``.
+
+    Raises
+    ------
+    InputError
+        Unknown spacing or family, bad S or T, or a ``trailing`` S for which diffusers makes
+        S + 1 timesteps ending in -1 (its step then indexes ``alphas_cumprod[-1]``, the
+        noisiest level, on the final step; not modelled).
+    """
+    if spacing not in SPACINGS:
+        raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}; got {spacing!r}")
+    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    S = _check_int(num_steps, "num_steps", 1, T)
+    ts = diffusers_timesteps(spacing, S, T, _check_int(steps_offset, "steps_offset", 0))
+    if ts.size != S:
+        raise InputError(
+            f"spacing: diffusers' 'trailing' spacing makes {ts.size} timesteps for S = {S} "
+            f"(the last one -1, which indexes the noisiest training level); choose another S "
+            "or spacing")
+    return training_alphas_cumprod(family, T)[ts[::-1]], ts
+
+
+def diffusers_ddpm_closed_form(eigenvalues, alphas_cumprod, final_timestep: int,
+                               variance_type: str = "fixed_large") -> GeneratedGaussian:
+    """Generated Gaussian of diffusers' ``DDPMScheduler`` with the exact Wiener denoiser.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lam_k >= 0``.
+    alphas_cumprod : ndarray of shape (n_steps,), float64
+        The training ``alphas_cumprod[t]`` the scheduler runs, step 1 (the last one run)
+        first, strictly decreasing in (0, 1) (trusted: validate at the boundary).
+    final_timestep : int
+        ``t_1``, the last timestep run (``scheduler.timesteps[-1]``): the final step adds
+        noise when it is > 0.
+    variance_type : {"fixed_large", "fixed_small"}
+        The scheduler's ``variance_type``.
+
+    Returns
+    -------
+    GeneratedGaussian
+        Start ``x_S ~ N(0, 1)`` (``randn``, as diffusers' pipelines). For ``fixed_large``
+        the variance of specsched's ``ddpm-large`` plus ``1 - ab_1`` when ``t_1 > 0``
+        (module docstring); for ``fixed_small`` that of ``ddpm`` (eta = 1).
+
+    Raises
+    ------
+    InputError
+        Unknown ``variance_type``.
+
+    Notes
+    -----
+    docs/theory.md section 3; Ho, Jain, Abbeel (2020) eqs. 6-7; diffusers 0.42
+    ``DDPMScheduler.step`` and ``_get_variance``. ``clip_sample`` (diffusers' default True)
+    and thresholding are not modelled: pass ``clip_sample=False``.
+    """
+    if variance_type not in DDPM_VARIANCE_TYPES:
+        raise InputError(f"variance_type: expected one of {', '.join(DDPM_VARIANCE_TYPES)}; "
+                         f"got {variance_type!r}")
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    gen = closed_form(eigenvalues, ab, sampler=DDPM_VARIANCE_TYPES[variance_type])
+    if variance_type == "fixed_large" and int(final_timestep) > 0:
+        gen = GeneratedGaussian(gen.transfer, gen.variance + (1.0 - ab[0]), gen.mean_gain)
+    return gen
+
+
+def evaluate_diffusers_ddpm(eigenvalues, mean, alphas_cumprod, final_timestep: int,
+                            variance_type: str = "fixed_large",
+                            kl_floor: float = KL_FLOOR) -> LossReport:
+    """W2 and both KLs of diffusers' ``DDPMScheduler`` as it behaves.
+
+    Parameters
+    ----------
+    eigenvalues, alphas_cumprod, final_timestep, variance_type
+        As in :func:`diffusers_ddpm_closed_form` (e.g. the levels of
+        :func:`diffusers_ddpm_levels`, or ``alphas_cumprod_run`` and the last of the
+        ``timesteps`` of a diffusers export).
+    mean : ndarray of shape (n_directions,) or None
+        Data mean in the eigenbasis (zeros when None).
+    kl_floor : float
+        Relative eigenvalue floor of KL (:mod:`specsched.theory.losses`).
+
+    Returns
+    -------
+    LossReport
+        Equal to :func:`specsched.theory.evaluate_schedule` with ``sampler="ddpm-large"``
+        when ``final_timestep == 0``; larger variance otherwise.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    gen = diffusers_ddpm_closed_form(lam, alphas_cumprod, final_timestep, variance_type)
+    return _report(lam, gen.transfer, gen.variance, gen.mean_error(m), kl_floor)
