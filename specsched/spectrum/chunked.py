@@ -15,6 +15,7 @@ lost their digits, and either would otherwise be reported as data "with no varia
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -124,6 +125,13 @@ class ChunkedEstimator:
         state.pop("_namespace", None)
         return state
 
+    def __deepcopy__(self, memo):  # modules (xp, the namespace) are shared, arrays copied
+        new = object.__new__(type(self))
+        for key, value in self.__dict__.items():
+            shared = key in ("xp", "_namespace")
+            new.__dict__[key] = value if shared else copy.deepcopy(value, memo)
+        return new
+
     def _reset(self) -> None:
         self.n_samples_seen_ = 0
         self.sample_shape_: tuple[int, ...] | None = None
@@ -196,7 +204,8 @@ class ChunkedEstimator:
         else:
             self.data_min_ = xp.minimum(self.data_min_, lo)
             self.data_max_ = xp.maximum(self.data_max_, hi)
-        self._update(X, n)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            self._update(X, n)
         self.n_samples_seen_ += n
         if not math.isfinite(self._largest_second_moment()):
             self.check_range(name)
@@ -233,7 +242,8 @@ class ChunkedEstimator:
         else:
             self.data_min_ = xp.minimum(self.data_min_, lo)
             self.data_max_ = xp.maximum(self.data_max_, hi)
-        self._merge_state(other)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._merge_state(other)
         self.n_samples_seen_ += other.n_samples_seen_
         return self
 
@@ -269,9 +279,10 @@ class ChunkedEstimator:
                       for chunk in checked_chunks(part, source.sample_shape, chunk_size))
             total = sum(-(-p.n // chunk_size) for p in source.parts)
         else:  # an array of the namespace (CuPy, array-api-strict)
-            total = -(-int(X.shape[0]) // chunk_size)
-            chunks = ((X[a : a + chunk_size, ...], "X")
-                      for a in range(0, int(X.shape[0]), chunk_size))
+            n = int(X.shape[0])
+            total = -(-n // chunk_size)
+            chunks = ((X[a : min(a + chunk_size, n), ...], "X")  # the array API has no
+                      for a in range(0, n, chunk_size))           # out-of-bounds stops
         name = type(self).__name__
         with tqdm(total=total, desc=name, unit="chunk",
                   disable=None if total > 8 else True) as bar:
