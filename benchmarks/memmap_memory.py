@@ -7,7 +7,8 @@ folder, then measures, for each code tree given (default: this checkout):
   ``--method full``; ``--chunk-size`` only when given here), the path users take;
 - ``library``: ``estimate_spectrum(open_source(BIG.npy), "full")`` in a fresh interpreter.
 
-Each runs in a child with ``PYTHONPATH`` set to the code tree, started by a small fresh
+Each runs in a child with ``PYTHONPATH`` and the working folder set to the code tree (checked:
+the child imports specsched from there), started by a small fresh
 *meter* process that polls the child's ``/proc/PID/status`` ``VmHWM`` (the high-water mark of
 the child's own address space, which starts at ``exec``) and reads
 ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after waiting for it. The meter is fresh and small on
@@ -96,8 +97,13 @@ def _commit(code: Path) -> str:
 
 
 def _measure(argv: list[str], code: Path) -> dict:
+    # cwd = the code tree too: ``python -m`` and ``-c`` put the working folder first on sys.path
     env = {**os.environ, "PYTHONPATH": str(code)}
-    meter = subprocess.run([sys.executable, "-c", METER, *argv], env=env, check=True,
+    where = subprocess.run([sys.executable, "-c", "import specsched; print(specsched.__file__)"],
+                           env=env, cwd=code, check=True, capture_output=True, text=True)
+    if not Path(where.stdout.strip()).resolve().is_relative_to(code):
+        raise SystemExit(f"{code}: the children would import {where.stdout.strip()}")
+    meter = subprocess.run([sys.executable, "-c", METER, *argv], env=env, cwd=code, check=True,
                            capture_output=True, text=True)
     result = json.loads(meter.stdout)
     if result["rc"] != 0:

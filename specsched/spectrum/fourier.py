@@ -154,10 +154,18 @@ class DiagonalVariance(_BlockMoments):
 
     @property
     def mean_(self) -> np.ndarray:
+        """Coordinate means, ndarray of shape (d,), float64 (host copy)."""
         return np.real(self.host_moments().mean[:, 0])
 
     @property
     def variances_(self) -> np.ndarray:
+        """Unbiased coordinate variances ``M2_jj / (n - 1)``, ndarray of shape (d,), float64.
+
+        Raises
+        ------
+        InputError
+            If fewer than 2 samples were seen.
+        """
         m = self.host_moments()
         if m.n < 2:
             raise InputError(f"variances: needs at least 2 samples, got {m.n}")
