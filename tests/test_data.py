@@ -9,6 +9,7 @@ import skimage.io
 from specsched.data import (
     BUILTIN_DATASETS,
     DEFAULT_DATASET,
+    DataScalingWarning,
     cifar10_eigenvalues,
     digits,
     load_array,
@@ -22,11 +23,22 @@ from specsched.errors import InputError
 
 
 def test_load_array_npy_returns_float64_values(tmp_path):
-    x = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
+    x = np.arange(24, dtype=np.float32).reshape(4, 3, 2) / 7
     np.save(tmp_path / "x.npy", x)
     out = load_array(tmp_path / "x.npy")
     assert out.dtype == np.float64
-    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(out, x.astype(np.float64))  # floats: values as stored
+
+
+def test_load_array_reads_integers_by_the_dtype_rule(tmp_path):
+    u8 = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    np.save(tmp_path / "u8.npy", u8)
+    with pytest.warns(DataScalingWarning, match=r"u8.npy: uint8 samples read as 8-bit pixel"):
+        out = load_array(tmp_path / "u8.npy")
+    np.testing.assert_allclose(out, u8 / 255.0 * 2 - 1, rtol=0, atol=1e-15)
+    np.save(tmp_path / "i16.npy", np.arange(24, dtype=np.int16).reshape(4, 6))
+    with pytest.raises(InputError, match="i16.npy: int16 samples have no standard scaling"):
+        load_array(tmp_path / "i16.npy")
 
 
 @pytest.mark.parametrize("key", ["x", "samples", "data"])
@@ -202,8 +214,9 @@ def test_load_samples_sources(tmp_path):
     np.save(tmp_path / "s.npy", np.ones((3, 2)))
     x, label = load_samples(tmp_path / "s.npy")
     assert x.shape == (3, 2) and label.endswith("s.npy")
-    _write_png(tmp_path / "im.png", np.zeros((2, 3, 3), dtype=np.uint8))
-    x, label = load_samples(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    _write_png(tmp_path / "imgs" / "im.png", np.zeros((2, 3, 3), dtype=np.uint8))
+    x, label = load_samples(tmp_path / "imgs")
     assert x.shape == (1, 2, 3, 3)
     with pytest.raises(InputError, match="eigenvalues only"):
         load_samples("cifar10")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
+import array_api_strict
 import numpy as np
 import pytest
 import skimage.io
@@ -74,17 +77,46 @@ def test_merge_into_empty_estimator():
     np.testing.assert_array_equal(a.covariance_, b.covariance_)
 
 
-def test_huge_offset_is_stable():
+@pytest.mark.parametrize("xp", [None, array_api_strict], ids=["blas", "array-api-strict"])
+def test_huge_offset_is_stable(xp):
     rng = np.random.default_rng(2)
     noise = rng.normal(size=(4000, 3)) @ np.array([[1.0, 0.5, 0], [0, 1.0, 0.2], [0, 0, 0.1]])
     X = 1e8 + noise  # float64 with ~1.5e-8 absolute resolution
     ref = np.cov(X - 1e8, rowvar=False)  # X - 1e8 is exact: the data actually represented
-    est = StreamingCovariance().fit(X, chunk_size=333)
+    est = StreamingCovariance(xp=xp).fit(X, chunk_size=333)
     # limit: chunk means are rounded to ulp(1e8) ~ 1.5e-8, so ~1e-9 relative is inherent
-    _relclose(est.covariance_, ref, 1e-7)
+    _relclose(np.asarray(est.covariance_), ref, 1e-7)
     # the naive sum of squares loses every digit here: the test above is not vacuous
     naive = (X.T @ X - len(X) * np.outer(X.mean(0), X.mean(0))) / (len(X) - 1)
     assert np.abs(naive - ref).max() > 1e-1 * np.abs(ref).max()
+
+
+def test_estimator_is_shaped_like_scikit_learn():
+    X = _data(n=90, shape=(2, 3))
+    est = StreamingCovariance()
+    assert est.fit(X, chunk_size=20) is est and est.partial_fit(X[:5]) is est
+    assert est.n_samples_seen_ == 95 and est.n_features_in_ == 6
+    assert est.sample_shape_ == (2, 3) and est.mean_.shape == (6,)
+    np.testing.assert_array_equal(est.data_min_, np.concatenate([X, X[:5]]).reshape(95, 6)
+                                  .min(axis=0))
+    flat = np.concatenate([X, X[:5]]).reshape(95, -1)
+    _relclose(est.covariance_, np.cov(flat, rowvar=False), 1e-12)
+    np.testing.assert_array_equal(est.covariance_, est.covariance_.T)  # both triangles
+    clone = pickle.loads(pickle.dumps(est))  # what a dask worker sends back
+    np.testing.assert_array_equal(clone.covariance_, est.covariance_)
+
+
+def test_merge_across_namespaces_and_float32_chunks():
+    X = _data(n=120, shape=(5,))
+    host = StreamingCovariance().fit(X[:70], chunk_size=16)
+    strict = StreamingCovariance(xp=array_api_strict).fit(array_api_strict.asarray(X[70:]),
+                                                          chunk_size=16)
+    ref = np.cov(X, rowvar=False)
+    _relclose(copy.deepcopy(host).merge(strict).covariance_, ref, 1e-12)
+    _relclose(np.asarray(copy.deepcopy(strict).merge(host).covariance_), ref, 1e-12)
+    X32 = X.astype(np.float32)  # converted to float64 one chunk at a time
+    est = StreamingCovariance().fit(X32, chunk_size=7)
+    _relclose(est.covariance_, np.cov(X32.astype(np.float64), rowvar=False), 1e-12)
 
 
 def test_mismatched_dimension_between_chunks():

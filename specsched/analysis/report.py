@@ -30,12 +30,12 @@ OUTPUT_FILES = ("rapsd.png", "rapsd.csv", "bands.png", "bands.csv", "snr.png", "
 def _eigenvalues_only(src) -> bool:
     from specsched.data.builtin import BUILTIN_DATASETS
     from specsched.data.sources import SYSTEM_DATASETS
-    from specsched.spectrum.resolve import _is_spectrum_file
+    from specsched.spectrum import is_spectrum_file
 
     if isinstance(src, str) and src in BUILTIN_DATASETS + tuple(SYSTEM_DATASETS):
         return src == "cifar10"
     path = Path(src)
-    if path.is_file() and _is_spectrum_file(path):
+    if path.is_file() and is_spectrum_file(path):
         return True
     if path.is_file() and path.suffix.lower() == ".npy":
         from specsched.data.arrays import read_array

@@ -109,13 +109,20 @@ def check_steps_fit_training_grid(steps) -> None:
 
 
 def spectrum_from_args(args):
-    """The spectrum named by ``--data`` or ``--spectrum`` (default: the built-in dataset)."""
+    """The spectrum named by ``--data`` or ``--spectrum`` (default: the built-in dataset).
+
+    Samples are read with ``--chunk-size`` and the image / audio options of
+    :func:`add_source_args` where the command has them.
+    """
     from specsched.data import DEFAULT_DATASET
     from specsched.spectrum import load_spectrum
 
+    opts = {}
+    if hasattr(args, "chunk_size"):
+        opts = {"chunk_size": args.chunk_size, **source_options(args)}
     if getattr(args, "data", None):
-        return load_spectrum(args.data, as_data=True)
-    return load_spectrum(args.spectrum or DEFAULT_DATASET)
+        return load_spectrum(args.data, as_data=True, **opts)
+    return load_spectrum(args.spectrum or DEFAULT_DATASET, **opts)
 
 
 DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance beta-tilde), "

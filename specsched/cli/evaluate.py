@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from specsched.cli.common import add_sampler_args, eta_text, positive_int, resolve_sampler
+from specsched.cli.common import (
+    add_sampler_args,
+    add_source_args,
+    eta_text,
+    positive_int,
+    resolve_sampler,
+    spectrum_from_args,
+)
 from specsched.errors import InputError
 
 
@@ -57,7 +64,7 @@ def add_parser(sub):
     p.add_argument("--beta-max", type=float, default=BETA_MAX,
                    help=f"beta(1) of the continuous-time solvers (default {BETA_MAX})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
+    add_source_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -221,10 +228,9 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
 
 def run(args) -> int:
     """Evaluate the schedule and print the result (one JSON object with ``--json``)."""
-    from specsched.spectrum import load_spectrum
     from specsched.theory.sde import SDE_SOLVERS
 
-    spectrum = load_spectrum(args.spectrum)
+    spectrum = spectrum_from_args(args)
     if args.sampler in SDE_SOLVERS:
         r, steps, eta, label, spacing, extra = _evaluate_sde(args, args.sampler, spectrum)
         sampler = args.sampler

@@ -8,6 +8,7 @@ from pathlib import Path
 from specsched.cli.common import (
     EXIT_NOT_CONVERGED,
     add_sampler_args,
+    add_source_args,
     check_steps_fit_training_grid,
     eta_text,
     positive_int,
@@ -56,7 +57,7 @@ def add_parser(sub):
     p.add_argument("--out", default="specsched-out", metavar="DIR",
                    help="output folder (default ./specsched-out)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
-
+    add_source_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -67,7 +68,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from specsched.fileio import atomic_write, check_writable
-    from specsched.optimize import optimize_schedule
+    from specsched.optimize import check_problem, optimize_schedule
     from specsched.plots import plot_schedules
     from specsched.schedules import Schedule, baseline_alphas_cumprod
     from specsched.theory import get_sampler, resolve_eta
@@ -84,6 +85,8 @@ def run(args) -> int:
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
     for path in [*names.values(), csv_path, png_path]:  # refuse before any work is done
         check_writable(path, args.force)
+    for S in steps:  # bounds before the data are read
+        check_problem(S, args.loss, args.ab_min, args.ab_max, args.delta, args.method)
 
     spectrum = spectrum_from_args(args)
     print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from specsched.cli.common import positive_int
+from specsched.cli.common import add_source_args, positive_int, spectrum_from_args
 
 
 def add_parser(sub):
@@ -35,6 +35,7 @@ def add_parser(sub):
     p.add_argument("--report", action="store_true",
                    help="print JSON: empirical W2 vs closed form with a Monte Carlo error")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    add_source_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -56,7 +57,6 @@ def run(args) -> int:
     from specsched.sampling.samplers import SAMPLER_NAMES, sample_batches
     from specsched.sampling.stats import RunningMoments, empirical_w2
     from specsched.schedules import Schedule
-    from specsched.spectrum import load_spectrum
     from specsched.theory import evaluate_schedule, resolve_eta
 
     check_writable(args.out, args.force)
@@ -66,7 +66,7 @@ def run(args) -> int:
     if eta is None and args.sampler is None and sampler == "ddim":
         eta = sched.eta
     eta = resolve_eta(sampler, eta)
-    spectrum = load_spectrum(args.spectrum)
+    spectrum = spectrum_from_args(args)
     den = WienerDenoiser.from_spectrum(spectrum)
     pixel = spectrum.eigenvectors is not None
     shape = spectrum.sample_shape if pixel and spectrum.sample_shape else (spectrum.dimension,)

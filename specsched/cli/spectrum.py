@@ -12,9 +12,10 @@ def add_parser(sub):
                        "covariance, PCA or the shift-invariant Fourier model), saved as a "
                        "spectrum .npz.")
     p.add_argument("src", metavar="SRC",
-                   help=".npy (memory-mapped) / .npz samples, IDX (.gz) file, folder of "
-                   "images / audio / .npy shards / CIFAR-10 batches, or a built-in dataset "
-                   "(natural-patches, digits, fashion-mnist, sonic-pi-samples)")
+                   help=".npy / .npz samples, IDX (.gz) file, folder of images / audio / "
+                   ".npy shards / CIFAR-10 batches, or a built-in dataset (natural-patches, "
+                   "digits, fashion-mnist, sonic-pi-samples); read --chunk-size samples at a "
+                   "time, integer pixels mapped to [-1, 1] (docs/formats.md)")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     p.add_argument("--method", choices=["full", "pca", "fourier"], default="full",
                    help="full covariance + eigh; pca: top --rank eigenpairs, tail as its "
@@ -33,7 +34,12 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    """Estimate the spectrum of ``args.src`` and save it to ``args.out``; exit code."""
+    """Estimate the spectrum of ``args.src`` and save it to ``args.out``; exit code.
+
+    Cheap checks first: the output, ``--rank`` against ``--method`` here, then (in
+    :func:`specsched.spectrum.estimate_spectrum`, from the headers) ``--rank`` against ``d``
+    and the memory the estimate needs, before any sample is read.
+    """
     from specsched.errors import InputError
     from specsched.fileio import check_writable
     from specsched.spectrum import load_spectrum

@@ -12,8 +12,14 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from specsched.cli.common import check_steps_fit_training_grid, positive_int, spectrum_from_args
+from specsched.cli.common import (
+    add_source_args,
+    check_steps_fit_training_grid,
+    positive_int,
+    spectrum_from_args,
+)
 from specsched.errors import InputError
+from specsched.optimize import check_problem
 from specsched.optimize.sweep import (
     MANIFEST_FORMAT,
     cell_name,
@@ -59,6 +65,7 @@ def add_parser(sub):
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true",
                    help="discard the finished cells of an earlier sweep in DIR and start over")
+    add_source_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -78,6 +85,9 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} exists and is not a folder")
+    for S in args.steps:  # bounds before the data are read
+        for loss in args.losses:
+            check_problem(S, loss, args.ab_min, args.ab_max, args.delta, args.method)
     spectrum = spectrum_from_args(args)
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,

@@ -1,13 +1,15 @@
-"""Data loaders: arrays (.npy/.npz), image folders and the built-in datasets.
+"""Data loaders: arrays (.npy/.npz), image folders, IDX, CIFAR-10, audio, built-in datasets.
 
-Every loader returns float64 samples of shape ``(N, ...)`` (axis 0 indexes the samples) and
-raises :class:`specsched.errors.InputError`, naming the file, on bad input.
+Every loader gives samples of shape ``(N, ...)`` (axis 0 indexes the samples), reads stored
+values by one dtype rule (:mod:`specsched.data.scaling`: pixels to ``[-1, 1]``, floats as
+stored) and raises :class:`specsched.errors.InputError`, naming the file, on bad input. The
+streaming interface is :func:`specsched.data.sources.open_source`; :func:`load_samples` reads a
+small dataset whole through it.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -20,64 +22,45 @@ from specsched.data.builtin import (
     natural_patches,
 )
 from specsched.data.images import load_image_folder
-from specsched.errors import InputError
+from specsched.data.scaling import DataScalingWarning
+from specsched.data.sources import open_source, unknown_source_error
 
 __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULT_DATASET",
+    "DataScalingWarning",
     "cifar10_eigenvalues",
     "digits",
     "load_array",
     "load_image_folder",
     "load_samples",
+    "open_source",
+    "unknown_source_error",
     "natural_patches",
 ]
 
-_SAMPLE_BUILTINS = {"natural-patches": natural_patches, "digits": digits}
-
-
-def unknown_source_error(src) -> InputError:
-    """The error for a source that is neither a built-in name nor an existing path."""
-    return InputError(
-        f"{src}: neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
-        "nor an existing file or folder"
-    )
-
-
 def load_samples(src: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Load samples from a built-in dataset name, an array file or an image folder.
+    """Load every sample of a source into memory (small datasets).
 
     Parameters
     ----------
     src : str or path-like
-        ``"natural-patches"`` or ``"digits"`` (built-in names take precedence over paths),
-        a ``.npy``/``.npz`` file (see :func:`load_array`) or a folder of images (see
-        :func:`load_image_folder`).
+        Anything :func:`specsched.data.sources.open_source` opens: ``"natural-patches"``,
+        ``"digits"``, a Debian dataset, a ``.npy``/``.npz`` file, an IDX file or a folder
+        (images, audio, shards, CIFAR-10 batches).
 
     Returns
     -------
     samples : ndarray of shape (N, ...), float64
-        The samples along axis 0.
+        The samples along axis 0, read by the rule of :mod:`specsched.data.scaling`.
     source : str
         A label for provenance: the built-in name or the path as given.
 
     Raises
     ------
     InputError
-        If ``src`` is ``"cifar10"`` (shipped as eigenvalues only), is neither a built-in
-        name nor an existing path (the message lists the built-in names), or the file or
-        folder is invalid.
+        As :func:`specsched.data.sources.open_source` (``"cifar10"`` ships as eigenvalues
+        only; an unknown name lists the built-in names), or as the loaders.
     """
-    if isinstance(src, str) and src in BUILTIN_DATASETS:
-        if src not in _SAMPLE_BUILTINS:
-            raise InputError(
-                f"{src}: this built-in dataset ships as covariance eigenvalues only, without "
-                f"samples; use it as a spectrum (--spectrum {src})"
-            )
-        return _SAMPLE_BUILTINS[src](), src
-    path = Path(src)
-    if path.is_dir():
-        return load_image_folder(path), str(src)
-    if path.exists():
-        return load_array(path), str(src)
-    raise unknown_source_error(src)
+    source = open_source(src)
+    return source.load(), source.name

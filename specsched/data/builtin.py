@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from specsched.data.images import to_unit_interval
+from specsched.data.scaling import to_unit_interval
 from specsched.errors import InputError
 
 __all__ = [

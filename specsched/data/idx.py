@@ -17,7 +17,8 @@ import numpy as np
 
 from specsched.errors import InputError
 
-__all__ = ["IDX_DTYPES", "read_idx", "load_idx_images"]
+__all__ = ["IDX_DTYPES", "check_idx_images", "iter_idx_rows", "load_idx_images", "read_idx",
+           "read_idx_header"]
 
 #: IDX type codes and the big-endian NumPy dtypes they denote.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -25,6 +26,43 @@ IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _read_header(fh, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    head = fh.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise InputError(f"{path}: not an IDX file (bad magic number {head!r})")
+    code, ndim = head[2], head[3]
+    if code not in IDX_DTYPES or ndim == 0:
+        raise InputError(f"{path}: not an IDX file (type code 0x{code:02X}, {ndim} dimensions)")
+    dims_raw = fh.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise InputError(f"{path}: truncated IDX header")
+    shape = tuple(int(v) for v in np.frombuffer(dims_raw, dtype=">u4"))
+    return shape, np.dtype(IDX_DTYPES[code])
+
+
+def read_idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an IDX file from its header alone (no data is read).
+
+    Returns
+    -------
+    shape : tuple of int
+    dtype : numpy.dtype, big-endian as stored
+
+    Raises
+    ------
+    InputError
+        As :func:`read_idx` for the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with _open(path) as fh:
+            return _read_header(fh, path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read the IDX file ({exc})") from exc
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -47,36 +85,58 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         Naming the file if it is missing, not gzip when named ``.gz``, has a bad magic number
         or type code, or is truncated (fewer values than its header announces).
     """
+    shape, dtype = read_idx_header(path)
+    chunks = list(iter_idx_rows(path, max(shape[0], 1)))  # one chunk: the whole array
+    return chunks[0] if chunks else np.empty(shape, dtype.newbyteorder("="))
+
+
+def iter_idx_rows(path: str | os.PathLike, chunk_size: int):
+    """Yield the stored array of an IDX file ``chunk_size`` rows at a time (native order).
+
+    Memory is ``O(chunk_size x row)``: a ``.gz`` file is decompressed as it is read.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_idx`.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
         with _open(path) as fh:
-            head = fh.read(4)
-            if len(head) < 4 or head[0] != 0 or head[1] != 0:
-                raise InputError(f"{path}: not an IDX file (bad magic number {head!r})")
-            code, ndim = head[2], head[3]
-            if code not in IDX_DTYPES or ndim == 0:
-                raise InputError(
-                    f"{path}: not an IDX file (type code 0x{code:02X}, {ndim} dimensions)"
-                )
-            dims_raw = fh.read(4 * ndim)
-            if len(dims_raw) < 4 * ndim:
-                raise InputError(f"{path}: truncated IDX header")
-            shape = tuple(int(v) for v in np.frombuffer(dims_raw, dtype=">u4"))
-            dtype = np.dtype(IDX_DTYPES[code])
-            count = int(np.prod(shape, dtype=np.int64))
-            data = fh.read(count * dtype.itemsize)
+            shape, dtype = _read_header(fh, path)
+            row = int(np.prod(shape[1:], dtype=np.int64))
+            n = shape[0]
+            for a in range(0, n, chunk_size):
+                b = min(a + chunk_size, n)
+                want = (b - a) * row * dtype.itemsize
+                data = fh.read(want)
+                if len(data) < want:
+                    raise InputError(
+                        f"{path}: truncated IDX file: header announces shape {shape} "
+                        f"({n * row * dtype.itemsize} bytes of data), rows from {a} are missing"
+                    )
+                yield np.frombuffer(data, dtype=dtype).astype(
+                    dtype.newbyteorder("="), copy=False).reshape((b - a,) + shape[1:])
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: cannot read the IDX file ({exc})") from exc
-    if len(data) < count * dtype.itemsize:
+
+
+def check_idx_images(path, shape, dtype) -> None:
+    """Refuse an IDX file that is not 3-D uint8 images ``(N, H, W)``.
+
+    Raises
+    ------
+    InputError
+        Naming the file, its shape and dtype (a labels file, or another IDX type: their
+        values have no pixel scaling).
+    """
+    if len(shape) != 3 or np.dtype(dtype) != np.uint8:
         raise InputError(
-            f"{path}: truncated IDX file: header announces shape {shape} "
-            f"({count * dtype.itemsize} bytes of data), found {len(data)} bytes"
+            f"{path}: expected IDX images of shape (N, H, W), uint8; got shape {tuple(shape)}, "
+            f"dtype {np.dtype(dtype).newbyteorder('=')} (a labels file?)"
         )
-    return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(
-        shape
-    )
 
 
 def load_idx_images(path: str | os.PathLike) -> np.ndarray:
@@ -91,17 +151,13 @@ def load_idx_images(path: str | os.PathLike) -> np.ndarray:
     -------
     ndarray of shape (N, H, W), uint8
         Grey levels 0..255 (map to ``[-1, 1]`` with
-        :func:`specsched.data.images.to_unit_interval`).
+        :func:`specsched.data.scaling.to_unit_interval`).
 
     Raises
     ------
     InputError
         As :func:`read_idx`, or if the file is not a 3-D uint8 array (e.g. a labels file).
     """
-    arr = read_idx(path)
-    if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise InputError(
-            f"{path}: expected IDX images of shape (N, H, W), uint8; got shape {arr.shape}, "
-            f"dtype {arr.dtype} (a labels file?)"
-        )
-    return arr
+    shape, dtype = read_idx_header(path)
+    check_idx_images(path, shape, dtype)
+    return read_idx(path)

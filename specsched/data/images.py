@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from specsched.data.scaling import to_unit_interval
 from specsched.errors import InputError
 
-__all__ = ["load_image_folder", "IMAGE_SUFFIXES", "to_unit_interval", "read_image"]
+__all__ = ["load_image_folder", "IMAGE_SUFFIXES", "read_image"]
 
 #: File suffixes read as images (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -28,35 +29,6 @@ def _first_line(exc: BaseException) -> str:
     """The first line of a decoder's error (imageio appends multi-line install hints)."""
     text = str(exc).strip()
     return text.splitlines()[0].rstrip(" .:") if text else type(exc).__name__
-
-
-def to_unit_interval(image: np.ndarray, name: str) -> np.ndarray:
-    """Map an integer or boolean image to float64 in ``[-1, 1]``.
-
-    Parameters
-    ----------
-    image : ndarray
-        uint8 (divided by 255), uint16 (divided by 65535) or bool pixel values.
-    name : str
-        File name quoted in the error message.
-
-    Returns
-    -------
-    ndarray, float64, same shape
-        ``image / max * 2 - 1``.
-
-    Raises
-    ------
-    InputError
-        For any other dtype.
-    """
-    if image.dtype == np.bool_:
-        scale = 1.0
-    elif image.dtype in (np.uint8, np.uint16):
-        scale = float(np.iinfo(image.dtype).max)
-    else:
-        raise InputError(f"{name}: unsupported pixel type {image.dtype} (expected 8 or 16 bit)")
-    return image.astype(np.float64) / scale * 2.0 - 1.0
 
 
 def _to_hwc(image: np.ndarray, name: str, grayscale: bool) -> np.ndarray:
@@ -113,18 +85,9 @@ def load_image_folder(path: str | os.PathLike, *, grayscale: bool = False) -> np
     )
     if not files:
         raise InputError(f"{folder}: no image files (*.png, *.jpg, *.jpeg) in the folder")
-
-    from skimage.io import imread
-
     out: np.ndarray | None = None
     for i, file in enumerate(files):
-        try:
-            with warnings.catch_warnings():  # imageio's plugin probing on undecodable files
-                warnings.simplefilter("ignore", DeprecationWarning)
-                raw = np.asarray(imread(file))
-        except Exception as exc:  # decoders raise many types; report them all the same way
-            raise InputError(f"{file}: cannot read the image ({_first_line(exc)})") from exc
-        x = _to_hwc(raw, str(file), grayscale)
+        x = read_image(file, grayscale=grayscale)
         if out is None:
             out = np.empty((len(files),) + x.shape, dtype=np.float64)
         elif x.shape != out.shape[1:]:

@@ -1,10 +1,15 @@
 """Data sources read chunk by chunk: any dataset size with bounded memory.
 
-A :class:`DataSource` is a list of picklable *parts* (a range of a ``.npy`` file, a group of
-image or audio files, one CIFAR-10 batch, one IDX file, an in-memory array). A part yields
-float64 chunks of at most ``chunk_size`` samples, each of shape ``(n, *sample_shape)``, so
-an estimator's memory is ``O(chunk_size x d)`` plus its own state, whatever ``N`` is. Parts
-are the unit of distribution (one dask task per part); chunks are the unit of memory.
+A :class:`DataSource` is a list of picklable *parts* (a range of rows of a ``.npy`` file or of
+a ``.npz`` member, a group of image or audio files, one CIFAR-10 batch, one IDX file, an
+in-memory array). A part yields floating-point chunks of at most ``chunk_size`` samples, each
+of shape ``(n, *sample_shape)``, read by the dtype rule of :mod:`specsched.data.scaling`
+(pixels in ``[-1, 1]``; stored floats as they are, in their dtype, so a float32 file gives
+float32 chunks and the estimators convert one chunk at a time), so an estimator's memory is
+``O(chunk_size x d)`` plus its own state, whatever ``N`` is. Parts are the unit of
+distribution (one dask task per part); chunks are the unit of memory. Opening a source reads
+headers only (the first image of an image folder), so shapes and sizes are known, and
+checked, before any sample is read.
 
 Sample layouts (how the Fourier model reads a sample)
 ------------------------------------------------------
@@ -24,23 +29,34 @@ from pathlib import Path
 
 import numpy as np
 
-from specsched.data.arrays import check_samples, read_array
+from specsched.data.arrays import (
+    ArrayHeader,
+    array_header,
+    check_samples,
+    decode_samples,
+    iter_rows,
+)
 from specsched.data.audio import AUDIO_SUFFIXES, audio_frame_count, read_audio_frames
+from specsched.data.builtin import BUILTIN_DATASETS, digits, natural_patches
 from specsched.data.cifar import cifar10_batch_files, read_cifar10_batch
-from specsched.data.idx import load_idx_images
-from specsched.data.images import IMAGE_SUFFIXES, read_image, to_unit_interval
+from specsched.data.idx import check_idx_images, iter_idx_rows, read_idx_header
+from specsched.data.images import IMAGE_SUFFIXES, read_image
+from specsched.data.scaling import pixel_max, to_unit_interval, warn_scaling
 from specsched.errors import InputError
 
 __all__ = [
     "DataSource",
     "ArrayPart",
+    "CifarPart",
+    "IdxPart",
     "NpyPart",
     "ImageFilesPart",
     "AudioFilesPart",
-    "IdxPart",
-    "CifarPart",
+    "checked_chunks",
+    "fashion_mnist_source",
     "open_source",
     "source_from_array",
+    "unknown_source_error",
     "SYSTEM_DATASETS",
     "FASHION_MNIST_DIR",
     "SONIC_PI_DIR",
@@ -66,7 +82,7 @@ def _ranges(n: int, size: int):
 
 @dataclass(frozen=True)
 class ArrayPart:
-    """Rows ``start:stop`` of an in-memory samples array."""
+    """An in-memory samples array (values used as given, see :mod:`specsched.data.scaling`)."""
 
     array: np.ndarray = field(repr=False)
     label: str = "array"
@@ -82,15 +98,14 @@ class ArrayPart:
 
 @dataclass(frozen=True)
 class NpyPart:
-    """Rows ``start:stop`` of a ``.npy`` file, read chunk by chunk at their file offset.
+    """Rows ``start:stop`` of a ``.npy`` file or ``.npz`` member, read chunk by chunk.
 
-    The header is parsed as a memory map would be, then each chunk's rows are read with
-    :func:`numpy.fromfile` at their offset (no mapping of the whole file, which would count
-    touched pages in the resident set), so resident memory stays ``O(chunk_size x d)`` even
-    for files larger than RAM.
+    Each chunk's rows are read at their offset (:func:`specsched.data.arrays.iter_rows`; no
+    mapping of the whole file, which would count touched pages in the resident set), so
+    resident memory stays ``O(chunk_size x d)`` even for files larger than RAM.
     """
 
-    path: str
+    header: ArrayHeader
     start: int
     stop: int
 
@@ -99,28 +114,16 @@ class NpyPart:
         return self.stop - self.start
 
     @property
+    def path(self) -> str:
+        return self.header.path
+
+    @property
     def label(self) -> str:
-        return self.path
+        return self.header.path
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
-        with open(self.path, "rb") as fh:
-            try:
-                version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(fh)
-            except (ValueError, OSError) as exc:
-                raise InputError(f"{self.path}: not a readable .npy file ({exc})") from exc
-            if fortran:
-                raise InputError(f"{self.path}: Fortran-ordered .npy files are not supported")
-            row = int(np.prod(shape[1:], dtype=np.int64))
-            offset = fh.tell()
-            for a, b in _ranges(self.n, chunk_size):
-                fh.seek(offset + (self.start + a) * row * dtype.itemsize)
-                rows = np.fromfile(fh, dtype=dtype, count=(b - a) * row)
-                if rows.size != (b - a) * row:
-                    raise InputError(f"{self.path}: truncated .npy file")
-                yield check_samples(rows.reshape((b - a,) + tuple(shape[1:])), self.path)
+        for raw in iter_rows(self.header, self.start, self.stop, chunk_size):
+            yield decode_samples(raw, self.label)
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,8 @@ class ImageFilesPart:
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         for a, b in _ranges(self.n, chunk_size):
-            imgs = []
-            for p in self.paths[a:b]:
+            out = None
+            for i, p in enumerate(self.paths[a:b]):
                 x = read_image(p, grayscale=self.grayscale, crop=self.crop, size=self.size)
                 if self.sample_shape is not None and x.shape != self.sample_shape:
                     raise InputError(
@@ -152,8 +155,10 @@ class ImageFilesPart:
                         f"dataset is {self.sample_shape}; pass size=(H, W) (--size) to resize "
                         "all images, or grayscale to mix gray and RGB"
                     )
-                imgs.append(x)
-            yield np.stack(imgs)
+                if out is None:
+                    out = np.empty((b - a,) + x.shape)
+                out[i] = x
+            yield out
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,8 @@ class AudioFilesPart:
 
 
 @dataclass(frozen=True)
-class _DecodedFilePart:
-    """A file decoded whole into uint8 images, converted to [-1, 1] chunk by chunk."""
+class IdxPart:
+    """An IDX image file (plain or ``.gz``): uint8 rows read and scaled chunk by chunk."""
 
     path: str
     n_images: int
@@ -202,29 +207,30 @@ class _DecodedFilePart:
     def label(self) -> str:
         return self.path
 
-    #: ``reader(path) -> uint8 array (N, ...)``, set by each subclass.
-    reader = None
-
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
-        raw = self.reader(self.path)
-        for a, b in _ranges(raw.shape[0], chunk_size):
-            yield to_unit_interval(raw[a:b], self.path)
+        for raw in iter_idx_rows(self.path, chunk_size):
+            yield to_unit_interval(raw, self.path)
 
 
 @dataclass(frozen=True)
-class IdxPart(_DecodedFilePart):
-    """An IDX image file (plain or ``.gz``): read once as uint8, converted chunk by chunk."""
+class CifarPart:
+    """One CIFAR-10 python batch (10000 images of 32 x 32 x 3; a pickle, decoded whole)."""
 
-    reader = staticmethod(load_idx_images)
-
-
-@dataclass(frozen=True)
-class CifarPart(_DecodedFilePart):
-    """One CIFAR-10 python batch (10000 images of 32 x 32 x 3)."""
-
+    path: str
     n_images: int = 10000
 
-    reader = staticmethod(read_cifar10_batch)
+    @property
+    def n(self) -> int:
+        return self.n_images
+
+    @property
+    def label(self) -> str:
+        return self.path
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
+        raw = read_cifar10_batch(self.path)
+        for a, b in _ranges(raw.shape[0], chunk_size):
+            yield to_unit_interval(raw[a:b], self.path)
 
 
 @dataclass(frozen=True)
@@ -242,9 +248,13 @@ class DataSource:
     parts : tuple
         Picklable parts, each with ``n``, ``label`` and ``iter_chunks(chunk_size)``.
     kind : str
-        ``"array"``, ``"npy"``, ``"images"``, ``"audio"``, ``"idx"`` or ``"cifar10"``.
+        ``"array"``, ``"npy"`` (``.npy``/``.npz`` files), ``"images"``, ``"audio"``,
+        ``"idx"`` or ``"cifar10"``.
     sample_rate : float or None
         Samples per second for audio (frequencies in cycles per sample times this are Hz).
+    itemsize : int
+        Bytes per value of a chunk as read, before the estimators' float64 copy (4 for a
+        float32 file, 8 for scaled pixels); sizes the memory a chunk takes.
     """
 
     name: str
@@ -253,6 +263,7 @@ class DataSource:
     parts: tuple
     kind: str = "array"
     sample_rate: float | None = None
+    itemsize: int = 8
 
     @property
     def dimension(self) -> int:
@@ -260,7 +271,10 @@ class DataSource:
         return int(np.prod(self.sample_shape, dtype=np.int64))
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[np.ndarray]:
-        """Yield float64 chunks ``(n <= chunk_size, *sample_shape)`` over all parts in order.
+        """Yield chunks ``(n <= chunk_size, *sample_shape)`` over all parts in order.
+
+        Chunks are real floating point: float64 for pixels and in-memory integers, the
+        stored dtype for floating-point files (see :mod:`specsched.data.scaling`).
 
         Raises
         ------
@@ -273,7 +287,16 @@ class DataSource:
 
     def load(self) -> np.ndarray:
         """All samples in memory, float64 ``(N, *sample_shape)`` (small datasets only)."""
-        return np.concatenate(list(self.iter_chunks(65536)))
+        return np.concatenate([c.astype(np.float64, copy=False)
+                               for c in self.iter_chunks(65536)])
+
+
+def unknown_source_error(src) -> InputError:
+    """The error for a source that is neither a built-in name nor an existing path."""
+    return InputError(
+        f"{src}: neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
+        "nor an existing file or folder"
+    )
 
 
 def checked_chunks(part, sample_shape: tuple, chunk_size: int) -> Iterator[np.ndarray]:
@@ -297,43 +320,53 @@ def source_from_array(x, name: str = "array") -> DataSource:
     InputError
         If ``x`` is 0-d or holds no samples.
     """
-    x = np.asarray(x)
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
     if x.ndim == 0 or x.shape[0] == 0:
         raise InputError(f"{name}: expected samples of shape (N, ...), got shape {x.shape}")
-    return DataSource(name, tuple(x.shape[1:]), int(x.shape[0]), (ArrayPart(x, name),))
+    itemsize = x.dtype.itemsize if np.issubdtype(x.dtype, np.floating) else 8
+    return DataSource(name, tuple(x.shape[1:]), int(x.shape[0]), (ArrayPart(x, name),),
+                      itemsize=itemsize)
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    try:
-        mm = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
-    shape, dtype = mm.shape, mm.dtype
-    del mm
-    if len(shape) < 2 or shape[0] == 0:
-        raise InputError(f"{path}: expected samples of shape (N, ...) with N >= 1, got {shape}")
-    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
-        dtype, np.complexfloating
-    ):
-        raise InputError(f"{path}: expected a real numeric array, got dtype {dtype}")
-    return shape, dtype
-
-
-def _npy_source(files: list[Path], name: str, part_size: int) -> DataSource:
+def _array_file_source(files: list[Path], name: str, part_size: int) -> DataSource:
+    """``.npy`` / ``.npz`` files (shards of one dataset) from their headers; warns once when
+    their integers are read as pixels."""
     parts, first = [], None
     total = 0
     for f in files:
-        shape, _ = _npy_header(f)
-        if first is None:
-            first = (f, shape[1:])
-        elif shape[1:] != first[1]:
+        h = array_header(f)
+        scale = pixel_max(h.dtype, str(f))  # refuses dtypes without a reading
+        if not h.shape:
+            raise InputError(f"{f}: expected an array of samples of shape (N, ...), got a "
+                             "scalar")
+        if h.shape[0] == 0:
+            raise InputError(f"{f}: the array holds no samples (shape {h.shape})")
+        if len(h.shape) < 2:
             raise InputError(
-                f"{f}: samples of shape {shape[1:]}, but {first[0].name} has {first[1]}; "
-                "all files of the dataset must have the same sample shape (dimension mismatch)"
+                f"{f}: expected samples of shape (N, ...) with one sample per row, got a 1-D "
+                f"array of {h.shape[0]} values (eigenvalues are passed as a spectrum)"
             )
-        parts += [NpyPart(str(f), a, b) for a, b in _ranges(shape[0], part_size)]
-        total += shape[0]
-    return DataSource(name, tuple(first[1]), total, tuple(parts), kind="npy")
+        if first is None:
+            first = (f, h, scale)
+        elif h.sample_shape != first[1].sample_shape:
+            raise InputError(
+                f"{f}: samples of shape {h.sample_shape}, but {first[0].name} has "
+                f"{first[1].sample_shape}; all files of the dataset must have the same sample "
+                "shape (dimension mismatch)"
+            )
+        elif scale != first[2]:
+            raise InputError(
+                f"{f}: samples stored as {h.dtype}, but {first[0].name} as {first[1].dtype}, "
+                "which is read with another scaling (docs/formats.md); store every file of "
+                "the dataset with the same dtype"
+            )
+        parts += [NpyPart(h, a, b) for a, b in _ranges(h.shape[0], part_size)]
+        total += h.shape[0]
+    f, h, scale = first
+    warn_scaling(h.dtype, name)
+    itemsize = 8 if scale is not None else h.dtype.itemsize
+    return DataSource(name, h.sample_shape, total, tuple(parts), kind="npy",
+                      itemsize=itemsize)
 
 
 def _group(items, size):
@@ -372,13 +405,14 @@ def _audio_source(files, name, sample_rate, frame_length, files_per_part) -> Dat
 def _idx_source(files: list[Path], name: str) -> DataSource:
     parts, shape, total = [], None, 0
     for f in files:
-        raw = load_idx_images(f)
+        file_shape, dtype = read_idx_header(f)
+        check_idx_images(f, file_shape, dtype)
         if shape is None:
-            shape = raw.shape[1:]
-        elif raw.shape[1:] != shape:
-            raise InputError(f"{f}: images of shape {raw.shape[1:]}, expected {shape}")
-        parts.append(IdxPart(str(f), int(raw.shape[0])))
-        total += raw.shape[0]
+            shape = file_shape[1:]
+        elif file_shape[1:] != shape:
+            raise InputError(f"{f}: images of shape {file_shape[1:]}, expected {shape}")
+        parts.append(IdxPart(str(f), int(file_shape[0])))
+        total += file_shape[0]
     return DataSource(name, tuple(shape), total, tuple(parts), kind="idx")
 
 
@@ -443,11 +477,15 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
     ----------
     src : str or path-like
         A built-in name (``natural-patches``, ``digits``), a system dataset
-        (``fashion-mnist``, ``sonic-pi-samples``: Debian packages), a ``.npy`` file (memory
-        mapped), a ``.npz`` file, an IDX file (``.gz`` or not), or a folder of: images
-        (``.png``/``.jpg``), audio (``.wav``/``.flac``/``.ogg``), ``.npy`` shards of the same
-        sample shape, IDX image files, or CIFAR-10 python batches (``data_batch_*``,
-        ``test_batch``). Folders are read in file-name order; hidden files are ignored.
+        (``fashion-mnist``, ``sonic-pi-samples``: Debian packages), a ``.npy`` file or a
+        ``.npz`` file (rows read at their offset), an IDX file (``.gz`` or not), or a folder
+        of: images (``.png``/``.jpg``), audio (``.wav``/``.flac``/``.ogg``), ``.npy`` shards
+        of the same sample shape and dtype, IDX image files, or CIFAR-10 python batches
+        (``data_batch_*``, ``test_batch``). Folders are read in file-name order; hidden files
+        are ignored. Stored values are read by the dtype rule of
+        :mod:`specsched.data.scaling`: uint8 / uint16 / bool ``.npy``/``.npz`` samples are
+        taken as pixels and mapped to ``[-1, 1]`` with one
+        :class:`~specsched.data.scaling.DataScalingWarning`.
     grayscale, crop, size :
         Image options (see :func:`specsched.data.images.read_image`); ``size`` is
         ``(H, W)`` in pixels.
@@ -463,16 +501,17 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
     Returns
     -------
     DataSource
+        Only headers have been read (and the first image of an image folder).
 
     Raises
     ------
     InputError
         For ``cifar10`` (eigenvalues only), an unknown name or missing path, a folder holding
-        a file that is not data (naming it), files of different sample shapes (naming the
-        file), an absent Debian dataset (saying how to install it), unreadable files.
+        a file that is not data (naming it), files of different sample shapes or scalings
+        (naming the file), a stored dtype without a reading (signed integers, complex), an
+        array that is not ``(N, ...)``, an absent Debian dataset (saying how to install
+        it), unreadable headers.
     """
-    from specsched.data.builtin import BUILTIN_DATASETS, digits, natural_patches
-
     if isinstance(src, str):
         if src == "natural-patches":
             return source_from_array(natural_patches(), src)
@@ -508,20 +547,16 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
         if kind == "audio":
             return _audio_source(files, name, sample_rate, frame_length, files_per_part)
         if kind == "npy":
-            return _npy_source(files, name, part_size)
+            return _array_file_source(files, name, part_size)
         return _idx_source(files, name)
     if not path.exists():
-        from specsched.data import unknown_source_error
-
         raise unknown_source_error(src)
     low = path.name.lower()
-    if low.endswith(".npy"):
-        return _npy_source([path], name, part_size)
-    if low.endswith(".npz"):
-        x = read_array(path)
-        return source_from_array(x, name)
+    if low.endswith((".npy", ".npz")):
+        return _array_file_source([path], name, part_size)
     if low.endswith((".gz", "-ubyte", ".idx")):
         return _idx_source([path], name)
     raise InputError(
-        f"{path}: unsupported file type (expected .npy, .npz, IDX (.gz) or a folder)"
+        f"{path}: expected a .npy or .npz file, an IDX file (.gz, -ubyte, .idx) or a folder, "
+        f"got suffix {path.suffix!r}"
     )

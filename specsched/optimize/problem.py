@@ -195,7 +195,16 @@ def project_feasible(alphas_cumprod, ab_min=AB_MIN, ab_max=AB_MAX, delta=DELTA):
     return ab
 
 
-def _check_problem(num_steps, loss, ab_min, ab_max, delta, method):
+def check_problem(num_steps, loss, ab_min, ab_max, delta, method):
+    """Refuse an optimisation problem that cannot be posed (cheap: call before loading data).
+
+    Raises
+    ------
+    InputError
+        Naming the argument: steps < 1, unknown loss or method, bounds outside
+        ``0 < ab_min < ab_max < 1``, ``delta < 0`` or NaN, or ``num_steps`` levels with
+        margin ``delta`` that do not fit between the bounds.
+    """
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
     if loss not in LOSSES:
@@ -473,7 +482,7 @@ def optimize_schedule(
     Benita, Elad, Keshet (2025), "Spectral Analysis of Diffusion Models with Application to
     Schedule Design"; docs/theory.md section 5.
     """
-    _check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    check_problem(num_steps, loss, ab_min, ab_max, delta, method)
     if method == "auto" and num_steps > AUTO_SLSQP_MAX_STEPS and x0 is None and starts:
         # coarse to fine: L-BFGS crawls from a cold start at large S (1000 iterations at
         # S = 1000); from the optimum at S/10 resampled it converges in a few hundred

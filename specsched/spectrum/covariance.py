@@ -1,7 +1,7 @@
 """Streaming estimate of the mean and covariance of samples, and its eigen-decomposition.
 
 Notation (docs/theory.md section 6)
-------------------------------
+-----------------------------------
 Samples ``x_i`` in ``R^d`` (flattened), ``i = 1..n``. Each chunk is summarised by its count
 ``n``, mean ``xbar`` and centred second moment ``M2 = sum_i (x_i - xbar)(x_i - xbar)^T``
 (``Xc^T Xc``), accumulated in float64. Two summaries ``A``, ``B`` merge exactly with the
@@ -16,6 +16,13 @@ Never forming ``sum x x^T`` keeps it accurate for data far from the origin, wher
 (unbiased, as :func:`numpy.cov`); :func:`scipy.linalg.eigh` then gives
 ``Sigma = U diag(lam) U^T``.
 
+Implementation: on the CPU with NumPy, ``M2`` is one Fortran-ordered ``d x d`` float64 array
+updated in place by BLAS (``dsyrk``: ``M2 += Xc^T Xc``, upper triangle; ``dsyr``: the rank-one
+term), so a chunk costs one float64 copy of itself (the centred chunk, converted from its
+stored dtype on the way) and no ``d x d`` temporary. Other array-API namespaces (CuPy,
+array-api-strict) run the same update as array expressions
+(:func:`specsched.spectrum.moments.merge_moments`).
+
 References
 ----------
 T. F. Chan, G. H. Golub, R. J. LeVeque, "Updating formulae and a pairwise algorithm for
@@ -24,63 +31,51 @@ computing sample variances", Stanford CS report STAN-CS-79-773, 1979.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dsyr, dsyrk
 
-from specsched.data.arrays import check_samples
+from specsched.data.sources import DataSource, source_from_array
 from specsched.errors import InputError
-from specsched.spectrum.moments import Moments, chunk_moments, merge_moments
+from specsched.spectrum.chunked import ChunkedEstimator, check_chunk_size, clip_roundoff
+from specsched.spectrum.memory import check_memory, plan_memory
+from specsched.spectrum.moments import Moments, chunk_moments, merge_moments, to_numpy
 from specsched.spectrum.spectrum import Spectrum
 
 __all__ = ["StreamingCovariance", "spectrum_from_samples"]
 
-#: Eigenvalues of the estimated covariance above ``-_ROUNDOFF * max`` are round-off of a
-#: positive semi-definite matrix and are set to 0 without a warning.
-_ROUNDOFF = 1e-6
 
-
-def _check_chunk_size(chunk_size) -> int:
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, numbers.Integral)
-        or (chunk_size < 1)
-    ):
-        raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
-
-
-def _chunks(X, chunk_size: int):
-    """Yield consecutive slices ``X[start:start + chunk_size]`` along axis 0."""
-    for start in range(0, X.shape[0], chunk_size):
-        yield X[start : start + chunk_size]
-
-
-def _numpy_xp():
-    from specsched.spectrum.moments import get_namespace
-
-    return get_namespace("cpu")
-
-
-class StreamingCovariance:
+class StreamingCovariance(ChunkedEstimator):
     """Mean and covariance accumulated chunk by chunk (float64, Chan et al. update).
 
-    Shaped like a scikit-learn estimator: :meth:`partial_fit`, :meth:`fit` and :meth:`merge`
-    return ``self``; learned values end in an underscore.
+    The one full-covariance estimator of specsched: :func:`spectrum_from_samples`,
+    :func:`specsched.spectrum.estimate_spectrum` (``method="full"`` and dense PCA), the dask
+    path and :func:`specsched.spectrum.load_spectrum` all use it. Shaped like a scikit-learn
+    incremental estimator: :meth:`partial_fit`, :meth:`fit` and :meth:`merge` return
+    ``self``; learned values end in an underscore.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Where the sums are accumulated (CuPy for ``"cuda"``).
+    xp : module, optional
+        Array-API namespace on the CPU (e.g. :mod:`array_api_strict`); default NumPy, with
+        the in-place BLAS update of the module docstring.
 
     Attributes
     ----------
     n_samples_seen_ : int
         Number of samples accumulated so far (0 before any data).
-    mean_ : ndarray of shape (n_features,), float64
-        Mean of the flattened samples; ``None`` before any data.
-    covariance_ : ndarray of shape (n_features, n_features), float64
-        Unbiased covariance ``M2 / (n - 1)`` (property, as :func:`numpy.cov`).
-    n_features_ : int or None
+    mean_ : array of shape (n_features,), float64
+        Mean of the flattened samples (namespace of the device); ``None`` before any data.
+    covariance_ : array of shape (n_features, n_features), float64
+        Unbiased covariance ``M2 / (n - 1)`` (property, as :func:`numpy.cov`; a new array).
+    n_features_in_ : int or None
         Flattened sample dimension ``d``, fixed by the first data seen.
     sample_shape_ : tuple of int or None
-        Shape of one sample in the first chunk seen (before flattening).
+        Shape of one sample (before flattening).
+    data_min_, data_max_ : array of shape (n_features,)
+        Per-coordinate range of the samples seen.
 
     Examples
     --------
@@ -90,124 +85,90 @@ class StreamingCovariance:
     >>> spectrum = est.to_spectrum(source="my data")  # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
-        self._reset()
+    def _reset_state(self) -> None:
+        self.mean_ = None
+        self._m2 = None  # host: Fortran order, upper triangle valid; else full symmetric
 
-    def _reset(self) -> None:
-        self.n_samples_seen_ = 0
-        self.n_features_: int | None = None
-        self.sample_shape_: tuple[int, ...] | None = None
-        self.mean_: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
+    def _allocate(self, d: int) -> None:
+        check_memory(plan_memory("full", d, 0), "covariance")
+        xp = self._ns()
+        if self._on_host:
+            self._m2 = np.zeros((d, d), dtype=np.float64, order="F")
+        else:
+            self._m2 = xp.zeros((d, d), dtype=xp.float64)
 
-    def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
-        """Merge the summary ``(n_b, mean_b, m2_b)`` into ``self`` (Chan et al. update).
-
-        The update itself is :func:`specsched.spectrum.moments.merge_moments` (one block of
-        ``d`` coordinates), shared with the chunked estimators.
-        """
-        if n_b == 0:
+    def _update(self, X, n: int) -> None:
+        xp = self._ns()
+        d = self.n_features_in_
+        if self._m2 is None:
+            self._allocate(d)
+        n_a = self.n_samples_seen_
+        if not self._on_host:
+            flat = xp.astype(xp.reshape(X, (n, 1, d)), xp.float64)
+            self._fold(chunk_moments(flat, xp))
             return
+        flat = X.reshape(n, d)
+        mean_b = flat.mean(axis=0, dtype=np.float64)
+        Xc = np.subtract(flat, mean_b, dtype=np.float64)  # the one float64 copy of the chunk
+        self._m2 = dsyrk(1.0, Xc.T, beta=1.0, c=self._m2, lower=0, overwrite_c=1)
+        del Xc
+        self._rank_one(n_a, n, mean_b)
+
+    def _rank_one(self, n_a: int, n_b: int, mean_b: np.ndarray) -> None:
+        """Host path: ``M2 += outer(delta, delta) n_a n_b / n``, ``mean`` update (Chan)."""
+        if n_a == 0:
+            self.mean_ = np.array(mean_b, dtype=np.float64)
+            return
+        n = n_a + n_b
+        delta = mean_b - self.mean_
+        self._m2 = dsyr(n_a * n_b / n, delta, lower=0, a=self._m2, overwrite_a=1)
+        self.mean_ = self.mean_ + delta * (n_b / n)
+
+    def _fold(self, m: Moments) -> None:
+        """Namespace path: merge a (1, d) block summary with the state."""
+        xp = self._ns()
         mine = None
         if self.n_samples_seen_:
-            mine = Moments(self.n_samples_seen_, self.mean_[None, :], self._m2[None])
-        merged = merge_moments(mine, Moments(n_b, mean_b[None, :], m2_b[None]), _numpy_xp())
-        self.n_samples_seen_ = merged.n
-        self.mean_, self._m2 = np.array(merged.mean[0]), np.array(merged.m2[0])
+            mine = Moments(self.n_samples_seen_, self.mean_[None, :], self._m2[None, ...])
+        merged = merge_moments(mine, m, xp)
+        self.mean_, self._m2 = merged.mean[0, :], merged.m2[0, ...]
 
-    def _check_features(self, d: int, shape: tuple[int, ...], what: str) -> None:
-        if self.n_features_ is None:
-            self.n_features_, self.sample_shape_ = d, shape
-        elif d != self.n_features_:
-            raise InputError(
-                f"{what}: samples have {d} values each, earlier ones had {self.n_features_} "
-                f"(sample shape {shape} vs {self.sample_shape_}); all samples must match"
-            )
+    def _merge_state(self, other: StreamingCovariance) -> None:
+        xp = self._ns()
+        if self._m2 is None:
+            self._allocate(self.n_features_in_)
+        if self._on_host:
+            m2 = to_numpy(other._m2)  # upper triangle valid in both layouts
+            if self.n_samples_seen_ == 0:
+                self._m2[...] = m2
+                self.mean_ = np.array(to_numpy(other.mean_), dtype=np.float64)
+                return
+            self._m2 += m2
+            self._rank_one(self.n_samples_seen_, other.n_samples_seen_, to_numpy(other.mean_))
+            return
+        m2 = to_numpy(other._full_m2())
+        self._fold(Moments(other.n_samples_seen_, xp.asarray(to_numpy(other.mean_))[None, :],
+                           xp.asarray(m2)[None, ...]))
 
-    def partial_fit(self, X) -> StreamingCovariance:
-        """Add a chunk of samples.
+    def _full_m2(self):
+        """``M2`` with both triangles (a new array on the host path)."""
+        if not self._on_host:
+            return self._m2
+        upper = np.triu(self._m2)
+        upper += np.triu(self._m2, 1).T
+        return upper
 
-        Parameters
-        ----------
-        X : array_like of shape (n, ...)
-            ``n`` samples along axis 0, each flattened to ``d = prod(X.shape[1:])`` values;
-            a 1-D array is ``n`` scalar samples (``d = 1``). Converted to float64; ``n = 0``
-            is allowed and changes nothing.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            If ``X`` is not a finite real array or ``d`` differs from earlier chunks.
-        """
-        X = np.asarray(X)
-        if X.ndim >= 1 and X.shape[0] == 0:  # empty chunk: only the shape is checked
-            self._check_features(int(np.prod(X.shape[1:])), X.shape[1:], "X")
-            return self
-        X = check_samples(X, "X")
-        self._check_features(int(np.prod(X.shape[1:])), X.shape[1:], "X")
-        m = chunk_moments(X.reshape(X.shape[0], 1, -1), _numpy_xp())
-        self._combine(m.n, m.mean[0], m.m2[0])
-        return self
-
-    def merge(self, other: StreamingCovariance) -> StreamingCovariance:
-        """Add the samples summarised by another estimator (e.g. fitted in another process).
-
-        Parameters
-        ----------
-        other : StreamingCovariance
-            Unchanged by the call.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            If ``other`` is not a StreamingCovariance or its ``d`` differs from ``self``'s.
-        """
-        if not isinstance(other, StreamingCovariance):
-            raise InputError(f"other: expected a StreamingCovariance, got {type(other).__name__}")
-        if other.n_features_ is not None:
-            self._check_features(other.n_features_, other.sample_shape_, "other")
-        if other.n_samples_seen_:
-            self._combine(other.n_samples_seen_, other.mean_, other._m2)
-        return self
-
-    def fit(self, X, chunk_size: int = 4096) -> StreamingCovariance:
-        """Estimate from scratch on ``X``, ``chunk_size`` samples at a time.
-
-        Parameters
-        ----------
-        X : array_like of shape (n, ...)
-            Samples along axis 0 (a :func:`numpy.memmap` works: only one chunk at a time is
-            converted to float64).
-        chunk_size : int
-            Samples per chunk; memory is ``O(chunk_size * d + d^2)``.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            As :meth:`partial_fit`, or if ``chunk_size`` is not a positive integer.
-        """
-        chunk_size = _check_chunk_size(chunk_size)
-        self._reset()
-        X = X if hasattr(X, "shape") else np.asarray(X)
-        for chunk in _chunks(X, chunk_size):
-            self.partial_fit(chunk)
-        return self
+    def _largest_second_moment(self) -> float:
+        if self._m2 is None:
+            return 0.0
+        if self._on_host:
+            return float(np.max(np.diagonal(self._m2)))
+        xp = self._ns()
+        return float(xp.max(xp.linalg.diagonal(self._m2)))
 
     @property
-    def covariance_(self) -> np.ndarray:
-        """Unbiased covariance ``M2 / (n - 1)``, ndarray of shape (d, d), float64.
+    def covariance_(self):
+        """Unbiased covariance ``M2 / (n - 1)``, array of shape (d, d), float64 (a new array).
 
         Raises
         ------
@@ -216,7 +177,7 @@ class StreamingCovariance:
         """
         if self.n_samples_seen_ < 2:
             raise InputError(f"covariance: needs at least 2 samples, got {self.n_samples_seen_}")
-        return self._m2 / (self.n_samples_seen_ - 1)
+        return self._full_m2() / (self.n_samples_seen_ - 1)
 
     def to_spectrum(self, source: str = "samples", sample_shape=None) -> Spectrum:
         """Eigen-decompose the covariance into a :class:`Spectrum`.
@@ -224,7 +185,7 @@ class StreamingCovariance:
         Parameters
         ----------
         source : str
-            Provenance label stored in the spectrum.
+            Provenance label stored in the spectrum (and quoted in errors).
         sample_shape : tuple of int, optional
             Shape of one sample; defaults to :attr:`sample_shape_`.
 
@@ -235,22 +196,38 @@ class StreamingCovariance:
             ``covariance_ = U diag(eigenvalues) U^T``, ``mean = U^T mean_``,
             ``n_samples = n_samples_seen_``, ``method = "full"``. Eigenvalues that
             :func:`scipy.linalg.eigh` returns slightly negative (above ``-1e-6 x max``,
-            round-off of a semi-definite matrix) are set to 0 silently.
+            round-off of a semi-definite matrix) are set to 0 silently. Memory: the
+            accumulated ``M2`` plus four ``d x d`` float64 arrays at the peak (the
+            covariance overwritten by its eigenvectors, LAPACK's workspace of two, the copy
+            in the Spectrum; :mod:`specsched.spectrum.memory`).
 
         Raises
         ------
         InputError
-            If fewer than 2 samples were seen, or the data have no variance at all.
+            If fewer than 2 samples were seen, if the sums overflowed or the variances
+            underflowed float64 (the message says how to rescale), or the data have no
+            variance at all.
         """
-        cov = self.covariance_
-        lam, U = scipy.linalg.eigh(cov, check_finite=False)  # ascending
-        lam, U = lam[::-1].copy(), np.ascontiguousarray(U[:, ::-1])
-        lam[(lam < 0) & (lam >= -_ROUNDOFF * max(float(lam[0]), 0.0))] = 0.0
+        n = self.n_samples_seen_
+        if n < 2:
+            raise InputError(f"{source}: needs at least 2 samples to estimate a covariance, "
+                             f"got {n}")
+        self.check_range(source)
+        m2 = to_numpy(self._m2)
+        cov = np.empty(m2.shape, dtype=np.float64, order="F")
+        np.divide(m2, n - 1, out=cov)
+        del m2
+        # the upper triangle is valid in both layouts; divide and conquer (LAPACK syevd, as
+        # numpy.linalg.eigh) writes the eigenvectors over cov, with a 2 d^2 workspace
+        lam, U = scipy.linalg.eigh(cov, lower=False, overwrite_a=True, check_finite=False,
+                                   driver="evd")
+        del cov
+        lam, U = clip_roundoff(lam[::-1]), U[:, ::-1]  # descending
         return Spectrum(
             eigenvalues=lam,
-            mean=U.T @ self.mean_,
+            mean=U.T @ to_numpy(self.mean_),
             eigenvectors=U,
-            n_samples=self.n_samples_seen_,
+            n_samples=n,
             source=source,
             method="full",
             sample_shape=self.sample_shape_ if sample_shape is None else sample_shape,
@@ -260,15 +237,18 @@ class StreamingCovariance:
 def spectrum_from_samples(X, *, chunk_size: int = 4096, source: str = "samples") -> Spectrum:
     """Spectrum of the empirical covariance of samples (full covariance + eigh).
 
+    The pure-function front of :class:`StreamingCovariance`:
+    ``StreamingCovariance().fit(X, chunk_size).to_spectrum(source)``.
+
     Parameters
     ----------
-    X : array_like of shape (n_samples, ...)
+    X : array_like of shape (n_samples, ...) or DataSource
         Samples along axis 0, ``n_samples >= 2``; each is flattened to
-        ``d = prod(X.shape[1:])`` values. Memory ``O(chunk_size * d + d^2)``, time
-        ``O(n_samples d^2 + d^3)``.
+        ``d = prod(X.shape[1:])`` values, used as given (see
+        :mod:`specsched.data.scaling` for how files are read). Memory
+        ``O(chunk_size * d + d^2)``, time ``O(n_samples d^2 + d^3)``.
     chunk_size : int
-        Samples accumulated at a time. A tqdm progress bar is shown when there are more
-        than 8 chunks (hidden when stderr is not a terminal).
+        Samples accumulated at a time (a progress bar for more than 8 chunks).
     source : str
         Provenance label.
 
@@ -280,25 +260,17 @@ def spectrum_from_samples(X, *, chunk_size: int = 4096, source: str = "samples")
     Raises
     ------
     InputError
-        If ``X`` is not a finite real array of at least 2 samples, or has no variance.
+        If ``X`` is not a finite real array of at least 2 samples, does not fit in memory
+        (the message gives the sizes), overflows or underflows float64, or has no variance.
     """
-    chunk_size = _check_chunk_size(chunk_size)
-    X = X if hasattr(X, "shape") else np.asarray(X)
-    n_chunks = -(-X.shape[0] // chunk_size) if X.ndim else 0
-    if X.ndim == 0 or X.shape[0] < 2:
-        raise InputError(
-            f"{source}: needs at least 2 samples of shape (N, ...), got shape {X.shape}"
-        )
-    from tqdm.auto import tqdm
-
-    est = StreamingCovariance()
-    bar = tqdm(
-        _chunks(X, chunk_size),
-        total=n_chunks,
-        desc="covariance",
-        unit="chunk",
-        disable=None if n_chunks > 8 else True,
-    )
-    for chunk in bar:
-        est.partial_fit(chunk)
-    return est.to_spectrum(source=source)
+    chunk_size = check_chunk_size(chunk_size)
+    if not isinstance(X, DataSource):
+        X = X if hasattr(X, "shape") else np.asarray(X)
+        if X.ndim == 0 or X.shape[0] < 2:
+            raise InputError(
+                f"{source}: needs at least 2 samples of shape (N, ...), got shape {X.shape}"
+            )
+        X = source_from_array(X, source)
+    check_memory(plan_memory("full", X.dimension, min(chunk_size, X.n_samples), X.itemsize),
+                 source)
+    return StreamingCovariance().fit(X, chunk_size).to_spectrum(source=source)

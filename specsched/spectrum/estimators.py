@@ -39,6 +39,7 @@ N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with randomness", SI
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -46,219 +47,31 @@ import scipy.linalg
 
 from specsched.data.sources import DataSource, checked_chunks, source_from_array
 from specsched.errors import InputError
-from specsched.spectrum.moments import (
-    Moments,
-    as_blocks,
-    chunk_moments,
-    get_namespace,
-    merge_moments,
-    moments_to_numpy,
-    to_numpy,
-)
+from specsched.spectrum.chunked import check_chunk_size
+from specsched.spectrum.covariance import StreamingCovariance
+from specsched.spectrum.fourier import DiagonalVariance, FourierEstimator
+from specsched.spectrum.memory import check_memory, plan_memory
+from specsched.spectrum.moments import get_namespace, to_numpy
 from specsched.spectrum.spectrum import Spectrum
 
 __all__ = [
     "METHODS",
     "PCA_DENSE_MAX",
-    "SpectrumEstimator",
+    "check_estimate",
     "estimate_spectrum",
-    "fourier_power",
     "randomized_eigh",
-    "spectrum_from_moments",
 ]
 
 #: Spectrum estimation methods.
 METHODS = ("full", "pca", "fourier")
 #: Largest ``d`` for which PCA eigen-decomposes the accumulated d x d covariance.
 PCA_DENSE_MAX = 4096
-_ROUNDOFF = 1e-6
-
-
-def _clip_roundoff(lam: np.ndarray) -> np.ndarray:
-    top = max(float(lam.max()), 0.0)
-    lam = lam.copy()
-    lam[(lam < 0) & (lam >= -_ROUNDOFF * top)] = 0.0
-    return lam
 
 
 def _check_int(value, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise InputError(f"{name}: expected an integer >= {low}, got {value!r}")
     return int(value)
-
-
-class SpectrumEstimator:
-    """Accumulate samples chunk by chunk, then eigen-decompose (full or Fourier model).
-
-    Shaped like a scikit-learn estimator: :meth:`partial_fit` and :meth:`merge` return
-    ``self``; learned values end in an underscore.
-
-    Parameters
-    ----------
-    method : {"full", "fourier", "diag"}
-        Block layout of :func:`specsched.spectrum.moments.as_blocks`: full covariance, the
-        Fourier model, or per-coordinate variances (PCA's first pass).
-    device : {"cpu", "cuda"}
-        Where the sums are accumulated (CuPy for ``"cuda"``).
-    xp : module, optional
-        Array-API namespace on the CPU (e.g. :mod:`array_api_strict`); default NumPy.
-
-    Attributes
-    ----------
-    moments_ : Moments or None
-        Accumulated summary, arrays in ``xp`` on the device.
-    n_samples_seen_ : int
-    sample_shape_ : tuple of int or None
-    """
-
-    def __init__(self, method: str = "full", device: str = "cpu", xp=None) -> None:
-        if method not in ("full", "fourier", "diag"):
-            raise InputError(f"method: expected 'full', 'fourier' or 'diag', got {method!r}")
-        self.method = method
-        self.device = device
-        self.xp = get_namespace(device, xp)
-        self.moments_: Moments | None = None
-        self.sample_shape_: tuple[int, ...] | None = None
-
-    @property
-    def n_samples_seen_(self) -> int:
-        return 0 if self.moments_ is None else self.moments_.n
-
-    def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
-        if self.sample_shape_ is None:
-            if self.method == "fourier" and len(shape) not in (1, 2, 3):
-                raise InputError(
-                    f"{what}: the Fourier model needs samples of shape (L,), (H, W) or "
-                    f"(H, W, C); got {shape}"
-                )
-            self.sample_shape_ = shape
-        elif shape != self.sample_shape_:
-            raise InputError(
-                f"{what}: samples of shape {shape} ({int(np.prod(shape))} values), earlier "
-                f"ones {self.sample_shape_} ({int(np.prod(self.sample_shape_))} values); all "
-                "chunks must match"
-            )
-
-    def partial_fit(self, X, name: str = "X") -> SpectrumEstimator:
-        """Add a chunk of samples.
-
-        Parameters
-        ----------
-        X : array of shape (n, *sample_shape), float64
-            A NumPy array (moved to the device) or an array of ``xp``; finite values
-            (check loaded data with the loaders first).
-        name : str
-            Label (file name) quoted in errors.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InputError
-            If the sample shape differs from earlier chunks (naming ``name``).
-        """
-        xp = self.xp
-        X = xp.asarray(X) if isinstance(X, np.ndarray) else X
-        self._check_shape(tuple(X.shape[1:]), name)
-        if X.shape[0] == 0:
-            return self
-        X = xp.astype(X, xp.float64)
-        m = chunk_moments(as_blocks(X, self.method, xp), xp)
-        self.moments_ = merge_moments(self.moments_, m, xp)
-        return self
-
-    def merge(self, other: SpectrumEstimator | Moments, sample_shape=None) -> SpectrumEstimator:
-        """Add the samples summarised by another estimator or a :class:`Moments` summary."""
-        if isinstance(other, SpectrumEstimator):
-            if other.sample_shape_ is not None:
-                self._check_shape(other.sample_shape_, "other")
-            other = other.moments_
-        elif sample_shape is not None:
-            self._check_shape(tuple(sample_shape), "other")
-        if other is not None:
-            xp = self.xp
-            other = Moments(other.n, xp.asarray(other.mean), xp.asarray(other.m2))
-            self.moments_ = merge_moments(self.moments_, other, xp)
-        return self
-
-    def to_spectrum(self, source: str = "samples") -> Spectrum:
-        """The :class:`Spectrum` of the accumulated samples (see :func:`spectrum_from_moments`)."""
-        if self.moments_ is None:
-            raise InputError(f"{source}: no samples were seen")
-        return spectrum_from_moments(moments_to_numpy(self.moments_), self.method,
-                                     self.sample_shape_, source)
-
-
-def spectrum_from_moments(m: Moments, method: str, sample_shape, source: str) -> Spectrum:
-    """Eigen-decompose accumulated moments (NumPy arrays) into a :class:`Spectrum`.
-
-    Parameters
-    ----------
-    m : Moments
-        ``"full"``: mean (1, d), m2 (1, d, d); ``"fourier"``: mean (P, C), m2 (P, C, C).
-    method : {"full", "fourier"}
-    sample_shape : tuple of int
-    source : str
-
-    Returns
-    -------
-    Spectrum
-        ``"full"``: eigenvalues, eigenvectors and ``m = U^T mu`` (as
-        :meth:`StreamingCovariance.to_spectrum`); ``"fourier"``: d eigenvalues, mean
-        magnitudes (module docstring), no eigenvectors.
-
-    Raises
-    ------
-    InputError
-        Fewer than 2 samples or no variance.
-    """
-    if m.n < 2:
-        raise InputError(f"{source}: needs at least 2 samples, got {m.n}")
-    if method == "full":
-        from specsched.spectrum.covariance import StreamingCovariance
-
-        est = StreamingCovariance()
-        est._check_features(int(m.mean.size), tuple(sample_shape), "moments")
-        est._combine(m.n, np.asarray(m.mean[0], np.float64), np.asarray(m.m2[0], np.float64))
-        return est.to_spectrum(source=source, sample_shape=tuple(sample_shape))
-    if method != "fourier":
-        raise InputError(f"method: expected 'full' or 'fourier', got {method!r}")
-    blocks = m.m2 / (m.n - 1)
-    blocks = 0.5 * (blocks + np.conj(np.swapaxes(blocks, 1, 2)))  # exact Hermitian
-    lam, V = np.linalg.eigh(blocks)  # (P, C), (P, C, C)
-    mean = np.abs(np.einsum("pcj,pc->pj", np.conj(V), m.mean))
-    return Spectrum(
-        eigenvalues=_clip_roundoff(lam.ravel()),
-        mean=mean.ravel(),
-        n_samples=m.n,
-        source=source,
-        method="fourier",
-        sample_shape=tuple(sample_shape),
-    )
-
-
-def fourier_power(m: Moments, sample_shape) -> np.ndarray:
-    """Per-frequency power of the centred data from Fourier moments.
-
-    Parameters
-    ----------
-    m : Moments
-        Fourier-layout moments (NumPy), mean (P, C), m2 (P, C, C).
-    sample_shape : tuple of int
-        ``(L,)``, ``(H, W)`` or ``(H, W, C)``.
-
-    Returns
-    -------
-    ndarray of shape (L,) or (H, W), float64
-        ``E|F(x - mu)_f|^2`` summed over channels (trace of the C x C block), in
-        :func:`numpy.fft.fftfreq` order (DC first, not shifted); sums to the total variance
-        ``tr Sigma`` (Parseval, unitary DFT).
-    """
-    spatial = tuple(sample_shape[:2]) if len(sample_shape) == 3 else tuple(sample_shape)
-    power = np.real(np.trace(m.m2, axis1=1, axis2=2)) / (m.n - 1)
-    return power.reshape(spatial)
 
 
 def randomized_eigh(matmat, d: int, rank: int, *, n_oversamples: int = 10, n_iter: int = 4,
@@ -304,29 +117,24 @@ def randomized_eigh(matmat, d: int, rank: int, *, n_oversamples: int = 10, n_ite
 
 # ---------------------------------------------------------------- map-reduce over parts
 
-def _part_moments(part, sample_shape, layout, chunk_size, device="cpu", xp=None) -> Moments:
-    """Moments of one part (a dask task): NumPy arrays on the host."""
-    est = SpectrumEstimator(layout, device, xp)
+def _fit_part(part, cls, sample_shape, chunk_size):
+    """One estimator fitted on one part (a dask task; NumPy on the worker)."""
+    est = cls()
     for chunk in checked_chunks(part, sample_shape, chunk_size):
         est.partial_fit(chunk, part.label)
-    if est.moments_ is None:
-        return None
-    return moments_to_numpy(est.moments_)
+    return est
 
 
-def _merge_np(a: Moments | None, b: Moments | None) -> Moments | None:
-    import array_api_compat.numpy as xnp
-
-    if b is None:
-        return a
-    return merge_moments(a, b, xnp)
+def _merged(a, b):
+    """``a`` merged with ``b``, leaving both untouched (dask may reuse a task's result)."""
+    return copy.deepcopy(a).merge(b)
 
 
 def _part_covariance_product(part, sample_shape, mean, Q, chunk_size):
     """``sum_i (x_i - mu)(x_i - mu)^T Q`` over one part: (d, l) float64."""
     Y = np.zeros_like(Q)
     for chunk in checked_chunks(part, sample_shape, chunk_size):
-        Xc = chunk.reshape(chunk.shape[0], -1) - mean
+        Xc = np.subtract(chunk.reshape(chunk.shape[0], -1), mean, dtype=np.float64)
         Y += Xc.T @ (Xc @ Q)
     return Y
 
@@ -387,44 +195,35 @@ class _Executor:
             obj.close()
 
 
-def _accumulate(source: DataSource, layout, chunk_size, device, xp, executor) -> Moments:
+def _fit(cls, source: DataSource, chunk_size, device, xp, executor):
+    """An estimator of class ``cls`` fitted on every chunk of ``source``."""
     if executor.client is None:
-        est = SpectrumEstimator(layout, device, xp)
-        n_chunks = sum(-(-p.n // chunk_size) for p in source.parts)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_chunks, desc=f"{layout} moments", unit="chunk",
-                   disable=None if n_chunks > 8 else True)
-        for part in source.parts:
-            for chunk in checked_chunks(part, source.sample_shape, chunk_size):
-                est.partial_fit(chunk, part.label)
-                bar.update()
-        bar.close()
-        m = est.moments_
-        return None if m is None else moments_to_numpy(m)
-    if device != "cpu" or xp is not None:
-        raise InputError("--dask: the dask path runs NumPy on the workers; use --device cpu")
-    return executor.map_reduce(_part_moments, source.parts, _merge_np, source.sample_shape,
-                               layout, chunk_size)
-
-
-def _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter, n_oversamples, solver):
-    d = source.dimension
-    if solver == "dense" or (solver == "auto" and d <= PCA_DENSE_MAX):
-        m = _accumulate(source, "full", chunk_size, device, xp, executor)
-        if m is None or m.n < 2:
-            raise InputError(f"{source.name}: needs at least 2 samples")
-        cov = m.m2[0] / (m.n - 1)
-        lam, V = scipy.linalg.eigh(cov, subset_by_index=[d - rank, d - 1], check_finite=False)
-        lam, V = lam[::-1], V[:, ::-1]
-        trace, mu = float(np.trace(cov)), m.mean[0]
-        n = m.n
+        est = cls(device=device, xp=xp).fit(source, chunk_size)
     else:
-        m = _accumulate(source, "diag", chunk_size, device, xp, executor)
-        if m is None or m.n < 2:
-            raise InputError(f"{source.name}: needs at least 2 samples")
-        n, mu = m.n, m.mean[:, 0]
-        trace = float(np.real(m.m2).sum()) / (n - 1)
+        if device != "cpu" or xp is not None:
+            raise InputError("--dask: the dask path runs NumPy on the workers; use --device cpu")
+        est = executor.map_reduce(_fit_part, source.parts, _merged, cls, source.sample_shape,
+                                  chunk_size)
+    if est.n_samples_seen_ < 2:
+        raise InputError(f"{source.name}: needs at least 2 samples, got {est.n_samples_seen_}")
+    return est
+
+
+def _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter, n_oversamples, dense):
+    d = source.dimension
+    if dense:
+        est = _fit(StreamingCovariance, source, chunk_size, device, xp, executor)
+        est.check_range(source.name)
+        cov = to_numpy(est.covariance_)
+        trace, mu, n = float(np.trace(cov)), to_numpy(est.mean_), est.n_samples_seen_
+        lam, V = scipy.linalg.eigh(cov, subset_by_index=[d - rank, d - 1], overwrite_a=True,
+                                   check_finite=False)
+        lam, V = lam[::-1], V[:, ::-1]
+    else:
+        est = _fit(DiagonalVariance, source, chunk_size, device, xp, executor)
+        est.check_range(source.name)
+        n, mu = est.n_samples_seen_, est.mean_
+        trace = float(est.variances_.sum())
 
         def matmat(Q):
             Y = executor.map_reduce(_part_covariance_product, source.parts, _add,
@@ -447,6 +246,66 @@ def _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter, n_oversamp
                     sample_shape=source.sample_shape, rank=rank)
 
 
+def check_estimate(source: DataSource, method: str = "full", *, rank: int | None = None,
+                   chunk_size: int = 4096, device: str = "cpu", xp=None,
+                   n_oversamples: int = 10, pca_solver: str = "auto") -> tuple[int, int | None]:
+    """Every check of :func:`estimate_spectrum` that needs no data: run before reading any.
+
+    Parameters
+    ----------
+    source : DataSource
+        Opened (headers only).
+    method, rank, chunk_size, device, xp, n_oversamples, pca_solver :
+        As :func:`estimate_spectrum`.
+
+    Returns
+    -------
+    chunk_size : int
+    rank : int or None
+
+    Raises
+    ------
+    InputError
+        Unknown method or solver, bad ``chunk_size``, ``rank`` missing or above ``d``,
+        Fourier model on samples that are not ``(L,)``, ``(H, W)`` or ``(H, W, C)``,
+        ``device="cuda"`` without CuPy/CUDA, or an estimate that does not fit in the memory
+        available (the message gives the sizes and the ways out:
+        :func:`specsched.spectrum.memory.check_memory`).
+    """
+    if method not in METHODS:
+        raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
+    chunk_size = check_chunk_size(chunk_size)
+    get_namespace(device, xp)  # fail early on a missing CUDA
+    d = source.dimension
+    if method == "pca":
+        if rank is None:
+            raise InputError("--rank: required with --method pca")
+        rank = _check_int(rank, "--rank")
+        if rank > d:
+            raise InputError(f"--rank: must be at most d = {d} (the values per sample of "
+                             f"{source.name}, shape {source.sample_shape}), got {rank}")
+    if pca_solver not in ("auto", "dense", "randomized"):
+        raise InputError(f"pca_solver: expected auto, dense or randomized, got {pca_solver!r}")
+    shape = source.sample_shape
+    if method == "fourier" and len(shape) not in (1, 2, 3):
+        raise InputError(
+            f"{source.name}: the Fourier model needs samples of shape (L,), (H, W) or "
+            f"(H, W, C); got {shape}"
+        )
+    kind = method
+    if method == "pca":
+        kind = "pca-dense" if _dense(pca_solver, d) else "pca-randomized"
+    chunk = min(chunk_size, max(source.n_samples, 1))
+    plan = plan_memory(kind, d, chunk, source.itemsize, rank=rank, n_oversamples=n_oversamples,
+                       channels=shape[-1] if len(shape) == 3 else 1)
+    check_memory(plan, source.name, images=source.kind == "images")
+    return chunk_size, rank
+
+
+def _dense(pca_solver: str, d: int) -> bool:
+    return pca_solver == "dense" or (pca_solver == "auto" and d <= PCA_DENSE_MAX)
+
+
 def estimate_spectrum(
     source,
     method: str = "full",
@@ -464,12 +323,19 @@ def estimate_spectrum(
 ):
     """Estimate the spectrum of a dataset read chunk by chunk.
 
+    The one route from samples to a spectrum: :func:`specsched.spectrum.load_spectrum` and
+    every command that reads samples call it. Every check that needs no data
+    (:func:`check_estimate`: arguments, ``rank`` against ``d`` from the headers, memory)
+    runs before the first sample is read.
+
     Parameters
     ----------
     source : DataSource or array of shape (N, ...)
-        The samples (see :func:`specsched.data.sources.open_source`); an array is wrapped.
+        The samples (see :func:`specsched.data.sources.open_source`); an array is wrapped
+        (values as given).
     method : {"full", "pca", "fourier"}
-        Estimator (module docstring).
+        Estimator (module docstring): :class:`~specsched.spectrum.StreamingCovariance`,
+        PCA on it (or randomized), :class:`~specsched.spectrum.FourierEstimator`.
     rank : int, optional
         Number of exact eigenpairs for ``"pca"`` (required there, ``1 <= rank <= d``).
     chunk_size : int
@@ -494,7 +360,7 @@ def estimate_spectrum(
         dense when ``d <= PCA_DENSE_MAX``.
     return_power : bool
         With ``method="fourier"``, also return the per-frequency power (see
-        :func:`fourier_power`).
+        :func:`specsched.spectrum.fourier_power`).
 
     Returns
     -------
@@ -505,47 +371,27 @@ def estimate_spectrum(
     Raises
     ------
     InputError
-        Unknown method, bad ``rank`` / ``chunk_size``, fewer than 2 samples, a chunk whose
-        dimension differs (naming its file), Fourier model on samples that are not
-        ``(L,)``, ``(H, W)`` or ``(H, W, C)``, ``device="cuda"`` without CuPy/CUDA, an
-        unreachable dask scheduler.
+        As :func:`check_estimate` (before reading); fewer than 2 samples, a chunk whose
+        dimension differs (naming its file), float64 overflow or underflow (saying how to
+        rescale), an unreachable dask scheduler.
     """
-    if method not in METHODS:
-        raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
-    chunk_size = _check_int(chunk_size, "chunk_size")
     if not isinstance(source, DataSource):
         source = source_from_array(source)
-    get_namespace(device, xp)  # fail early on a missing CUDA
-    d = source.dimension
-    if method == "pca":
-        if rank is None:
-            raise InputError("--rank: required with --method pca")
-        rank = _check_int(rank, "--rank")
-        if rank > d:
-            raise InputError(f"--rank: must be at most d = {d}, got {rank}")
-    if pca_solver not in ("auto", "dense", "randomized"):
-        raise InputError(f"pca_solver: expected auto, dense or randomized, got {pca_solver!r}")
-    if method == "fourier" and len(source.sample_shape) not in (1, 2, 3):
-        raise InputError(
-            f"{source.name}: the Fourier model needs samples of shape (L,), (H, W) or "
-            f"(H, W, C); got {source.sample_shape}"
-        )
+    if return_power and method != "fourier":
+        raise InputError("return_power: only with method='fourier'")
+    chunk_size, rank = check_estimate(source, method, rank=rank, chunk_size=chunk_size,
+                                      device=device, xp=xp, n_oversamples=n_oversamples,
+                                      pca_solver=pca_solver)
     executor = _Executor(dask)
     try:
         if method == "pca":
             return _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter,
-                        n_oversamples, pca_solver)
-        m = _accumulate(source, method, chunk_size, device, xp, executor)
-        if m is None:
-            raise InputError(f"{source.name}: no samples were read")
-        spectrum = spectrum_from_moments(m, method, source.sample_shape, source.name)
+                        n_oversamples, _dense(pca_solver, source.dimension))
+        cls = StreamingCovariance if method == "full" else FourierEstimator
+        est = _fit(cls, source, chunk_size, device, xp, executor)
+        spectrum = est.to_spectrum(source=source.name)
         if return_power:
-            if method != "fourier":
-                raise InputError("return_power: only with method='fourier'")
-            return spectrum, fourier_power(m, source.sample_shape)
+            return spectrum, est.power_
         return spectrum
     finally:
         executor.close()
-
-
-__all__ += ["to_numpy"]
