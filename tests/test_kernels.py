@@ -1,4 +1,21 @@
-"""The compiled kernels against the NumPy reference, finite differences and duplicated data."""
+"""The compiled kernels against the NumPy reference, finite differences and duplicated data.
+
+What the NumPy comparison can and cannot catch. The kernels and the reference share, by
+design, the definition of each sampler: the per-step scalars
+(:func:`specsched.theory.samplers.step_scalars` and their complex-step derivatives), the start
+of the recursion, and the two one-line functions that evaluate and differentiate the gain
+``A_s`` (``mobius``, ``mobius_derivative``, compiled with numba for the kernels). Everything
+else is written twice, independently: the forward recursion over blocks of directions, the
+reverse-mode sweep (adjoints, prefix/suffix products, the assembly of the ``ab_{s-1}``
+partials), the flush-to-zero of tiny values, the parallel reduction, the weights and the KL
+mask, and the loss terms (``kernels._term`` against :mod:`specsched.theory.losses`). A bug in
+any of those makes ``test_numba_matches_numpy_reference`` fail; this was tried by breaking the
+adjoint update (``w *= A`` instead of ``A^2``) and the W2 mean partial (``e`` for ``2 e``):
+hypothesis found a failing case for each. A bug in the shared part is caught elsewhere: the
+gradient against finite differences (here and in test_theory.py, tried by flipping a sign in
+``mobius_derivative``), and the per-step scalars against Monte Carlo runs written from the
+papers without specsched's code (test_samplers.py) and the gain identities (test_theory.py).
+"""
 
 import numpy as np
 import pytest

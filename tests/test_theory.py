@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specsched.errors import InputError
-from specsched.testing import eigenvalue_arrays, schedules
+from specsched.testing import eigenvalue_arrays, samplers, schedules
 from specsched.theory import (
     closed_form,
     evaluate_schedule,
@@ -41,7 +41,7 @@ def test_reference_values_cifar10(cifar10_lam, linear_training_ab, S, eta, expec
 def test_ddim_gain_identity(lam, ab):
     sig = np.sqrt((1 - ab) / ab)
     for s in range(1, ab.size):  # step s+1 -> s in 1-based terms: a = ab[s], ap = ab[s-1]
-        A, sig2 = step_coefficients(lam, ab[s], ab[s - 1], 0.0)
+        A, _, sig2 = step_coefficients(lam, ab[s], ab[s - 1], 0.0)
         expected = np.sqrt(ab[s - 1] / ab[s]) * (lam + sig[s - 1] * sig[s]) / (lam + sig[s] ** 2)
         np.testing.assert_allclose(A, expected, rtol=1e-7, atol=1e-12)
         assert np.all(sig2 == 0.0)
@@ -51,9 +51,22 @@ def test_ddim_gain_identity(lam, ab):
 def test_ddpm_gain_identity(lam, ab):
     sig = np.sqrt((1 - ab) / ab)
     for s in range(1, ab.size):
-        A, _ = step_coefficients(lam, ab[s], ab[s - 1], 1.0)
+        A, _, _ = step_coefficients(lam, ab[s], ab[s - 1], 1.0)
         expected = np.sqrt(ab[s - 1] / ab[s]) * (lam + sig[s - 1] ** 2) / (lam + sig[s] ** 2)
         np.testing.assert_allclose(A, expected, rtol=1e-7, atol=1e-12)
+
+
+@given(lam=eigs, ab=schedules(min_steps=2), sampler=samplers())
+def test_every_step_maps_the_exact_mean_to_the_exact_mean(lam, ab, sampler):
+    # The Wiener denoiser is unbiased, so a step started at the true mean c_s m of its level
+    # lands on the true mean c_{s-1} m of the next: A_s c_s + B_s = c_{s-1}, with
+    # c = sqrt(ab) (VP) or 1 (VE). This checks B_s, which the chained closed form never uses.
+    ve = sampler.endswith("-ve")
+    for s in range(ab.size):
+        a, ap = ab[s], (ab[s - 1] if s > 0 else 1.0)
+        A, B, _ = step_coefficients(lam, a, ap, sampler=sampler)
+        c, cp = (1.0, 1.0) if ve else (np.sqrt(a), np.sqrt(ap))
+        np.testing.assert_allclose(A * c + B, cp, rtol=1e-9, atol=1e-12)
 
 
 @settings(max_examples=25, deadline=None)

@@ -13,13 +13,14 @@ The denoiser is a callable ``denoise(x, level) -> x0_hat`` that predicts the CLE
 samplers convert between the two exactly (``x_vp = sqrt(ab) x_ve``), so any denoiser drives
 any sampler. Wrap a noise-prediction model with :func:`specsched.sampling.x0_from_eps`.
 
-Updates (docs/theory.md section 3, written exactly so):
+Updates (docs/theory.md section 3): each sampler is defined once, by its update
+``x_{s-1} = p x0_hat + r x_s + sqrt(q) z`` in :mod:`specsched.theory.samplers`
+(:attr:`specsched.theory.samplers.Sampler.update`), which the closed form is derived from:
 
 - ``ddim`` / ``ddpm`` (DDIM-eta, Song, Meng, Ermon 2021, eq. 12; eta = 0 DDIM, eta = 1 DDPM
   with the posterior variance beta-tilde):
-  ``sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
   ``x_{s-1} = sqrt(ap) x0_hat + sqrt(1 - ap - sig^2) eps_hat + sig z``,
-  ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``;
+  ``sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``, ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``;
 - ``ddpm-large`` (Ho, Jain, Abbeel 2020, eqs. 6-7 with sigma^2 = beta_s, diffusers'
   ``fixed_large``): ``x_{s-1} = sqrt(ap) beta_s/(1 - a) x0_hat + sqrt(a/ap) (1 - ap)/(1 - a) x_s
   + sqrt(beta_s) z``, ``beta_s = 1 - a/ap``, no noise on the final step s = 1;
@@ -49,28 +50,19 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.schedules.conversions import as_alphas_cumprod
-from specsched.theory.samplers import get_sampler, resolve_eta
+from specsched.theory.samplers import SAMPLERS, get_sampler, resolve_eta
 
 __all__ = ["SAMPLER_NAMES", "as_alphas_cumprod", "sample", "sample_batches", "step"]
 
-#: Samplers implemented here (the names of :data:`specsched.theory.SAMPLERS`).
-SAMPLER_NAMES = ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve")
-
-
-def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, float]:
-    """``(sqrt(1 - ap - sig^2), sig)`` of a DDIM-eta step, in product form (no cancellation).
-
-    ``1 - ap - sig^2 = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a))``
-    (docs/theory.md section 3), exactly 0 on the final step ``ap = 1``.
-    """
-    e2 = eta * eta
-    sig2 = e2 * (1.0 - ap) * (ap - a) / (ap * (1.0 - a))
-    dir2 = (1.0 - ap) * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * (1.0 - a))
-    return math.sqrt(max(dir2, 0.0)), math.sqrt(sig2)
+#: Samplers implemented here: every one of :data:`specsched.theory.SAMPLERS`.
+SAMPLER_NAMES = tuple(SAMPLERS)
 
 
 def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     """One reverse step ``s -> s-1`` of a sampler (module docstring; docs/theory.md section 3).
+
+    ``x_{s-1} = p x0_hat + r x_s + sqrt(q) z`` with ``(p, r, q)`` from the sampler's update
+    (:attr:`specsched.theory.samplers.Sampler.update`).
 
     Parameters
     ----------
@@ -84,7 +76,8 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     a, ap : float
         ``ab_s`` and ``ab_{s-1}``, ``0 < a < ap <= 1`` (``ap = 1``: the final step).
     eta : float or None
-        DDIM-eta stochasticity (``ddim``/``ddpm`` only).
+        Resolved DDIM-eta stochasticity (:func:`specsched.theory.resolve_eta`; a number for
+        ``ddim``/``ddpm``, ignored by the others). Trusted.
     z : array of shape (n, ...) or None
         Standard normal noise; only read by stochastic steps.
 
@@ -92,27 +85,15 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     -------
     array of shape (n, ...)
         State at step s - 1.
+
+    Raises
+    ------
+    InputError
+        Unknown sampler.
     """
-    if sampler in ("ddim", "ddpm"):
-        k, sig = _ddim_eta_coefficients(a, ap, eta)
-        eps_hat = (x - math.sqrt(a) * x0_hat) / math.sqrt(1.0 - a)
-        out = math.sqrt(ap) * x0_hat + k * eps_hat
-        return out + sig * z if sig > 0.0 else out
-    if sampler == "ddpm-large":
-        beta = 1.0 - a / ap
-        out = (math.sqrt(ap) * beta / (1.0 - a)) * x0_hat + (
-            math.sqrt(a / ap) * (1.0 - ap) / (1.0 - a)
-        ) * x
-        return out if ap == 1.0 else out + math.sqrt(beta) * z  # Ho et al.: none at s = 1
-    s2 = (1.0 - a) / a
-    sp2 = (1.0 - ap) / ap  # 0 on the final step
-    if sampler == "ddim-ve":
-        return x0_hat + math.sqrt(sp2 / s2) * (x - x0_hat)
-    if sampler == "ddpm-ve":
-        out = x0_hat + (sp2 / s2) * (x - x0_hat)
-        q = sp2 * (s2 - sp2) / s2
-        return out + math.sqrt(q) * z if q > 0.0 else out
-    raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
+    p, r, q = (float(c) for c in get_sampler(sampler).update(float(a), float(ap), eta))
+    out = p * x0_hat + r * x
+    return out + math.sqrt(q) * z if q > 0.0 else out
 
 
 def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
@@ -127,9 +108,7 @@ def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
     if not callable(denoise):
         raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
                          f"{type(denoise).__name__}")
-    if sampler not in SAMPLER_NAMES:
-        raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
-    eta = resolve_eta(sampler, eta)
+    eta = resolve_eta(sampler, eta)  # also checks the name
     for name, value in (("n", n), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
