@@ -1,5 +1,8 @@
 """Closed-form theory (docs/theory.md sections 2-5) vs Monte Carlo, identities and references."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -224,3 +227,10 @@ def test_resolve_eta():
         resolve_eta("ddpm", 0.5)
     with pytest.raises(InputError, match="sampler"):
         resolve_eta("euler")
+
+
+def test_import_compiles_nothing():
+    # numba loads (and compiles, or reads its cache) on the first large objective only.
+    code = ("import sys, specsched, specsched.theory, specsched.sampling, specsched.optimize; "
+            "assert 'numba' not in sys.modules, 'numba imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

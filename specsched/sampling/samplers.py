@@ -47,6 +47,7 @@ import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from specsched.errors import InputError
 from specsched.schedules.conversions import as_alphas_cumprod
@@ -173,8 +174,6 @@ def sample_batches(
     InputError
         Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``.
     """
-    from tqdm.auto import tqdm
-
     eta, shape = _check_args(denoise, n, sample_shape, sampler, eta, batch_size)
     ab = as_alphas_cumprod(schedule)
     xp = np if xp is None else xp
