@@ -80,6 +80,7 @@ __all__ = [
     "LinearSystem",
     "Sampler",
     "StepGains",
+    "check_init",
     "closed_form",
     "closed_form_vjp",
     "get_sampler",
@@ -222,7 +223,8 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     return eta
 
 
-def _check_init(init: str) -> str:
+def check_init(init: str) -> str:
+    """``init`` if it is one of :data:`INITS`; InputError naming the choices otherwise."""
     if init not in INITS:
         raise InputError(f"init: expected one of {INITS}, got {init!r}")
     return init
@@ -473,7 +475,7 @@ def linear_system(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="n
     """
     spec = get_sampler(sampler)
     eta = resolve_eta(sampler, eta)
-    _check_init(init)
+    check_init(init)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     v, c = _start(spec, lam, ab[-1], init)

@@ -46,7 +46,7 @@ from specsched.theory.losses import (
     kl_terms,
     w2_terms,
 )
-from specsched.theory.samplers import INITS, GeneratedGaussian
+from specsched.theory.samplers import GeneratedGaussian, check_init
 
 #: Continuous-time solvers of this module.
 SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
@@ -167,8 +167,7 @@ def sde_closed_form(
     """
     if solver not in SDE_SOLVERS:
         raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
-    if init not in INITS:
-        raise InputError(f"init: expected one of {INITS}, got {init!r}")
+    check_init(init)
     if int(num_steps) != num_steps or num_steps < 1:
         raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
     if not (0.0 < beta_min <= beta_max and np.isfinite(beta_max)):
