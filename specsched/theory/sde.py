@@ -47,6 +47,7 @@ from specsched.theory.losses import (
     w2_terms,
 )
 from specsched.theory.samplers import GeneratedGaussian, check_init
+from specsched.theory.wiener import wiener_gain_coefficients
 
 #: Continuous-time solvers of this module.
 SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
@@ -80,19 +81,25 @@ def _B(t, bmin, bmax):
     return bmin * t + 0.5 * (bmax - bmin) * t * t
 
 
+def _marginal(lam, t, bmin, bmax):
+    """``(e^{-B(t)}, lam_t)``: the marginal ``N(e^{-B} m, lam_t)`` at time t is the VP state at
+    ``ab = e^{-2B(t)}``, mean scale ``s`` and variance ``gamma lam + delta`` (docs/theory.md
+    section 2, :func:`specsched.theory.wiener.wiener_gain_coefficients`)."""
+    s, gamma, delta = wiener_gain_coefficients(np.exp(-2.0 * _B(t, bmin, bmax)))
+    return s, gamma * lam + delta
+
+
 def _step(solver, lam, t, dt, bmin, bmax):
     """``(F, G, q)`` of one solver step from t to t - dt (module docstring)."""
     tp = t - dt
     beta = bmin + t * (bmax - bmin)
-    eB = np.exp(-_B(t, bmin, bmax))
-    lam_t = eB * eB * lam + 1.0 - eB * eB
+    eB, lam_t = _marginal(lam, t, bmin, bmax)
     if solver == "euler":
         return 1.0 + dt * beta * (1.0 - 1.0 / lam_t), dt * beta * eB / lam_t, 0.0
     if solver == "heun":
         c, k = beta * (1.0 - 1.0 / lam_t), beta * eB / lam_t
         beta_p = bmin + tp * (bmax - bmin)
-        eBp = np.exp(-_B(tp, bmin, bmax))
-        lam_p = eBp * eBp * lam + 1.0 - eBp * eBp
+        eBp, lam_p = _marginal(lam, tp, bmin, bmax)
         with np.errstate(divide="ignore", invalid="ignore"):
             cp, kp = beta_p * (1.0 - 1.0 / lam_p), beta_p * eBp / lam_p
             F = 1.0 + 0.5 * dt * c + 0.5 * dt * cp * (1.0 + dt * c)
@@ -183,8 +190,7 @@ def sde_closed_form(
     dt = (T - t_eps) / K
 
     def marginal(t):
-        e = np.exp(-_B(t, beta_min, beta_max))
-        return e, e * e * lam + 1.0 - e * e
+        return _marginal(lam, t, beta_min, beta_max)
 
     e_T, lam_T = marginal(T)
     if init == "normal":
