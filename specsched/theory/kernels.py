@@ -21,10 +21,12 @@ compressed one, :mod:`specsched.theory.quadrature`), so the loss is
 the KL kernels skip the directions with ``keep[k] = False`` (below the eigenvalue floor).
 
 numba is imported when this module is; compiled code is cached on disk after the first call.
-numba's cache is keyed on this file: after editing :func:`~specsched.theory.samplers.mobius` or
-:func:`~specsched.theory.samplers.mobius_derivative` in a checkout, touch this file (or delete
-its ``__pycache__``) so that the kernels recompile (the NumPy comparison in
-``tests/test_kernels.py`` fails until they do).
+numba (0.68) keys that cache on the contents of this file only, not on the functions it calls:
+after editing :func:`~specsched.theory.samplers.mobius` or
+:func:`~specsched.theory.samplers.mobius_derivative` in a checkout, delete
+``specsched/theory/__pycache__/kernels.*.nbi`` and ``*.nbc`` (touching this file is not
+enough) so that the kernels recompile; the NumPy comparison in ``tests/test_kernels.py`` fails
+until they do. An installed release is unaffected (its cache is built from its own files).
 """
 
 from __future__ import annotations
