@@ -17,6 +17,9 @@ gradient against finite differences (here and in test_theory.py, tried by flippi
 papers without specsched's code (test_samplers.py) and the gain identities (test_theory.py).
 """
 
+import hashlib
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,6 +29,20 @@ from specsched.testing import etas, samplers, schedules, spectra
 from specsched.theory import loss_and_grad, loss_value
 
 LOSS = st.sampled_from(["w2", "kl", "kl-data-gen"])
+
+
+def test_kernels_are_tied_to_the_source_of_their_compiled_callees():
+    # numba caches the kernels keyed on kernels.py's contents only; mobius and
+    # mobius_derivative live in samplers.py. The recorded hash makes any edit of them an edit
+    # of kernels.py, so the cache cannot serve kernels compiled from the old functions.
+    from specsched.theory import kernels
+    from specsched.theory.samplers import mobius, mobius_derivative
+
+    src = inspect.getsource(mobius) + inspect.getsource(mobius_derivative)
+    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+    assert kernels.COMPILED_CALLEES_SHA256 == digest, (
+        f"samplers.mobius / mobius_derivative changed: set COMPILED_CALLEES_SHA256 = "
+        f"{digest!r} in specsched/theory/kernels.py")
 INIT = st.sampled_from(["normal", "marginal"])
 
 

@@ -21,12 +21,11 @@ compressed one, :mod:`specsched.theory.quadrature`), so the loss is
 the KL kernels skip the directions with ``keep[k] = False`` (below the eigenvalue floor).
 
 numba is imported when this module is; compiled code is cached on disk after the first call.
-numba (0.68) keys that cache on the contents of this file only, not on the functions it calls:
-after editing :func:`~specsched.theory.samplers.mobius` or
-:func:`~specsched.theory.samplers.mobius_derivative` in a checkout, delete
-``specsched/theory/__pycache__/kernels.*.nbi`` and ``*.nbc`` (touching this file is not
-enough) so that the kernels recompile; the NumPy comparison in ``tests/test_kernels.py`` fails
-until they do. An installed release is unaffected (its cache is built from its own files).
+numba (0.68) keys that cache on the contents of this file only, not on the functions it calls
+from other files: :data:`COMPILED_CALLEES_SHA256` below ties this file to the source of
+:func:`~specsched.theory.samplers.mobius` and :func:`~specsched.theory.samplers.mobius_derivative`
+(``tests/test_kernels.py`` checks it), so an edit there forces an edit here and the cache is
+rebuilt, in a checkout as after an upgrade.
 """
 
 from __future__ import annotations
@@ -37,6 +36,11 @@ import numba as nb
 import numpy as np
 
 from specsched.theory.samplers import mobius, mobius_derivative
+
+#: First 16 hex digits of the sha256 of the source of ``samplers.mobius`` followed by
+#: ``samplers.mobius_derivative``, which these kernels compile. Update it with those functions:
+#: numba's cache sees only this file, and a stale compiled callee would go unnoticed.
+COMPILED_CALLEES_SHA256 = "cb5991199f2cd7bf"
 
 #: Directions per block: the inner, vectorised loop.
 BLOCK = 64
