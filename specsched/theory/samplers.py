@@ -244,8 +244,8 @@ def _scalars(spec: Sampler, a, ap, eta) -> np.ndarray:
     """The six scalars of :data:`SCALAR_ROWS` from the update (module docstring)."""
     p, r, q = spec.update(a, ap, eta)
     s, gamma, delta = _state_gain(spec.param, a)
-    rows = (p * s + r * gamma, r * delta, gamma, delta, q, p * delta)
-    return np.array([np.broadcast_to(x, np.shape(a)) for x in rows])
+    return np.stack(np.broadcast_arrays(p * s + r * gamma, r * delta, gamma, delta, q,
+                                        p * delta))
 
 
 def _previous_levels(a, ap):
@@ -275,7 +275,7 @@ def step_scalars(spec: Sampler, alphas_cumprod, eta, ap=None) -> np.ndarray:
         ``B_s = b / (gamma lambda + delta)``, noise variance ``q`` (module docstring).
     """
     a, ap = _previous_levels(alphas_cumprod, ap)
-    return np.real(_scalars(spec, a, ap, eta)).astype(np.float64)
+    return _scalars(spec, a, ap, eta)
 
 
 def step_scalar_derivatives(spec: Sampler, alphas_cumprod, eta, ap=None):
@@ -292,9 +292,11 @@ def step_scalar_derivatives(spec: Sampler, alphas_cumprod, eta, ap=None):
         not meaningful and is never used.
     """
     a, ap = _previous_levels(alphas_cumprod, ap)
-    h = 1e-30
-    return (_scalars(spec, a + 1j * h, ap, eta).imag / h,
-            _scalars(spec, a, ap + 1j * h, eta).imag / h)
+    h, n = 1e-30, a.shape[0]
+    # both perturbations in one evaluation: (a + i h, ap) then (a, ap + i h)
+    d = _scalars(spec, np.concatenate([a + 1j * h, a]), np.concatenate([ap, ap + 1j * h]),
+                 eta).imag / h
+    return d[:, :n], d[:, n:]
 
 
 def mobius(alpha, beta, gamma, delta, lam):
