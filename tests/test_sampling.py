@@ -14,6 +14,7 @@ from specsched.sampling import (
     empirical_w2,
     eps_from_x0,
     sample,
+    sample_batches,
     x0_from_eps,
 )
 from specsched.schedules import Schedule, baseline_alphas_cumprod
@@ -130,6 +131,10 @@ def test_bad_input_messages():
         sample(den, AB10, 2, (2,), sampler="ddpm", eta=0.3, rng=rng)
     with pytest.raises(InputError, match="x: expected 2 values"):
         den(np.zeros((4, 3)), 0.5)
+    with pytest.raises(InputError, match="sample_shape"):
+        sample(den, AB10, 2, None, rng=rng)
+    with pytest.raises(InputError, match="eta"):  # at the call, before any batch is asked for
+        sample_batches(den, AB10, 2, (2,), sampler="ddpm", eta=0.3, rng=rng)
 
 
 def test_eps_wrappers_round_trip():

@@ -105,7 +105,8 @@ def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
     return denoise(math.sqrt(a) * x if ve_state else x, a)
 
 
-def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
+def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size):
+    """The entry points' one validation: ``(eta, shape, alphas_cumprod)``, resolved."""
     if not callable(denoise):
         raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
                          f"{type(denoise).__name__}")
@@ -119,7 +120,27 @@ def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
         raise InputError(f"sample_shape: expected a tuple of ints, got {sample_shape!r}") from None
     if any(s < 1 for s in shape):
         raise InputError(f"sample_shape: expected positive sizes, got {shape}")
-    return eta, shape
+    return eta, shape, as_alphas_cumprod(schedule)
+
+
+def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress):
+    """The generator of :func:`sample_batches` on validated arguments."""
+    xp = np if xp is None else xp
+    ve = get_sampler(sampler).param == "ve"
+    stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
+    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
+    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
+    with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
+              disable=(not progress) if progress is not None else None) as bar:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
+            for a, ap in reversed(levels):  # reverse time: step S first
+                x0_hat = _call_denoiser(denoise, x, a, ve)
+                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
+                x = step(sampler, x, x0_hat, a, ap, eta, z)
+            bar.update(b)
+            yield start, x
 
 
 def sample_batches(
@@ -135,7 +156,7 @@ def sample_batches(
     xp=None,
     progress: bool | None = None,
 ) -> Iterator[tuple[int, object]]:
-    """Generate ``n`` samples batch by batch: yields ``(start, batch)``.
+    """Generate ``n`` samples batch by batch: an iterator of ``(start, batch)``.
 
     Parameters
     ----------
@@ -162,6 +183,11 @@ def sample_batches(
     progress : bool or None
         tqdm progress bar over samples; None shows it only on a terminal.
 
+    Returns
+    -------
+    iterator of (start, batch)
+        Arguments are checked when this function is called, before the first batch.
+
     Yields
     ------
     start : int
@@ -174,24 +200,8 @@ def sample_batches(
     InputError
         Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``.
     """
-    eta, shape = _check_args(denoise, n, sample_shape, sampler, eta, batch_size)
-    ab = as_alphas_cumprod(schedule)
-    xp = np if xp is None else xp
-    ve = get_sampler(sampler).param == "ve"
-    stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
-    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
-    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
-    with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
-              disable=(not progress) if progress is not None else None) as bar:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
-            for a, ap in reversed(levels):  # reverse time: step S first
-                x0_hat = _call_denoiser(denoise, x, a, ve)
-                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
-                x = step(sampler, x, x0_hat, a, ap, eta, z)
-            bar.update(b)
-            yield start, x
+    eta, shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size)
+    return _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress)
 
 
 def sample(
@@ -237,14 +247,15 @@ def sample(
     >>> x.shape
     (4, 2)
     """
-    shape = (int(n), *tuple(int(s) for s in sample_shape))
+    eta, sample_shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta,
+                                        batch_size)
+    shape = (n, *sample_shape)
     if out is None:
         out = (np if xp is None else xp).zeros(shape, dtype=np.float64 if xp is None
                                                else xp.float64)
     elif tuple(out.shape) != shape:
         raise InputError(f"out: expected shape {shape}, got {tuple(out.shape)}")
-    for start, batch in sample_batches(denoise, schedule, n, sample_shape, sampler=sampler,
-                                       eta=eta, rng=rng, batch_size=batch_size, xp=xp,
-                                       progress=progress):
+    for start, batch in _batches(denoise, ab, n, sample_shape, sampler, eta, rng, batch_size,
+                                 xp, progress):
         out[start:start + batch.shape[0], ...] = batch
     return out
