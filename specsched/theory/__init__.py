@@ -26,12 +26,16 @@ from specsched.theory.samplers import (
     SAMPLERS,
     GeneratedGaussian,
     Sampler,
+    StepGains,
     closed_form,
     get_sampler,
+    linear_system,
     resolve_eta,
     step_coefficients,
+    step_gains,
+    step_scalars,
 )
-from specsched.theory.wiener import wiener_denoise, wiener_gain
+from specsched.theory.wiener import wiener_denoise, wiener_gain, wiener_gain_coefficients
 
 __all__ = [
     "INITS",
@@ -41,14 +45,19 @@ __all__ = [
     "GeneratedGaussian",
     "LossReport",
     "Sampler",
+    "StepGains",
     "closed_form",
     "get_sampler",
     "evaluate_schedule",
+    "linear_system",
     "loss_and_grad",
     "loss_summary",
     "loss_value",
     "resolve_eta",
     "step_coefficients",
+    "step_gains",
+    "step_scalars",
     "wiener_denoise",
     "wiener_gain",
+    "wiener_gain_coefficients",
 ]
