@@ -1,4 +1,12 @@
-"""The torch-free sampler against the closed form (docs/theory.md section 3), and its command."""
+"""The torch-free sampler against the closed form (docs/theory.md section 3), and its command.
+
+The array sampler (``specsched.sampling.step``) and the closed form share each sampler's
+definition, its update ``(p, r, q)``; what these Monte Carlo runs check is everything between
+that definition and the closed form's numbers: the Wiener denoiser on samples (eigenbasis and
+pixel space, VP and VE calling conventions), the start, the recursion and the mean term. The
+updates themselves are checked against the papers' formulas written out independently in
+test_samplers.py, and against diffusers' DDIMScheduler in test_unchained.py.
+"""
 
 import argparse
 import json
