@@ -13,11 +13,8 @@ from specsched.theory.losses import (
     KL_FLOOR,
     LOSSES,
     LossReport,
-    kl_data_gen_terms,
     kl_mask,
-    kl_terms,
     loss_value_and_partials,
-    w2_terms,
 )
 from specsched.theory.samplers import (
     LinearSystem,
@@ -63,21 +60,7 @@ def evaluate_schedule(
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
-    err = gen.mean_error(m)
-    wt = w2_terms(lam, gen.variance, err)
-    kt = kl_terms(lam, gen.variance, err, kl_floor)
-    rt = kl_data_gen_terms(lam, gen.variance, err, kl_floor)
-    return LossReport(
-        w2=float(np.sqrt(wt.sum())),
-        kl=float(kt.sum()),
-        kl_data_gen=float(rt.sum()),
-        w2_terms=wt,
-        kl_terms=kt,
-        kl_data_gen_terms=rt,
-        kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()),
-        transfer=gen.transfer,
-        variance=gen.variance,
-    )
+    return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
 
 
 #: ``backend="auto"`` compiles (numba) when S x d reaches this; below it the NumPy

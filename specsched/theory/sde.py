@@ -41,9 +41,6 @@ from specsched.errors import InputError
 from specsched.theory.losses import (
     KL_FLOOR,
     LossReport,
-    kl_data_gen_terms,
-    kl_mask,
-    kl_terms,
     w2_terms,
 )
 from specsched.theory.samplers import GeneratedGaussian, check_init
@@ -208,13 +205,5 @@ def sde_closed_form(
         e_k, lam_k = marginal(times[k + 1])
         w2[k + 1] = np.sqrt(np.sum(w2_terms(lam_k, v, (M - e_k) * m)))
     gen = GeneratedGaussian(transfer=H, variance=v, mean_gain=M - 1.0)
-    err = gen.mean_error(m)
-    wt = w2_terms(lam, v, err)
-    kt = kl_terms(lam, v, err, kl_floor)
-    rt = kl_data_gen_terms(lam, v, err, kl_floor)
-    report = LossReport(
-        w2=float(np.sqrt(wt.sum())), kl=float(kt.sum()), kl_data_gen=float(rt.sum()),
-        w2_terms=wt, kl_terms=kt, kl_data_gen_terms=rt,
-        kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()), transfer=H, variance=v,
-    )
+    report = LossReport.from_moments(lam, v, gen.mean_error(m), H, kl_floor)
     return SDETrajectory(times=times, w2=w2, report=report, generated=gen)
