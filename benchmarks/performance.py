@@ -12,7 +12,11 @@
 
 Writes results/performance.csv and results/performance.png.
 
-    python benchmarks/performance.py [--quick] [--out results/performance.csv]
+    python benchmarks/performance.py [--quick] [--only PART ...] [--adsn PATH]
+                                     [--out results/performance.csv]
+
+``--only kernels --out /tmp/k.csv`` times (a) alone (a minute or two), e.g. before and after
+a change to the kernels.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import loss_and_grad, loss_value
 
+#: Default location of the ADSN eigenvalues (196608 float64, 1.5 MB, not shipped with the
+#: package): the team's data folder beside the checkout; ``--adsn PATH`` names another.
 ADSN = Path(__file__).resolve().parents[2] / "shared" / "data" / "adsn_eigenvalues.npy"
+PARTS = ("kernels", "optimiser", "covariance", "adsn")
 
 
 def best_time(fn, repeat=5, min_time=0.2):
@@ -198,15 +205,27 @@ def plot(table, path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the slowest baselines")
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="run only these parts (default: all)")
+    ap.add_argument("--adsn", type=Path, default=ADSN,
+                    help=f"ADSN eigenvalues .npy (default {ADSN})")
     ap.add_argument("--out", default="results/performance.csv")
     args = ap.parse_args(argv)
-    adsn = np.clip(np.load(ADSN).astype(np.float64), 0, None)
+    adsn = None
+    if {"kernels", "adsn"} & set(args.only):
+        if not args.adsn.is_file():
+            ap.error(f"--adsn: {args.adsn} not found (the ADSN eigenvalues, 196608 values)")
+        adsn = np.clip(np.load(args.adsn).astype(np.float64), 0, None)
     rows = []
-    with threadpool_limits(1, user_api="blas"):
-        bench_kernels(rows, adsn, args.quick)
-    bench_optimiser(rows, args.quick)
-    bench_covariance(rows, args.quick)
-    bench_adsn(rows, adsn)
+    if "kernels" in args.only:
+        with threadpool_limits(1, user_api="blas"):
+            bench_kernels(rows, adsn, args.quick)
+    if "optimiser" in args.only:
+        bench_optimiser(rows, args.quick)
+    if "covariance" in args.only:
+        bench_covariance(rows, args.quick)
+    if "adsn" in args.only:
+        bench_adsn(rows, adsn)
     table = pd.DataFrame(rows)
     with atomic_write(args.out, force=True) as fh:
         fh.write(f"# python benchmarks/performance.py {' '.join(sys.argv[1:])}".rstrip() + "\n")

@@ -286,6 +286,7 @@ def main(argv=None):
     import torch
     from tqdm.auto import tqdm
 
+    from specsched.data.fashion_mnist import fashion_mnist_images
     from specsched.metrics.features import classifier_features, load_or_train_classifier
     from specsched.metrics.frechet import gaussian_fit
     from specsched.plots import save_grid
@@ -294,7 +295,6 @@ def main(argv=None):
     from specsched.spectrum import spectrum_from_samples
     from specsched.theory import evaluate_schedule, resolve_eta
     from specsched.unet.denoiser import UNetDenoiser, nearest_timesteps
-    from specsched.unet.train import fashion_mnist_images
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -83,3 +83,28 @@ def atomic_write(path: str | os.PathLike, force: bool = False, mode: str = "w") 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_torch_save(obj, path: str | os.PathLike, force: bool = False) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write` (never a truncated file).
+
+    Parameters
+    ----------
+    obj : object
+        What :func:`torch.save` accepts (a plain dict of tensors and numbers, typically).
+    path : path-like
+        Destination file; its folder is created if needed.
+    force : bool
+        Replace an existing ``path`` (a checkpoint rewritten by the run that owns it).
+
+    Raises
+    ------
+    InputError, OutputExistsError
+        As :func:`atomic_write`.
+    ModuleNotFoundError
+        Without torch (the callers check for it first, with the install hint).
+    """
+    import torch  # optional heavy dependency (extra 'unet')
+
+    with atomic_write(path, force=force, mode="wb") as fh:
+        torch.save(obj, fh)

@@ -1,4 +1,24 @@
-"""The compiled kernels against the NumPy reference, finite differences and duplicated data."""
+"""The compiled kernels against the NumPy reference, finite differences and duplicated data.
+
+What the NumPy comparison can and cannot catch. The kernels and the reference share, by
+design, the definition of each sampler: the per-step scalars
+(:func:`specsched.theory.samplers.step_scalars` and their complex-step derivatives), the start
+of the recursion, and the two one-line functions that evaluate and differentiate the gain
+``A_s`` (``mobius``, ``mobius_derivative``, compiled with numba for the kernels). Everything
+else is written twice, independently: the forward recursion over blocks of directions, the
+reverse-mode sweep (adjoints, prefix/suffix products, the assembly of the ``ab_{s-1}``
+partials), the flush-to-zero of tiny values, the parallel reduction, the weights and the KL
+mask, and the loss terms (``kernels._term`` against :mod:`specsched.theory.losses`). A bug in
+any of those makes ``test_numba_matches_numpy_reference`` fail; this was tried by breaking the
+adjoint update (``w *= A`` instead of ``A^2``) and the W2 mean partial (``e`` for ``2 e``):
+hypothesis found a failing case for each. A bug in the shared part is caught elsewhere: the
+gradient against finite differences (here and in test_theory.py, tried by flipping a sign in
+``mobius_derivative``), and the per-step scalars against Monte Carlo runs written from the
+papers without specsched's code (test_samplers.py) and the gain identities (test_theory.py).
+"""
+
+import hashlib
+import inspect
 
 import numpy as np
 import pytest
@@ -9,6 +29,20 @@ from specsched.testing import etas, samplers, schedules, spectra
 from specsched.theory import loss_and_grad, loss_value
 
 LOSS = st.sampled_from(["w2", "kl", "kl-data-gen"])
+
+
+def test_kernels_are_tied_to_the_source_of_their_compiled_callees():
+    # numba caches the kernels keyed on kernels.py's contents only; mobius and
+    # mobius_derivative live in samplers.py. The recorded hash makes any edit of them an edit
+    # of kernels.py, so the cache cannot serve kernels compiled from the old functions.
+    from specsched.theory import kernels
+    from specsched.theory.samplers import mobius, mobius_derivative
+
+    src = inspect.getsource(mobius) + inspect.getsource(mobius_derivative)
+    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+    assert kernels.COMPILED_CALLEES_SHA256 == digest, (
+        f"samplers.mobius / mobius_derivative changed: set COMPILED_CALLEES_SHA256 = "
+        f"{digest!r} in specsched/theory/kernels.py")
 INIT = st.sampled_from(["normal", "marginal"])
 
 

@@ -173,7 +173,7 @@ def test_fid_command_fashion_mnist_reference(tmp_path, capsys):
 
     if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("dataset-fashion-mnist not installed")
-    from specsched.unet.train import fashion_mnist_images
+    from specsched.data.fashion_mnist import fashion_mnist_images
 
     a = tmp_path / "a.npy"
     np.save(a, fashion_mnist_images(8, "train")[:2000])

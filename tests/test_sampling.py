@@ -1,4 +1,12 @@
-"""The torch-free sampler against the closed form (docs/theory.md section 3), and its command."""
+"""The torch-free sampler against the closed form (docs/theory.md section 3), and its command.
+
+The array sampler (``specsched.sampling.step``) and the closed form share each sampler's
+definition, its update ``(p, r, q)``; what these Monte Carlo runs check is everything between
+that definition and the closed form's numbers: the Wiener denoiser on samples (eigenbasis and
+pixel space, VP and VE calling conventions), the start, the recursion and the mean term. The
+updates themselves are checked against the papers' formulas written out independently in
+test_samplers.py, and against diffusers' DDIMScheduler in test_unchained.py.
+"""
 
 import argparse
 import json
@@ -14,6 +22,7 @@ from specsched.sampling import (
     empirical_w2,
     eps_from_x0,
     sample,
+    sample_batches,
     x0_from_eps,
 )
 from specsched.schedules import Schedule, baseline_alphas_cumprod
@@ -130,6 +139,10 @@ def test_bad_input_messages():
         sample(den, AB10, 2, (2,), sampler="ddpm", eta=0.3, rng=rng)
     with pytest.raises(InputError, match="x: expected 2 values"):
         den(np.zeros((4, 3)), 0.5)
+    with pytest.raises(InputError, match="sample_shape"):
+        sample(den, AB10, 2, None, rng=rng)
+    with pytest.raises(InputError, match="eta"):  # at the call, before any batch is asked for
+        sample_batches(den, AB10, 2, (2,), sampler="ddpm", eta=0.3, rng=rng)
 
 
 def test_eps_wrappers_round_trip():

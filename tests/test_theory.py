@@ -1,12 +1,15 @@
 """Closed-form theory (docs/theory.md sections 2-5) vs Monte Carlo, identities and references."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specsched.errors import InputError
-from specsched.testing import eigenvalue_arrays, schedules
+from specsched.testing import eigenvalue_arrays, samplers, schedules
 from specsched.theory import (
     closed_form,
     evaluate_schedule,
@@ -41,7 +44,7 @@ def test_reference_values_cifar10(cifar10_lam, linear_training_ab, S, eta, expec
 def test_ddim_gain_identity(lam, ab):
     sig = np.sqrt((1 - ab) / ab)
     for s in range(1, ab.size):  # step s+1 -> s in 1-based terms: a = ab[s], ap = ab[s-1]
-        A, sig2 = step_coefficients(lam, ab[s], ab[s - 1], 0.0)
+        A, _, sig2 = step_coefficients(lam, ab[s], ab[s - 1], 0.0)
         expected = np.sqrt(ab[s - 1] / ab[s]) * (lam + sig[s - 1] * sig[s]) / (lam + sig[s] ** 2)
         np.testing.assert_allclose(A, expected, rtol=1e-7, atol=1e-12)
         assert np.all(sig2 == 0.0)
@@ -51,9 +54,22 @@ def test_ddim_gain_identity(lam, ab):
 def test_ddpm_gain_identity(lam, ab):
     sig = np.sqrt((1 - ab) / ab)
     for s in range(1, ab.size):
-        A, _ = step_coefficients(lam, ab[s], ab[s - 1], 1.0)
+        A, _, _ = step_coefficients(lam, ab[s], ab[s - 1], 1.0)
         expected = np.sqrt(ab[s - 1] / ab[s]) * (lam + sig[s - 1] ** 2) / (lam + sig[s] ** 2)
         np.testing.assert_allclose(A, expected, rtol=1e-7, atol=1e-12)
+
+
+@given(lam=eigs, ab=schedules(min_steps=2), sampler=samplers())
+def test_every_step_maps_the_exact_mean_to_the_exact_mean(lam, ab, sampler):
+    # The Wiener denoiser is unbiased, so a step started at the true mean c_s m of its level
+    # lands on the true mean c_{s-1} m of the next: A_s c_s + B_s = c_{s-1}, with
+    # c = sqrt(ab) (VP) or 1 (VE). This checks B_s, which the chained closed form never uses.
+    ve = sampler.endswith("-ve")
+    for s in range(ab.size):
+        a, ap = ab[s], (ab[s - 1] if s > 0 else 1.0)
+        A, B, _ = step_coefficients(lam, a, ap, sampler=sampler)
+        c, cp = (1.0, 1.0) if ve else (np.sqrt(a), np.sqrt(ap))
+        np.testing.assert_allclose(A * c + B, cp, rtol=1e-9, atol=1e-12)
 
 
 @settings(max_examples=25, deadline=None)
@@ -211,3 +227,10 @@ def test_resolve_eta():
         resolve_eta("ddpm", 0.5)
     with pytest.raises(InputError, match="sampler"):
         resolve_eta("euler")
+
+
+def test_import_compiles_nothing():
+    # numba loads (and compiles, or reads its cache) on the first large objective only.
+    code = ("import sys, specsched, specsched.theory, specsched.sampling, specsched.optimize; "
+            "assert 'numba' not in sys.modules, 'numba imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

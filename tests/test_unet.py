@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 
+from specsched.data.fashion_mnist import fashion_mnist_images
 from specsched.errors import InputError, OutputExistsError
 from specsched.schedules import (
     baseline_alphas_cumprod,
     nearest_training_timesteps,
     training_alphas_cumprod,
 )
-from specsched.unet.train import TrainConfig, fashion_mnist_images
+from specsched.unet.train import TrainConfig
 
 #: A few thousand parameters at 8 x 8: trains a handful of steps in about a second.
 TINY = dict(image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
@@ -42,7 +43,8 @@ def _parser():
 
 def test_import_is_torch_free():
     code = ("import sys, specsched, specsched.unet, specsched.metrics, specsched.cli.unet, "
-            "specsched.cli.fid, specsched.unet.train; "
+            "specsched.cli.fid, specsched.unet.train, specsched.data.fashion_mnist, "
+            "specsched.fileio; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -131,6 +133,28 @@ def torch():
     torch.set_num_threads(1)
     yield torch
     torch.set_num_threads(old)
+
+
+@needs_torch
+def test_atomic_torch_save_round_trip_and_refusals(torch, tmp_path):
+    from specsched.fileio import atomic_torch_save
+
+    path = tmp_path / "sub" / "w.pt"
+    atomic_torch_save({"a": torch.arange(3)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(3))
+    with pytest.raises(OutputExistsError, match="w.pt"):
+        atomic_torch_save({"a": torch.zeros(1)}, path)
+    atomic_torch_save({"a": torch.ones(2)}, path, force=True)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({"x": Unpicklable()}, path, force=True)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))  # untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["w.pt"]  # no temporary left
 
 
 @needs_torch

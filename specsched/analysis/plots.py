@@ -11,6 +11,7 @@ __all__ = ["plot_rapsd", "plot_snr", "plot_fmax", "plot_eigenvalues", "plot_tran
 
 
 def _figure(*args, **kwargs):
+    # matplotlib is heavy and its backend must be chosen before pyplot loads: at first use.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +77,7 @@ def plot_snr(times, xvalues, snr, path, *, xlabel, force=False, title=None, logx
     ax.contour(xvalues, times, z, levels=[0.0], colors="w", linewidths=1)
     fig.colorbar(mesh, ax=ax, label="log10 SNR = log10(ab lam / (1 - ab))")
     if logx:
-        import matplotlib.ticker as mticker
+        import matplotlib.ticker as mticker  # loaded by _figure already
 
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())

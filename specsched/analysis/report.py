@@ -15,6 +15,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from specsched.analysis import plots
+from specsched.analysis.bands import band_powers
+from specsched.analysis.powerlaw import fit_power_law
+from specsched.analysis.rapsd import rapsd
+from specsched.analysis.snr import max_detectable_frequency, snr_map
+from specsched.data.arrays import read_array
+from specsched.data.sources import open_source
+from specsched.errors import InputError
+from specsched.fileio import atomic_write, check_writable
+from specsched.optimize import optimize_schedule
+from specsched.schedules import TRAINING_FAMILIES, training_alphas_cumprod
+from specsched.spectrum import estimate_spectrum, load_spectrum
+from specsched.theory import closed_form
 
 __all__ = ["FMAX_SCHEDULES", "FULL_MAX", "OUTPUT_FILES", "analyze"]
 
@@ -38,8 +53,6 @@ def _eigenvalues_only(src) -> bool:
     if path.is_file() and is_spectrum_file(path):
         return True
     if path.is_file() and path.suffix.lower() == ".npy":
-        from specsched.data.arrays import read_array
-
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 1
         except (OSError, ValueError, EOFError):
@@ -48,10 +61,6 @@ def _eigenvalues_only(src) -> bool:
 
 
 def _write_csv(path, header: str, columns: dict, force: bool) -> None:
-    import pandas as pd
-
-    from specsched.fileio import atomic_write
-
     with atomic_write(path, force=force) as fh:
         fh.write(f"# {header}\n")
         pd.DataFrame(columns).to_csv(fh, index=False, float_format="%.10g")
@@ -98,22 +107,6 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
     OutputExistsError
         If an output file exists and ``force`` is false (checked before any work).
     """
-    from specsched.analysis import (
-        band_powers,
-        fit_power_law,
-        max_detectable_frequency,
-        plots,
-        rapsd,
-        snr_map,
-    )
-    from specsched.data.sources import open_source
-    from specsched.errors import InputError
-    from specsched.fileio import atomic_write, check_writable
-    from specsched.optimize import optimize_schedule
-    from specsched.schedules import TRAINING_FAMILIES, training_alphas_cumprod
-    from specsched.spectrum import estimate_spectrum, load_spectrum
-    from specsched.theory import closed_form
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} exists and is not a folder")

@@ -79,7 +79,7 @@ def run(args) -> int:
         raise InputError(INCEPTION_WEIGHTS_HELP)
     samples = load_images(args.samples, "--samples")
     if args.reference == "fashion-mnist":
-        from specsched.unet.train import fashion_mnist_images
+        from specsched.data.fashion_mnist import fashion_mnist_images
 
         size = samples.shape[1]
         if samples.shape[1] != samples.shape[2] or samples.shape[3] != 1:

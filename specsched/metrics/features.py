@@ -20,8 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from specsched.data.fashion_mnist import fashion_mnist_images
 from specsched.errors import InputError
+from specsched.fileio import atomic_torch_save
+from specsched.unet import require_torch
 
 __all__ = [
     "FEATURES",
@@ -114,7 +118,7 @@ def train_classifier(size: int = 16, *, epochs: int = 3, batch_size: int = 256,
     Parameters
     ----------
     size : {32, 16, 8, 4}
-        Image side (as :func:`specsched.unet.train.fashion_mnist_images`).
+        Image side (as :func:`specsched.data.fashion_mnist.fashion_mnist_images`).
     epochs, batch_size, lr, seed :
         Adam with a cosine learning-rate decay, seeded.
     n_train : int or None
@@ -128,12 +132,7 @@ def train_classifier(size: int = 16, *, epochs: int = 3, batch_size: int = 256,
     test_accuracy : float
         On the 10,000 test images.
     """
-    from specsched.unet import require_torch
-    from specsched.unet.train import fashion_mnist_images
-
     torch = require_torch()
-    from tqdm.auto import tqdm
-
     x, y = fashion_mnist_images(size, "train", labels=True)
     if n_train is not None:
         x, y = x[:n_train], y[:n_train]
@@ -180,9 +179,6 @@ def load_or_train_classifier(path, size: int = 16, *, progress: bool | None = No
     InputError
         ``path`` is not a classifier file, or was trained for another image size.
     """
-    from specsched.unet import require_torch
-    from specsched.unet.train import _atomic_torch_save
-
     torch = require_torch()
     path = Path(path)
     if path.is_file():
@@ -204,8 +200,8 @@ def load_or_train_classifier(path, size: int = 16, *, progress: bool | None = No
     model, acc = train_classifier(size, progress=progress, **train_kw)
     info = {"size": size, "test_accuracy": acc, "data": "fashion-mnist",
             **{k: v for k, v in train_kw.items() if isinstance(v, (int, float))}}
-    _atomic_torch_save({"format": CLASSIFIER_FORMAT, "model": model.state_dict(),
-                        "info": info}, path)
+    atomic_torch_save({"format": CLASSIFIER_FORMAT, "model": model.state_dict(),
+                       "info": info}, path)
     return model, info
 
 
@@ -236,8 +232,6 @@ def inception_features(images, weights_path, batch_size: int = 100) -> np.ndarra
     if not Path(weights_path).is_file():
         raise InputError(f"--inception-weights: {weights_path} not found. "
                          + INCEPTION_WEIGHTS_HELP)
-    from specsched.unet import require_torch
-
     torch = require_torch()
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

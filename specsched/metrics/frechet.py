@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.fileio import atomic_write
 
 __all__ = [
     "GaussianFit",
@@ -53,8 +54,6 @@ class GaussianFit:
 
     def save(self, path, force: bool = False) -> None:
         """Write ``mean``, ``covariance``, ``n`` to an ``.npz`` atomically."""
-        from specsched.fileio import atomic_write
-
         with atomic_write(path, force=force, mode="wb") as fh:
             np.savez(fh, mean=self.mean, covariance=self.covariance, n=self.n)
 

@@ -8,7 +8,8 @@ Every denoiser here predicts the CLEAN sample ``x0_hat = E[x_0 | x_t = x]``. Con
 - :class:`WienerDenoiser`: Gaussian data ``N(mu, U diag(lam) U^T)`` (docs/theory.md section 2):
   ``x0_hat = m + g (x - sqrt(ab) m)``, ``g = sqrt(ab) lam / (ab lam + 1 - ab)`` in the
   eigenbasis, ``x0_hat = mu + U diag(g) U^T (x - sqrt(ab) mu)`` in pixel space when ``U`` is
-  known; VE: ``g = lam / (lam + sigma^2)`` and ``sqrt(ab)`` replaced by 1.
+  known; VE: ``g = lam / (lam + sigma^2)`` and ``sqrt(ab)`` replaced by 1 (the gain of
+  :func:`specsched.theory.wiener.wiener_gain`).
 - :class:`GaussianMixtureDenoiser`: data ``sum_k w_k N(mu_k, C_k)``; the posterior mean is
   the responsibility-weighted sum of the components' Wiener filters, with responsibilities
   ``r_k(x) ∝ w_k N(x; sqrt(ab) mu_k, ab C_k + (1 - ab) I)`` computed with log-sum-exp.
@@ -23,35 +24,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from specsched.errors import InputError
+from specsched.theory.wiener import PARAMS, wiener_gain, wiener_gain_coefficients
 
 __all__ = ["GaussianMixtureDenoiser", "WienerDenoiser", "eps_from_x0", "x0_from_eps"]
 
-PARAMS = ("vp", "ve")
-
 
 def _namespace(x):
-    """Array namespace of ``x`` (array_api_compat when installed, numpy otherwise)."""
-    if isinstance(x, np.ndarray):
-        return np
-    try:
-        from array_api_compat import array_namespace
-    except ImportError:  # pragma: no cover - optional
-        return np
-    return array_namespace(x)
+    """Array namespace of ``x``: numpy for ndarrays, array_api_compat's otherwise."""
+    return np if isinstance(x, np.ndarray) else array_namespace(x)
 
 
-def _vp_scale(param: str, level: float) -> tuple[float, float]:
-    """``(sqrt(ab), ab)`` for a VP level, or ``(1, 1 / (1 + sigma^2))`` for a VE one."""
+def _check_level(param: str, level) -> float:
+    """``level`` as a float: alphas_cumprod in (0, 1] for VP, sigma >= 0 for VE."""
     level = float(level)
     if param == "vp":
         if not 0.0 < level <= 1.0:
             raise InputError(f"level: expected alphas_cumprod in (0, 1], got {level!r}")
-        return math.sqrt(level), level
-    if not level >= 0.0:
+    elif not level >= 0.0:
         raise InputError(f"level: expected sigma >= 0, got {level!r}")
-    return 1.0, 1.0 / (1.0 + level * level)
+    return level
 
 
 def _check_param(param: str) -> str:
@@ -153,12 +147,11 @@ class WienerDenoiser:
         return self.mean if self.eigenvectors is None else self.eigenvectors @ self.mean
 
     def gain(self, level: float) -> np.ndarray:
-        """(d,) float64 Wiener gain ``g`` at ``level`` (ab for VP, sigma for VE)."""
-        if self.param == "vp":
-            s, ab = _vp_scale("vp", level)
-            return s * self.eigenvalues / (ab * self.eigenvalues + (1.0 - ab))
-        _vp_scale("ve", level)
-        return self.eigenvalues / (self.eigenvalues + float(level) ** 2)
+        """(d,) float64 Wiener gain ``g`` at ``level`` (ab for VP, sigma for VE).
+
+        :func:`specsched.theory.wiener.wiener_gain`; InputError for a level out of range.
+        """
+        return wiener_gain(self.eigenvalues, _check_level(self.param, level), self.param)
 
     def __call__(self, x, level):
         xp = _namespace(x)
@@ -167,8 +160,9 @@ class WienerDenoiser:
         flat = xp.reshape(x, (n, -1))
         if flat.shape[1] != d:
             raise InputError(f"x: expected {d} values per sample, got shape {tuple(x.shape)}")
-        scale = _vp_scale(self.param, level)[0]
-        g = xp.asarray(self.gain(level))
+        level = _check_level(self.param, level)
+        scale = float(wiener_gain_coefficients(level, self.param)[0])  # E[x_t] = scale m
+        g = xp.asarray(wiener_gain(self.eigenvalues, level, self.param))
         mu = xp.asarray(self.pixel_mean)
         r = flat - scale * mu
         if self.eigenvectors is None:
@@ -255,23 +249,25 @@ class GaussianMixtureDenoiser:
         if flat.shape[1] != self.dimension:
             raise InputError(f"x: expected {self.dimension} values per sample, "
                              f"got shape {tuple(x.shape)}")
-        if self.param == "ve":  # x_ve = x_vp / sqrt(ab)
-            _, ab = _vp_scale("ve", level)
+        level = _check_level(self.param, level)
+        if self.param == "ve":  # x_ve = x_vp / sqrt(ab), ab = 1 / (1 + sigma^2)
+            ab = 1.0 / (1.0 + level * level)
             flat = math.sqrt(ab) * flat
         else:
-            _, ab = _vp_scale("vp", level)
-        s = math.sqrt(ab)
+            ab = level
+        s, gamma, delta = (float(c) for c in wiener_gain_coefficients(ab))
         K = self.weights.size
         logits, posts = [], []
         for k in range(K):
             V = xp.asarray(self._V[k])
             lam = self._lam[k]
-            var = ab * lam + (1.0 - ab)  # eigenvalues of S_k
+            var = gamma * lam + delta  # eigenvalues of S_k
             r = (flat - s * xp.asarray(self.means[k])) @ V  # (n, d) in V_k's basis
             maha = xp.sum(r * r / xp.asarray(var), axis=1)
             logits.append(math.log(self.weights[k]) - 0.5 * float(np.sum(np.log(var)))
                           - 0.5 * maha)
-            posts.append(xp.asarray(self.means[k]) + (r * xp.asarray(s * lam / var)) @ V.T)
+            posts.append(xp.asarray(self.means[k])
+                         + (r * xp.asarray(wiener_gain(lam, ab))) @ V.T)
         L = xp.stack(logits, axis=1)  # (n, K)
         L = L - xp.max(L, axis=1, keepdims=True)  # log-sum-exp
         R = xp.exp(L)

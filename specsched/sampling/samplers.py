@@ -13,13 +13,14 @@ The denoiser is a callable ``denoise(x, level) -> x0_hat`` that predicts the CLE
 samplers convert between the two exactly (``x_vp = sqrt(ab) x_ve``), so any denoiser drives
 any sampler. Wrap a noise-prediction model with :func:`specsched.sampling.x0_from_eps`.
 
-Updates (docs/theory.md section 3, written exactly so):
+Updates (docs/theory.md section 3): each sampler is defined once, by its update
+``x_{s-1} = p x0_hat + r x_s + sqrt(q) z`` in :mod:`specsched.theory.samplers`
+(:attr:`specsched.theory.samplers.Sampler.update`), which the closed form is derived from:
 
 - ``ddim`` / ``ddpm`` (DDIM-eta, Song, Meng, Ermon 2021, eq. 12; eta = 0 DDIM, eta = 1 DDPM
   with the posterior variance beta-tilde):
-  ``sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
   ``x_{s-1} = sqrt(ap) x0_hat + sqrt(1 - ap - sig^2) eps_hat + sig z``,
-  ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``;
+  ``sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``, ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``;
 - ``ddpm-large`` (Ho, Jain, Abbeel 2020, eqs. 6-7 with sigma^2 = beta_s, diffusers'
   ``fixed_large``): ``x_{s-1} = sqrt(ap) beta_s/(1 - a) x0_hat + sqrt(a/ap) (1 - ap)/(1 - a) x_s
   + sqrt(beta_s) z``, ``beta_s = 1 - a/ap``, no noise on the final step s = 1;
@@ -46,31 +47,23 @@ import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from specsched.errors import InputError
 from specsched.schedules.conversions import as_alphas_cumprod
-from specsched.theory.samplers import get_sampler, resolve_eta
+from specsched.theory.samplers import SAMPLERS, get_sampler, resolve_eta
 
 __all__ = ["SAMPLER_NAMES", "as_alphas_cumprod", "sample", "sample_batches", "step"]
 
-#: Samplers implemented here (the names of :data:`specsched.theory.SAMPLERS`).
-SAMPLER_NAMES = ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve")
-
-
-def _ddim_eta_coefficients(a: float, ap: float, eta: float) -> tuple[float, float]:
-    """``(sqrt(1 - ap - sig^2), sig)`` of a DDIM-eta step, in product form (no cancellation).
-
-    ``1 - ap - sig^2 = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap)) / (ap (1 - a))``
-    (docs/theory.md section 3), exactly 0 on the final step ``ap = 1``.
-    """
-    e2 = eta * eta
-    sig2 = e2 * (1.0 - ap) * (ap - a) / (ap * (1.0 - a))
-    dir2 = (1.0 - ap) * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * (1.0 - a))
-    return math.sqrt(max(dir2, 0.0)), math.sqrt(sig2)
+#: Samplers implemented here: every one of :data:`specsched.theory.SAMPLERS`.
+SAMPLER_NAMES = tuple(SAMPLERS)
 
 
 def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     """One reverse step ``s -> s-1`` of a sampler (module docstring; docs/theory.md section 3).
+
+    ``x_{s-1} = p x0_hat + r x_s + sqrt(q) z`` with ``(p, r, q)`` from the sampler's update
+    (:attr:`specsched.theory.samplers.Sampler.update`).
 
     Parameters
     ----------
@@ -84,7 +77,8 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     a, ap : float
         ``ab_s`` and ``ab_{s-1}``, ``0 < a < ap <= 1`` (``ap = 1``: the final step).
     eta : float or None
-        DDIM-eta stochasticity (``ddim``/``ddpm`` only).
+        Resolved DDIM-eta stochasticity (:func:`specsched.theory.resolve_eta`; a number for
+        ``ddim``/``ddpm``, ignored by the others). Trusted.
     z : array of shape (n, ...) or None
         Standard normal noise; only read by stochastic steps.
 
@@ -92,27 +86,15 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     -------
     array of shape (n, ...)
         State at step s - 1.
+
+    Raises
+    ------
+    InputError
+        Unknown sampler.
     """
-    if sampler in ("ddim", "ddpm"):
-        k, sig = _ddim_eta_coefficients(a, ap, eta)
-        eps_hat = (x - math.sqrt(a) * x0_hat) / math.sqrt(1.0 - a)
-        out = math.sqrt(ap) * x0_hat + k * eps_hat
-        return out + sig * z if sig > 0.0 else out
-    if sampler == "ddpm-large":
-        beta = 1.0 - a / ap
-        out = (math.sqrt(ap) * beta / (1.0 - a)) * x0_hat + (
-            math.sqrt(a / ap) * (1.0 - ap) / (1.0 - a)
-        ) * x
-        return out if ap == 1.0 else out + math.sqrt(beta) * z  # Ho et al.: none at s = 1
-    s2 = (1.0 - a) / a
-    sp2 = (1.0 - ap) / ap  # 0 on the final step
-    if sampler == "ddim-ve":
-        return x0_hat + math.sqrt(sp2 / s2) * (x - x0_hat)
-    if sampler == "ddpm-ve":
-        out = x0_hat + (sp2 / s2) * (x - x0_hat)
-        q = sp2 * (s2 - sp2) / s2
-        return out + math.sqrt(q) * z if q > 0.0 else out
-    raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
+    p, r, q = (float(c) for c in get_sampler(sampler).update(float(a), float(ap), eta))
+    out = p * x0_hat + r * x
+    return out + math.sqrt(q) * z if q > 0.0 else out
 
 
 def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
@@ -123,13 +105,12 @@ def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
     return denoise(math.sqrt(a) * x if ve_state else x, a)
 
 
-def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
+def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size):
+    """The entry points' one validation: ``(eta, shape, alphas_cumprod)``, resolved."""
     if not callable(denoise):
         raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
                          f"{type(denoise).__name__}")
-    if sampler not in SAMPLER_NAMES:
-        raise InputError(f"sampler: expected one of {list(SAMPLER_NAMES)}, got {sampler!r}")
-    eta = resolve_eta(sampler, eta)
+    eta = resolve_eta(sampler, eta)  # also checks the name
     for name, value in (("n", n), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -139,7 +120,27 @@ def _check_args(denoise, n, sample_shape, sampler, eta, batch_size):
         raise InputError(f"sample_shape: expected a tuple of ints, got {sample_shape!r}") from None
     if any(s < 1 for s in shape):
         raise InputError(f"sample_shape: expected positive sizes, got {shape}")
-    return eta, shape
+    return eta, shape, as_alphas_cumprod(schedule)
+
+
+def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress):
+    """The generator of :func:`sample_batches` on validated arguments."""
+    xp = np if xp is None else xp
+    ve = get_sampler(sampler).param == "ve"
+    stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
+    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
+    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
+    with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
+              disable=(not progress) if progress is not None else None) as bar:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
+            for a, ap in reversed(levels):  # reverse time: step S first
+                x0_hat = _call_denoiser(denoise, x, a, ve)
+                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
+                x = step(sampler, x, x0_hat, a, ap, eta, z)
+            bar.update(b)
+            yield start, x
 
 
 def sample_batches(
@@ -155,7 +156,7 @@ def sample_batches(
     xp=None,
     progress: bool | None = None,
 ) -> Iterator[tuple[int, object]]:
-    """Generate ``n`` samples batch by batch: yields ``(start, batch)``.
+    """Generate ``n`` samples batch by batch: an iterator of ``(start, batch)``.
 
     Parameters
     ----------
@@ -182,6 +183,11 @@ def sample_batches(
     progress : bool or None
         tqdm progress bar over samples; None shows it only on a terminal.
 
+    Returns
+    -------
+    iterator of (start, batch)
+        Arguments are checked when this function is called, before the first batch.
+
     Yields
     ------
     start : int
@@ -194,26 +200,8 @@ def sample_batches(
     InputError
         Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``.
     """
-    from tqdm.auto import tqdm
-
-    eta, shape = _check_args(denoise, n, sample_shape, sampler, eta, batch_size)
-    ab = as_alphas_cumprod(schedule)
-    xp = np if xp is None else xp
-    ve = get_sampler(sampler).param == "ve"
-    stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
-    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
-    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
-    with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
-              disable=(not progress) if progress is not None else None) as bar:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
-            for a, ap in reversed(levels):  # reverse time: step S first
-                x0_hat = _call_denoiser(denoise, x, a, ve)
-                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
-                x = step(sampler, x, x0_hat, a, ap, eta, z)
-            bar.update(b)
-            yield start, x
+    eta, shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size)
+    return _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress)
 
 
 def sample(
@@ -259,14 +247,15 @@ def sample(
     >>> x.shape
     (4, 2)
     """
-    shape = (int(n), *tuple(int(s) for s in sample_shape))
+    eta, sample_shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta,
+                                        batch_size)
+    shape = (n, *sample_shape)
     if out is None:
         out = (np if xp is None else xp).zeros(shape, dtype=np.float64 if xp is None
                                                else xp.float64)
     elif tuple(out.shape) != shape:
         raise InputError(f"out: expected shape {shape}, got {tuple(out.shape)}")
-    for start, batch in sample_batches(denoise, schedule, n, sample_shape, sampler=sampler,
-                                       eta=eta, rng=rng, batch_size=batch_size, xp=xp,
-                                       progress=progress):
+    for start, batch in _batches(denoise, ab, n, sample_shape, sampler, eta, rng, batch_size,
+                                 xp, progress):
         out[start:start + batch.shape[0], ...] = batch
     return out

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.losses import w2_terms
 
 __all__ = ["EmpiricalW2", "RunningMoments", "empirical_w2"]
 
@@ -147,7 +148,7 @@ def empirical_w2(sample_mean, sample_variance, n_samples: int, eigenvalues, mean
         raise InputError(f"n_samples: expected >= 2, got {n}")
     e = mh - m
     D = np.sqrt(vh) - np.sqrt(lam)
-    w2sq = float(np.sum(e**2 + D**2))
+    w2sq = float(np.sum(w2_terms(lam, vh, e)))  # the theory's W2^2 on the sample moments
     tau2 = vh / (2.0 * (n - 1))
     bias = float(np.sum(vh / n + np.sqrt(vh * lam) / (2.0 * (n - 1))))
     var = float(np.sum(2.0 * (vh / n) ** 2 + 4.0 * e**2 * vh / n + 4.0 * D**2 * tau2

@@ -35,6 +35,7 @@ from specsched.errors import InputError
 
 __all__ = [
     "as_alphas_cumprod",
+    "check_int",
     "validate_alphas_cumprod",
     "betas_from_alphas_cumprod",
     "alphas_cumprod_from_betas",
@@ -86,7 +87,7 @@ def _check_open_interval(arr: np.ndarray, name: str, low: float, high: float) ->
         )
 
 
-def _check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
+def check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
     """Return ``value`` as an int in [minimum, maximum], or raise InputError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InputError(f"{name}: expected an integer, got {value!r}")

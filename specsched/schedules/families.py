@@ -29,11 +29,11 @@ from scipy.special import expit
 from specsched.errors import InputError
 from specsched.schedules.conversions import (
     _as_float64,
-    _check_int,
     _check_open_interval,
     _logsnr,
     alphas_cumprod_from_logsnr,
     alphas_cumprod_from_sigmas,
+    check_int,
     logsnr_from_alphas_cumprod,
 )
 
@@ -117,7 +117,7 @@ def training_alphas_cumprod(family: str = "linear", num_train_timesteps: int = 1
         Unknown ``family`` (the message lists TRAINING_FAMILIES) or T not an integer >= 1.
     """
     _check_choice(family, "family", TRAINING_FAMILIES)
-    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    T = check_int(num_train_timesteps, "num_train_timesteps", 1)
     if family == "linear":
         betas = np.linspace(1e-4, 0.02, T)
     elif family == "scaled_linear":
@@ -212,15 +212,15 @@ def spacing_indices(
         index past T - 1.
     """
     _check_choice(spacing, "spacing", SPACINGS)
-    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
+    T = check_int(num_train_timesteps, "num_train_timesteps", 1)
     if isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool) \
             and num_steps > T:
         raise InputError(
             f"num_steps (--steps): {num_steps} sampling steps do not fit on a training grid "
             f"of T = {T} timesteps; expected an integer in [1, {T}]"
         )
-    S = _check_int(num_steps, "num_steps", 1, T)
-    offset = _check_int(steps_offset, "steps_offset", 0)
+    S = check_int(num_steps, "num_steps", 1, T)
+    offset = check_int(steps_offset, "steps_offset", 0)
     idx = diffusers_timesteps(spacing, S, T, offset)[:S][::-1]  # drop trailing's extra point
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     # Guaranteed for 1 <= S <= T (consecutive points are >= 1 apart); kept as a cheap guard.
@@ -261,7 +261,7 @@ def karras_alphas_cumprod(
     InputError
         S < 1, non-positive or non-finite sigmas or rho, or ``sigma_min >= sigma_max``.
     """
-    S = _check_int(num_steps, "num_steps", 1)
+    S = check_int(num_steps, "num_steps", 1)
     smin = _positive_float(sigma_min, "sigma_min")
     smax = _positive_float(sigma_max, "sigma_max")
     r = _positive_float(rho, "rho")
@@ -302,8 +302,8 @@ def logsnr_alphas_cumprod(
     InputError
         S < 1, T < 2 or an unknown family.
     """
-    S = _check_int(num_steps, "num_steps", 1)
-    T = _check_int(num_train_timesteps, "num_train_timesteps", 2)
+    S = check_int(num_steps, "num_steps", 1)
+    T = check_int(num_train_timesteps, "num_train_timesteps", 2)
     lam = logsnr_from_alphas_cumprod(training_alphas_cumprod(family, T))
     grid = np.array([lam[-1]]) if S == 1 else np.linspace(lam[0], lam[-1], S)
     return alphas_cumprod_from_logsnr(grid)

@@ -1,10 +1,17 @@
 """Closed-form theory of diffusion samplers on Gaussian data (docs/theory.md sections 2-5).
 
-- :mod:`~specsched.theory.wiener`: the Wiener (MMSE) denoiser per eigen-direction;
-- :mod:`~specsched.theory.samplers`: DDIM-eta / DDPM as per-direction linear systems,
-  transfer functions, generated mean and variance, and their reverse-mode gradient;
-- :mod:`~specsched.theory.losses`: W2 and KL(gen || data) with per-direction terms;
-- :mod:`~specsched.theory.objective`: evaluation and objective + gradient of a schedule.
+- :mod:`~specsched.theory.wiener`: the Wiener (MMSE) denoiser per eigen-direction, and the
+  one definition of its gain;
+- :mod:`~specsched.theory.samplers`: each discrete sampler defined once by its update, and its
+  closed form as a per-direction linear system (transfer function, generated mean and
+  variance, reverse-mode gradient);
+- :mod:`~specsched.theory.losses`: W2 and both KLs with per-direction terms;
+- :mod:`~specsched.theory.objective`: evaluation and objective + gradient of a schedule;
+- :mod:`~specsched.theory.kernels`: the same objective and gradient compiled with numba
+  (imported on first use);
+- :mod:`~specsched.theory.quadrature`: a large spectrum compressed into weighted nodes;
+- :mod:`~specsched.theory.sde`: continuous-time VP solvers with the exact score;
+- :mod:`~specsched.theory.unchained`: DDIM on unchained levels (diffusers' DDIMScheduler).
 """
 
 from specsched.theory.losses import KL_FLOOR, LOSSES, LossReport
@@ -19,12 +26,16 @@ from specsched.theory.samplers import (
     SAMPLERS,
     GeneratedGaussian,
     Sampler,
+    StepGains,
     closed_form,
     get_sampler,
+    linear_system,
     resolve_eta,
     step_coefficients,
+    step_gains,
+    step_scalars,
 )
-from specsched.theory.wiener import wiener_denoise, wiener_gain
+from specsched.theory.wiener import wiener_denoise, wiener_gain, wiener_gain_coefficients
 
 __all__ = [
     "INITS",
@@ -34,14 +45,19 @@ __all__ = [
     "GeneratedGaussian",
     "LossReport",
     "Sampler",
+    "StepGains",
     "closed_form",
     "get_sampler",
     "evaluate_schedule",
+    "linear_system",
     "loss_and_grad",
     "loss_summary",
     "loss_value",
     "resolve_eta",
     "step_coefficients",
+    "step_gains",
+    "step_scalars",
     "wiener_denoise",
     "wiener_gain",
+    "wiener_gain_coefficients",
 ]

@@ -6,10 +6,13 @@ of gains and their derivatives. These kernels compute the same value and gradien
 
 - one forward and one backward sweep per block of eigen-directions, the blocks run in
   parallel (``numba.prange``) and the directions of a block in the inner, vectorisable loop;
-- per-step inputs only: the Mobius scalars ``(alpha, beta, gamma, delta, q)`` of each step
+- per-step inputs only: the scalars ``(alpha, beta, gamma, delta, q, ...)`` of each step
   and their partial derivatives in ``ab_s`` and ``ab_{s-1}``
   (:func:`specsched.theory.samplers.step_scalars`), so
-  ``A_s(lambda) = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)``;
+  ``A_s(lambda) = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)``, evaluated by
+  :func:`specsched.theory.samplers.mobius` and differentiated by
+  :func:`specsched.theory.samplers.mobius_derivative`: the same two functions as the NumPy
+  reference, compiled here (``inline="always"``);
 - float64 throughout and memory O(S x block) per thread, never O(S x d).
 
 Every direction k carries a weight ``w_k`` (1 for an exact spectrum; quadrature weights for a
@@ -18,6 +21,11 @@ compressed one, :mod:`specsched.theory.quadrature`), so the loss is
 the KL kernels skip the directions with ``keep[k] = False`` (below the eigenvalue floor).
 
 numba is imported when this module is; compiled code is cached on disk after the first call.
+numba (0.68) keys that cache on the contents of this file only, not on the functions it calls
+from other files: :data:`COMPILED_CALLEES_SHA256` below ties this file to the source of
+:func:`~specsched.theory.samplers.mobius` and :func:`~specsched.theory.samplers.mobius_derivative`
+(``tests/test_kernels.py`` checks it), so an edit there forces an edit here and the cache is
+rebuilt, in a checkout as after an upgrade.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ import math
 
 import numba as nb
 import numpy as np
+
+from specsched.theory.samplers import mobius, mobius_derivative
+
+#: First 16 hex digits of the sha256 of the source of ``samplers.mobius`` followed by
+#: ``samplers.mobius_derivative``, which these kernels compile. Update it with those functions:
+#: numba's cache sees only this file, and a stale compiled callee would go unnoticed.
+COMPILED_CALLEES_SHA256 = "cb5991199f2cd7bf"
 
 #: Directions per block: the inner, vectorised loop.
 BLOCK = 64
@@ -39,6 +54,10 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 #: ~100x slower. Keeping every factor at 0 or above 1e-100 keeps products of three of them
 #: normal; a variance, gain or adjoint this small changes no loss or gradient in float64.
 TINY = 1e-100
+
+
+_mobius = nb.njit(inline="always", fastmath=_FASTMATH)(mobius)
+_mobius_derivative = nb.njit(inline="always", fastmath=_FASTMATH)(mobius_derivative)
 
 
 @nb.njit(inline="always", fastmath=_FASTMATH)
@@ -73,8 +92,9 @@ def loss_value_kernel(lam, mean, weight, keep, P, v_start, c_S, normal, code):
     lam, mean, weight : float64 arrays of shape (d,)
     keep : bool array of shape (d,)
         Directions counted by the KLs.
-    P : float64 array of shape (5, S)
-        Mobius scalars of every step (step 1 first).
+    P : float64 array of shape (6, S)
+        Per-step scalars of every step, step 1 first (rows
+        :data:`specsched.theory.samplers.SCALAR_ROWS`; the last, ``b``, is not read).
     v_start : float64 array of shape (d,)
         Variance of the start distribution.
     c_S : float
@@ -100,8 +120,7 @@ def loss_value_kernel(lam, mean, weight, keep, P, v_start, c_S, normal, code):
         for s in range(S - 1, -1, -1):
             al, be, ga, de, q = P[0, s], P[1, s], P[2, s], P[3, s], P[4, s]
             for j in range(n):
-                x = lam[k0 + j]
-                A = (al * x + be) / (ga * x + de)
+                A, _ = _mobius(al, be, ga, de, lam[k0 + j])
                 v[j] = _ftz(A * A * v[j] + q)
                 H[j] = _ftz(H[j] * A)
         acc = 0.0
@@ -148,7 +167,7 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
     ----------
     lam, mean, weight, keep, P, v_start, c_S, normal, code
         As in :func:`loss_value_kernel`.
-    Pa, Pap : float64 arrays of shape (5, S)
+    Pa, Pap : float64 arrays of shape (6, S)
         Partial derivatives of ``P`` in ``ab_s`` and in ``ab_{s-1}``.
     dv_start : float64 array of shape (d,)
         Derivative of the start variance in ``ab_S``.
@@ -180,9 +199,7 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
         for s in range(S - 1, -1, -1):
             al, be, ga, de, q = P[0, s], P[1, s], P[2, s], P[3, s], P[4, s]
             for j in range(n):
-                x = lam[k0 + j]
-                r = 1.0 / (ga * x + de)
-                a_ = (al * x + be) * r
+                a_, r = _mobius(al, be, ga, de, lam[k0 + j])
                 A[s, j] = a_
                 iden[s, j] = r
                 vin[s, j] = v[j]
@@ -212,8 +229,8 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
                 dLdA = 2.0 * w[j] * a_ * vin[s, j]
                 if normal:
                     dLdA -= g[j] * c_S * prefix[j] * suffix[s, j]
-                dA_da = ((pa0 * x + pa1) - a_ * (pa2 * x + pa3)) * iden[s, j]
-                dA_dap = ((pp0 * x + pp1) - a_ * (pp2 * x + pp3)) * iden[s, j]
+                dA_da = _mobius_derivative(pa0, pa1, pa2, pa3, x, a_, iden[s, j])
+                dA_dap = _mobius_derivative(pp0, pp1, pp2, pp3, x, a_, iden[s, j])
                 ga_ += dLdA * dA_da + w[j] * pa4
                 gp_ += dLdA * dA_dap + w[j] * pp4
                 prefix[j] = _ftz(prefix[j] * a_)

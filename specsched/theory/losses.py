@@ -166,6 +166,27 @@ class LossReport:
     transfer: np.ndarray
     variance: np.ndarray
 
+    @classmethod
+    def from_moments(cls, eigenvalues, variance, mean_error, transfer,
+                     kl_floor: float = KL_FLOOR) -> LossReport:
+        """The report of a generated Gaussian against the data ``N(m, lambda)``.
+
+        Parameters
+        ----------
+        eigenvalues, variance, mean_error, transfer : ndarray of shape (n_directions,)
+            ``lambda``, the generated variance, ``mean_gen - m`` and ``H(lambda)``.
+        kl_floor : float
+            Relative eigenvalue floor of the KLs (module docstring).
+        """
+        lam = np.asarray(eigenvalues, dtype=np.float64)
+        wt = w2_terms(lam, variance, mean_error)
+        kt = kl_terms(lam, variance, mean_error, kl_floor)
+        rt = kl_data_gen_terms(lam, variance, mean_error, kl_floor)
+        return cls(w2=float(np.sqrt(wt.sum())), kl=float(kt.sum()), kl_data_gen=float(rt.sum()),
+                   w2_terms=wt, kl_terms=kt, kl_data_gen_terms=rt,
+                   kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()),
+                   transfer=transfer, variance=variance)
+
     def value(self, loss: str) -> float:
         """The reported value of ``loss`` ("w2", "kl" or "kl-data-gen")."""
         return {"w2": self.w2, "kl": self.kl, "kl-data-gen": self.kl_data_gen}[loss]

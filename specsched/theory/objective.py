@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from specsched.errors import InputError
 from specsched.theory.losses import (
     KL_FLOOR,
+    LOSSES,
     LossReport,
-    kl_data_gen_terms,
     kl_mask,
-    kl_terms,
     loss_value_and_partials,
-    w2_terms,
 )
-from specsched.theory.samplers import closed_form, closed_form_vjp
+from specsched.theory.samplers import (
+    LinearSystem,
+    closed_form,
+    linear_system,
+    propagate,
+    propagate_vjp,
+)
 
 
 def evaluate_schedule(
@@ -55,21 +60,7 @@ def evaluate_schedule(
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
-    err = gen.mean_error(m)
-    wt = w2_terms(lam, gen.variance, err)
-    kt = kl_terms(lam, gen.variance, err, kl_floor)
-    rt = kl_data_gen_terms(lam, gen.variance, err, kl_floor)
-    return LossReport(
-        w2=float(np.sqrt(wt.sum())),
-        kl=float(kt.sum()),
-        kl_data_gen=float(rt.sum()),
-        w2_terms=wt,
-        kl_terms=kt,
-        kl_data_gen_terms=rt,
-        kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()),
-        transfer=gen.transfer,
-        variance=gen.variance,
-    )
+    return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
 
 
 #: ``backend="auto"`` compiles (numba) when S x d reaches this; below it the NumPy
@@ -80,29 +71,44 @@ BACKENDS = ("auto", "numpy", "numba")
 
 def _use_numba(backend, work):
     if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     return backend == "numba" or (backend == "auto" and work >= NUMBA_MIN_WORK)
 
 
-def _kernel_args(lam, m, ab, loss, sampler, eta, init, kl_floor, weights, keep, derivatives):
-    from specsched.theory.kernels import LOSS_CODES
-    from specsched.theory.samplers import _start, get_sampler, resolve_eta, step_scalars
+def _check_loss(loss):
+    if loss not in LOSSES:
+        raise InputError(f"loss: expected one of {LOSSES}, got {loss!r}")
 
-    spec = get_sampler(sampler)
-    eta = resolve_eta(sampler, eta)
-    ab = np.asarray(ab, dtype=np.float64)
-    v_S, dv_S, c_S, dc_S = _start(spec, lam, ab[-1], init)
+
+def _kernel_args(system: LinearSystem, lam, m, loss, kl_floor, weights, keep):
+    """Arguments of the numba kernels for a validated :class:`LinearSystem`."""
+    from specsched.theory.kernels import LOSS_CODES  # numba: imported on first use
+
     w = np.ones_like(lam) if weights is None else np.asarray(weights, dtype=np.float64)
     keep = kl_mask(lam, kl_floor) if keep is None else np.asarray(keep, dtype=bool)
-    scal = step_scalars(spec, ab, eta, derivatives)
-    code = LOSS_CODES[loss]
-    normal = init == "normal"
-    if derivatives:
-        P, Pa, Pap = (np.ascontiguousarray(x) for x in scal)
-        return (lam, m, w, keep, P, Pa, Pap, np.ascontiguousarray(v_S),
-                np.ascontiguousarray(dv_S), float(c_S), float(dc_S), normal, code)
-    return lam, m, w, keep, np.ascontiguousarray(scal), np.ascontiguousarray(v_S), float(c_S), \
-        normal, code
+    head = (lam, m, w, keep, np.ascontiguousarray(system.scalars))
+    tail = (system.mean_scale,)
+    if system.scalars_da is not None:
+        head += (np.ascontiguousarray(system.scalars_da),
+                 np.ascontiguousarray(system.scalars_dap))
+        return (*head, np.ascontiguousarray(system.start_variance),
+                np.ascontiguousarray(system.start_variance_d), *tail, system.mean_scale_d,
+                system.normal, LOSS_CODES[loss])
+    return (*head, np.ascontiguousarray(system.start_variance), *tail, system.normal,
+            LOSS_CODES[loss])
+
+
+def _value(system: LinearSystem, lam, m, loss, kl_floor, weights, keep, numba: bool,
+           gen=None) -> float:
+    """The objective of a validated system; ``gen`` reuses a NumPy forward pass."""
+    if numba:
+        from specsched.theory.kernels import loss_value_kernel  # numba: imported on first use
+
+        return float(loss_value_kernel(*_kernel_args(system, lam, m, loss, kl_floor, weights,
+                                                     keep)))
+    gen = propagate(system, lam) if gen is None else gen
+    return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
+                                   weights, keep)[0]
 
 
 def loss_value(
@@ -116,15 +122,10 @@ def loss_value(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    if _use_numba(backend, lam.size * np.size(alphas_cumprod)):
-        from specsched.theory.kernels import loss_value_kernel
-
-        return float(loss_value_kernel(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
-                                                     eta, init, kl_floor, weights, keep,
-                                                     False)))
-    gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
-    return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
-                                   weights, keep)[0]
+    numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
+    _check_loss(loss)
+    system = linear_system(lam, alphas_cumprod, sampler, eta, init)
+    return _value(system, lam, m, loss, kl_floor, weights, keep, numba)
 
 
 def loss_and_grad(
@@ -148,7 +149,8 @@ def loss_and_grad(
         Directions the KLs count; by default those above ``kl_floor`` times the largest
         eigenvalue.
     backend : {"auto", "numpy", "numba"}
-        "numpy" is the reference implementation (:func:`closed_form_vjp`); "numba" the
+        "numpy" is the reference implementation
+        (:func:`specsched.theory.samplers.closed_form_vjp`); "numba" the
         fused compiled kernel (:mod:`specsched.theory.kernels`); "auto" picks numba when
         S x d >= :data:`NUMBA_MIN_WORK`.
 
@@ -165,11 +167,13 @@ def loss_and_grad(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    if _use_numba(backend, lam.size * np.size(alphas_cumprod)):
-        from specsched.theory.kernels import loss_grad
+    numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
+    _check_loss(loss)
+    system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
+    if numba:
+        from specsched.theory.kernels import loss_grad  # numba: imported on first use
 
-        value, grad = loss_grad(*_kernel_args(lam, m, alphas_cumprod, loss, sampler,
-                                                     eta, init, kl_floor, weights, keep, True))
+        value, grad = loss_grad(*_kernel_args(system, lam, m, loss, kl_floor, weights, keep))
         return float(value), grad
 
     def partials(gen):
@@ -178,7 +182,7 @@ def loss_and_grad(
         )
         return value, d_var, d_err * m  # mean_error = mean_gain * m
 
-    value, _, grad = closed_form_vjp(lam, alphas_cumprod, sampler, eta, init, partials)
+    value, _, grad = propagate_vjp(system, lam, partials)
     return value, grad
 
 
@@ -186,18 +190,21 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
                  init="normal", kl_floor=KL_FLOOR, backend="auto") -> dict:
     """W2 and both KLs of a schedule, without per-direction terms.
 
-    The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), through
-    :func:`loss_value` and so through the compiled kernel for large S x d: what tables of
-    baselines need.
+    The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), as
+    :func:`loss_value` computes them, so through the compiled kernel for large S x d: what
+    tables of baselines need.
 
     Returns
     -------
     dict
         ``{"w2": float, "kl": float, "kl_data_gen": float}``.
     """
-    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, backend=backend)
-    w2_sq = loss_value(eigenvalues, mean, alphas_cumprod, loss="w2", **kw)
-    return {"w2": float(np.sqrt(max(w2_sq, 0.0))),
-            "kl": loss_value(eigenvalues, mean, alphas_cumprod, loss="kl", **kw),
-            "kl_data_gen": loss_value(eigenvalues, mean, alphas_cumprod, loss="kl-data-gen",
-                                      **kw)}
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
+    system = linear_system(lam, alphas_cumprod, sampler, eta, init)
+    gen = None if numba else propagate(system, lam)
+    out = {key: _value(system, lam, m, loss, kl_floor, None, None, numba, gen)
+           for key, loss in (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))}
+    out["w2"] = float(np.sqrt(max(out["w2"], 0.0)))
+    return out

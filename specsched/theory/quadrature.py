@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specsched.theory.losses import KL_FLOOR, kl_mask
+from specsched.theory.objective import loss_value
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,6 @@ def error_estimate(eigenvalues, mean, alphas_cumprod, n_bins: int = 256, **loss_
         ``value`` (the rule with ``n_bins``), ``coarse`` (with ``n_bins // 2``) and
         ``error_estimate = |value - coarse|``, in units of the objective (``W2^2`` or nats).
     """
-    from specsched.theory.objective import loss_value
-
     out = {}
     for key, nb in (("value", n_bins), ("coarse", max(1, n_bins // 2))):
         q = compress_spectrum(eigenvalues, mean, nb, loss_kw.get("kl_floor", KL_FLOOR))

@@ -1,115 +1,148 @@
-r"""Closed-form discrete samplers as per-direction linear systems (VP and VE).
+r"""Discrete samplers: each defined once, and their closed forms as per-direction linear systems.
 
 Notation (docs/theory.md sections 1-3). A schedule is ``alphas_cumprod = (ab_1, ..., ab_S)``,
 ``1 > ab_1 > ... > ab_S > 0``, step 1 the least noisy, with ``ab_0 = 1`` implied (the last
 reverse step lands on clean data). One reverse step ``s -> s-1`` uses ``a = ab_s`` and
 ``ap = ab_{s-1}``; VE samplers use the same points as noise levels
-``sigma_s = sqrt((1 - ab_s) / ab_s)`` (``sigma_0 = 0``). With the Wiener denoiser
-(:mod:`specsched.theory.wiener`) substituted, every step of every sampler here is, in each
-eigen-direction k with data variance ``lambda_k``,
+``sigma_s = sqrt((1 - ab_s) / ab_s)`` (``sigma_0 = 0``).
 
-    x_{s-1} = A_s x_s + B_s m + noise of variance q_s,
+**The one definition of each sampler** is its update (:attr:`Sampler.update`): every step of
+every sampler here combines the denoiser's output and the state linearly,
 
-with (docs/theory.md section 3):
+    x_{s-1} = p_s x0_hat + r_s x_s + sqrt(q_s) z,      z ~ N(0, 1),
+
+with the scalars ``(p_s, r_s, q_s)`` of (docs/theory.md section 3):
 
 - ``ddim`` / ``ddpm`` (DDIM-eta, Song et al. 2021 eq. 12; eta = 0 DDIM, eta = 1 DDPM with
-  the posterior variance beta-tilde): ``sig_s^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``,
-  ``c_s = sqrt((1 - ap - sig_s^2) / (1 - a))``,
-  ``A_s = (sqrt(ap a) lambda + c_s (1 - a)) / (a lambda + 1 - a)``, ``q_s = sig_s^2``;
-- ``ddpm-large`` (Ho et al. 2020, eq. 7 posterior-mean form with sigma^2 = beta_s; no noise
-  on the final step): ``A_s = sqrt(ap) beta_s/(1 - a) g_s + sqrt(a/ap) (1 - ap)/(1 - a)``,
-  ``g_s = sqrt(a) lambda / (a lambda + 1 - a)``, ``q_s = beta_s`` (0 for s = 1);
-- ``ddim-ve`` (DDIM in VE form): ``r = sigma_{s-1}/sigma_s``,
-  ``A_s = r + (1 - r) lambda / (lambda + sigma_s^2)``, ``q_s = 0``;
-- ``ddpm-ve`` (SMLD ancestral sampling, Song & Ermon 2019): ``r = sigma_{s-1}^2/sigma_s^2``,
-  same ``A_s``, ``q_s = sigma_{s-1}^2 (sigma_s^2 - sigma_{s-1}^2) / sigma_s^2``.
+  the posterior variance beta-tilde): ``x_{s-1} = sqrt(ap) x0_hat + sqrt(1 - ap - sig^2)
+  eps_hat + sig z`` with ``eps_hat = (x_s - sqrt(a) x0_hat) / sqrt(1 - a)``, so
+  ``c = sqrt((1 - ap - sig^2) / (1 - a))``, ``p = sqrt(ap) - c sqrt(a)``, ``r = c``,
+  ``q = sig^2 = eta^2 (1 - ap)/(1 - a) (1 - a/ap)``;
+- ``ddpm-large`` (Ho et al. 2020, eq. 7 posterior-mean form with sigma^2 = beta_s):
+  ``p = sqrt(ap) beta_s / (1 - a)``, ``r = sqrt(a/ap) (1 - ap)/(1 - a)``, ``q = beta_s``,
+  ``beta_s = 1 - a/ap``, no noise on the final step s = 1;
+- ``ddim-ve`` (DDIM in VE form): ``x_{s-1} = x0_hat + rho (x_s - x0_hat)``,
+  ``rho = sigma_{s-1}/sigma_s``: ``p = 1 - rho``, ``r = rho``, ``q = 0``;
+- ``ddpm-ve`` (SMLD ancestral sampling, Song & Ermon 2019): ``rho = sigma_{s-1}^2/sigma_s^2``,
+  ``q = sigma_{s-1}^2 (sigma_s^2 - sigma_{s-1}^2) / sigma_s^2``.
 
-Started from ``x_S ~ N(0, v_S)`` (``init="normal"``: ``v_S = 1`` for VP,
-``sigma_S^2`` for VE) or from the true marginal (``init="marginal"``:
-``N(sqrt(ab_S) m, ab_S lambda + 1 - ab_S)`` for VP, ``N(m, lambda + sigma_S^2)`` for VE),
-the generated law per direction is Gaussian with
+The array sampler :func:`specsched.sampling.step` runs these updates on samples. **The closed
+form is derived from them**: with the Wiener denoiser ``x0_hat = m + g (x - s m)``,
+``g = s lambda / (gamma lambda + delta)`` (:func:`specsched.theory.wiener.wiener_gain_coefficients`
+at the state's level), a step is, in each eigen-direction k with data variance ``lambda_k``,
+
+    x_{s-1} = A_s x_s + B_s m + noise of variance q_s,
+    A_s = p g + r = (alpha lambda + beta) / (gamma lambda + delta),
+    B_s = p (1 - s g) = b / (gamma lambda + delta),
+
+with ``alpha = p s + r gamma``, ``beta = r delta``, ``b = p delta`` (:func:`step_scalars`: six
+scalars per step, depending on ``(ab_s, ab_{s-1})`` only; :func:`step_gains` evaluates them).
+
+Started from ``x_S ~ N(0, v_S)`` (``init="normal"``: ``v_S = 1`` for VP, ``sigma_S^2`` for
+VE) or from the true marginal (``init="marginal"``: ``N(s_S m, gamma_S lambda + delta_S)``,
+i.e. ``N(sqrt(ab_S) m, ab_S lambda + 1 - ab_S)`` for VP and ``N(m, lambda + sigma_S^2)`` for
+VE), the generated law per direction is Gaussian with
 
     H        = prod_s A_s                               (the transfer function)
     var_gen  = H^2 v_S + sum_s q_s (prod_{j<s} A_j)^2
     mean_gen - m = -c_S H m                             (normal start; 0 for the marginal)
 
-where ``c_S = sqrt(ab_S)`` (VP) or 1 (VE) is the true mean's scale at step S: each step maps
-the exact mean of its level to the exact mean of the next (the Wiener denoiser is unbiased),
-so only the start's missing mean survives, damped by H. Everything is O(S d) time; no d x d
-matrix is formed. The gradient in ``alphas_cumprod`` is a reverse-mode pass over the same
-recursion (:func:`closed_form_vjp`); the partial derivatives of ``A_s`` and ``q_s`` are
-written out for DDIM-eta and taken by complex-step differentiation (exact to rounding,
-Squire & Trapp 1998) for the other samplers.
+where ``c_S = s_S`` (``sqrt(ab_S)`` for VP, 1 for VE) is the true mean's scale at step S:
+each step maps the exact mean of its level to the exact mean of the next (the Wiener denoiser
+is unbiased), so only the start's missing mean survives, damped by H. Everything is O(S d)
+time; no d x d matrix is formed. The gradient in ``alphas_cumprod`` is a reverse-mode pass
+over the same recursion (:func:`closed_form_vjp`); the partial derivatives of the per-step
+scalars (and of the start) are taken by complex-step differentiation (exact to rounding,
+Squire & Trapp 1998), so a new sampler needs only its update.
+
+Validation happens once, in :func:`linear_system` (called by every public entry point here
+and in :mod:`specsched.theory.objective`); the helpers below it trust their inputs.
+``alphas_cumprod`` itself is trusted (validate it at the boundary, e.g.
+:func:`specsched.schedules.validate_alphas_cumprod`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.wiener import wiener_gain_coefficients
+
+__all__ = [
+    "INITS",
+    "SAMPLERS",
+    "SCALAR_ROWS",
+    "GeneratedGaussian",
+    "LinearSystem",
+    "Sampler",
+    "StepGains",
+    "check_init",
+    "closed_form",
+    "closed_form_vjp",
+    "get_sampler",
+    "linear_system",
+    "mobius",
+    "mobius_derivative",
+    "resolve_eta",
+    "step_coefficients",
+    "step_gains",
+    "step_scalar_derivatives",
+    "step_scalars",
+]
 
 #: Start distributions of the reverse process.
 INITS = ("normal", "marginal")
+#: Rows of :func:`step_scalars`: ``A = (alpha lambda + beta) / (gamma lambda + delta)``,
+#: noise variance ``q``, ``B = b / (gamma lambda + delta)``.
+SCALAR_ROWS = ("alpha", "beta", "gamma", "delta", "q", "b")
 
 
-def _ddim_eta_mobius(a, ap, eta):
-    """DDIM-eta (Song et al. 2021 eq. 12) with the VP Wiener denoiser; complex-safe.
+# -------------------------------------------------------------- the updates (one per sampler)
+# Written with complex-safe operations only: step_scalar_derivatives perturbs a or ap by i h.
 
-    ``sig2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a))`` and
-    ``c^2 = (1 - ap - sig2)/(1 - a) = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap))/(ap (1 - a)^2)``
-    in product forms: exact zeros on the last step (ap = 1), no cancellation at eta = 1.
+def _ddim_eta_update(a, ap, eta):
+    """DDIM-eta (Song et al. 2021 eq. 12): ``(p, r, q)`` in product forms.
+
+    ``q = sig^2 = eta^2 (1 - ap)(ap - a) / (ap (1 - a))`` and
+    ``c^2 = (1 - ap - sig^2)/(1 - a) = (1 - ap)((1 - eta^2) ap + a (eta^2 - ap))/(ap (1 - a)^2)``:
+    exact zeros on the last step (ap = 1), no cancellation at eta = 1.
     """
     w, u, e2 = 1.0 - a, 1.0 - ap, eta**2
     sig2 = e2 * u * (ap - a) / (ap * w)
     c2 = u * ((1.0 - e2) * ap + a * (e2 - ap)) / (ap * w * w)
     c = np.sqrt(np.where(np.real(c2) > 0.0, c2, 0.0))
-    return np.sqrt(a * ap), c * w, a, w, sig2
+    return np.sqrt(ap) - c * np.sqrt(a), c, sig2
 
 
-def _ddpm_large_mobius(a, ap, eta):
-    """DDPM with sigma^2 = beta (Ho et al. 2020 eq. 7 posterior-mean form); complex-safe.
-
-    ``A = sqrt(ap) beta/(1 - a) g + sqrt(a/ap) (1 - ap)/(1 - a)``,
-    ``g = sqrt(a) lambda/(a lambda + 1 - a)``; no noise on the final step.
-    """
-    w, u = 1.0 - a, 1.0 - ap
+def _ddpm_large_update(a, ap, eta):
+    """DDPM with sigma^2 = beta (Ho et al. 2020 eq. 7 posterior-mean form); none at s = 1."""
+    w = 1.0 - a
     beta = (ap - a) / ap
-    r = np.sqrt(a / ap)
-    alpha = np.sqrt(ap * a) * beta / w + r * u * a / w
-    q = np.where(np.real(ap) == 1.0, 0.0, beta)
-    return alpha, r * u, a, w, q
+    p = np.sqrt(ap) * beta / w
+    r = np.sqrt(a / ap) * (1.0 - ap) / w
+    return p, r, np.where(np.real(ap) == 1.0, 0.0, beta)
 
 
-def _ve_mobius(a, ap, ancestral):
-    sig2 = (1.0 - a) / a
-    sig2_prev = (1.0 - ap) / ap  # 0 on the final step (ap = 1)
-    r = sig2_prev / sig2 if ancestral else np.sqrt(sig2_prev / sig2)
-    q = sig2_prev * (sig2 - sig2_prev) / sig2 if ancestral else 0.0 * a
-    one = np.ones_like(a)
-    return one, r * sig2, one, sig2, q
+def _ddim_ve_update(a, ap, eta):
+    """DDIM in VE form: ``x0_hat + rho (x - x0_hat)``, ``rho = sigma_{s-1}/sigma_s``."""
+    rho = np.sqrt(((1.0 - ap) / ap) / ((1.0 - a) / a))  # 0 on the final step (ap = 1)
+    return 1.0 - rho, rho, 0.0 * rho
 
 
-def _ddim_ve_mobius(a, ap, eta):
-    """DDIM in VE form, ``A = r + (1 - r) lambda/(lambda + sigma_s^2)``, r = sigma ratio."""
-    return _ve_mobius(a, ap, ancestral=False)
-
-
-def _ddpm_ve_mobius(a, ap, eta):
-    """SMLD ancestral sampling (Song & Ermon 2019): r = squared sigma ratio, noise q."""
-    return _ve_mobius(a, ap, ancestral=True)
+def _ddpm_ve_update(a, ap, eta):
+    """SMLD ancestral sampling (Song & Ermon 2019): ``rho`` the squared sigma ratio, noise q."""
+    sig2, sig2_prev = (1.0 - a) / a, (1.0 - ap) / ap
+    rho = sig2_prev / sig2
+    return 1.0 - rho, rho, sig2_prev * (sig2 - sig2_prev) / sig2
 
 
 @dataclass(frozen=True)
 class Sampler:
-    """A discrete sampler's per-step coefficients in the closed form.
-
-    Every sampler here has gains of Mobius form in the eigenvalue,
-    ``A_s(lambda) = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)``, and a noise
-    variance ``q_s`` that does not depend on lambda; the five per-step scalars depend on
-    ``(a, ap) = (ab_s, ab_{s-1})`` only.
+    """A discrete sampler, defined by its update ``x_{s-1} = p x0_hat + r x_s + sqrt(q) z``.
 
     Attributes
     ----------
@@ -118,9 +151,9 @@ class Sampler:
     param : {"vp", "ve"}
         Parametrisation of its states: VP ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps`` or
         VE ``x_t = x_0 + sigma eps`` with ``sigma = sqrt((1 - ab) / ab)``.
-    mobius : callable
-        ``(a (S,), ap (S,), eta) -> (alpha, beta, gamma, delta, q)``, each of shape (S,),
-        written with complex-safe operations (derivatives are taken by complex step).
+    update : callable
+        ``(a, ap, eta) -> (p, r, q)`` for ``a = ab_s``, ``ap = ab_{s-1}`` (floats or arrays of
+        one shape; complex-safe), module docstring.
     default_eta : float or None
         eta of the sampler; None when eta does not apply.
     eta_free : bool
@@ -130,22 +163,22 @@ class Sampler:
 
     name: str
     param: str
-    mobius: Callable
+    update: Callable
     default_eta: float | None
     eta_free: bool
     description: str
 
 
 SAMPLERS = {
-    "ddim": Sampler("ddim", "vp", _ddim_eta_mobius, 0.0, True,
+    "ddim": Sampler("ddim", "vp", _ddim_eta_update, 0.0, True,
                     "DDIM-eta (eta = 0 by default), VP"),
-    "ddpm": Sampler("ddpm", "vp", _ddim_eta_mobius, 1.0, False,
+    "ddpm": Sampler("ddpm", "vp", _ddim_eta_update, 1.0, False,
                     "DDPM ancestral, posterior variance beta-tilde (eta = 1), VP"),
-    "ddpm-large": Sampler("ddpm-large", "vp", _ddpm_large_mobius, None, False,
+    "ddpm-large": Sampler("ddpm-large", "vp", _ddpm_large_update, None, False,
                           "DDPM ancestral, variance beta ('fixed_large'), VP"),
-    "ddim-ve": Sampler("ddim-ve", "ve", _ddim_ve_mobius, None, False,
+    "ddim-ve": Sampler("ddim-ve", "ve", _ddim_ve_update, None, False,
                        "DDIM in VE form, start N(0, sigma_S^2)"),
-    "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_mobius, None, False,
+    "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_update, None, False,
                        "SMLD ancestral sampling (VE), start N(0, sigma_S^2)"),
 }
 
@@ -163,7 +196,7 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
 
     ``"ddim"`` defaults to eta = 0 and accepts any ``eta`` in [0, 1] (DDIM-eta);
     ``"ddpm"`` is eta = 1 (posterior variance beta-tilde); the other samplers have no eta
-    (returns None).
+    (returns None). Idempotent: a resolved eta resolves to itself.
 
     Raises
     ------
@@ -174,7 +207,10 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     spec = get_sampler(sampler)
     if eta is None:
         return spec.default_eta
-    eta = float(eta)
+    try:
+        eta = float(eta)
+    except (TypeError, ValueError):
+        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}") from None
     if not np.isfinite(eta) or not (0.0 <= eta <= 1.0):
         raise InputError(f"eta: expected a number in [0, 1], got {eta!r}")
     if spec.default_eta is None:
@@ -187,8 +223,148 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     return eta
 
 
-def step_coefficients(eigenvalues, a: float, ap: float, eta: float = 0.0, sampler="ddim"):
-    """Per-direction gain ``A_s`` and noise variance ``q_s`` of one reverse step.
+def check_init(init: str) -> str:
+    """``init`` if it is one of :data:`INITS`; InputError naming the choices otherwise."""
+    if init not in INITS:
+        raise InputError(f"init: expected one of {INITS}, got {init!r}")
+    return init
+
+
+# ------------------------------------------------ from the update to the per-step linear system
+
+def _state_gain(param: str, a):
+    """Wiener gain coefficients ``(s, gamma, delta)`` of a state at VP level ``a``.
+
+    A VE state sits at ``sigma = sqrt((1 - a)/a)``; complex-safe.
+    """
+    return wiener_gain_coefficients(a if param == "vp" else np.sqrt((1.0 - a) / a), param)
+
+
+def _scalars(spec: Sampler, a, ap, eta) -> np.ndarray:
+    """The six scalars of :data:`SCALAR_ROWS` from the update (module docstring)."""
+    p, r, q = spec.update(a, ap, eta)
+    s, gamma, delta = _state_gain(spec.param, a)
+    return np.stack(np.broadcast_arrays(p * s + r * gamma, r * delta, gamma, delta, q,
+                                        p * delta))
+
+
+def _previous_levels(a, ap):
+    a = np.asarray(a, dtype=np.float64)
+    ap = np.concatenate([[1.0], a[:-1]]) if ap is None else np.asarray(ap, dtype=np.float64)
+    return a, ap
+
+
+def step_scalars(spec: Sampler, alphas_cumprod, eta, ap=None) -> np.ndarray:
+    """Per-step scalars ``(alpha, beta, gamma, delta, q, b)`` of a sampler on a schedule.
+
+    Parameters
+    ----------
+    spec : Sampler
+    alphas_cumprod : ndarray of shape (n_steps,)
+        ``a_s = ab_s``, step 1 first.
+    eta : float or None
+        Resolved eta (:func:`resolve_eta`).
+    ap : ndarray of shape (n_steps,) or None
+        ``ab_{s-1}`` of each step; by default the chained ``(1, ab_1, ..., ab_{S-1})``. Explicit
+        values give unchained (denoise, landing) pairs (:mod:`specsched.theory.unchained`).
+
+    Returns
+    -------
+    ndarray of shape (6, n_steps), float64
+        Rows :data:`SCALAR_ROWS`: ``A_s = (alpha lambda + beta) / (gamma lambda + delta)``,
+        ``B_s = b / (gamma lambda + delta)``, noise variance ``q`` (module docstring).
+    """
+    a, ap = _previous_levels(alphas_cumprod, ap)
+    return _scalars(spec, a, ap, eta)
+
+
+def step_scalar_derivatives(spec: Sampler, alphas_cumprod, eta, ap=None):
+    """Partial derivatives of :func:`step_scalars` in ``a = ab_s`` and in ``ap = ab_{s-1}``.
+
+    Taken by complex step (Squire & Trapp 1998): each step's scalars depend on its own
+    ``(a, ap)`` only, so perturbing every ``a`` (or every ``ap``) at once by ``i h`` gives
+    every step's partial derivative, exact to rounding, for two O(S) evaluations.
+
+    Returns
+    -------
+    d_da, d_dap : ndarray of shape (6, n_steps), float64
+        ``d_dap`` of a step with ``ap = 1`` (the chained step 1, ``ab_0 = 1`` a constant) is
+        not meaningful and is never used.
+    """
+    a, ap = _previous_levels(alphas_cumprod, ap)
+    h, n = 1e-30, a.shape[0]
+    # both perturbations in one evaluation: (a + i h, ap) then (a, ap + i h)
+    d = _scalars(spec, np.concatenate([a + 1j * h, a]), np.concatenate([ap, ap + 1j * h]),
+                 eta).imag / h
+    return d[:, :n], d[:, n:]
+
+
+def mobius(alpha, beta, gamma, delta, lam):
+    """``A = (alpha lam + beta) / (gamma lam + delta)`` and ``1 / (gamma lam + delta)``.
+
+    Plain arithmetic on floats or broadcasting arrays: :func:`step_gains` evaluates it on
+    (n_steps, n_directions) arrays and :mod:`specsched.theory.kernels` compiles this same
+    function with numba for its inner loops.
+
+    Returns
+    -------
+    value, inverse_denominator : float or ndarray, broadcast shape
+    """
+    inv = 1.0 / (gamma * lam + delta)
+    return (alpha * lam + beta) * inv, inv
+
+
+def mobius_derivative(d_alpha, d_beta, d_gamma, d_delta, lam, value, inv):
+    """Derivative of ``value = mobius(alpha, beta, gamma, delta, lam)[0]`` along the scalars.
+
+    ``d value = ((d_alpha lam + d_beta) - value (d_gamma lam + d_delta)) * inv`` for the
+    derivatives ``d_*`` of the four scalars and ``inv`` from :func:`mobius` (quotient rule).
+    Shared by the NumPy gradient and the numba kernels like :func:`mobius`.
+    """
+    return ((d_alpha * lam + d_beta) - value * (d_gamma * lam + d_delta)) * inv
+
+
+class StepGains(NamedTuple):
+    """The per-direction linear system of each step: ``x_{s-1} = A x_s + B m + noise (q)``.
+
+    Attributes
+    ----------
+    A : ndarray of shape (n_steps, n_directions), float64
+        Gain on the state.
+    B : ndarray of shape (n_steps, n_directions), float64
+        Gain on the data mean ``m``.
+    q : ndarray of shape (n_steps, 1), float64
+        Variance of the injected noise (the same in every direction).
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    q: np.ndarray
+
+
+def step_gains(eigenvalues, scalars) -> StepGains:
+    """Evaluate the per-step scalars in every direction: the one evaluator of A, B and q.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lambda_k >= 0``.
+    scalars : ndarray of shape (6, n_steps)
+        :func:`step_scalars`.
+
+    Returns
+    -------
+    StepGains
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)[None, :]
+    alpha, beta, gamma, delta, q, b = (row[:, None] for row in scalars)
+    A, inv = mobius(alpha, beta, gamma, delta, lam)
+    return StepGains(A, b * inv, q)
+
+
+def step_coefficients(eigenvalues, a: float, ap: float, eta: float | None = None,
+                      sampler: str = "ddim") -> StepGains:
+    """Gains ``A_s``, ``B_s`` and noise variance ``q_s`` of one reverse step.
 
     Parameters
     ----------
@@ -196,40 +372,129 @@ def step_coefficients(eigenvalues, a: float, ap: float, eta: float = 0.0, sample
         Data variances ``lambda_k >= 0``.
     a, ap : float
         ``ab_s`` and ``ab_{s-1}`` with ``0 < a < ap <= 1`` (``ap = 1``: the final step).
-    eta : float
-        Stochasticity in [0, 1] (DDIM-eta only).
+    eta : float or None
+        Stochasticity in [0, 1] (DDIM-eta only); None: the sampler's own.
     sampler : str
         A name of :data:`SAMPLERS`.
 
     Returns
     -------
-    A : ndarray of shape (n_directions,), float64
-        Gain on ``x_s`` (module docstring; docs/theory.md section 3).
-    q : ndarray of shape (n_directions,), float64
-        Variance of the injected noise.
+    StepGains
+        ``A``, ``B`` of shape (n_directions,), ``q`` of shape (n_directions,)
+        (module docstring; docs/theory.md section 3).
+
+    Raises
+    ------
+    InputError
+        Unknown sampler or an eta it does not take.
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
     spec = get_sampler(sampler)
-    al, be, ga, de, q = (np.asarray(x, dtype=np.float64)
-                         for x in spec.mobius(np.array([a], float), np.array([ap], float), eta))
-    A = (al * lam + be) / (ga * lam + de)
-    return A, np.broadcast_to(q, A.shape).copy()
+    eta = resolve_eta(sampler, eta)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    P = step_scalars(spec, np.array([a], dtype=np.float64), eta, ap=np.array([ap], float))
+    A, B, q = step_gains(lam, P)
+    return StepGains(A[0], B[0], np.broadcast_to(q[0], lam.shape).copy())
 
 
-def _all_step_coefficients(lam, ab, eta: float, ap=None):
-    """DDIM-eta gains ``A`` (S, d) and noise variances ``sig2`` (S, 1) of every step.
+# ------------------------------------------------------------------------- the linear system
 
-    ``ap`` (S,) gives ``ab_{s-1}`` of each step, by default ``(1, ab_1, ..., ab_{S-1})``;
-    passing it explicitly allows unchained (denoise, landing) level pairs
-    (:mod:`specsched.theory.unchained`).
+@dataclass(frozen=True)
+class LinearSystem:
+    """A sampler on a schedule as per-step scalars and a start: all its closed form needs.
+
+    Attributes
+    ----------
+    sampler : Sampler
+    eta : float or None
+        Resolved eta.
+    init : {"normal", "marginal"}
+    scalars : ndarray of shape (6, n_steps), float64
+        :func:`step_scalars`.
+    scalars_da, scalars_dap : ndarray of shape (6, n_steps) or None
+        :func:`step_scalar_derivatives` (with ``derivatives=True``).
+    start_variance : ndarray of shape (n_directions,), float64
+        ``v_S``, the variance of ``x_S``.
+    start_variance_d : ndarray of shape (n_directions,) or None
+        ``d v_S / d ab_S``.
+    mean_scale : float
+        ``c_S``: the true mean at step S is ``c_S m`` (``sqrt(ab_S)`` VP, 1 VE).
+    mean_scale_d : float or None
+        ``d c_S / d ab_S``.
     """
-    a = np.asarray(ab, dtype=np.float64)
-    ap = np.concatenate([[1.0], a[:-1]]) if ap is None else np.asarray(ap, dtype=np.float64)
-    al, be, ga, de, q = _ddim_eta_mobius(a, ap, eta)
-    lam_ = np.asarray(lam, dtype=np.float64)[None, :]
-    A = (al[:, None] * lam_ + be[:, None]) / (ga[:, None] * lam_ + de[:, None])
-    return A, q[:, None]
 
+    sampler: Sampler
+    eta: float | None
+    init: str
+    scalars: np.ndarray
+    scalars_da: np.ndarray | None
+    scalars_dap: np.ndarray | None
+    start_variance: np.ndarray
+    start_variance_d: np.ndarray | None
+    mean_scale: float
+    mean_scale_d: float | None
+
+    @property
+    def normal(self) -> bool:
+        """Whether the start is ``N(0, v_S)`` (mean error ``-c_S H m``)."""
+        return self.init == "normal"
+
+
+def _start(spec: Sampler, lam, ab_S, init: str):
+    """``(v_S (d,), c_S)`` of the start at level ``ab_S`` (module docstring); complex-safe."""
+    s, gamma, delta = _state_gain(spec.param, ab_S)
+    if init == "marginal":
+        return gamma * lam + delta, s
+    v = np.ones_like(lam) if spec.param == "vp" else delta * np.ones_like(lam)
+    return v, s
+
+
+def linear_system(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="normal",
+                  derivatives: bool = False) -> LinearSystem:
+    """Validate a sampler's options once and build its per-step linear system.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lambda_k >= 0``.
+    alphas_cumprod : ndarray of shape (n_steps,), float64
+        ``ab_1 > ... > ab_S`` in (0, 1), step 1 first (trusted).
+    sampler : str
+        A name of :data:`SAMPLERS`.
+    eta : float or None
+        DDIM-eta stochasticity; None takes the sampler's own.
+    init : {"normal", "marginal"}
+    derivatives : bool
+        Also the partial derivatives in ``alphas_cumprod`` (for gradients).
+
+    Returns
+    -------
+    LinearSystem
+
+    Raises
+    ------
+    InputError
+        Unknown sampler or init, or an eta the sampler does not take.
+    """
+    spec = get_sampler(sampler)
+    eta = resolve_eta(sampler, eta)
+    check_init(init)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    v, c = _start(spec, lam, ab[-1], init)
+    system = dict(sampler=spec, eta=eta, init=init, scalars=step_scalars(spec, ab, eta),
+                  start_variance=np.asarray(v, dtype=np.float64), mean_scale=float(c),
+                  scalars_da=None, scalars_dap=None, start_variance_d=None, mean_scale_d=None)
+    if derivatives:
+        h = 1e-30
+        vd, cd = _start(spec, lam, ab[-1] + 1j * h, init)
+        system.update(zip(("scalars_da", "scalars_dap"), step_scalar_derivatives(spec, ab, eta),
+                          strict=True))
+        system.update(start_variance_d=np.imag(vd) / h * np.ones_like(lam),
+                      mean_scale_d=float(np.imag(cd) / h))
+    return LinearSystem(**system)
+
+
+# ------------------------------------------------------------------------- the closed form
 
 @dataclass(frozen=True)
 class GeneratedGaussian:
@@ -242,7 +507,7 @@ class GeneratedGaussian:
     variance : ndarray of shape (n_directions,), float64
         Variance of the generated samples ``var_gen``.
     mean_gain : ndarray of shape (n_directions,), float64
-        ``mean_gen - m = mean_gain * m``: ``-sqrt(ab_S) H`` for the normal start, 0 for the
+        ``mean_gen - m = mean_gain * m``: ``-c_S H`` for the normal start, 0 for the
         marginal start.
     """
 
@@ -255,72 +520,16 @@ class GeneratedGaussian:
         return self.mean_gain * np.asarray(mean, dtype=np.float64)
 
 
-def _start(spec: Sampler, lam, ab_S: float, init: str):
-    """Start variance ``v_S``, its derivative in ``ab_S``, and the true mean scale ``c_S``.
-
-    Returns ``(v_S (d,), dv_S/d ab_S (d,), c_S, dc_S/d ab_S)`` (module docstring).
-    """
-    if init not in INITS:
-        raise InputError(f"init: expected one of {INITS}, got {init!r}")
-    if spec.param == "vp":
-        c, dc = np.sqrt(ab_S), 0.5 / np.sqrt(ab_S)
-        if init == "normal":
-            return np.ones_like(lam), np.zeros_like(lam), c, dc
-        return ab_S * lam + (1.0 - ab_S), lam - 1.0, c, dc
-    sig2 = (1.0 - ab_S) / ab_S
-    dsig2 = np.full_like(lam, -1.0 / ab_S**2)
-    v = np.full_like(lam, sig2) if init == "normal" else lam + sig2
-    return v, dsig2, 1.0, 0.0
-
-
-def step_scalars(spec: Sampler, ab, eta, derivatives=False):
-    """Per-step Mobius scalars ``(alpha, beta, gamma, delta, q)`` of a schedule.
-
-    Parameters
-    ----------
-    spec : Sampler
-    ab : ndarray of shape (n_steps,), step 1 first (``ab_0 = 1`` implied)
-    eta : float or None
-    derivatives : bool
-        Also return their partial derivatives in ``a = ab_s`` and in ``ap = ab_{s-1}``.
-
-    Returns
-    -------
-    P : ndarray of shape (5, n_steps), float64
-    and, with ``derivatives``, ``dP_da`` and ``dP_dap`` of the same shape, taken by complex
-    step (Squire & Trapp 1998): each step's scalars depend on its own ``(a, ap)`` only, so
-    perturbing every ``a`` (or every ``ap``) at once by ``i h`` gives every step's partial
-    derivative, exact to rounding, at the cost of two more O(S) evaluations. ``dP_dap`` of
-    step 1 (``ap = ab_0 = 1``, a constant) is not meaningful and is never used.
-    """
-    ab = np.asarray(ab, dtype=np.float64)
-    ap = np.concatenate([[1.0], ab[:-1]])
-    P = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab, ap, eta)], dtype=float)
-    if not derivatives:
-        return P
-    h = 1e-30
-    Pa = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab + 1j * h, ap, eta)])
-    Pap = np.array([np.broadcast_to(x, ab.shape) for x in spec.mobius(ab, ap + 1j * h, eta)])
-    return P, Pa.imag / h, Pap.imag / h
-
-
-def _coefficients(spec: Sampler, lam, ab, eta, derivatives=False):
-    """``A``, ``q`` (S, d) of every step, optionally with their partials in a and ap."""
-    out = step_scalars(spec, ab, eta, derivatives)
-    P = out[0] if derivatives else out
-    lam_ = lam[None, :]
-    den = P[2][:, None] * lam_ + P[3][:, None]
-    A = (P[0][:, None] * lam_ + P[1][:, None]) / den
-    q = np.broadcast_to(P[4][:, None], A.shape)
-    if not derivatives:
-        return A, q
-    _, Da, Dap = out
-
-    def dA(D):
-        return ((D[0][:, None] * lam_ + D[1][:, None])
-                - A * (D[2][:, None] * lam_ + D[3][:, None])) / den
-
-    return A, q, dA(Da), dA(Dap), Da[4][:, None], Dap[4][:, None]
+def propagate(system: LinearSystem, eigenvalues) -> GeneratedGaussian:
+    """The generated Gaussian of a :class:`LinearSystem` (trusted; module docstring)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    A, _, q = step_gains(lam, system.scalars)
+    v = system.start_variance
+    for s in range(A.shape[0] - 1, -1, -1):  # reverse time: step S first
+        v = A[s] * A[s] * v + q[s]
+    H = np.prod(A, axis=0)
+    gain = -system.mean_scale * H if system.normal else np.zeros_like(lam)
+    return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
 
 
 def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="normal"):
@@ -355,18 +564,50 @@ def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="nor
     Song & Ermon (2019); Benita, Elad, Keshet (2025) for the linear-system view.
     ``alphas_cumprod`` is trusted (validate it at the boundary).
     """
-    spec = get_sampler(sampler)
-    eta = resolve_eta(sampler, eta)
+    return propagate(linear_system(eigenvalues, alphas_cumprod, sampler, eta, init),
+                     eigenvalues)
+
+
+def propagate_vjp(system: LinearSystem, eigenvalues, loss_partials):
+    """:func:`closed_form_vjp` on a :class:`LinearSystem` built with ``derivatives=True``."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    A, q = _coefficients(spec, lam, ab, eta)
-    q = np.broadcast_to(q, A.shape)
-    v, _, c_S, _ = _start(spec, lam, ab[-1], init)
-    for s in range(ab.shape[0] - 1, -1, -1):  # reverse time: step S first
+    P, Da, Dap = system.scalars, system.scalars_da, system.scalars_dap
+    S, d = P.shape[1], lam.shape[0]
+    lam_ = lam[None, :]
+
+    def rows(M):
+        return tuple(row[:, None] for row in M)
+
+    alpha, beta, gamma, delta, q, _ = rows(P)
+    A, inv = mobius(alpha, beta, gamma, delta, lam_)
+    dA_da = mobius_derivative(*rows(Da)[:4], lam_, A, inv)
+    dA_dap = mobius_derivative(*rows(Dap)[:4], lam_, A, inv)
+    dq_da, dq_dap = Da[4][:, None], Dap[4][:, None]
+    c_S, normal = system.mean_scale, system.normal
+    v_in = np.empty((S, d))  # v_in[s]: the variance entering array step s (step s + 1)
+    v = system.start_variance
+    for s in range(S - 1, -1, -1):
+        v_in[s] = v
         v = A[s] * A[s] * v + q[s]
-    H = np.prod(A, axis=0)
-    gain = -c_S * H if init == "normal" else np.zeros_like(lam)
-    return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
+    # prefix[s] = prod_{j<s} A_j: the gain of the steps run after array step s
+    prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
+    H = prefix[-1] * A[-1]
+    gain = -c_S * H if normal else np.zeros_like(lam)
+    out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
+    value, grad_variance, grad_mean_gain = loss_partials(out)
+
+    grad = np.zeros(S)
+    w_out = grad_variance * prefix * prefix  # dL / d(variance leaving array step s)
+    dL_dA = w_out * 2.0 * A * v_in
+    if normal:
+        # mean_gain = -c_S prod_j A_j; d/dA_s = -c_S prod_{j != s} A_j
+        suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
+        dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
+        grad[-1] += np.sum(grad_mean_gain * (-system.mean_scale_d) * H)
+    grad[-1] += np.sum(grad_variance * H * H * system.start_variance_d)  # v_S depends on ab_S
+    grad += np.sum(dL_dA * dA_da + w_out * dq_da, axis=1)
+    grad[:-1] += np.sum(dL_dA[1:] * dA_dap[1:] + w_out[1:] * dq_dap[1:], axis=1)
+    return value, out, grad
 
 
 def closed_form_vjp(eigenvalues, alphas_cumprod, sampler, eta, init, loss_partials):
@@ -394,37 +635,11 @@ def closed_form_vjp(eigenvalues, alphas_cumprod, sampler, eta, init, loss_partia
         The forward result (as :func:`closed_form`).
     grad : ndarray of shape (n_steps,), float64
         ``dL / d alphas_cumprod``.
-    """
-    spec = get_sampler(sampler)
-    eta = resolve_eta(sampler, eta)
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    S, d = ab.shape[0], lam.shape[0]
-    A, q, dA_da, dA_dap, dq_da, dq_dap = _coefficients(spec, lam, ab, eta, derivatives=True)
-    q = np.broadcast_to(q, A.shape)
-    v_S, dv_S, c_S, dc_S = _start(spec, lam, ab[-1], init)
-    v_in = np.empty((S, d))  # v_in[s]: the variance entering array step s (step s + 1)
-    v = v_S
-    for s in range(S - 1, -1, -1):
-        v_in[s] = v
-        v = A[s] * A[s] * v + q[s]
-    # prefix[s] = prod_{j<s} A_j: the gain of the steps run after array step s
-    prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
-    H = prefix[-1] * A[-1]
-    normal = init == "normal"
-    gain = -c_S * H if normal else np.zeros_like(lam)
-    out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
-    value, grad_variance, grad_mean_gain = loss_partials(out)
 
-    grad = np.zeros(S)
-    w_out = grad_variance * prefix * prefix  # dL / d(variance leaving array step s)
-    dL_dA = w_out * 2.0 * A * v_in
-    if normal:
-        # mean_gain = -c_S prod_j A_j; d/dA_s = -c_S prod_{j != s} A_j
-        suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
-        dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
-        grad[-1] += np.sum(grad_mean_gain * (-dc_S) * H)
-    grad[-1] += np.sum(grad_variance * H * H * dv_S)  # the start variance depends on ab_S
-    grad += np.sum(dL_dA * dA_da + w_out * dq_da, axis=1)
-    grad[:-1] += np.sum(dL_dA[1:] * dA_dap[1:] + w_out[1:] * dq_dap[1:], axis=1)
-    return value, out, grad
+    Raises
+    ------
+    InputError
+        As :func:`closed_form`.
+    """
+    system = linear_system(eigenvalues, alphas_cumprod, sampler, eta, init, derivatives=True)
+    return propagate_vjp(system, eigenvalues, loss_partials)

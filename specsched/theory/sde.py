@@ -41,12 +41,10 @@ from specsched.errors import InputError
 from specsched.theory.losses import (
     KL_FLOOR,
     LossReport,
-    kl_data_gen_terms,
-    kl_mask,
-    kl_terms,
     w2_terms,
 )
-from specsched.theory.samplers import INITS, GeneratedGaussian
+from specsched.theory.samplers import GeneratedGaussian, check_init
+from specsched.theory.wiener import wiener_gain_coefficients
 
 #: Continuous-time solvers of this module.
 SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
@@ -80,19 +78,25 @@ def _B(t, bmin, bmax):
     return bmin * t + 0.5 * (bmax - bmin) * t * t
 
 
+def _marginal(lam, t, bmin, bmax):
+    """``(e^{-B(t)}, lam_t)``: the marginal ``N(e^{-B} m, lam_t)`` at time t is the VP state at
+    ``ab = e^{-2B(t)}``, mean scale ``s`` and variance ``gamma lam + delta`` (docs/theory.md
+    section 2, :func:`specsched.theory.wiener.wiener_gain_coefficients`)."""
+    s, gamma, delta = wiener_gain_coefficients(np.exp(-2.0 * _B(t, bmin, bmax)))
+    return s, gamma * lam + delta
+
+
 def _step(solver, lam, t, dt, bmin, bmax):
     """``(F, G, q)`` of one solver step from t to t - dt (module docstring)."""
     tp = t - dt
     beta = bmin + t * (bmax - bmin)
-    eB = np.exp(-_B(t, bmin, bmax))
-    lam_t = eB * eB * lam + 1.0 - eB * eB
+    eB, lam_t = _marginal(lam, t, bmin, bmax)
     if solver == "euler":
         return 1.0 + dt * beta * (1.0 - 1.0 / lam_t), dt * beta * eB / lam_t, 0.0
     if solver == "heun":
         c, k = beta * (1.0 - 1.0 / lam_t), beta * eB / lam_t
         beta_p = bmin + tp * (bmax - bmin)
-        eBp = np.exp(-_B(tp, bmin, bmax))
-        lam_p = eBp * eBp * lam + 1.0 - eBp * eBp
+        eBp, lam_p = _marginal(lam, tp, bmin, bmax)
         with np.errstate(divide="ignore", invalid="ignore"):
             cp, kp = beta_p * (1.0 - 1.0 / lam_p), beta_p * eBp / lam_p
             F = 1.0 + 0.5 * dt * c + 0.5 * dt * cp * (1.0 + dt * c)
@@ -167,8 +171,7 @@ def sde_closed_form(
     """
     if solver not in SDE_SOLVERS:
         raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
-    if init not in INITS:
-        raise InputError(f"init: expected one of {INITS}, got {init!r}")
+    check_init(init)
     if int(num_steps) != num_steps or num_steps < 1:
         raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
     if not (0.0 < beta_min <= beta_max and np.isfinite(beta_max)):
@@ -184,8 +187,7 @@ def sde_closed_form(
     dt = (T - t_eps) / K
 
     def marginal(t):
-        e = np.exp(-_B(t, beta_min, beta_max))
-        return e, e * e * lam + 1.0 - e * e
+        return _marginal(lam, t, beta_min, beta_max)
 
     e_T, lam_T = marginal(T)
     if init == "normal":
@@ -203,13 +205,5 @@ def sde_closed_form(
         e_k, lam_k = marginal(times[k + 1])
         w2[k + 1] = np.sqrt(np.sum(w2_terms(lam_k, v, (M - e_k) * m)))
     gen = GeneratedGaussian(transfer=H, variance=v, mean_gain=M - 1.0)
-    err = gen.mean_error(m)
-    wt = w2_terms(lam, v, err)
-    kt = kl_terms(lam, v, err, kl_floor)
-    rt = kl_data_gen_terms(lam, v, err, kl_floor)
-    report = LossReport(
-        w2=float(np.sqrt(wt.sum())), kl=float(kt.sum()), kl_data_gen=float(rt.sum()),
-        w2_terms=wt, kl_terms=kt, kl_data_gen_terms=rt,
-        kl_excluded=int(lam.size - kl_mask(lam, kl_floor).sum()), transfer=H, variance=v,
-    )
+    report = LossReport.from_moments(lam, v, gen.mean_error(m), H, kl_floor)
     return SDETrajectory(times=times, w2=w2, report=report, generated=gen)

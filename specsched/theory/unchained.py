@@ -16,8 +16,12 @@ eigen-direction, with ``g_s = sqrt(a) lam / (a lam + 1 - a)`` and
     x0_hat  = g_s x + (1 - g_s sqrt(a)) m
     x_new   = (sqrt(ap) - c_s sqrt(a)) x0_hat + c_s x + sig_s z
             = A_s x + B_s m + sig_s z,
-    A_s     = (sqrt(ap a) lam + c_s (1 - a)) / (a lam + 1 - a)   (samplers._all_step_coefficients)
-    B_s     = (sqrt(ap) - c_s sqrt(a)) (1 - g_s sqrt(a)).
+    A_s     = (sqrt(ap a) lam + c_s (1 - a)) / (a lam + 1 - a)
+    B_s     = (sqrt(ap) - c_s sqrt(a)) (1 - g_s sqrt(a)),
+
+the DDIM-eta update of :mod:`specsched.theory.samplers` with the Wiener denoiser substituted:
+``A_s``, ``B_s`` and ``sig_s^2`` come from its :func:`~specsched.theory.samplers.step_scalars`
+(given the landing levels) and :func:`~specsched.theory.samplers.step_gains`.
 
 From ``x_S ~ N(0, 1)`` the generated mean is ``M_0 m`` with ``M <- A_s M + B_s`` from
 ``M = 0`` (step S first), and the variance ``v <- A_s^2 v + sig_s^2`` from ``v = 1``. The
@@ -43,7 +47,7 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.schedules import SPACINGS, training_alphas_cumprod
-from specsched.schedules.conversions import _check_int
+from specsched.schedules.conversions import check_int
 from specsched.schedules.families import diffusers_timesteps
 from specsched.theory.losses import (
     KL_FLOOR,
@@ -53,7 +57,14 @@ from specsched.theory.losses import (
     kl_terms,
     w2_terms,
 )
-from specsched.theory.samplers import GeneratedGaussian, _all_step_coefficients, closed_form
+from specsched.theory.samplers import (
+    SAMPLERS,
+    GeneratedGaussian,
+    closed_form,
+    resolve_eta,
+    step_gains,
+    step_scalars,
+)
 
 __all__ = [
     "DDPM_VARIANCE_TYPES",
@@ -122,9 +133,9 @@ def diffusers_ddim_levels(
     """
     if spacing not in SPACINGS:
         raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}; got {spacing!r}")
-    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
-    S = _check_int(num_steps, "num_steps", 1, T)
-    offset = _check_int(steps_offset, "steps_offset", 0)
+    T = check_int(num_train_timesteps, "num_train_timesteps", 1)
+    S = check_int(num_steps, "num_steps", 1, T)
+    offset = check_int(steps_offset, "steps_offset", 0)
     ab = training_alphas_cumprod(family, T)
     ts = diffusers_timesteps(spacing, S, T, offset)
     final = 1.0 if set_alpha_to_one else float(ab[0])
@@ -150,9 +161,7 @@ def _check_levels(eigenvalues, mean, a_denoise, a_land, eta):
         raise InputError("a_denoise: expected values in the open interval (0, 1)")
     if not np.all((ap > 0) & (ap <= 1)):
         raise InputError("a_land: expected values in (0, 1]")
-    eta = float(eta)
-    if not 0.0 <= eta <= 1.0:
-        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}")
+    eta = resolve_eta("ddim", eta)
     if eta > 0 and np.any(ap < a):
         s = int(np.argmax(ap < a))
         raise InputError(f"a_land[{s}]: {ap[s]!r} below a_denoise[{s}] = {a[s]!r}: the "
@@ -191,15 +200,11 @@ def unchained_closed_form(eigenvalues, mean, a_denoise, a_land, eta: float = 0.0
         Bad shapes or levels, eta outside [0, 1], or ``a_land < a_denoise`` with eta > 0.
     """
     lam, m, a, ap, eta = _check_levels(eigenvalues, mean, a_denoise, a_land, eta)
-    A, sig2 = _all_step_coefficients(lam, a, eta, ap=ap)
-    w = 1.0 - a
-    c = np.sqrt(np.maximum((1.0 - ap - sig2[:, 0]) / w, 0.0))
-    g = np.sqrt(a)[:, None] * lam[None, :] / (a[:, None] * lam[None, :] + w[:, None])
-    B = (np.sqrt(ap) - c * np.sqrt(a))[:, None] * (1.0 - g * np.sqrt(a)[:, None])
+    A, B, sig2 = step_gains(lam, step_scalars(SAMPLERS["ddim"], a, eta, ap=ap))
     v = np.ones_like(lam)
     M = np.zeros_like(lam)
     for s in range(a.size - 1, -1, -1):  # reverse time: step S first
-        v = A[s] * A[s] * v + sig2[s, 0]
+        v = A[s] * A[s] * v + sig2[s]
         M = A[s] * M + B[s]
     return np.prod(A, axis=0), v, (M - 1.0) * m
 
@@ -280,9 +285,9 @@ def diffusers_ddpm_levels(spacing: str, num_steps: int, num_train_timesteps: int
     """
     if spacing not in SPACINGS:
         raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}; got {spacing!r}")
-    T = _check_int(num_train_timesteps, "num_train_timesteps", 1)
-    S = _check_int(num_steps, "num_steps", 1, T)
-    ts = diffusers_timesteps(spacing, S, T, _check_int(steps_offset, "steps_offset", 0))
+    T = check_int(num_train_timesteps, "num_train_timesteps", 1)
+    S = check_int(num_steps, "num_steps", 1, T)
+    ts = diffusers_timesteps(spacing, S, T, check_int(steps_offset, "steps_offset", 0))
     if ts.size != S:
         raise InputError(
             f"spacing: diffusers' 'trailing' spacing makes {ts.size} timesteps for S = {S} "

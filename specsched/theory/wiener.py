@@ -1,36 +1,104 @@
-r"""The Wiener (MMSE) denoiser of Gaussian data, per eigen-direction.
+r"""The Wiener (MMSE) denoiser of Gaussian data, per eigen-direction: the one definition.
 
 Notation (docs/theory.md section 2): data :math:`x_0 \sim N(\mu, \Sigma)`,
 :math:`\Sigma = U \operatorname{diag}(\lambda) U^T`; in the eigenbasis (:math:`v = U^T x`,
 :math:`m = U^T \mu`) each direction k is an independent scalar problem with variance
-``lambda_k``. ``alphas_cumprod`` (alpha-bar, ``ab``) is the VP signal level of
-:math:`x_t = \sqrt{ab}\, x_0 + \sqrt{1 - ab}\, \varepsilon`.
+``lambda_k``. Two parametrisations of the noisy state:
+
+- VP, level ``ab`` (alphas_cumprod): :math:`x_t = \sqrt{ab}\, x_0 + \sqrt{1 - ab}\, \varepsilon`;
+- VE, level ``sigma``: :math:`x_t = x_0 + \sigma \varepsilon`.
+
+In both, per direction, ``E[x_t] = s m``, ``Cov(x_0, x_t) = s lambda`` and
+``Var(x_t) = gamma lambda + delta`` with
+
+    VP: (s, gamma, delta) = (sqrt(ab), ab, 1 - ab);     VE: (s, gamma, delta) = (1, 1, sigma^2),
+
+so the posterior mean is ``x0_hat = m + g (x_t - s m)`` with the gain
+
+    g(lambda) = s lambda / (gamma lambda + delta)                 (Wiener 1949),
+
+and, because ``s^2 = gamma``, ``1 - s g = delta / (gamma lambda + delta)``.
+:func:`wiener_gain_coefficients` is where these three scalars are written; the denoisers
+(:mod:`specsched.sampling.denoisers`) and the closed forms of every sampler
+(:mod:`specsched.theory.samplers`) are built from it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from specsched.errors import InputError
 
-def wiener_gain(eigenvalues, alphas_cumprod):
-    r"""Gain ``g`` of the VP Wiener denoiser, ``x0_hat = m + g (x_t - sqrt(ab) m)``.
+__all__ = [
+    "PARAMS",
+    "wiener_denoise",
+    "wiener_denoise_ve",
+    "wiener_gain",
+    "wiener_gain_coefficients",
+]
 
-    ``g = sqrt(ab) lambda / (ab lambda + 1 - ab)`` (docs/theory.md section 2).
+#: Parametrisations of the noisy state.
+PARAMS = ("vp", "ve")
+
+
+def wiener_gain_coefficients(level, param: str = "vp"):
+    r"""Scalars ``(s, gamma, delta)`` of the Wiener gain ``g = s lambda / (gamma lambda + delta)``.
+
+    Parameters
+    ----------
+    level : float, complex or ndarray
+        ``ab`` in (0, 1] for ``param="vp"``; ``sigma >= 0`` for ``param="ve"``. Complex
+        values are accepted (the samplers differentiate through this by complex step).
+    param : {"vp", "ve"}
+        Parametrisation of the state (module docstring).
+
+    Returns
+    -------
+    s, gamma, delta : float or ndarray, the shape of ``level``
+        VP ``(sqrt(ab), ab, 1 - ab)``; VE ``(1, 1, sigma^2)``. ``s`` is also the scale of the
+        state's mean, ``E[x_t] = s m``, and ``gamma lambda + delta`` its variance
+        (docs/theory.md section 2).
+
+    Raises
+    ------
+    InputError
+        Unknown ``param``. Levels are not checked (the callers' entry points check them).
+    """
+    if param == "vp":
+        ab = level
+        return np.sqrt(ab), ab, 1.0 - ab
+    if param == "ve":
+        one = np.ones_like(level)
+        return one, one, level * level
+    raise InputError(f"param: expected one of {PARAMS}, got {param!r}")
+
+
+def wiener_gain(eigenvalues, level, param: str = "vp"):
+    r"""Gain ``g`` of the Wiener denoiser, ``x0_hat = m + g (x_t - s m)``.
+
+    VP: ``g = sqrt(ab) lambda / (ab lambda + 1 - ab)``; VE: ``g = lambda / (lambda + sigma^2)``
+    (docs/theory.md section 2; coefficients from :func:`wiener_gain_coefficients`).
 
     Parameters
     ----------
     eigenvalues : ndarray of shape (n_directions,), float64
         Data variances ``lambda_k >= 0`` along the eigenvectors.
-    alphas_cumprod : float or ndarray broadcastable against ``eigenvalues``
-        VP noise level(s) ``ab`` in (0, 1].
+    level : float or ndarray broadcastable against ``eigenvalues``
+        VP level ``ab`` in (0, 1] or VE noise standard deviation ``sigma >= 0``.
+    param : {"vp", "ve"}
 
     Returns
     -------
     ndarray of float64, broadcast shape of the inputs
+
+    Raises
+    ------
+    InputError
+        Unknown ``param``.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    return np.sqrt(ab) * lam / (ab * lam + (1.0 - ab))
+    s, gamma, delta = wiener_gain_coefficients(np.asarray(level, dtype=np.float64), param)
+    return s * lam / (gamma * lam + delta)
 
 
 def wiener_denoise(x, eigenvalues, mean, alphas_cumprod):
@@ -62,7 +130,8 @@ def wiener_denoise(x, eigenvalues, mean, alphas_cumprod):
 def wiener_denoise_ve(x, eigenvalues, mean, sigma):
     r"""Posterior mean of Gaussian data under VE noise, ``x = x_0 + sigma eps``.
 
-    ``x0_hat = m + lambda / (lambda + sigma^2) (x - m)`` (docs/theory.md section 2).
+    ``x0_hat = m + lambda / (lambda + sigma^2) (x - m)`` (docs/theory.md section 2; gain from
+    :func:`wiener_gain` with ``param="ve"``).
 
     Parameters
     ----------
@@ -75,6 +144,5 @@ def wiener_denoise_ve(x, eigenvalues, mean, sigma):
     -------
     ndarray of shape (..., n_directions), float64
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.asarray(mean, dtype=np.float64)
-    return m + lam / (lam + sigma**2) * (np.asarray(x, dtype=np.float64) - m)
+    return m + wiener_gain(eigenvalues, sigma, "ve") * (np.asarray(x, dtype=np.float64) - m)

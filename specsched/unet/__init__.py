@@ -9,7 +9,8 @@ missing torch into an :class:`~specsched.errors.InputError` saying how to instal
   sinusoidal time embedding, self-attention at low resolution;
 - :mod:`~specsched.unet.train`: :class:`TrainConfig`, :func:`train_unet` (epsilon
   prediction on a T-step training grid, AdamW, EMA, seeded, atomic checkpoints with resume,
-  a time budget), :func:`fashion_mnist_images` (the default data, 16 x 16, pixels in [-1, 1]);
+  a time budget); the default data is Fashion-MNIST at 16 x 16
+  (:func:`specsched.data.fashion_mnist.fashion_mnist_images`);
 - :mod:`~specsched.unet.denoiser`: :class:`UNetDenoiser`, the network as a denoiser
   ``denoise(x, ab) -> x0_hat`` for :func:`specsched.sampling.sample` (nearest training step in
   logSNR for levels off the grid);
@@ -29,7 +30,6 @@ __all__ = [
     "UNet",
     "UNetDenoiser",
     "count_parameters",
-    "fashion_mnist_images",
     "load_checkpoint",
     "nearest_timesteps",
     "require_torch",
@@ -47,7 +47,6 @@ _LAZY = {
     "TrainResult": "specsched.unet.train",
     "train_unet": "specsched.unet.train",
     "load_checkpoint": "specsched.unet.train",
-    "fashion_mnist_images": "specsched.unet.train",
     "UNetDenoiser": "specsched.unet.denoiser",
     "nearest_timesteps": "specsched.unet.denoiser",
 }

@@ -19,11 +19,12 @@ grid's ends see its end steps. The network runs in float32 (``torch.inference_mo
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.sampling.denoisers import x0_from_eps
+from specsched.schedules import logsnr_from_alphas_cumprod
+from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
 
 __all__ = ["UNetDenoiser", "nearest_timesteps"]
 
@@ -42,8 +43,6 @@ def nearest_timesteps(training_alphas_cumprod, alphas_cumprod) -> np.ndarray:
     -------
     ndarray of shape (n,), int64, in [0, T-1]
     """
-    from specsched.schedules import logsnr_from_alphas_cumprod
-
     grid = logsnr_from_alphas_cumprod(np.asarray(training_alphas_cumprod, dtype=np.float64))
     target = logsnr_from_alphas_cumprod(np.atleast_1d(np.asarray(alphas_cumprod, np.float64)))
     hi = np.clip(np.searchsorted(-grid, -target), 0, grid.size - 1)
@@ -88,12 +87,12 @@ class UNetDenoiser:
         cfg = model.config
         self.sample_shape = (cfg["image_size"], cfg["image_size"], cfg["image_channels"])
         self.calls = 0
+        self._x0 = x0_from_eps(self.eps)
 
     @classmethod
     def from_checkpoint(cls, path, *, ema: bool = True, **kwargs) -> UNetDenoiser:
         """Load a :func:`specsched.unet.train_unet` checkpoint (EMA weights by default)."""
-        from specsched.unet.model import UNet
-        from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
+        from specsched.unet.model import UNet  # imports torch
 
         ck = load_checkpoint(path)
         model = UNet(**{k: ck["config"][k] for k in ARCHITECTURE_FIELDS})
@@ -126,6 +125,5 @@ class UNetDenoiser:
         ab = float(ab)
         if not 0.0 < ab < 1.0:
             raise InputError(f"level: expected alphas_cumprod in (0, 1), got {ab!r}")
-        x = np.asarray(x, dtype=np.float64)
-        x0 = (x - math.sqrt(1.0 - ab) * self.eps(x, ab)) / math.sqrt(ab)
+        x0 = self._x0(np.asarray(x, dtype=np.float64), ab)  # Ho et al. 2020, eq. 15
         return np.clip(x0, -1.0, 1.0) if self.clip_denoised else x0

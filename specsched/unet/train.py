@@ -11,7 +11,8 @@ exponential moving average of the weights (EMA, used for sampling).
 Default data: Fashion-MNIST (the 60,000 training images of Debian's
 ``dataset-fashion-mnist``) DOWNSAMPLED TO 16 x 16: each 28 x 28 image is padded with
 background to 32 x 32 and average-pooled over 2 x 2 blocks (exact, no interpolation);
-pixels ``x / 255 * 2 - 1`` in [-1, 1], layout (N, 16, 16, 1).
+pixels ``x / 255 * 2 - 1`` in [-1, 1], layout (N, 16, 16, 1)
+(:func:`specsched.data.fashion_mnist.fashion_mnist_images`).
 
 Default configuration (:class:`TrainConfig`): base 32 channels, multipliers (1, 2, 2)
 (resolutions 16, 8, 4), one residual block per level, attention at 4 x 4 and in the middle
@@ -25,8 +26,9 @@ for the bare step in a micro-benchmark), so 4000 steps take about 39 minutes
 took 5.2 s: OpenMP threads spin against the other processes, hence ``--threads 1`` by
 default in ``specsched train-unet``.
 
-Checkpoints (``torch.save`` of a plain dict, written to a temporary file in the same folder
-and renamed with ``os.replace``) hold the network, its EMA, the optimiser, the step, all RNG
+Checkpoints (``torch.save`` of a plain dict through :func:`specsched.fileio.atomic_torch_save`:
+a temporary file in the same folder, renamed over the checkpoint once complete) hold the
+network, its EMA, the optimiser, the step, all RNG
 states, the configuration, the training grid and the loss history; resuming continues the
 same random stream, so an interrupted run resumed to the same step count gives the same
 weights as an uninterrupted one.
@@ -36,22 +38,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from specsched.data import load_samples
+from specsched.data.fashion_mnist import fashion_mnist_images
 from specsched.errors import InputError, OutputExistsError
+from specsched.fileio import atomic_torch_save
+from specsched.schedules import (
+    TRAINING_FAMILIES,
+    Schedule,
+    training_alphas_cumprod,
+    validate_alphas_cumprod,
+)
+from specsched.unet import require_torch
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "MEASURED_SECONDS_PER_STEP",
     "TrainConfig",
     "TrainResult",
-    "fashion_mnist_images",
     "load_checkpoint",
     "load_training_images",
     "resolve_training_schedule",
@@ -217,63 +227,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------- data (numpy)
 
-def fashion_mnist_images(size: int = 16, split: str = "train", *, labels: bool = False,
-                         folder=None):
-    """Fashion-MNIST images, padded to 32 x 32 and average-pooled to ``size`` x ``size``.
-
-    Parameters
-    ----------
-    size : {32, 16, 8, 4}
-        Output side in pixels; each output pixel is the mean of a ``32/size`` square block
-        of the padded image (background pixels are -1).
-    split : {"train", "test", "all"}
-        The 60,000 training images, the 10,000 test images, or both (train first).
-    labels : bool
-        Also return the class labels (0..9).
-    folder : path-like or None
-        Folder of the idx.gz files (default: Debian's ``/usr/share/datasets/fashion-mnist``).
-
-    Returns
-    -------
-    images : ndarray of shape (N, size, size, 1), float32
-        Pixels ``x / 255 * 2 - 1`` in [-1, 1].
-    labels : ndarray of shape (N,), int64
-        Only with ``labels=True``.
-
-    Raises
-    ------
-    InputError
-        Unknown size or split, or the files are absent (the message says
-        ``apt-get install -y dataset-fashion-mnist``).
-    """
-    from specsched.data.idx import read_idx
-    from specsched.data.sources import FASHION_MNIST_DIR
-
-    if size not in (32, 16, 8, 4):
-        raise InputError(f"size: expected one of 32, 16, 8, 4 (divisors of the padded 32), "
-                         f"got {size!r}")
-    splits = {"train": ("train",), "test": ("t10k",), "all": ("train", "t10k")}
-    if split not in splits:
-        raise InputError(f"split: expected one of {list(splits)}, got {split!r}")
-    folder = Path(FASHION_MNIST_DIR if folder is None else folder)
-    images, classes = [], []
-    for prefix in splits[split]:
-        path = folder / f"{prefix}-images-idx3-ubyte.gz"
-        if not path.is_file():
-            raise InputError(f"fashion-mnist: {path} not found; install Debian's package with "
-                             "`apt-get install -y dataset-fashion-mnist`")
-        raw = read_idx(path)
-        padded = np.zeros((raw.shape[0], 32, 32), dtype=np.float32)
-        padded[:, 2:30, 2:30] = raw
-        f = 32 // size
-        pooled = padded.reshape(-1, size, f, size, f).mean(axis=(2, 4))
-        images.append((pooled / np.float32(255.0) * 2 - 1)[..., None])
-        if labels:
-            classes.append(read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64))
-    x = np.concatenate(images).astype(np.float32, copy=False)
-    return (x, np.concatenate(classes)) if labels else x
-
-
 def load_training_images(data: str, image_size: int) -> np.ndarray:
     """The training images of a :class:`TrainConfig`: (N, H, W, C) float32 in [-1, 1].
 
@@ -284,8 +237,6 @@ def load_training_images(data: str, image_size: int) -> np.ndarray:
     """
     if data == "fashion-mnist":
         return fashion_mnist_images(image_size, "train")
-    from specsched.data import load_samples
-
     x, _ = load_samples(data)
     if x.ndim == 3:
         x = x[..., None]
@@ -308,13 +259,6 @@ def resolve_training_schedule(name: str, num_train_timesteps: int = 1000) -> np.
     InputError
         Neither a known family nor a readable schedule ``.json`` / ``.npy``.
     """
-    from specsched.schedules import (
-        TRAINING_FAMILIES,
-        Schedule,
-        training_alphas_cumprod,
-        validate_alphas_cumprod,
-    )
-
     if name in TRAINING_FAMILIES:
         return training_alphas_cumprod(name, num_train_timesteps)
     path = Path(name)
@@ -329,24 +273,6 @@ def resolve_training_schedule(name: str, num_train_timesteps: int = 1000) -> np.
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_checkpoint(path) -> dict:
     """Read a checkpoint written by :func:`train_unet` (a plain dict; tensors on the CPU).
 
@@ -355,8 +281,6 @@ def load_checkpoint(path) -> dict:
     InputError
         Missing file, not a specsched U-Net checkpoint, or an unsupported version.
     """
-    from specsched.unet import require_torch
-
     torch = require_torch()
     path = Path(path)
     if not path.is_file():
@@ -423,12 +347,8 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
     OutputExistsError
         ``checkpoint`` exists and neither ``resume`` nor ``force`` is set.
     """
-    from specsched.unet import require_torch
-
     torch = require_torch()
-    from tqdm.auto import tqdm
-
-    from specsched.unet.model import UNet, count_parameters
+    from specsched.unet.model import UNet, count_parameters  # imports torch
 
     path = Path(checkpoint)
     if path.is_dir():
@@ -478,7 +398,7 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
         seconds_before = float(ck.get("seconds", 0.0))
 
     def save(seconds_total):
-        _atomic_torch_save({
+        atomic_torch_save({
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "config": config.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": opt.state_dict(), "step": step,
@@ -486,7 +406,7 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
             "training_alphas_cumprod": torch.from_numpy(ab_train),
             "loss_history": [list(h) for h in history], "seconds": seconds_total,
             "n_train_images": int(data.shape[0]), "n_parameters": count_parameters(model),
-        }, path)
+        }, path, force=True)
 
     n_params = count_parameters(model)
     start_step, t0 = step, time.perf_counter()
