@@ -38,9 +38,9 @@ from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import loss_and_grad, loss_value
 
-#: Default location of the ADSN eigenvalues (196608 float64, 1.5 MB, not shipped with the
-#: package): the team's data folder beside the checkout; ``--adsn PATH`` names another.
-ADSN = Path(__file__).resolve().parents[2] / "shared" / "data" / "adsn_eigenvalues.npy"
+#: The ADSN eigenvalues (196608 float64, 1.5 MB; provenance in benchmarks/data/README.md), in the
+#: repository beside this script but not in the package; ``--adsn PATH`` names another file.
+ADSN = Path(__file__).resolve().parent / "data" / "adsn_eigenvalues.npy"
 PARTS = ("kernels", "optimiser", "covariance", "adsn")
 
 
