@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from specsched.cli.common import (
     EXIT_NOT_CONVERGED,
+    add_bounds_args,
     add_sampler_args,
     check_steps_fit_training_grid,
     eta_text,
@@ -14,12 +14,11 @@ from specsched.cli.common import (
     resolve_sampler,
     spectrum_from_args,
 )
-from specsched.errors import InputError
 
 
 def add_parser(sub):
     """Register the ``optimize`` subcommand on an argparse subparsers object."""
-    from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS
+    from specsched.optimize import METHODS
     from specsched.schedules import SPACINGS
     from specsched.theory import LOSSES, SAMPLERS
 
@@ -45,14 +44,7 @@ def add_parser(sub):
                    "slsqp (the paper's SLSQP on alphas_cumprod), slsqp-logsnr, lbfgs-logsnr")
     p.add_argument("--spacing", choices=list(SPACINGS), nargs="+", default=["linspace"],
                    help="spacings at which baselines are reported (default linspace)")
-    p.add_argument("--ab-min", type=float, default=AB_MIN,
-                   help=f"lower bound on alphas_cumprod (default {AB_MIN:.4g})")
-    p.add_argument("--ab-max", type=float, default=AB_MAX,
-                   help=f"upper bound on alphas_cumprod (default {AB_MAX:.6g})")
-    p.add_argument("--delta", type=float, default=DELTA,
-                   help=f"monotonicity margin ab_s - ab_(s+1) >= delta (default {DELTA:g})")
-    p.add_argument("--maxiter", type=positive_int, default=1000,
-                   help="iteration limit of each optimiser start (default 1000)")
+    add_bounds_args(p)
     p.add_argument("--out", default="specsched-out", metavar="DIR",
                    help="output folder (default ./specsched-out)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -66,8 +58,8 @@ def run(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from specsched.fileio import atomic_write, check_writable
-    from specsched.optimize import optimize_schedule
+    from specsched.fileio import atomic_write, check_output_folder, check_writable
+    from specsched.optimize import check_bounds, optimize_schedule
     from specsched.plots import plot_schedules
     from specsched.schedules import Schedule, baseline_alphas_cumprod
     from specsched.theory import get_sampler, resolve_eta
@@ -76,9 +68,8 @@ def run(args) -> int:
     eta = resolve_eta(sampler, args.eta)
     steps = sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a folder")
+    check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)
+    out = check_output_folder(args.out)
     tag = sampler + (f"-eta{eta:g}" if sampler == "ddim" and eta else "")
     names = {S: out / f"schedule_{tag}_{args.loss}_S{S}.json" for S in steps}
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
