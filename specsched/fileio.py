@@ -74,6 +74,29 @@ def _cannot_write_there(path: Path, exc: OSError) -> SpecschedError:
 
 
 
+def _nearest_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else its nearest existing ancestor."""
+    folder = path
+    while not os.path.isdir(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _check_can_create_in(path: Path, folder: Path) -> None:
+    """InputError unless files can be created in ``folder`` (read-only file system, no
+    permission), before any work is done for ``path``. Root may write anywhere a read-only
+    mount does not forbid; :func:`os.access` answers for the effective user."""
+    kw = {"effective_ids": True} if os.access in os.supports_effective_ids else {}
+    if os.access(folder, os.W_OK | os.X_OK, **kw):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    why = "is on a read-only file system" if read_only else "is not writable by this user"
+    raise InputError(f"{path}: cannot write there: {folder} {why}; choose another output path")
+
+
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     """Return ``path`` as a :class:`~pathlib.Path` after checking it may be written.
 
@@ -92,8 +115,9 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     ------
     InputError
         If ``path`` exists and is not a regular file (a folder, a symbolic link, a device, a
-        named pipe, a socket; even with ``force``), or cannot be looked up (a file stands
-        where a folder of the path should be, a name too long, no permission).
+        named pipe, a socket; even with ``force``), cannot be looked up (a file stands
+        where a folder of the path should be, a name too long, no permission), or its
+        folder (or nearest existing ancestor) is read-only or not writable.
     OutputExistsError
         If ``path`` is an existing regular file and ``force`` is false.
     """
@@ -101,6 +125,7 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        _check_can_create_in(path, _nearest_folder(path.parent))
         return path
     except OSError as exc:  # ENOTDIR, ENAMETOOLONG, ELOOP, EACCES
         raise _cannot_write_there(path, exc) from None
@@ -116,6 +141,7 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
         raise OutputExistsError(
             f"{path}: output file exists already; pass --force (force=True) to overwrite it"
         )
+    _check_can_create_in(path, path.parent)  # the new content goes to a temporary file there
     return path
 
 
@@ -125,19 +151,23 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     Raises
     ------
     InputError
-        If ``path`` exists and is not a folder (a symbolic link to a folder is a folder), or
-        cannot be looked up (name too long, a file in the way, no permission).
+        If ``path`` exists and is not a folder (a symbolic link to a folder is a folder),
+        cannot be looked up (name too long, a file in the way, no permission), or files
+        cannot be created in it (or in its nearest existing ancestor): read-only, no
+        permission.
     """
     path = Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        _check_can_create_in(path, _nearest_folder(path.parent))
         return path
     except OSError as exc:
         raise InputError(f"{path}: cannot use this output folder ({exc.strerror or exc}); "
                          "choose another one") from None
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path}: exists and is not a folder; expected an output folder")
+    _check_can_create_in(path, path)
     return path
 
 

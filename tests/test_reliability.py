@@ -6,6 +6,7 @@ stderr naming the file, field or argument, no traceback, and nothing written.
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,20 +181,41 @@ def test_more_steps_than_the_training_grid(tmp_path, capsys, command):
     refused(code, err, "--steps", "T = 1000")
 
 
+#: Library parameter names that a command-line message must not show (the user typed flags).
+PARAM_WORDS = re.compile(r"(?<![-\w])(ab_min|ab_max|delta|maxiter|num_steps)(?![-\w])|bounds:")
+
+
+@pytest.mark.parametrize("command", ["optimize", "sweep"])
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--ab-min", "0.5", "--ab-max", "0.4"], "0 < ab_min < ab_max < 1"),
-        (["--ab-max", "inf"], "0 < ab_min < ab_max < 1"),
-        (["--delta", "0.5"], "do not fit"),
-        (["--delta", "nan"], "delta"),
-        (["--ab-min", "0.5", "--ab-max", "0.5000001", "--delta", "0"], "merges steps"),
+        (["--ab-min", "0.5", "--ab-max", "0.4"],
+         "--ab-max: expected a level above the lower bound (0.5), got 0.4"),
+        (["--ab-max", "inf"], "argument --ab-max: expected a number in the open interval (0, 1)"),
+        (["--ab-min", "2"], "argument --ab-min: expected a number in the open interval (0, 1)"),
+        (["--ab-min", "nan"], "argument --ab-min: expected a number in the open interval"),
+        (["--ab-min", "0"], "argument --ab-min: expected a number in the open interval"),
+        (["--delta", "0.5"], "--delta: 5 steps with a margin of 0.5 do not fit"),
+        (["--delta", "nan"], "argument --delta: expected a finite number >= 0"),
+        (["--delta", "-1"], "argument --delta: expected a finite number >= 0, got -1"),
+        (["--delta", "inf"], "argument --delta: expected a finite number >= 0"),
+        (["--maxiter", str(10**100)], "argument --maxiter: expected an integer in [1, 1000000]"),
+        (["--maxiter", "1e3"], "argument --maxiter: expected an integer in [1, 1000000]"),
+        (["--ab-min", "0.5", "--ab-max", "0.5000001", "--delta", "0"],
+         "--delta: with a margin of 0 the optimum within the bounds [0.5, 0.5000001] merges "
+         "steps"),
     ],
 )
-def test_infeasible_bounds(tmp_path, capsys, flags, needle):
-    code, _, err = run(["optimize", "--spectrum", "cifar10", "--steps", "5", *flags, "--out",
+def test_out_of_range_bounds_name_the_flags(tmp_path, capsys, command, flags, needle):
+    argv = {"optimize": ["optimize"], "sweep": ["sweep", "--samplers", "ddim", "--losses",
+                                                 "w2", "--jobs", "1"]}[command]
+    code, _, err = run([*argv, "--spectrum", "cifar10", "--steps", "5", *flags, "--out",
                         tmp_path / "o"], capsys)
-    assert refused(code, err, needle) and not (tmp_path / "o").exists()
+    assert refused(code, err, needle)
+    assert len(err.strip().splitlines()) == 1, err
+    assert not PARAM_WORDS.search(err.split("error: ", 1)[1]), err  # flags, not parameters
+    if command == "optimize" or "merges" not in needle:  # refused before any file is written
+        assert not (tmp_path / "o").exists()
 
 
 def test_optimizer_never_returns_merged_levels_as_success():
@@ -310,7 +332,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_files(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(opt, "optimize_schedule", interrupted_second_time)
     code, _, err = run(["optimize", "--spectrum", "cifar10", "--steps", "3", "4", "--out",
                         tmp_path], capsys)
-    assert code == 130 and "interrupted; finished files are kept" in err
+    assert code == 130 and "interrupted (SIGINT); finished files are kept" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["schedule_ddim_w2_S3.json"]
     Schedule.load(tmp_path / "schedule_ddim_w2_S3.json")  # complete, valid
 
