@@ -6,7 +6,10 @@ stderr naming the file, field or argument, no traceback, and nothing written.
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +345,78 @@ def test_unreadable_sweep_manifest(tmp_path, capsys):
     code, _, err = run(["sweep", "--spectrum", "cifar10", "--steps", "3", "--samplers", "ddim",
                         "--losses", "w2", "--jobs", "1", "--out", tmp_path], capsys)
     refused(code, err, "sweep.json", "--force")
+
+
+# ---- the shell: a closed pipe, addresses -----------------------------------------------------
+
+@pytest.mark.parametrize("argv, code", [
+    (["evaluate", "--spectrum", "cifar10", "--schedule", "linear", "--steps", "10", "--json"],
+     141),
+    (["optimize", "--spectrum", "cifar10", "--steps", "3", "--out", "{t}/o"], 141),
+    (["--help"], 0), (["optimize", "--help"], 0)])  # argparse ignores write errors of help
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, argv, code):
+    # as `specsched ... | head -c1`: the reader is gone before the command writes
+    proc = subprocess.Popen([sys.executable, "-m", "specsched.cli",
+                             *[a.format(t=tmp_path) for a in argv]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == code and err == ""  # 141 = 128 + SIGPIPE, like `yes | head -1`
+
+
+@pytest.mark.parametrize("address, needle", [
+    ("notanaddress", "expected a scheduler address"),
+    ("tcp://host:99999", "port 99999"),
+    ("http://host:8786", "unknown protocol 'http'"),
+    ("tcp://:8786", "expected a scheduler address"),
+    ("tcp://host", "expected a scheduler address"),
+])
+def test_malformed_dask_addresses_are_refused_before_connecting(tmp_path, capsys, address,
+                                                                needle):
+    code, _, err = run(["spectrum", "digits", "--out", tmp_path / "s.npz", "--dask", address],
+                       capsys)
+    assert refused(code, err, "argument --dask", needle)
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0"),
+    (["--eta", "nan"], "argument --eta: expected a number in [0, 1]"),
+    (["--n", str(10**15)], "--n: 1000000000000000 samples of shape (3072,) take"),
+    (["--n", str(10**6), "--batch-size", str(10**12)], "--batch-size: batches of 1000000"),
+])
+def test_sample_sizes_and_numbers_are_checked_first(tmp_path, capsys, argv, needle):
+    (tmp_path / "s.json").write_text(json.dumps(GOOD))
+    code, _, err = run(["sample", "--schedule", tmp_path / "s.json", "--spectrum", "cifar10",
+                        "--n", "4", "--out", tmp_path / "x.npy", *argv], capsys)
+    assert refused(code, err, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_messages_show_no_internal_values(capsys):
+    code, _, err = run(["evaluate", "--spectrum", "cifar10"], capsys)
+    assert refused(code, err, "--schedule: required with the discrete sampler 'ddim'")
+    assert "None" not in err
+
+
+def test_help_lists_every_built_in_name_the_loaders_take(capsys):
+    from specsched.data import BUILTIN_DATASETS
+    from specsched.data.sources import SYSTEM_DATASETS
+
+    for command in ("optimize", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name in (*BUILTIN_DATASETS, *SYSTEM_DATASETS):
+            assert name in text, (command, name)
+
+
+def test_steps_beyond_the_training_grid_name_the_steps_typed(tmp_path, capsys):
+    # the optimiser's coarse-to-fine pass used to report S/10 steps (10000 for 100000)
+    code, _, err = run(["analyze", "cifar10", "--out", tmp_path / "a", "--steps", "100000"],
+                       capsys)
+    assert refused(code, err, "--steps: 100000 sampling steps do not fit")
 
 
 # ---- documentation ---------------------------------------------------------------------------

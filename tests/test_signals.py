@@ -252,6 +252,38 @@ def test_signal_during_a_long_c_call_ends_after_the_grace_period(tmp_path):
     assert_one_line(err, "specsched test: interrupted (SIGTERM) during a long computation")
 
 
+LOST_IN_DEL = """
+import os, signal
+from specsched.cli.signals import termination_raises
+
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs here, where Python drops its exception
+            pass
+
+
+with termination_raises():
+    try:
+        del_me = Finalised()
+        del del_me
+        for _ in range(10_000_000):  # redelivered: raised again in the program's own code
+            pass
+        print("not interrupted")
+    except KeyboardInterrupt as exc:
+        print("caught", type(exc).__name__)
+"""
+
+
+def test_an_interruption_lost_in_a_finaliser_is_delivered_again():
+    # Python runs a signal handler at any bytecode, also inside __del__ or a weakref callback,
+    # where its exception is printed as "Exception ignored" and dropped: the command went on.
+    proc = subprocess.run([sys.executable, "-c", LOST_IN_DEL], capture_output=True, text=True,
+                          timeout=PATIENCE)
+    assert proc.stdout == "caught Interrupted\n" and proc.stderr == "", proc.stderr
+
+
 # ---- the sweep and its worker processes -----------------------------------------------------
 
 def _sweep(tmp_path):

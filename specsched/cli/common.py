@@ -217,6 +217,23 @@ def check_steps_fit_training_grid(steps) -> None:
         )
 
 
+def add_data_args(p):
+    """``--data`` or ``--spectrum``: where the spectrum comes from; the help lists every
+    built-in name the loaders take."""
+    from specsched.data import BUILTIN_DATASETS, DEFAULT_DATASET
+    from specsched.data.sources import SYSTEM_DATASETS
+
+    samples = [n for n in (*BUILTIN_DATASETS, *SYSTEM_DATASETS) if n != "cifar10"]
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="SRC",
+                     help="samples: .npy/.npz array (N, ...), image folder, IDX file, CIFAR-10 "
+                     "batch folder, audio folder, or a built-in dataset "
+                     f"({', '.join(samples)}); default: {DEFAULT_DATASET}")
+    src.add_argument("--spectrum", metavar="SRC",
+                     help="spectrum .npz, 1-D .npy of eigenvalues, samples (as --data), or a "
+                     f"built-in name ({', '.join((*BUILTIN_DATASETS, *SYSTEM_DATASETS))})")
+
+
 def spectrum_from_args(args):
     """The spectrum named by ``--data`` or ``--spectrum`` (default: the built-in dataset)."""
     from specsched.data import DEFAULT_DATASET

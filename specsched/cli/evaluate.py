@@ -93,7 +93,7 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
     from specsched.theory import evaluate_schedule, resolve_eta
 
     if args.schedule is None:
-        raise InputError(f"--schedule: required with the discrete sampler {sampler!r}")
+        raise InputError(f"--schedule: required with the discrete sampler {sampler or 'ddim'!r}")
     if args.schedule in BASELINES:
         if args.steps is None:
             raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")

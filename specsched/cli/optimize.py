@@ -7,6 +7,7 @@ import sys
 from specsched.cli.common import (
     EXIT_NOT_CONVERGED,
     add_bounds_args,
+    add_data_args,
     add_sampler_args,
     check_steps_fit_training_grid,
     eta_text,
@@ -26,12 +27,7 @@ def add_parser(sub):
     p = sub.add_parser("optimize", help="optimise schedules for a dataset's spectrum",
                        description="Optimise a monotone alphas_cumprod schedule per step "
                        "count and write schedule JSON files, a CSV summary and a plot.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="SRC",
-                     help="samples: .npy/.npz array (N, ...), image folder, or a built-in "
-                     "dataset (natural-patches, digits); default: natural-patches")
-    src.add_argument("--spectrum", metavar="SRC",
-                     help="spectrum .npz, 1-D .npy of eigenvalues, or a built-in name (cifar10)")
+    add_data_args(p)
     p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 50],
                    help="numbers of sampling steps (default: 10 20 50)")
     add_sampler_args(p, discrete)
@@ -121,7 +117,7 @@ def run(args) -> int:
     print(f"wrote {len(names)} schedule file(s), {csv_path.name} and {png_path.name} to {out}/")
     if failed:
         for S, msg in failed:
-            print(f"specsched: optimisation did not converge for S = {S}: {msg} "
+            print(f"specsched optimize: optimisation did not converge for S = {S}: {msg} "
                   f"(its file records success: false)", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return 0

@@ -15,6 +15,8 @@
   releases the GIL (NumPy's linear algebra and BLAS, file I/O, waiting); a routine that holds
   it (SciPy's LAPACK wrappers, e.g. ``scipy.linalg.eigh``) delays the exit until it returns,
   and only SIGKILL ends it sooner.
+- An interruption raised where Python drops exceptions (a weakref callback, ``__del__``) is
+  sent again (:func:`redeliver_lost_signals`).
 - Output piped into a command that stops reading (``specsched evaluate --json | head -c1``)
   ends quietly with 141 (128 + SIGPIPE), the recipe of Python's :mod:`signal` documentation.
 """
@@ -38,6 +40,8 @@ TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
 EXIT_BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
 #: Seconds between a signal and the watchdog's exit, should the clean-up not have finished.
 GRACE = 5.0
+#: Seconds after which an interruption lost in a callback is sent again.
+REDELIVERY_DELAY = 0.01
 
 
 def _raise_interrupted(signum, frame):
@@ -50,10 +54,11 @@ def redeliver_lost_signals(previous_hook):
     Python runs a signal's handler at any bytecode, also inside a weakref callback, a
     ``__del__`` or the garbage collector, where an exception cannot propagate: it is printed
     as "Exception ignored in ..." and dropped, and the command would go on. Sending the
-    signal again lets the handler run once more, a few bytecodes later, in the command's own
-    code. Applies to :class:`KeyboardInterrupt` (SIGINT) and to exceptions with a ``signum``
-    attribute (:class:`~specsched.errors.Interrupted`, a worker's stop); anything else goes
-    to ``previous_hook``.
+    signal again, from another thread a moment later (sent from here, the handler would run
+    inside this hook, where its exception is dropped too), lets the handler run once more,
+    in the command's own code. Applies to :class:`KeyboardInterrupt` (SIGINT) and to
+    exceptions with a ``signum`` attribute (:class:`~specsched.errors.Interrupted`, a
+    worker's stop); anything else goes to ``previous_hook``.
     """
 
     def hook(unraisable):
@@ -63,7 +68,9 @@ def redeliver_lost_signals(previous_hook):
             signum = signal.SIGINT
         if signum is None or not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             return previous_hook(unraisable)
-        os.kill(os.getpid(), signum)
+        timer = threading.Timer(REDELIVERY_DELAY, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
 
     return hook
 

@@ -12,6 +12,7 @@ import sys
 
 from specsched.cli.common import (
     add_bounds_args,
+    add_data_args,
     check_steps_fit_training_grid,
     positive_int,
     spectrum_from_args,
@@ -40,9 +41,7 @@ def add_parser(sub):
 
     p = sub.add_parser("sweep", help="optimise and compare schedules over step counts",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="SRC", help="samples (as for optimize)")
-    src.add_argument("--spectrum", metavar="SRC", help="spectrum (as for optimize)")
+    add_data_args(p)
     p.add_argument("--steps", type=positive_int, nargs="+", default=[5, 10, 20, 50, 100])
     p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=["ddim", "ddpm"],
                    metavar="SAMPLER", help=f"discrete samplers ({', '.join(SAMPLERS)})")
