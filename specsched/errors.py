@@ -38,7 +38,12 @@ class OutputExistsError(SpecschedError, FileExistsError):
     """An output file exists already and overwriting it was not allowed (``force=False``)."""
 
 
-class OutputError(SpecschedError, OSError):
+class ResourceError(SpecschedError):
+    """The machine failed the command: an output could not be written, a worker process was
+    killed (out of memory, ``kill -9``). The command line exits with code 4."""
+
+
+class OutputError(ResourceError, OSError):
     """An output could not be written: the disk is full, a file size or quota limit was hit,
     or the storage failed (ENOSPC, EDQUOT, EFBIG, EIO).
 

@@ -118,6 +118,22 @@ def test_full_disk_ends_in_one_line_and_keeps_complete_files(tmp_path):
     assert "LOADED" in out  # and every file that is there is complete
 
 
+@needs_namespaces
+def test_full_disk_under_sweep_workers_ends_in_one_line(tmp_path):
+    # a worker's OutputError reaches the parent, which stops the other worker and reports it
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    q = shlex.quote(str(disk))
+    code, out, err = cli(["sweep", "--spectrum", "cifar10", "--steps", "3", "60", "--samplers",
+                          "ddim", "ddpm", "--losses", "w2", "--jobs", "2", "--out", disk / "sw"],
+                         setup=f"mount -t tmpfs -o size=48k tmpfs {q}",
+                         after=f"echo TMP; find {q} -name '*.tmp'",
+                         env={"PYTHONPATH": str(ROOT)})
+    assert code == 4, err
+    one_line(err, "specsched sweep: error:", "No space left on device")
+    assert out.split("TMP", 1)[1].strip() == ""  # no temporary file anywhere
+
+
 def test_file_size_limit_ends_in_one_line(tmp_path):
     def limit():  # 20 kB: the schedule file and the table fit, the figure does not
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))

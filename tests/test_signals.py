@@ -325,3 +325,15 @@ def test_sweep_killed_with_sigkill_takes_its_workers_along(tmp_path):
     code, _ = finish(proc, tmp_path)  # asserts that no worker survives
     assert code == -signal.SIGKILL
     assert no_temporaries(tmp_path / "sw")
+
+
+def test_a_worker_killed_alone_ends_the_sweep_in_one_line(tmp_path):
+    # as the out-of-memory killer does: SIGKILL to one worker; the pool breaks, the parent
+    # stops the other worker and says what happened; the finished cells stay for a rerun
+    proc = _start_sweep(tmp_path)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    code, err = finish(proc, tmp_path)
+    assert code == 4
+    assert_one_line(err, "specsched sweep: error: a worker process ended abruptly",
+                    "run the same sweep again to resume")
+    assert no_temporaries(tmp_path / "sw")

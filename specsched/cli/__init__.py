@@ -40,7 +40,7 @@ from specsched.cli.signals import (
     silence_stdout,
     termination_raises,
 )
-from specsched.errors import OutputError, SpecschedError
+from specsched.errors import ResourceError, SpecschedError
 from specsched.fileio import STORAGE_ERRNOS, storage_advice
 
 __all__ = ["COMMAND_MODULES", "EXIT_INPUT", "EXIT_NOT_CONVERGED", "EXIT_RESOURCES",
@@ -99,7 +99,7 @@ def _run(args) -> int:
         raise
     except SpecschedError as exc:
         say(f"{prog}: error: {error_message(exc)}")
-        return EXIT_RESOURCES if isinstance(exc, OutputError) else EXIT_INPUT
+        return EXIT_RESOURCES if isinstance(exc, ResourceError) else EXIT_INPUT
     except OSError as exc:  # the file system refused (unreadable input, full disk, ...)
         where = f"{exc.filename}: " if exc.filename else ""
         text = where + (exc.strerror or str(exc))

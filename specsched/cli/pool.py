@@ -43,10 +43,21 @@ def available_cores() -> int:
 
 
 def worker_count(jobs: int | None, tasks: int) -> tuple[int, int]:
-    """Processes to start for ``tasks`` independent tasks: ``(processes, cores)``.
+    """Processes to start for ``tasks`` independent tasks.
 
-    ``jobs`` (None: as many as there are cores) is capped at the number of tasks and at
-    :func:`available_cores`.
+    Parameters
+    ----------
+    jobs : int or None
+        What the user asked for (``--jobs``); None: as many as there are cores.
+    tasks : int
+        Independent tasks (a sweep's chains).
+
+    Returns
+    -------
+    processes : int
+        ``jobs`` capped at ``tasks`` and at :func:`available_cores`, at least 1.
+    cores : int
+        :func:`available_cores`, for the log line.
     """
     cores = available_cores()
     wanted = cores if jobs is None else jobs
@@ -118,8 +129,19 @@ def run_in_worker(fn, *args):
 def worker_pool(processes: int, cores: int) -> ProcessPoolExecutor:
     """A pool of ``processes`` workers set up as the module docstring says.
 
-    Submit tasks as ``pool.submit(run_in_worker, fn, *args)``; on any exception in the
-    parent call :func:`stop_workers`.
+    Parameters
+    ----------
+    processes : int
+        Worker processes (:func:`worker_count`).
+    cores : int
+        Cores to share among them: each worker runs ``max(1, cores // processes)`` numba
+        threads.
+
+    Returns
+    -------
+    concurrent.futures.ProcessPoolExecutor
+        Submit tasks as ``pool.submit(run_in_worker, fn, *args)``; on any exception in the
+        parent call :func:`stop_workers`, else ``pool.shutdown()``.
     """
     ctx = multiprocessing.get_context()
     # the workers' parent: this process, except under forkserver (the server forks them)
@@ -130,8 +152,16 @@ def worker_pool(processes: int, cores: int) -> ProcessPoolExecutor:
 
 
 def stop_workers(pool: ProcessPoolExecutor, timeout: float = STOP_TIMEOUT) -> None:
-    """Cancel what has not started, SIGTERM the workers, wait for them (SIGKILL after
-    ``timeout`` seconds). Leaves no process behind."""
+    """Stop a pool now: cancel what has not started and end every worker.
+
+    Parameters
+    ----------
+    pool : concurrent.futures.ProcessPoolExecutor
+        Made by :func:`worker_pool`.
+    timeout : float
+        Seconds the workers have, after SIGTERM, to finish the clean-up of their task; those
+        still running then get SIGKILL. No process of the pool is left behind.
+    """
     # ProcessPoolExecutor has no public way to reach its workers before Python 3.14
     # (terminate_workers); _processes (pid -> Process) exists in every version since 3.2.
     procs = list((getattr(pool, "_processes", None) or {}).values())

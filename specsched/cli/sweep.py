@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from concurrent.futures.process import BrokenProcessPool
 
 from specsched.cli.common import (
     add_bounds_args,
@@ -18,7 +19,7 @@ from specsched.cli.common import (
     spectrum_from_args,
 )
 from specsched.cli.pool import run_in_worker, stop_workers, worker_count, worker_pool
-from specsched.errors import InputError, OutputExistsError
+from specsched.errors import InputError, OutputExistsError, ResourceError
 from specsched.optimize.sweep import (
     MANIFEST_FORMAT,
     cell_name,
@@ -109,7 +110,12 @@ def _run_chains(jobs, processes, cores, progress):
         while futures:
             finished = {f for f in futures if f.done()}
             for f in finished:
-                f.result()  # re-raise a worker's error
+                try:
+                    f.result()  # re-raise a worker's error
+                except BrokenProcessPool:
+                    raise ResourceError(
+                        "a worker process ended abruptly (killed, or out of memory?); the "
+                        "finished cells are kept: run the same sweep again to resume") from None
             futures -= finished
             progress()
             if futures:
