@@ -26,8 +26,10 @@ HEADER = """\
 
 Every subcommand's `--help`, as the installed `specsched` prints it. Exit codes: 0 success,
 2 bad input (one line on stderr naming the file, field or argument), 3 an optimisation did not
-converge (files are still written, marked `"success": false`), 130 interrupted (Ctrl-C;
-finished files are kept). See [reliability.md](reliability.md) for what each bad input
+converge (files are still written, marked `"success": false`), 4 the machine failed the
+command (disk full, file-size limit, I/O error, out of memory), 128 + N ended by signal N
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; finished files are kept), 141 the reader of the output
+went away (`| head`). See [reliability.md](reliability.md) for what each bad input or fault
 produces, and [formats.md](formats.md) for the files.
 """
 

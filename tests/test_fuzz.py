@@ -193,3 +193,62 @@ def test_cli_evaluate_extreme_spectra_and_schedules(capsys, lam, ab, sampler):
             assert rec["w2"] >= 0
         else:
             assert_refused(code, err, "--schedule")
+
+
+# ---- random numbers on the command line: a refusal in one line, or a run; never a traceback --
+
+#: Numbers as a user or a script may type them: malformed, non-finite, huge, tiny, negative.
+ODD_NUMBERS = st.one_of(
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "-0", "0", "1e308", "1e309", "1e-320", "",
+                     "x", "1e3", "0x10", " 2", "1_000", "--", "1" * 5000, "-1"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**30, 10**30).map(str),
+)
+#: Flags that take a number, per command (a small problem: d = 4, few steps).
+NUMERIC_FLAGS = {
+    "optimize": ["--ab-min", "--ab-max", "--delta", "--maxiter", "--eta", "--steps"],
+    "sweep": ["--ab-min", "--ab-max", "--delta", "--maxiter", "--jobs", "--steps"],
+    "sample": ["--n", "--batch-size", "--seed", "--eta"],
+    "evaluate": ["--steps", "--eta", "--t-eps", "--beta-min", "--beta-max"],
+    "analyze": ["--tau", "--bands", "--steps", "--chunk-size"],
+}
+
+
+def _numeric_argv(command, tmp):
+    lam = Path(tmp) / "eigs.npy"
+    np.save(lam, np.array([2.0, 1.0, 0.5, 0.25]))
+    sched = Path(tmp) / "s.json"
+    Schedule(alphas_cumprod=np.array([0.99, 0.6, 0.2])).save(sched)
+    return {"optimize": ["optimize", "--spectrum", lam, "--steps", "2", "--out",
+                         Path(tmp) / "o"],
+            "sweep": ["sweep", "--spectrum", lam, "--steps", "2", "--samplers", "ddim",
+                      "--losses", "w2", "--jobs", "1", "--out", Path(tmp) / "sw"],
+            "sample": ["sample", "--schedule", sched, "--spectrum", lam, "--n", "3", "--out",
+                       Path(tmp) / "x.npy"],
+            "evaluate": ["evaluate", "--spectrum", lam, "--schedule", "linear", "--steps", "3",
+                         "--json"],
+            "analyze": ["analyze", lam, "--out", Path(tmp) / "a"]}[command]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.sampled_from(sorted(NUMERIC_FLAGS)), st.data())
+def test_cli_random_numeric_arguments(capsys, command, data):
+    flags = data.draw(st.lists(st.sampled_from(NUMERIC_FLAGS[command]), min_size=1,
+                               max_size=3, unique=True))
+    values = [data.draw(ODD_NUMBERS) for _ in flags]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [*_numeric_argv(command, tmp), *[x for f, v in zip(flags, values, strict=True)
+                                                 for x in (f, v)]]
+        try:
+            code, out, err = cli([f"{a}" for a in argv], capsys)
+        except SystemExit as exc:  # argparse
+            code, err = exc.code, capsys.readouterr().err
+        assert "Traceback" not in err, err
+        assert code in (0, 2, 3), (code, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1, err
+            assert any(f in err for f in flags) or "--" in err, err  # names an argument
+        if command == "evaluate" and code == 0:
+            rec = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in output"))
+            assert np.isfinite(rec["w2"])

@@ -77,14 +77,21 @@ def test_project_feasible():
     [
         ({"num_steps": 0}, "steps"),
         ({"num_steps": 5, "loss": "l1"}, "loss"),
-        ({"num_steps": 5, "ab_min": 0.5, "ab_max": 0.4}, "bounds"),
+        ({"num_steps": 5, "ab_min": 0.5, "ab_max": 0.4}, "ab_max: expected a level above"),
+        ({"num_steps": 5, "ab_min": float("nan")}, "ab_min: expected a level"),
+        ({"num_steps": 5, "ab_max": 1.0}, "ab_max: expected a level"),
+        ({"num_steps": 5, "delta": float("inf")}, "delta: expected a finite margin"),
         ({"num_steps": 100, "ab_min": 0.1, "ab_max": 0.2, "delta": 0.01}, "do not fit"),
         ({"num_steps": 5, "method": "adam"}, "method"),
+        ({"num_steps": 5, "maxiter": 2**31}, "maxiter"),
+        ({"num_steps": 1001}, "steps: 1001 sampling steps do not fit"),
     ],
 )
 def test_bad_problems_are_rejected(kwargs, match):
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(InputError, match=match) as exc:
         optimize_schedule(np.ones(3), None, **kwargs)
+    # the parameter at fault is named first, for the command line to swap in its flag
+    assert exc.value.param is None or str(exc.value).startswith(f"{exc.value.param}: ")
 
 
 def test_logsnr_methods_agree_where_slsqp_on_ab_is_poorly_scaled(cifar10_lam):

@@ -6,6 +6,10 @@ stderr naming the file, field or argument, no traceback, and nothing written.
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,20 +184,41 @@ def test_more_steps_than_the_training_grid(tmp_path, capsys, command):
     refused(code, err, "--steps", "T = 1000")
 
 
+#: Library parameter names that a command-line message must not show (the user typed flags).
+PARAM_WORDS = re.compile(r"(?<![-\w])(ab_min|ab_max|delta|maxiter|num_steps)(?![-\w])|bounds:")
+
+
+@pytest.mark.parametrize("command", ["optimize", "sweep"])
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--ab-min", "0.5", "--ab-max", "0.4"], "0 < ab_min < ab_max < 1"),
-        (["--ab-max", "inf"], "0 < ab_min < ab_max < 1"),
-        (["--delta", "0.5"], "do not fit"),
-        (["--delta", "nan"], "delta"),
-        (["--ab-min", "0.5", "--ab-max", "0.5000001", "--delta", "0"], "merges steps"),
+        (["--ab-min", "0.5", "--ab-max", "0.4"],
+         "--ab-max: expected a level above the lower bound (0.5), got 0.4"),
+        (["--ab-max", "inf"], "argument --ab-max: expected a number in the open interval (0, 1)"),
+        (["--ab-min", "2"], "argument --ab-min: expected a number in the open interval (0, 1)"),
+        (["--ab-min", "nan"], "argument --ab-min: expected a number in the open interval"),
+        (["--ab-min", "0"], "argument --ab-min: expected a number in the open interval"),
+        (["--delta", "0.5"], "--delta: 5 steps with a margin of 0.5 do not fit"),
+        (["--delta", "nan"], "argument --delta: expected a finite number >= 0"),
+        (["--delta", "-1"], "argument --delta: expected a finite number >= 0, got -1"),
+        (["--delta", "inf"], "argument --delta: expected a finite number >= 0"),
+        (["--maxiter", str(10**100)], "argument --maxiter: expected an integer in [1, 1000000]"),
+        (["--maxiter", "1e3"], "argument --maxiter: expected an integer in [1, 1000000]"),
+        (["--ab-min", "0.5", "--ab-max", "0.5000001", "--delta", "0"],
+         "--delta: with a margin of 0 the optimum within the bounds [0.5, 0.5000001] merges "
+         "steps"),
     ],
 )
-def test_infeasible_bounds(tmp_path, capsys, flags, needle):
-    code, _, err = run(["optimize", "--spectrum", "cifar10", "--steps", "5", *flags, "--out",
+def test_out_of_range_bounds_name_the_flags(tmp_path, capsys, command, flags, needle):
+    argv = {"optimize": ["optimize"], "sweep": ["sweep", "--samplers", "ddim", "--losses",
+                                                 "w2", "--jobs", "1"]}[command]
+    code, _, err = run([*argv, "--spectrum", "cifar10", "--steps", "5", *flags, "--out",
                         tmp_path / "o"], capsys)
-    assert refused(code, err, needle) and not (tmp_path / "o").exists()
+    assert refused(code, err, needle)
+    assert len(err.strip().splitlines()) == 1, err
+    assert not PARAM_WORDS.search(err.split("error: ", 1)[1]), err  # flags, not parameters
+    if command == "optimize" or "merges" not in needle:  # refused before any file is written
+        assert not (tmp_path / "o").exists()
 
 
 def test_optimizer_never_returns_merged_levels_as_success():
@@ -310,7 +335,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_files(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(opt, "optimize_schedule", interrupted_second_time)
     code, _, err = run(["optimize", "--spectrum", "cifar10", "--steps", "3", "4", "--out",
                         tmp_path], capsys)
-    assert code == 130 and "interrupted; finished files are kept" in err
+    assert code == 130 and "interrupted (SIGINT); finished files are kept" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["schedule_ddim_w2_S3.json"]
     Schedule.load(tmp_path / "schedule_ddim_w2_S3.json")  # complete, valid
 
@@ -320,6 +345,78 @@ def test_unreadable_sweep_manifest(tmp_path, capsys):
     code, _, err = run(["sweep", "--spectrum", "cifar10", "--steps", "3", "--samplers", "ddim",
                         "--losses", "w2", "--jobs", "1", "--out", tmp_path], capsys)
     refused(code, err, "sweep.json", "--force")
+
+
+# ---- the shell: a closed pipe, addresses -----------------------------------------------------
+
+@pytest.mark.parametrize("argv, code", [
+    (["evaluate", "--spectrum", "cifar10", "--schedule", "linear", "--steps", "10", "--json"],
+     141),
+    (["optimize", "--spectrum", "cifar10", "--steps", "3", "--out", "{t}/o"], 141),
+    (["--help"], 0), (["optimize", "--help"], 0)])  # argparse ignores write errors of help
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, argv, code):
+    # as `specsched ... | head -c1`: the reader is gone before the command writes
+    proc = subprocess.Popen([sys.executable, "-m", "specsched.cli",
+                             *[a.format(t=tmp_path) for a in argv]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == code and err == ""  # 141 = 128 + SIGPIPE, like `yes | head -1`
+
+
+@pytest.mark.parametrize("address, needle", [
+    ("notanaddress", "expected a scheduler address"),
+    ("tcp://host:99999", "port 99999"),
+    ("http://host:8786", "unknown protocol 'http'"),
+    ("tcp://:8786", "expected a scheduler address"),
+    ("tcp://host", "expected a scheduler address"),
+])
+def test_malformed_dask_addresses_are_refused_before_connecting(tmp_path, capsys, address,
+                                                                needle):
+    code, _, err = run(["spectrum", "digits", "--out", tmp_path / "s.npz", "--dask", address],
+                       capsys)
+    assert refused(code, err, "argument --dask", needle)
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0"),
+    (["--eta", "nan"], "argument --eta: expected a number in [0, 1]"),
+    (["--n", str(10**15)], "--n: 1000000000000000 samples of shape (3072,) take"),
+    (["--n", str(10**6), "--batch-size", str(10**12)], "--batch-size: batches of 1000000"),
+])
+def test_sample_sizes_and_numbers_are_checked_first(tmp_path, capsys, argv, needle):
+    (tmp_path / "s.json").write_text(json.dumps(GOOD))
+    code, _, err = run(["sample", "--schedule", tmp_path / "s.json", "--spectrum", "cifar10",
+                        "--n", "4", "--out", tmp_path / "x.npy", *argv], capsys)
+    assert refused(code, err, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_messages_show_no_internal_values(capsys):
+    code, _, err = run(["evaluate", "--spectrum", "cifar10"], capsys)
+    assert refused(code, err, "--schedule: required with the discrete sampler 'ddim'")
+    assert "None" not in err
+
+
+def test_help_lists_every_built_in_name_the_loaders_take(capsys):
+    from specsched.data import BUILTIN_DATASETS
+    from specsched.data.sources import SYSTEM_DATASETS
+
+    for command in ("optimize", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name in (*BUILTIN_DATASETS, *SYSTEM_DATASETS):
+            assert name in text, (command, name)
+
+
+def test_steps_beyond_the_training_grid_name_the_steps_typed(tmp_path, capsys):
+    # the optimiser's coarse-to-fine pass used to report S/10 steps (10000 for 100000)
+    code, _, err = run(["analyze", "cifar10", "--out", tmp_path / "a", "--steps", "100000"],
+                       capsys)
+    assert refused(code, err, "--steps: 100000 sampling steps do not fit")
 
 
 # ---- documentation ---------------------------------------------------------------------------

@@ -107,3 +107,103 @@ def test_sweep_starts_option_keeps_finished_cells(tmp_path, capsys):
     assert "1 already done, 1 to run" in capsys.readouterr().out
     cell = json.loads((out / "cells" / "S0005_ddim_w2.json").read_text())
     assert set(cell["optimizer"]["starts"]) <= {"warm", "karras"}
+
+
+# ---- what --force deletes, and what a sweep reads back --------------------------------------
+
+SMALL = ["sweep", "--spectrum", "cifar10", "--steps", "3", "--samplers", "ddim", "--losses",
+         "w2", "--jobs", "1"]
+
+
+def test_sweep_force_deletes_only_what_a_sweep_wrote(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    mine = {out / "cells" / "notes.json": '{"format": "mine"}',
+            out / "schedules" / "favourite.json": '{"alphas_cumprod": [0.5]}',
+            out / "cells" / "S0003_ddim_w2.json.bak": "backup",
+            out / "cells" / "S0009_ddim_w2.json": '{"format": "not a cell"}',
+            out / ".notes.txt.tmp": "an editor's",
+            out / "README.md": "my sweep"}
+    for path, text in mine.items():
+        path.write_text(text)
+    capsys.readouterr()
+    assert main([*SMALL, "--init", "marginal", "--force", "--out", str(out)]) == 0
+    assert "0 already done, 1 to run" in capsys.readouterr().out  # the old cell was deleted
+    for path, text in mine.items():
+        assert path.read_text() == text, path
+
+
+def test_a_new_sweep_never_overwrites_a_users_files(tmp_path, capsys):
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.csv").write_text("my own table")
+    code = main([*SMALL, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "sweep.csv: output file exists already" in err and "--force" in err
+    assert (out / "sweep.csv").read_text() == "my own table"
+
+
+def _deep(n=100_000):
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("content", [_deep().encode(), b"[1, 2]", b'"a cell"', b"{}",
+                                     b"\xff\xfe", b"NaN",
+                                     b'{"format": "specsched.sweep-cell", "steps": 3}'])
+def test_unreadable_or_malformed_cells_are_redone(tmp_path, capsys, content):
+    out = tmp_path / "sw"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    good = json.loads((out / "cells" / "S0003_ddim_w2.json").read_text())
+    (out / "cells" / "S0003_ddim_w2.json").write_bytes(content)
+    capsys.readouterr()
+    assert main([*SMALL, "--out", str(out)]) == 0
+    assert "0 already done, 1 to run" in capsys.readouterr().out
+    redone = json.loads((out / "cells" / "S0003_ddim_w2.json").read_text())
+    assert redone["optimized"]["value"] == pytest.approx(good["optimized"]["value"], rel=1e-9)
+
+
+def test_a_cell_of_another_cell_is_redone(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert main([*SMALL[:4], "3", "5", *SMALL[5:], "--out", str(out)]) == 0
+    cells = out / "cells"
+    (cells / "S0003_ddim_w2.json").write_text((cells / "S0005_ddim_w2.json").read_text())
+    capsys.readouterr()
+    assert main([*SMALL[:4], "3", "5", *SMALL[5:], "--out", str(out)]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", [_deep(), '{"format": "specsched.sw', "\xff"])
+def test_an_unreadable_manifest_is_one_line(tmp_path, capsys, text):
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(text.encode("latin-1"))
+    code = main([*SMALL, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "sweep.json" in err and "--force" in err
+
+
+# ---- --jobs: capped at the chains and the cores -----------------------------------------------
+
+def test_jobs_are_capped_at_the_chains_and_the_cores(tmp_path, capsys):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    argv = ["sweep", "--spectrum", "cifar10", "--steps", "3", "--samplers", "ddim", "ddpm",
+            "--losses", "w2", "--jobs", str(10**9), "--out", str(tmp_path / "sw")]
+    assert main(argv) == 0
+    expected = min(2, cores)
+    assert (f"2 chain(s) on {expected} process(es) (--jobs {10**9}, {cores} core(s))"
+            in capsys.readouterr().out)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_jobs_follow_the_cpu_affinity(tmp_path):
+    # as under `taskset -c 0` or a container limited to one core
+    cmd = [sys.executable, "-m", "specsched.cli", "sweep", "--spectrum", "cifar10", "--steps",
+           "3", "--samplers", "ddim", "ddpm", "--losses", "w2", "--jobs", "8", "--out",
+           str(tmp_path / "sw")]
+    one_core = sorted(os.sched_getaffinity(0))[:1]
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr
+    assert "2 chain(s) on 1 process(es) (--jobs 8, 1 core(s))" in proc.stdout

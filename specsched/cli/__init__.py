@@ -4,9 +4,12 @@ One layer: every subcommand is a module of this package defining ``add_parser(su
 (a parser whose ``set_defaults(run=...)`` names ``run(args) -> int``). Library packages hold no
 argparse code and never import this package.
 
-Exit codes: 0 success; 2 bad input (a message names the file, field or argument); 3 an
-optimisation did not converge (its files are written and marked ``success: false``);
-130 interrupted. Output files are written atomically and never overwritten without
+Exit codes (docs/reliability.md): 0 success; 2 bad input (one line naming the file, field or
+argument, argparse refusals included); 3 an optimisation did not converge (its files are
+written and marked ``success: false``); 4 the machine failed the command (disk full, a file
+size limit, an I/O error, out of memory); ``128 + N`` ended by signal N: 130 Ctrl-C, 143
+SIGTERM, 129 SIGHUP (:mod:`specsched.cli.signals`); 141 the reader of standard output went
+away (``| head``), quietly. Output files are written atomically and never overwritten without
 ``--force``.
 """
 
@@ -20,10 +23,28 @@ import warnings
 import numpy as np
 
 from specsched import __version__
-from specsched.cli.common import EXIT_INPUT, EXIT_NOT_CONVERGED
-from specsched.errors import SpecschedError
+from specsched.caches import matplotlib_config_ready
+from specsched.cli.common import (
+    EXIT_INPUT,
+    EXIT_NOT_CONVERGED,
+    EXIT_RESOURCES,
+    error_message,
+    one_line,
+)
+from specsched.cli.signals import (
+    EXIT_BROKEN_PIPE,
+    exit_code,
+    interruption,
+    say,
+    signal_name,
+    silence_stdout,
+    termination_raises,
+)
+from specsched.errors import ResourceError, SpecschedError
+from specsched.fileio import STORAGE_ERRNOS, storage_advice
 
-__all__ = ["COMMAND_MODULES", "EXIT_INPUT", "EXIT_NOT_CONVERGED", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "EXIT_INPUT", "EXIT_NOT_CONVERGED", "EXIT_RESOURCES",
+           "build_parser", "main"]
 
 #: Subcommand modules, in the order ``specsched --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -39,9 +60,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line, like every other refusal."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {one_line(message)} "
+                  f"(`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``specsched`` command (also used to document the CLI)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="specsched",
         description="Design diffusion noise schedules from the spectrum of the data.",
     )
@@ -52,23 +81,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    """Entry point of the ``specsched`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    run = args.run
+def _run(args) -> int:
+    """Run a parsed command; turn the errors meant for the user into one line and a code."""
+    prog = f"specsched {args.command}"
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"specsched {args.command}: warning: {message}", file=sys.stderr)
+        say(f"{prog}: warning: {one_line(str(message))}")
 
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.showwarning = show_warning  # one plain line, no source excerpt
-            return run(args)
+            matplotlib_config_ready()
+            code = args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        raise
     except SpecschedError as exc:
-        print(f"specsched {args.command}: error: {exc}", file=sys.stderr)
+        say(f"{prog}: error: {error_message(exc)}")
+        return EXIT_RESOURCES if isinstance(exc, ResourceError) else EXIT_INPUT
+    except OSError as exc:  # the file system refused (unreadable input, full disk, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        text = where + (exc.strerror or str(exc))
+        if exc.errno in STORAGE_ERRNOS:
+            say(f"{prog}: error: {one_line(text)}; {storage_advice(exc.errno)}")
+            return EXIT_RESOURCES
+        say(f"{prog}: error: {one_line(text)}")
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        print(f"specsched {args.command}: interrupted; finished files are kept", file=sys.stderr)
-        return 130
+    except MemoryError as exc:
+        say(f"{prog}: error: out of memory{f' ({exc})' if str(exc) else ''}; use smaller "
+            "chunks or batches (--chunk-size, --batch-size) or a smaller input")
+        return EXIT_RESOURCES
 
+
+def main(argv=None) -> int:
+    """Entry point of the ``specsched`` console script; returns the exit code."""
+    stdout_reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if stdout_reconfigure is not None and getattr(sys.stdout, "errors", "") == "strict":
+        stdout_reconfigure(errors="surrogateescape")  # print undecodable file names as given
+    prog = ["specsched"]
+    with termination_raises(prog):
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit:
+                sys.stdout.flush()  # `specsched --help | head -1`
+                raise
+            prog[0] = f"specsched {args.command}"
+            return _run(args)
+        except BrokenPipeError:
+            silence_stdout()
+            return EXIT_BROKEN_PIPE
+        except (SystemExit, Exception) as exc:
+            if isinstance(exc, SystemExit) or interruption(exc) is None:
+                raise
+            interrupt = interruption(exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C; Interrupted for SIGTERM and SIGHUP
+            interrupt = exc
+    say(f"{prog[0]}: interrupted ({signal_name(interrupt)}); finished files are kept")
+    return exit_code(interrupt)

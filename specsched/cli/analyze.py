@@ -7,7 +7,15 @@ command line and prints the headline numbers.
 from __future__ import annotations
 
 from specsched.analysis.report import analyze
-from specsched.cli.common import add_source_args, positive_float, positive_int, source_options
+from specsched.cli.common import (
+    add_source_args,
+    check_steps_fit_training_grid,
+    positive_float,
+    positive_int,
+    source_options,
+)
+from specsched.fileio import check_output_folder
+from specsched.schedules import TRAINING_FAMILIES
 
 
 def add_parser(sub):
@@ -21,10 +29,11 @@ def add_parser(sub):
                    help="samples (as `specsched spectrum`) or eigenvalues only (cifar10, "
                    "spectrum .npz, 1-D .npy)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--steps", type=int, nargs="+", default=[10, 20],
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20],
                    help="step counts of the optimised schedules (default 10 20)")
-    p.add_argument("--schedule", default="linear",
-                   help="training schedule of the SNR heatmap (default linear)")
+    p.add_argument("--schedule", choices=list(TRAINING_FAMILIES), default="linear",
+                   metavar="NAME", help="training schedule of the SNR heatmap: "
+                   f"{', '.join(TRAINING_FAMILIES)} (default linear)")
     p.add_argument("--tau", type=positive_float, default=1.0,
                    help="SNR threshold of f_max, > 0 (default 1)")
     p.add_argument("--bands", type=positive_int, default=8,
@@ -37,6 +46,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     """Run :func:`analyze` from parsed arguments; print the headline numbers; exit code."""
+    check_steps_fit_training_grid(args.steps)
+    check_output_folder(args.out)
     s = analyze(args.src, args.out, steps=args.steps, schedule=args.schedule, tau=args.tau,
                 n_bands=args.bands, chunk_size=args.chunk_size, force=args.force,
                 source_options=source_options(args))

@@ -1,50 +1,146 @@
 """What the subcommands share: argparse converters, option groups and argument resolution.
 
 The converters raise :class:`argparse.ArgumentTypeError`, so argparse prints
-``specsched CMD: error: argument --NAME: <message>`` and exits 2. Nothing outside
-:mod:`specsched.cli` imports this module: the library takes plain values.
+``specsched CMD: error: argument --NAME: <message>`` and exits 2. Each accepts exactly the
+values that can work: finite numbers in their range, integers up to a stated limit (a
+number too large to run, such as ``--maxiter 10**100``, is refused, not passed on to a
+solver that overflows). Nothing outside :mod:`specsched.cli` imports this module: the
+library takes plain values.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
+
+from specsched.errors import InputError
 
 EXIT_INPUT = 2
 EXIT_NOT_CONVERGED = 3
+#: The machine failed the command: disk full, a file-size limit, an I/O error, out of memory.
+EXIT_RESOURCES = 4
+
+#: The flag of each library parameter that a command passes on as it is: a library error
+#: about ``param`` (:class:`~specsched.errors.InputError`) is shown with the flag instead.
+PARAM_FLAGS = {"ab_min": "--ab-min", "ab_max": "--ab-max", "delta": "--delta",
+               "maxiter": "--maxiter", "num_steps": "--steps", "steps": "--steps"}
+#: Largest ``--maxiter``: SciPy's solvers take a C int, and a million iterations of a start
+#: (each at least one loss evaluation) is already hours.
+MAX_ITERATIONS = 1_000_000
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (a file name may hold
+    them), so that a message stays one line."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
+def error_message(exc: Exception) -> str:
+    """The one-line message of a refusal, naming the flag where the library names a parameter
+    (:data:`PARAM_FLAGS`)."""
+    text = str(exc)
+    param = getattr(exc, "param", None)
+    if param in PARAM_FLAGS and text.startswith(f"{param}:"):
+        text = PARAM_FLAGS[param] + text[len(param):]
+    return one_line(text)
+
+
+def _integer(text: str, expected: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # also more than 4300 digits
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _number(text: str, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    value = _integer(text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (a seed)."""
+    value = _integer(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def iteration_limit(text: str) -> int:
+    """An integer in [1, :data:`MAX_ITERATIONS`]."""
+    expected = f"an integer in [1, {MAX_ITERATIONS}]"
+    value = _integer(text, expected)
+    if not 1 <= value <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0.0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    value = _number(text, "a finite number > 0")
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (a margin)."""
+    value = _number(text, "a finite number >= 0")
+    if value < 0.0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value:g}")
     return value
 
 
 def unit_interval(text: str) -> float:
     """A number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text, "a number in [0, 1]")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value:g}")
     return value
+
+
+def open_unit_interval(text: str) -> float:
+    """A number strictly between 0 and 1 (a level of alphas_cumprod)."""
+    value = _number(text, "a number in the open interval (0, 1)")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in the open interval (0, 1), got {value!r}")
+    return value
+
+
+_HOST = r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])"
+_DASK_ADDRESS = re.compile(rf"^(?:(?P<scheme>[a-z]+)://)?(?P<host>{_HOST}):(?P<port>[0-9]+)$")
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def dask_address(text: str) -> str:
+    """A dask scheduler address ``[tcp|tls|ucx|ws|wss://]HOST:PORT`` (port 1-65535), or
+    ``local`` for a local cluster; checked for its form before any connection is tried."""
+    if text == "local":
+        return text
+    m = _DASK_ADDRESS.match(text)
+    expected = (f"a scheduler address [{'|'.join(DASK_SCHEMES)}://]HOST:PORT, e.g. "
+                "tcp://127.0.0.1:8786, or 'local'")
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    if m["scheme"] is not None and m["scheme"] not in DASK_SCHEMES:
+        raise argparse.ArgumentTypeError(f"unknown protocol {m['scheme']!r}; expected {expected}")
+    if not 1 <= int(m["port"]) <= 65535:
+        raise argparse.ArgumentTypeError(f"port {int(m['port'])} in {text!r} is not in 1-65535")
+    return text
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -75,6 +171,21 @@ def add_source_args(p):
                    help="audio: samples per frame, one frame = one sample (default 16384)")
 
 
+def add_bounds_args(p):
+    """``--ab-min``, ``--ab-max``, ``--delta`` and ``--maxiter`` of the optimiser."""
+    from specsched.optimize import AB_MAX, AB_MIN, DELTA
+
+    p.add_argument("--ab-min", type=open_unit_interval, default=AB_MIN,
+                   help=f"lower bound on alphas_cumprod, in (0, 1) (default {AB_MIN:.4g})")
+    p.add_argument("--ab-max", type=open_unit_interval, default=AB_MAX,
+                   help=f"upper bound on alphas_cumprod, in (--ab-min, 1) (default {AB_MAX:.6g})")
+    p.add_argument("--delta", type=nonnegative_float, default=DELTA,
+                   help=f"monotonicity margin ab_s - ab_(s+1) >= delta (default {DELTA:g})")
+    p.add_argument("--maxiter", type=iteration_limit, default=1000,
+                   help=f"iteration limit of each optimiser start, at most {MAX_ITERATIONS} "
+                   "(default 1000)")
+
+
 def source_options(args) -> dict:
     """The :func:`specsched.data.sources.open_source` options given on the command line."""
     opts = {}
@@ -98,14 +209,29 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 def check_steps_fit_training_grid(steps) -> None:
     """Refuse step counts above T = 1000 before any work (baselines live on that grid)."""
-    from specsched.errors import InputError
-
     too_many = [S for S in steps if S > NUM_TRAIN_TIMESTEPS]
     if too_many:
         raise InputError(
             f"--steps: {max(too_many)} sampling steps do not fit on a training grid of "
             f"T = {NUM_TRAIN_TIMESTEPS} timesteps; expected integers in [1, {NUM_TRAIN_TIMESTEPS}]"
         )
+
+
+def add_data_args(p):
+    """``--data`` or ``--spectrum``: where the spectrum comes from; the help lists every
+    built-in name the loaders take."""
+    from specsched.data import BUILTIN_DATASETS, DEFAULT_DATASET
+    from specsched.data.sources import SYSTEM_DATASETS
+
+    samples = [n for n in (*BUILTIN_DATASETS, *SYSTEM_DATASETS) if n != "cifar10"]
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="SRC",
+                     help="samples: .npy/.npz array (N, ...), image folder, IDX file, CIFAR-10 "
+                     "batch folder, audio folder, or a built-in dataset "
+                     f"({', '.join(samples)}); default: {DEFAULT_DATASET}")
+    src.add_argument("--spectrum", metavar="SRC",
+                     help="spectrum .npz, 1-D .npy of eigenvalues, samples (as --data), or a "
+                     f"built-in name ({', '.join((*BUILTIN_DATASETS, *SYSTEM_DATASETS))})")
 
 
 def spectrum_from_args(args):
@@ -152,7 +278,6 @@ def add_sampler_args(p, choices, default="ddim"):
 
 def resolve_sampler(sampler, param):
     """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``."""
-    from specsched.errors import InputError
     from specsched.theory import get_sampler
 
     if param == "ve" and sampler in ("ddim", "ddpm"):

@@ -202,7 +202,7 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
     from specsched.theory import evaluate_schedule, get_sampler, resolve_eta
 
     if args.schedule is None:
-        raise InputError(f"--schedule: required with the discrete sampler {sampler!r}")
+        raise InputError(f"--schedule: required with the discrete sampler {sampler or 'ddim'!r}")
     extra = {}
     if args.schedule in BASELINES:
         if args.levels is not None:

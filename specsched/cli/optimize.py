@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from specsched.cli.common import (
     EXIT_NOT_CONVERGED,
+    add_bounds_args,
+    add_data_args,
     add_sampler_args,
     add_source_args,
     check_steps_fit_training_grid,
@@ -15,12 +16,11 @@ from specsched.cli.common import (
     resolve_sampler,
     spectrum_from_args,
 )
-from specsched.errors import InputError
 
 
 def add_parser(sub):
     """Register the ``optimize`` subcommand on an argparse subparsers object."""
-    from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS
+    from specsched.optimize import METHODS
     from specsched.schedules import SPACINGS
     from specsched.theory import LOSSES, SAMPLERS
 
@@ -28,12 +28,7 @@ def add_parser(sub):
     p = sub.add_parser("optimize", help="optimise schedules for a dataset's spectrum",
                        description="Optimise a monotone alphas_cumprod schedule per step "
                        "count and write schedule JSON files, a CSV summary and a plot.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="SRC",
-                     help="samples: .npy/.npz array (N, ...), image folder, or a built-in "
-                     "dataset (natural-patches, digits); default: natural-patches")
-    src.add_argument("--spectrum", metavar="SRC",
-                     help="spectrum .npz, 1-D .npy of eigenvalues, or a built-in name (cifar10)")
+    add_data_args(p)
     p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 50],
                    help="numbers of sampling steps (default: 10 20 50)")
     add_sampler_args(p, discrete)
@@ -46,14 +41,7 @@ def add_parser(sub):
                    "slsqp (the paper's SLSQP on alphas_cumprod), slsqp-logsnr, lbfgs-logsnr")
     p.add_argument("--spacing", choices=list(SPACINGS), nargs="+", default=["linspace"],
                    help="spacings at which baselines are reported (default linspace)")
-    p.add_argument("--ab-min", type=float, default=AB_MIN,
-                   help=f"lower bound on alphas_cumprod (default {AB_MIN:.4g})")
-    p.add_argument("--ab-max", type=float, default=AB_MAX,
-                   help=f"upper bound on alphas_cumprod (default {AB_MAX:.6g})")
-    p.add_argument("--delta", type=float, default=DELTA,
-                   help=f"monotonicity margin ab_s - ab_(s+1) >= delta (default {DELTA:g})")
-    p.add_argument("--maxiter", type=positive_int, default=1000,
-                   help="iteration limit of each optimiser start (default 1000)")
+    add_bounds_args(p)
     p.add_argument("--out", default="specsched-out", metavar="DIR",
                    help="output folder (default ./specsched-out)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -67,8 +55,8 @@ def run(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from specsched.fileio import atomic_write, check_writable
-    from specsched.optimize import check_problem, optimize_schedule
+    from specsched.fileio import atomic_write, check_output_folder, check_writable
+    from specsched.optimize import check_bounds, optimize_schedule
     from specsched.plots import plot_schedules
     from specsched.schedules import Schedule, baseline_alphas_cumprod
     from specsched.theory import get_sampler, resolve_eta
@@ -77,16 +65,13 @@ def run(args) -> int:
     eta = resolve_eta(sampler, args.eta)
     steps = sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a folder")
+    check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)
+    out = check_output_folder(args.out)
     tag = sampler + (f"-eta{eta:g}" if sampler == "ddim" and eta else "")
     names = {S: out / f"schedule_{tag}_{args.loss}_S{S}.json" for S in steps}
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
     for path in [*names.values(), csv_path, png_path]:  # refuse before any work is done
         check_writable(path, args.force)
-    for S in steps:  # bounds before the data are read
-        check_problem(S, args.loss, args.ab_min, args.ab_max, args.delta, args.method)
 
     spectrum = spectrum_from_args(args)
     print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "
@@ -133,7 +118,7 @@ def run(args) -> int:
     print(f"wrote {len(names)} schedule file(s), {csv_path.name} and {png_path.name} to {out}/")
     if failed:
         for S, msg in failed:
-            print(f"specsched: optimisation did not converge for S = {S}: {msg} "
+            print(f"specsched optimize: optimisation did not converge for S = {S}: {msg} "
                   f"(its file records success: false)", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return 0

@@ -10,8 +10,22 @@ prints one JSON object comparing the empirical W2 of the samples with the closed
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+from pathlib import Path
 
-from specsched.cli.common import add_source_args, positive_int, spectrum_from_args
+from specsched.cli.common import (
+    add_source_args,
+    nonnegative_int,
+    positive_int,
+    spectrum_from_args,
+    unit_interval,
+)
+from specsched.errors import InputError
+
+#: Arrays of one batch alive at once while sampling (state, denoised estimate, noise, step).
+BATCH_ARRAYS = 4
 
 
 def add_parser(sub):
@@ -25,11 +39,13 @@ def add_parser(sub):
     p.add_argument("--spectrum", required=True, metavar="SRC",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
     p.add_argument("--n", type=positive_int, required=True, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of numpy's default_rng")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of numpy's default_rng, an integer >= 0 (default 0)")
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
     p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=None,
                    help="default: the schedule file's sampler if it is one of these, else ddim")
-    p.add_argument("--eta", type=float, default=None, help="DDIM-eta (with --sampler ddim)")
+    p.add_argument("--eta", type=unit_interval, default=None,
+                   help="DDIM-eta in [0, 1] (with --sampler ddim)")
     p.add_argument("--batch-size", type=positive_int, default=1024,
                    help="samples per batch (memory bound; default 1024)")
     p.add_argument("--report", action="store_true",
@@ -46,6 +62,41 @@ def _write_npy_header(fh, shape):
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f8")),
               "fortran_order": False, "shape": tuple(shape)}
     np.lib.format.write_array_header_2_0(fh, header)
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free space of the file system that will hold ``path`` (its nearest existing folder)."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_sizes(n: int, batch_size: int, shape, out) -> None:
+    """Refuse, before any work, a ``--n`` whose file cannot fit on the disk and a
+    ``--batch-size`` whose arrays cannot fit in memory (float64)."""
+    d = math.prod(shape)
+    need, free = 8 * n * d, _free_bytes(Path(out))
+    if free is not None and need > free:
+        raise InputError(f"--n: {n} samples of shape {tuple(shape)} take {need / 2**30:.3g} GiB "
+                         f"as float64, and the folder of {out} has {free / 2**30:.3g} GiB free; "
+                         "lower --n or choose another --out")
+    batch = BATCH_ARRAYS * 8 * min(n, batch_size) * d
+    memory = _physical_memory()
+    if memory is not None and batch > memory:
+        raise InputError(f"--batch-size: batches of {min(n, batch_size)} samples of shape "
+                         f"{tuple(shape)} need about {batch / 2**30:.3g} GiB, and this machine "
+                         f"has {memory / 2**30:.3g} GiB of memory; lower --batch-size")
 
 
 def run(args) -> int:
@@ -70,6 +121,7 @@ def run(args) -> int:
     den = WienerDenoiser.from_spectrum(spectrum)
     pixel = spectrum.eigenvectors is not None
     shape = spectrum.sample_shape if pixel and spectrum.sample_shape else (spectrum.dimension,)
+    check_sizes(args.n, args.batch_size, shape, args.out)
     moments = RunningMoments()
     rng = np.random.default_rng(args.seed)
     with atomic_write(args.out, force=args.force, mode="wb") as fh:

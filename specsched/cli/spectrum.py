@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specsched.cli.common import add_source_args, positive_int, source_options
+from specsched.cli.common import add_source_args, dask_address, positive_int, source_options
 
 
 def add_parser(sub):
@@ -24,7 +24,7 @@ def add_parser(sub):
                    help="exact eigenpairs of --method pca")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="accumulate on the CPU or on a GPU with CuPy")
-    p.add_argument("--dask", nargs="?", const=True, default=None, metavar="ADDR",
+    p.add_argument("--dask", nargs="?", const=True, default=None, metavar="ADDR", type=dask_address,
                    help="accumulate on a dask cluster: a scheduler address, or none for a "
                    "local 2-worker cluster")
     add_source_args(p)

@@ -6,26 +6,30 @@ killed at any point resumes where it stopped; the table and plot are written at 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from concurrent.futures.process import BrokenProcessPool
 
 from specsched.cli.common import (
+    add_bounds_args,
+    add_data_args,
     add_source_args,
     check_steps_fit_training_grid,
     positive_int,
     spectrum_from_args,
 )
-from specsched.errors import InputError
-from specsched.optimize import check_problem
+from specsched.cli.pool import run_in_worker, stop_workers, worker_count, worker_pool
+from specsched.errors import InputError, OutputExistsError, ResourceError
 from specsched.optimize.sweep import (
     MANIFEST_FORMAT,
     cell_name,
     load_cells,
     plot_sweep,
+    read_json,
     run_chain,
+    stale_temporaries,
+    sweep_files,
     sweep_rows,
     wait_any,
 )
@@ -33,16 +37,14 @@ from specsched.optimize.sweep import (
 
 def add_parser(sub):
     """Register the ``sweep`` subcommand."""
-    from specsched.optimize import AB_MAX, AB_MIN, DELTA, METHODS, STARTS
+    from specsched.optimize import METHODS, STARTS
     from specsched.schedules import BASELINES, SPACINGS
     from specsched.theory import LOSSES, SAMPLERS
 
     p = sub.add_parser("sweep", help="optimise and compare schedules over step counts",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="SRC", help="samples (as for optimize)")
-    src.add_argument("--spectrum", metavar="SRC", help="spectrum (as for optimize)")
-    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    add_data_args(p)
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[5, 10, 20, 50, 100])
     p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=["ddim", "ddpm"],
                    metavar="SAMPLER", help=f"discrete samplers ({', '.join(SAMPLERS)})")
     p.add_argument("--schedules", nargs="+", choices=list(BASELINES), default=list(BASELINES),
@@ -52,22 +54,78 @@ def add_parser(sub):
     p.add_argument("--spacing", nargs="+", choices=list(SPACINGS), default=["linspace"])
     p.add_argument("--init", choices=["normal", "marginal"], default="normal")
     p.add_argument("--method", choices=list(METHODS), default="auto")
-    p.add_argument("--ab-min", type=float, default=AB_MIN)
-    p.add_argument("--ab-max", type=float, default=AB_MAX)
-    p.add_argument("--delta", type=float, default=DELTA)
-    p.add_argument("--maxiter", type=positive_int, default=1000)
+    add_bounds_args(p)
     p.add_argument("--starts", nargs="+", choices=list(BASELINES), default=list(STARTS),
                    metavar="NAME", help="baseline starts of each optimisation, besides the "
                    "warm start from the previous step count (default: "
                    f"{' '.join(STARTS)})")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="parallel worker processes (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                   help="worker processes, at most one per (sampler, loss) chain and per "
+                   "available core (default: as many as there are cores)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--force", action="store_true",
-                   help="discard the finished cells of an earlier sweep in DIR and start over")
+                   help="discard the files of an earlier sweep in DIR (only those: cells, "
+                   "schedules, sweep.csv/png/json) and start over")
     add_source_args(p)
     p.set_defaults(run=run)
     return p
+
+
+def _prepare_folder(out, manifest, force):
+    """Check ``out`` against the manifest; with ``force`` delete an earlier sweep's files."""
+    manifest_path = out / "sweep.json"
+    if manifest_path.exists() and not force:
+        try:
+            old = read_json(manifest_path)
+        except InputError as exc:  # unreadable, truncated, nested too deeply, ...
+            raise InputError(f"{exc}: an unreadable sweep manifest; use --force to start "
+                             "over") from None
+        if old != json.loads(json.dumps(manifest)):
+            raise InputError(
+                f"{out}: holds a sweep of another spectrum or options ({manifest_path}); "
+                "use another --out, or --force to discard it and start over"
+            )
+    elif not force:  # a new sweep: never overwrite files it did not write
+        earlier = [p for p in sweep_files(out) if p != manifest_path]
+        if earlier:
+            raise OutputExistsError(
+                f"{earlier[0]}: output file exists already, and no {manifest_path.name} says "
+                "which sweep wrote it; pass --force to overwrite it (and the files of a sweep "
+                "in this folder), or use another --out")
+    if force:
+        for path in sweep_files(out):
+            path.unlink()
+    for stale in stale_temporaries(out):  # a run killed while writing
+        stale.unlink()
+
+
+def _run_chains(jobs, processes, cores, progress):
+    """Run the chains, in this process or on ``processes`` workers; stop them on any error."""
+    if processes == 1:
+        for job in jobs:
+            run_chain(job)
+            progress()
+        return
+    pool = worker_pool(processes, cores)
+    try:
+        futures = {pool.submit(run_in_worker, run_chain, job) for job in jobs}
+        while futures:
+            finished = {f for f in futures if f.done()}
+            for f in finished:
+                try:
+                    f.result()  # re-raise a worker's error
+                except BrokenProcessPool:
+                    raise ResourceError(
+                        "a worker process ended abruptly (killed, or out of memory?); the "
+                        "finished cells are kept: run the same sweep again to resume") from None
+            futures -= finished
+            progress()
+            if futures:
+                wait_any(futures, timeout=1.0)
+    except BaseException:  # Ctrl-C, SIGTERM, a worker's error: no worker outlives the sweep
+        stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run(args) -> int:
@@ -75,19 +133,12 @@ def run(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from specsched.fileio import atomic_write
+    from specsched.fileio import atomic_write, check_output_folder
+    from specsched.optimize import check_bounds
 
-    if any(s < 1 for s in args.steps):
-        raise InputError(f"--steps: expected integers >= 1, got {args.steps}")
     check_steps_fit_training_grid(args.steps)
-    if args.jobs < 1:
-        raise InputError(f"--jobs: expected an integer >= 1, got {args.jobs}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a folder")
-    for S in args.steps:  # bounds before the data are read
-        for loss in args.losses:
-            check_problem(S, loss, args.ab_min, args.ab_max, args.delta, args.method)
+    check_bounds(max(args.steps), args.ab_min, args.ab_max, args.delta)
+    out = check_output_folder(args.out)
     spectrum = spectrum_from_args(args)
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,
@@ -98,27 +149,15 @@ def run(args) -> int:
                 "options": options}
     options = {**options, "starts": list(args.starts)}
     cell_dir, sched_dir = out / "cells", out / "schedules"
-    manifest_path = out / "sweep.json"
-    if manifest_path.exists() and not args.force:
-        try:
-            old = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{manifest_path}: unreadable sweep manifest ({exc}); "
-                             "use --force to start over") from exc
-        if old != json.loads(json.dumps(manifest)):
-            raise InputError(
-                f"{out}: holds a sweep of another spectrum or options ({manifest_path}); "
-                "use another --out, or --force to discard it and start over"
-            )
-    if args.force:
-        for path in [*cell_dir.glob("*.json"), *sched_dir.glob("*.json")]:
-            path.unlink()
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    sched_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*cell_dir.glob(".*.tmp"), *sched_dir.glob(".*.tmp"), *out.glob(".*.tmp")]:
-        stale.unlink()  # temporary files of a run that was killed while writing
-    with atomic_write(manifest_path, force=True) as fh:
+    _prepare_folder(out, manifest, args.force)
+    with atomic_write(out / "sweep.json", force=True) as fh:  # creates out/ too
         json.dump(manifest, fh, indent=2)
+    for folder in (cell_dir, sched_dir):
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot create the folder ({exc.strerror}); "
+                             "choose another --out") from None
 
     wanted = [(S, smp, loss) for S in sorted(set(args.steps)) for smp in args.samplers
               for loss in args.losses]
@@ -132,9 +171,11 @@ def run(args) -> int:
              spectrum.provenance())
             for (smp, loss), steps in chains.items()
             if any(cell_name(S, smp, loss) not in done for S in steps)]
+    processes, cores = worker_count(args.jobs, len(jobs))
+    jobs_text = f"--jobs {args.jobs}, " if args.jobs is not None else ""
     print(f"sweep of {spectrum.source}: {len(wanted)} cells, {len(wanted) - len(todo)} "
-          f"already done, {len(todo)} to run in {len(jobs)} chain(s) on "
-          f"{max(1, min(args.jobs, len(jobs)))} process(es)")
+          f"already done, {len(todo)} to run: {len(jobs)} chain(s) on {processes} "
+          f"process(es) ({jobs_text}{cores} core(s))")
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc="cells", unit="cell",
                disable=None)
 
@@ -144,23 +185,12 @@ def run(args) -> int:
         bar.refresh()
 
     try:
-        if args.jobs == 1 or len(jobs) <= 1:
-            for job in jobs:
-                run_chain(job)
-                progress()
-        else:
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                futures = {pool.submit(run_chain, job) for job in jobs}
-                while futures:
-                    finished = {f for f in futures if f.done()}
-                    for f in finished:
-                        f.result()  # re-raise a worker's error
-                    futures -= finished
-                    progress()
-                    if futures:
-                        wait_any(futures, timeout=1.0)
+        _run_chains(jobs, processes, cores, progress)
     finally:
         bar.close()
+        for stale in stale_temporaries(out):  # a stopped worker's, should it have left one
+            with contextlib.suppress(OSError):
+                stale.unlink()
     done = load_cells(cell_dir)
 
     cells = [done[cell_name(*c)] for c in wanted]
@@ -169,7 +199,7 @@ def run(args) -> int:
         fh.write(f"# specsched sweep {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['sweep'] else ''}"
                  .rstrip() + "\n")
         table.to_csv(fh, index=False, float_format="%.10g")
-    plot_sweep(table, out / "sweep.png")
+    plot_sweep(table, out / "sweep.png", force=True)
     failed = [c for c in cells if not c["success"]]
     print(f"wrote {out / 'sweep.csv'} ({len(table)} rows), {out / 'sweep.png'} and "
           f"{len(cells)} schedule files in {sched_dir}/")

@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from specsched.errors import InputError
 from specsched.schedules import (
+    TRAINING_FAMILIES,
     baseline_alphas_cumprod,
     karras_alphas_cumprod,
     logsnr_from_alphas_cumprod,
@@ -93,6 +94,11 @@ QUADRATURE_MIN_DIM = 20_000
 QUADRATURE_BINS = 512
 #: Multi-start stops when two converged starts agree to this relative tolerance.
 AGREE_RTOL = 1e-9
+#: Largest ``maxiter``: SciPy's SLSQP and L-BFGS-B take it as a C int.
+MAX_ITER = 2**31 - 1
+#: Training grid T of the baselines (and starts) on a discrete-time grid (docs/theory.md
+#: section 1): at most this many steps when they are reported or used.
+TRAINING_GRID = 1000
 
 
 @dataclass(frozen=True)
@@ -195,33 +201,61 @@ def project_feasible(alphas_cumprod, ab_min=AB_MIN, ab_max=AB_MAX, delta=DELTA):
     return ab
 
 
-def check_problem(num_steps, loss, ab_min, ab_max, delta, method):
-    """Refuse an optimisation problem that cannot be posed (cheap: call before loading data).
+def check_bounds(num_steps: int, ab_min: float, ab_max: float, delta: float) -> None:
+    """Check the bounds and margin of the optimisation problem before any work.
+
+    Parameters
+    ----------
+    num_steps : int
+        The largest number of steps S that will be optimised (feasibility needs
+        ``ab_max - ab_min >= (S - 1) delta``).
+    ab_min, ab_max : float
+        Bounds on every level of ``alphas_cumprod``: ``0 < ab_min < ab_max < 1``.
+    delta : float
+        Monotonicity margin ``ab_s - ab_{s+1} >= delta``: finite, ``>= 0``.
 
     Raises
     ------
     InputError
-        Naming the argument: steps < 1, unknown loss or method, bounds outside
-        ``0 < ab_min < ab_max < 1``, ``delta < 0`` or NaN, or ``num_steps`` levels with
-        margin ``delta`` that do not fit between the bounds.
+        Naming the parameter at fault in ``param`` (``ab_min``, ``ab_max`` or ``delta``) and
+        in the message's first word, which names no other parameter: the command line shows
+        the flag (``--ab-min``, ``--ab-max``, ``--delta``) instead.
     """
+    for name, value in (("ab_min", ab_min), ("ab_max", ab_max)):
+        if not (isinstance(value, (int, float, np.floating, np.integer))
+                and 0.0 < value < 1.0):
+            raise InputError(f"{name}: expected a level of alphas_cumprod in the open interval "
+                             f"(0, 1), got {value!r}", param=name)
+    if not ab_min < ab_max:
+        raise InputError(f"ab_max: expected a level above the lower bound ({float(ab_min)!r}), "
+                         f"got {float(ab_max)!r}", param="ab_max")
+    if not (isinstance(delta, (int, float, np.floating, np.integer)) and 0.0 <= delta < np.inf):
+        raise InputError(f"delta: expected a finite margin >= 0, got {delta!r}", param="delta")
+    if ab_max - ab_min < (num_steps - 1) * delta:
+        room = int((ab_max - ab_min) // delta) + 1
+        raise InputError(
+            f"delta: {num_steps} steps with a margin of {float(delta)!r} do not fit between "
+            f"the bounds [{float(ab_min)!r}, {float(ab_max)!r}] (room for {room} at most); "
+            "lower the margin or widen the bounds", param="delta"
+        )
+
+
+def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings):
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
+        raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}", param="steps")
+    if num_steps > TRAINING_GRID and (spacings or set(starts) & set(TRAINING_FAMILIES)):
+        raise InputError(
+            f"steps: {num_steps} sampling steps do not fit on the training grid of T = "
+            f"{TRAINING_GRID} timesteps of the baselines and starts; expected an integer in "
+            f"[1, {TRAINING_GRID}]", param="steps")
     if loss not in LOSSES:
         raise InputError(f"loss: expected one of {LOSSES}, got {loss!r}")
     if method not in METHODS:
         raise InputError(f"method: expected one of {METHODS}, got {method!r}")
-    if not (0.0 < ab_min < ab_max < 1.0):
-        raise InputError(
-            f"bounds: expected 0 < ab_min < ab_max < 1, got ab_min={ab_min}, ab_max={ab_max}"
-        )
-    if not delta >= 0.0:
-        raise InputError(f"delta: expected a margin >= 0, got {delta}")
-    if ab_max - ab_min < (num_steps - 1) * delta:
-        raise InputError(
-            f"bounds: {num_steps} steps with margin delta={delta} do not fit in "
-            f"[{ab_min}, {ab_max}]; widen the bounds or lower delta"
-        )
+    if not isinstance(maxiter, (int, np.integer)) or not 1 <= maxiter <= MAX_ITER:
+        raise InputError(f"maxiter: expected an integer in [1, {MAX_ITER}], got {maxiter!r}",
+                         param="maxiter")
+    check_bounds(num_steps, ab_min, ab_max, delta)
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
@@ -474,15 +508,16 @@ def optimize_schedule(
     Raises
     ------
     InputError
-        Invalid ``num_steps``, ``loss``, ``method``, ``sampler``, ``eta``, or infeasible
-        bounds.
+        Invalid ``num_steps``, ``loss``, ``method``, ``sampler``, ``eta`` or ``maxiter``,
+        bounds or margin out of range or infeasible (:func:`check_bounds`), or an optimum
+        that merges two steps (``delta = 0`` only).
 
     Notes
     -----
     Benita, Elad, Keshet (2025), "Spectral Analysis of Diffusion Models with Application to
     Schedule Design"; docs/theory.md section 5.
     """
-    check_problem(num_steps, loss, ab_min, ab_max, delta, method)
+    _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings)
     if method == "auto" and num_steps > AUTO_SLSQP_MAX_STEPS and x0 is None and starts:
         # coarse to fine: L-BFGS crawls from a cold start at large S (1000 iterations at
         # S = 1000); from the optimum at S/10 resampled it converges in a few hundred
@@ -548,11 +583,10 @@ def _check_result_levels(x, ab_min, ab_max, delta):
     if same.size:
         i = int(same[0]) + 1
         raise InputError(
-            f"delta: the optimum within [ab_min, ab_max] = [{float(ab_min)!r}, "
-            f"{float(ab_max)!r}] with margin delta = {delta:g} merges steps {i} and {i + 1} "
+            f"delta: with a margin of {delta:g} the optimum within the bounds "
+            f"[{float(ab_min)!r}, {float(ab_max)!r}] merges steps {i} and {i + 1} "
             f"(alphas_cumprod = {float(x[i - 1])!r}); a schedule needs strictly decreasing "
-            "levels: pass delta > 0 "
-            f"(default {DELTA:g}) or widen the bounds"
+            f"levels: pass a margin > 0 (default {DELTA:g}) or widen the bounds", param="delta"
         )
 
 

@@ -6,9 +6,11 @@ A sweep is a grid of *cells* (steps S, sampler, loss). Each cell optimises one s
 to ``OUT/schedules/``. The cells of one (sampler, loss) form a chain over increasing S, each
 warm-started from the previous optimum (:func:`specsched.optimize.warm_start`); chains run
 in parallel on ``--jobs`` processes. An interrupted sweep
-(Ctrl-C, ``kill -9``) resumes where it stopped: finished cells are read back, not redone.
-``OUT/sweep.json`` records the configuration that the cells depend on; a sweep into a
-folder of another configuration is refused (``--force`` starts over).
+(Ctrl-C, ``kill -9``) resumes where it stopped: finished cells are read back, not redone; a
+cell file that is unreadable, malformed or not of this cell is redone. ``OUT/sweep.json``
+records the configuration that the cells depend on; a sweep into a folder of another
+configuration is refused (``--force`` starts over, deleting only the files a sweep writes:
+:func:`sweep_files`).
 
 Outputs: ``OUT/sweep.csv``, one row per (steps, sampler, schedule, loss) with the schedule's
 W2, KL(gen || data) and KL(data || gen), its value of ``loss`` and the optimised schedule's
@@ -18,15 +20,60 @@ per schedule. Both are derived from the cells and rewritten by every run.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as _wait
 from pathlib import Path
 
 import numpy as np
 
+from specsched.errors import InputError
+from specsched.fileio import temporary_files
+
 CELL_FORMAT = "specsched.sweep-cell"
 MANIFEST_FORMAT = "specsched.sweep"
+SCHEDULE_FORMAT = "specsched.schedule"
+#: Names of the files a sweep writes, per folder (relative to OUT): what ``--force`` may
+#: delete, and whose temporary files a new run removes.
+CELL_RE = re.compile(
+    r"^S(?P<steps>[0-9]{4,})_(?P<sampler>[a-z0-9-]+)_(?P<loss>[a-z0-9-]+)\.json$")
+SCHEDULE_RE = re.compile(r"^schedule_[a-z0-9-]+_[a-z0-9-]+_S[0-9]+\.json$")
+TABLE_NAMES = ("sweep.json", "sweep.csv", "sweep.png")
+
+_NUMBER = {"type": "number"}
+_LOSSES = {"type": "object", "required": ["w2", "kl", "kl_data_gen"],
+           "properties": {"w2": _NUMBER, "kl": _NUMBER, "kl_data_gen": _NUMBER}}
+#: What :func:`read_cell` accepts (besides steps/sampler/loss matching the file name).
+CELL_SCHEMA = {
+    "type": "object",
+    "required": ["format", "steps", "sampler", "eta", "loss", "success", "optimized",
+                 "optimizer", "baselines"],
+    "properties": {
+        "format": {"const": CELL_FORMAT},
+        "steps": {"type": "integer", "minimum": 1},
+        "sampler": {"type": "string"}, "loss": {"type": "string"},
+        "eta": {"type": ["number", "null"]},
+        "success": {"type": "boolean"},
+        "optimized": {
+            "type": "object", "required": ["alphas_cumprod", "w2", "kl", "kl_data_gen", "value"],
+            "properties": {
+                "alphas_cumprod": {"type": "array", "minItems": 1,
+                                   "items": {"type": "number", "exclusiveMinimum": 0,
+                                             "exclusiveMaximum": 1}},
+                "w2": _NUMBER, "kl": _NUMBER, "kl_data_gen": _NUMBER, "value": _NUMBER}},
+        "optimizer": {"type": "object"},
+        "baselines": {"type": "object", "additionalProperties": _LOSSES},
+    },
+}
+
+
+@functools.cache
+def _cell_validator():
+    import jsonschema  # deferred, as in specsched.schedules: `specsched --help` stays light
+
+    return jsonschema.Draft202012Validator(CELL_SCHEMA)
 
 
 def cell_name(steps: int, sampler: str, loss: str) -> str:
@@ -176,19 +223,84 @@ def wait_any(futures, timeout):
     _wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
 
 
-def read_cell(path: Path) -> dict | None:
-    """A finished cell's record, or None (absent, or unreadable: then it is redone)."""
+def read_json(path: Path):
+    """The JSON value in ``path``; InputError naming the file if it cannot be read or parsed
+    (truncated, not UTF-8, NaN literals, nested too deeply for the parser)."""
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not a finite number")
+
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # json.JSONDecodeError, NaN/Infinity
+        raise InputError(f"{path}: invalid JSON ({exc})") from None
+
+
+def read_cell(path: Path) -> dict | None:
+    """A finished cell's record, or None: absent, unreadable, malformed (:data:`CELL_SCHEMA`),
+    or not the cell its name says. Such a cell is redone."""
+    try:
+        record = read_json(path)
+    except InputError:
         return None
-    return record if record.get("format") == CELL_FORMAT else None
+    m = CELL_RE.match(path.name)
+    if m is None or next(_cell_validator().iter_errors(record), None) is not None:
+        return None
+    ab = record["optimized"]["alphas_cumprod"]
+    if (record["steps"], record["sampler"], record["loss"]) != \
+            (int(m["steps"]), m["sampler"], m["loss"]) or len(ab) != record["steps"] \
+            or not np.all(np.diff(ab) < 0):
+        return None
+    return record
 
 
 def load_cells(cell_dir: Path) -> dict:
+    """Every finished cell in ``cell_dir``: ``{file stem: record}`` (see :func:`read_cell`)."""
     done = {}
     for path in sorted(cell_dir.glob("S*.json")):
         record = read_cell(path)
         if record is not None:
             done[path.stem] = record
     return done
+
+
+def _holds_format(path: Path, fmt: str) -> bool:
+    try:
+        value = read_json(path)
+    except InputError:
+        return False
+    return isinstance(value, dict) and value.get("format") == fmt
+
+
+def sweep_files(out: Path) -> list[Path]:
+    """The files of an earlier sweep in ``out``, and only those: what ``--force`` deletes.
+
+    Cells (``cells/S0010_ddim_w2.json``) and schedules
+    (``schedules/schedule_ddim_w2_S10.json``) named as a sweep names them *and* holding a
+    sweep cell's or a schedule file's ``format``, with ``sweep.csv``, ``sweep.png`` and the
+    manifest ``sweep.json``. Any other file (a user's own ``.json`` files in these folders)
+    is not listed.
+    """
+    found = []
+    for folder, pattern, fmt in ((out / "cells", CELL_RE, CELL_FORMAT),
+                                 (out / "schedules", SCHEDULE_RE, SCHEDULE_FORMAT)):
+        if folder.is_dir():
+            found += [p for p in sorted(folder.iterdir())
+                      if pattern.match(p.name) and p.is_file() and not p.is_symlink()
+                      and _holds_format(p, fmt)]
+    found += [out / name for name in TABLE_NAMES
+              if (out / name).is_file() and not (out / name).is_symlink()]
+    return found
+
+
+def stale_temporaries(out: Path) -> list[Path]:
+    """Temporary files that a sweep killed while writing left in ``out`` (only a sweep's)."""
+    return [*temporary_files(out / "cells", "S*.json"),
+            *temporary_files(out / "schedules", "schedule_*.json"),
+            *(p for name in TABLE_NAMES for p in temporary_files(out, name))]

@@ -35,6 +35,7 @@ import math
 import numba as nb
 import numpy as np
 
+from specsched.caches import numba_cache_enabled
 from specsched.theory.samplers import mobius, mobius_derivative
 
 #: First 16 hex digits of the sha256 of the source of ``samplers.mobius`` followed by
@@ -46,6 +47,8 @@ COMPILED_CALLEES_SHA256 = "cb5991199f2cd7bf"
 BLOCK = 64
 LOSS_CODES = {"w2": 0, "kl": 1, "kl-data-gen": 2}
 _FASTMATH = {"reassoc", "contract", "nsz"}
+#: Cache the compiled kernels on disk, in a folder that can be written (specsched.caches).
+_CACHE = numba_cache_enabled(__file__)
 
 
 #: Magnitudes below this are flushed to zero in the running quantities (variance, transfer
@@ -83,7 +86,7 @@ def _term(code, lam, v, e, keep):
             e / v)
 
 
-@nb.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@nb.njit(parallel=True, fastmath=_FASTMATH, cache=_CACHE)
 def loss_value_kernel(lam, mean, weight, keep, P, v_start, c_S, normal, code):
     """Loss value only (forward sweep).
 
@@ -153,14 +156,16 @@ def workspace(n_steps: int) -> np.ndarray:
 
 def loss_grad(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S, dc_S, normal,
               code):
-    """:func:`loss_grad_kernel` with its cached per-thread workspace."""
-    return loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S, dc_S,
-                            normal, code, workspace(P.shape[1]))
+    """:func:`loss_grad_kernel` with its cached per-thread workspace: ``(value, grad)``."""
+    grad = np.empty(P.shape[1])
+    value = loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S,
+                             dc_S, normal, code, workspace(P.shape[1]), grad)
+    return value, grad
 
 
-@nb.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@nb.njit(parallel=True, fastmath=_FASTMATH, cache=_CACHE)
 def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S, dc_S,
-                     normal, code, work):
+                     normal, code, work, grad):
     """Loss value and its gradient in ``alphas_cumprod`` (fused forward-backward sweep).
 
     Parameters
@@ -175,11 +180,14 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
         Derivative of ``c_S`` in ``ab_S``.
     work : float64 array of shape (n_threads, 4, S, BLOCK)
         Scratch (:func:`workspace`); each thread uses its own slice.
+    grad : float64 array of shape (S,)
+        Output: the gradient is written here. (A returned array would be boxed by a call
+        into Python, where a pending Ctrl-C or SIGTERM raises inside numba's C code and
+        surfaces as ``SystemError``; a float is boxed without one. docs/reliability.md.)
 
     Returns
     -------
     value : float
-    grad : float64 array of shape (S,)
     """
     d = lam.shape[0]
     S = P.shape[1]
@@ -246,7 +254,7 @@ def loss_grad_kernel(lam, mean, weight, keep, P, Pa, Pap, v_start, dv_start, c_S
     tot = np.zeros(2 * S + 1)
     for b in range(nblocks):
         tot += part[b]
-    grad = tot[:S].copy()
+    grad[:] = tot[:S]
     grad[:S - 1] += tot[S + 1:2 * S]  # ab_{s} is the "ap" of step s + 1
     grad[S - 1] += tot[2 * S]
-    return values.sum(), grad
+    return values.sum()
