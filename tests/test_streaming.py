@@ -6,6 +6,7 @@ the memory refusals use headers and a monkeypatched amount of available memory.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -194,7 +195,7 @@ def test_cheap_checks_run_before_the_data_is_read(tmp_path, capsys):
     assert refused(code, err, "--rank: only with --method pca")
     code, _, err = run(["optimize", "--data", path, "--ab-min", "0.5", "--ab-max", "0.4",
                         "--out", tmp_path / "o"], capsys)
-    assert refused(code, err, "bounds: expected 0 < ab_min < ab_max < 1")
+    assert refused(code, err, "--ab-max: expected a level above the lower bound")
     code, _, err = run(["sweep", "--data", path, "--steps", "3", "--delta", "0.5", "--out",
                         tmp_path / "sw"], capsys)
     assert refused(code, err, "do not fit")
@@ -206,6 +207,19 @@ def test_cheap_checks_run_before_the_data_is_read(tmp_path, capsys):
     assert refused(code, err, "t.npy", "truncated")
     assert (tmp_path / "taken.npz").read_bytes() == b"mine"
     assert not any((tmp_path / n).exists() for n in ("s.npz", "o", "sw", "an"))
+
+
+
+def test_a_named_pipe_as_data_is_refused(tmp_path, capsys):
+    # chunks are read at their file offsets, which a pipe cannot give: refused before reading
+    fifo = tmp_path / "in.npy"
+    os.mkfifo(fifo)
+    for argv in (["spectrum", fifo, "--out", tmp_path / "s.npz"],
+                 ["analyze", fifo, "--out", tmp_path / "an"]):
+        code, _, err = run(argv, capsys)
+        assert refused(code, err, "in.npy: expected a regular .npy or .npz file",
+                       "a named pipe")
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "an").exists()
 
 
 # ---- extreme values -------------------------------------------------------------------------

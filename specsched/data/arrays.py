@@ -158,7 +158,9 @@ def _check_file(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
-        raise InputError(f"{path}: expected a .npy or .npz file, got a folder")
+        kind = "a folder" if path.is_dir() else "a named pipe, socket or device"
+        raise InputError(f"{path}: expected a regular .npy or .npz file (its samples are read "
+                         f"at their offsets, chunk by chunk), got {kind}")
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise InputError(f"{path}: expected a .npy or .npz file, got suffix {path.suffix!r}")
