@@ -1,5 +1,7 @@
 """Chunked spectrum estimators: full, PCA, Fourier; array API; dask; bad chunks."""
 
+import re
+
 import array_api_strict
 import numpy as np
 import pytest
@@ -207,3 +209,49 @@ def test_bad_arguments():
         estimate_spectrum(np.zeros((4, 2, 2, 2, 2)), "fourier")
     with pytest.raises(InputError, match="at least 2 samples"):
         estimate_spectrum(source_from_array(np.zeros((1, 3))), "full")
+
+
+def _server(greeting: bytes | None):
+    """A one-connection TCP server on loopback that sends ``greeting`` (None: stays silent;
+    empty: hangs up at once)."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = srv.accept()
+        with srv, conn:
+            if greeting:
+                conn.sendall(greeting)
+            if greeting != b"":
+                conn.recv(1)  # until the client goes away
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("greeting, needle", [
+    (None, "does not answer as a dask scheduler (no greeting within 0.5 s)"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "answers, but not as a dask scheduler"),
+    (b"", "answers, but not as a dask scheduler"),
+])
+def test_dask_address_of_a_server_that_is_not_a_scheduler(greeting, needle):
+    # distributed.Client waits for ever on the first and tries to allocate exabytes on the
+    # second; the probe refuses both within its timeout, naming --dask and the address
+    from specsched.spectrum.estimators import probe_scheduler
+
+    address = _server(greeting)
+    with pytest.raises(InputError, match="--dask: " + re.escape(address)) as info:
+        probe_scheduler(address, timeout=0.5)
+    assert needle in str(info.value)
+
+
+def test_dask_probe_accepts_a_real_scheduler():
+    distributed = pytest.importorskip("distributed")
+    from specsched.spectrum.estimators import probe_scheduler
+
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        probe_scheduler(cluster.scheduler_address, timeout=5)  # no error

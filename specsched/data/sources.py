@@ -294,7 +294,7 @@ class DataSource:
 def unknown_source_error(src) -> InputError:
     """The error for a source that is neither a built-in name nor an existing path."""
     return InputError(
-        f"{src}: neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
+        f"{src}: neither a built-in dataset ({', '.join((*BUILTIN_DATASETS, *SYSTEM_DATASETS))}) "
         "nor an existing file or folder"
     )
 

@@ -143,6 +143,64 @@ def _add(a, b):
     return a + b
 
 
+#: Seconds to wait for a dask scheduler to accept a connection and to greet it.
+CONNECT_TIMEOUT = 20.0
+#: Largest first frame a dask scheduler's greeting can announce (its handshake is ~60 bytes).
+_HANDSHAKE_MAX = 1 << 20
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Check that a TCP address answers as a dask scheduler before a Client is made.
+
+    ``distributed.Client`` can wait for ever on a server that is not a scheduler (an HTTP
+    server never answers its handshake) or try to allocate whatever a stranger's first
+    bytes announce. A scheduler greets every connection at once with a frame whose 8-byte
+    little-endian length prefix is small (distributed's TCP comm); this reads those 8 bytes.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://HOST:PORT`` or ``HOST:PORT``; other protocols (``tls``, ``ws``, ``ucx``) are
+        not probed.
+    timeout : float
+        Seconds for the connection and for the greeting, each.
+
+    Raises
+    ------
+    InputError
+        Naming ``--dask`` and the address: refused or unreachable within ``timeout``, no
+        greeting within ``timeout``, or a greeting that is not a dask frame.
+    """
+    import socket
+    import struct
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme != "tcp":
+        return
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            head = b""
+            while len(head) < 8:
+                got = sock.recv(8 - len(head))
+                if not got:
+                    break
+                head += got
+    except TimeoutError:
+        raise InputError(f"--dask: {address} does not answer as a dask scheduler (no greeting "
+                         f"within {timeout:g} s); check the address and port") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--dask: cannot reach the scheduler {address!r} "
+                         f"({exc.strerror or exc}; waited at most {timeout:g} s)") from None
+    if len(head) < 8 or struct.unpack("<Q", head)[0] > _HANDSHAKE_MAX:
+        raise InputError(f"--dask: {address} answers, but not as a dask scheduler (its first "
+                         "bytes are not a dask handshake); check the address and port")
+
+
 class _Executor:
     """Map a function over the parts and reduce the results, in-process or on dask."""
 
@@ -165,9 +223,10 @@ class _Executor:
             self.client = Client(cluster)
             self._own = [self.client, cluster]
         else:
+            probe_scheduler(str(dask))
             try:
-                self.client = Client(str(dask), timeout="20s")
-            except OSError as exc:
+                self.client = Client(str(dask), timeout=f"{CONNECT_TIMEOUT:g}s")
+            except (OSError, TimeoutError, ValueError, MemoryError) as exc:
                 raise InputError(f"--dask: cannot reach the scheduler {dask!r} ({exc})") from exc
             self._own = [self.client]
 
