@@ -15,6 +15,7 @@ lost their digits, and either would otherwise be reported as data "with no varia
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import numbers
@@ -57,7 +58,7 @@ def _power_of_ten(x: float) -> float:
     return 10.0 ** round(math.log10(x)) if x > 0 and math.isfinite(x) else 1.0
 
 
-class ChunkedEstimator:
+class ChunkedEstimator(abc.ABC):
     """Base of the chunked moment estimators (not used on its own).
 
     Parameters
@@ -86,26 +87,27 @@ class ChunkedEstimator:
         self._reset()
 
     # -------------------------------------------------------------- subclass interface
+    @abc.abstractmethod
     def _reset_state(self) -> None:
-        raise NotImplementedError
+        """Empty the accumulated state (before any data)."""
 
+    @abc.abstractmethod
     def _update(self, X, n: int) -> None:
         """Fold a checked float chunk ``X`` of ``n`` samples (namespace array) into the state.
 
         Called before ``n_samples_seen_`` is increased (it is still the count before ``X``).
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _merge_state(self, other) -> None:
         """Fold another estimator's state in (``n_samples_seen_`` not yet increased)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _largest_second_moment(self) -> float:
         """Largest diagonal entry of the centred second moments (a float, may be inf/nan)."""
-        raise NotImplementedError
 
-    def _check_sample_shape(self, shape: tuple[int, ...], name: str) -> None:
-        """Refuse sample shapes the estimator cannot read (override)."""
+    def _check_sample_shape(self, shape: tuple[int, ...], name: str) -> None:  # noqa: B027
+        """Refuse sample shapes the estimator cannot read (override; every shape by default)."""
 
     # -------------------------------------------------------------- shared machinery
     @property
