@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import refused, run
 from skimage import io as skio
 
 from specsched.cli import main
@@ -24,23 +25,6 @@ from specsched.schedules import Schedule
 from specsched.spectrum import Spectrum, load_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse refusals
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def refused(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-    return True
 
 
 GOOD = {"format": "specsched.schedule", "version": 1, "alphas_cumprod": [0.9, 0.5, 0.1]}

@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 import pytest
+from cli_helpers import refused, run
 from skimage import io as skio
 
-from specsched.cli import main
 from specsched.data.sources import open_source
 from specsched.errors import InputError
 from specsched.spectrum import (
@@ -24,24 +24,6 @@ from specsched.spectrum import (
 )
 from specsched.spectrum import memory as memory_module
 from specsched.spectrum.memory import format_bytes
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse refusals
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def refused(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return True
 
 
 @pytest.fixture
