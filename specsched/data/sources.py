@@ -12,7 +12,7 @@ headers only (the first image of an image folder), so shapes and sizes are known
 checked, before any sample is read.
 
 Sample layouts (how the Fourier model reads a sample)
-------------------------------------------------------
+-----------------------------------------------------
 - ``(L,)``: a 1-D signal (audio frame), one channel;
 - ``(H, W)``: a grayscale image;
 - ``(H, W, C)``: an image with ``C`` channels last.

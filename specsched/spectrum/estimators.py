@@ -1,7 +1,7 @@
 """Spectrum estimators over chunked data: full covariance, PCA and the Fourier model.
 
 Notation (docs/theory.md section 6)
-------------------------------
+-----------------------------------
 Samples ``x_i`` in ``R^d``, ``i = 1..N``, with mean ``mu`` and unbiased covariance
 ``Sigma = sum_i (x_i - mu)(x_i - mu)^T / (N - 1)``; eigenvalues ``lam`` descending.
 

@@ -1,7 +1,7 @@
 """Chunked first and second moments in a block layout, written against the array API.
 
 Notation (docs/theory.md section 6)
-------------------------------
+-----------------------------------
 A chunk of ``n`` samples is arranged as ``F`` of shape ``(n, P, C)``: ``P`` independent
 blocks of ``C`` coordinates each. Its summary is the count ``n``, the block means
 ``Fbar = mean_i F_i`` (P, C) and the centred second moments

@@ -1,7 +1,7 @@
 """The :class:`Spectrum` record: the second-order statistics of a dataset in its eigenbasis.
 
 Notation (docs/theory.md section 2)
-------------------------------
+-----------------------------------
 Data ``x_0 ~ N(mu, Sigma)`` of dimension ``d``, ``Sigma = U diag(lam) U^T``:
 
 - ``lam`` (``eigenvalues``), shape ``(d,)``: variances along the eigenvectors, ``lam_k >= 0``,
