@@ -338,3 +338,53 @@ def test_a_worker_killed_alone_ends_the_sweep_in_one_line(tmp_path):
     assert_one_line(err, "specsched sweep: error: a worker process ended abruptly",
                     "run the same sweep again to resume")
     assert no_temporaries(tmp_path / "sw")
+
+
+def test_a_second_interruption_while_the_first_ends_the_command(monkeypatch, capsys):
+    # The first Ctrl-C interrupts the work; a second one (or a redelivered first) lands
+    # while the command prints its last line: still exit 130, one line, no traceback.
+    import specsched.cli as cli
+
+    def work(args):
+        raise KeyboardInterrupt
+
+    calls = []
+    real_say = cli.say
+
+    def say_interrupted_once(line):
+        calls.append(line)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_say(line)
+
+    monkeypatch.setattr(cli, "_run", work)
+    monkeypatch.setattr(cli, "say", say_interrupted_once)
+    assert cli.main(["evaluate", "--spectrum", "cifar10", "--schedule", "linear",
+                     "--steps", "3"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted (SIGINT)") == 1 and "Traceback" not in err
+
+
+def test_redelivery_is_cancelled_once_the_command_ends(monkeypatch):
+    # an interruption swallowed in a callback is sent again a moment later, unless the
+    # command is already ending on an interruption (then it would land in its clean-up)
+    from types import SimpleNamespace
+
+    from specsched.cli import signals
+
+    monkeypatch.setattr(signals, "REDELIVERY_DELAY", 0.3)
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        hook = signals.redeliver_lost_signals(lambda unraisable: None)
+        hook(SimpleNamespace(exc_value=KeyboardInterrupt()))
+        signals.cancel_redelivery()
+        time.sleep(0.6)
+        assert received == []
+        hook(SimpleNamespace(exc_value=KeyboardInterrupt()))  # not cancelled: delivered
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -33,6 +33,7 @@ from specsched.cli.common import (
 )
 from specsched.cli.signals import (
     EXIT_BROKEN_PIPE,
+    cancel_redelivery,
     exit_code,
     interruption,
     say,
@@ -116,10 +117,20 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of the ``specsched`` console script; returns the exit code."""
+    prog = ["specsched"]
+    try:
+        return _main(argv, prog)
+    except KeyboardInterrupt as exc:  # a second interruption while the first was ending it
+        cancel_redelivery()
+        say(f"{prog[0]}: interrupted ({signal_name(exc)}); finished files are kept")
+        return exit_code(exc)
+
+
+def _main(argv, prog: list) -> int:
+    """:func:`main` inside :func:`~specsched.cli.signals.termination_raises`."""
     stdout_reconfigure = getattr(sys.stdout, "reconfigure", None)
     if stdout_reconfigure is not None and getattr(sys.stdout, "errors", "") == "strict":
         stdout_reconfigure(errors="surrogateescape")  # print undecodable file names as given
-    prog = ["specsched"]
     with termination_raises(prog):
         try:
             parser = build_parser()
@@ -139,5 +150,6 @@ def main(argv=None) -> int:
             interrupt = interruption(exc)
         except KeyboardInterrupt as exc:  # Ctrl-C; Interrupted for SIGTERM and SIGHUP
             interrupt = exc
+        cancel_redelivery()
     say(f"{prog[0]}: interrupted ({signal_name(interrupt)}); finished files are kept")
     return exit_code(interrupt)

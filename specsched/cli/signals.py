@@ -70,9 +70,24 @@ def redeliver_lost_signals(previous_hook):
             return previous_hook(unraisable)
         timer = threading.Timer(REDELIVERY_DELAY, os.kill, (os.getpid(), signum))
         timer.daemon = True
+        _PENDING.append(timer)
         timer.start()
 
     return hook
+
+
+#: Redeliveries not yet sent (:func:`redeliver_lost_signals`).
+_PENDING: list[threading.Timer] = []
+
+
+def cancel_redelivery() -> None:
+    """Cancel the redeliveries not yet sent: the command is already ending on an interruption.
+
+    Without this a redelivered signal could land in the clean-up of the interruption it
+    duplicates (or at interpreter exit), where nothing catches it.
+    """
+    while _PENDING:
+        _PENDING.pop().cancel()
 
 
 def _watchdog(receiver: socket.socket, finished: threading.Event, prog: list) -> None:
