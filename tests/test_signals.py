@@ -155,7 +155,7 @@ def test_optimize_interrupted_mid_work(tmp_path, sig):
     time.sleep(0.5)
     os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C
     code, err = finish(proc, tmp_path)
-    assert code == 128 + sig
+    assert code == 128 + sig, err
     assert_one_line(err, f"interrupted ({signal.Signals(sig).name}); finished files are kept")
     assert no_temporaries(tmp_path)
     for path in (tmp_path / "o").glob("*.json") if (tmp_path / "o").exists() else []:
@@ -176,7 +176,7 @@ def test_sample_interrupted_while_writing_leaves_no_temporary(tmp_path, sig):
     wait_for(lambda: list(tmp_path.glob(".x.npy.*.tmp")), proc, "the temporary output")
     os.killpg(proc.pid, sig)
     code, err = finish(proc, tmp_path)
-    assert code == 128 + sig
+    assert code == 128 + sig, err
     assert_one_line(err, "interrupted")
     assert no_temporaries(tmp_path) and not (tmp_path / "x.npy").exists()
 
@@ -200,7 +200,7 @@ def test_commands_interrupted_while_reading_input(tmp_path, command, sig):
         code, err = finish(proc, tmp_path)
     finally:
         os.close(writer)
-    assert code == 128 + sig
+    assert code == 128 + sig, err
     assert_one_line(err, f"specsched {command}: interrupted ({signal.Signals(sig).name})")
 
 
@@ -309,7 +309,7 @@ def test_sweep_interrupted_stops_its_workers(tmp_path, sig, whom):
     workers = children(proc.pid)
     (os.killpg if whom == "group" else os.kill)(proc.pid, sig)
     code, err = finish(proc, tmp_path)
-    assert code == 128 + sig
+    assert code == 128 + sig, err
     assert_one_line(err, "specsched sweep: interrupted")
     assert not [w for w in workers if Path(f"/proc/{w}").exists() and w in
                 group_members(proc.pid)]

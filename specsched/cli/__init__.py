@@ -34,6 +34,7 @@ from specsched.cli.common import (
 from specsched.cli.signals import (
     EXIT_BROKEN_PIPE,
     cancel_redelivery,
+    end_interrupted_process,
     exit_code,
     interruption,
     say,
@@ -116,14 +117,23 @@ def _run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``specsched`` console script; returns the exit code."""
+    """Entry point of the ``specsched`` console script; returns the exit code.
+
+    ``argv`` None (the console script, ``python -m specsched.cli``) means this process is the
+    command: once it ends on an interruption it exits at once with ``128 + N``
+    (:func:`~specsched.cli.signals.end_interrupted_process`). A list of arguments (an
+    in-process caller) always gets the code back.
+    """
     prog = ["specsched"]
     try:
-        return _main(argv, prog)
+        code = _main(argv, prog)
     except KeyboardInterrupt as exc:  # a second interruption while the first was ending it
         cancel_redelivery()
         say(f"{prog[0]}: interrupted ({signal_name(exc)}); finished files are kept")
-        return exit_code(exc)
+        code = exit_code(exc)
+    if argv is None and code > 128 and code != EXIT_BROKEN_PIPE:
+        end_interrupted_process(code)
+    return code
 
 
 def _main(argv, prog: list) -> int:
