@@ -1,0 +1,353 @@
+r"""Closed forms of k-diffusion's samplers with the Wiener denoiser, derived from their steps.
+
+docs/theory.md section 3. With the exact Wiener denoiser of ``N(m, diag(lambda))`` in VE form,
+``D(x, sigma) - m = g (x - m)``, ``g = lambda / (lambda + sigma^2)`` per eigen-direction, and
+every step of :mod:`specsched.theory.ksolvers` combines its inputs linearly, and preserves
+constants (its coefficients sum to one), so the deviation from the data mean evolves by a
+linear recursion on the sampler's state ``y = (x, history...)`` (``L <= 4`` entries):
+
+    y_{i+1} = M_i y_i + N_i w_i,        w_i ~ N(0, R_i),
+
+with ``M_i`` (``L' x L``) and ``N_i`` (``L' x K``) per direction and ``R_i`` the ``K x K``
+covariance of the iteration's noise draws (identity for independent draws; for a Brownian
+motion in sigma, ``R_ab = |I_a cap I_b| / sqrt(|I_a| |I_b|)`` of the draws' intervals).
+**The matrices are not derived by hand**: each iteration's step function is run once on
+:class:`Affine` values, linear forms in its inputs and draws, and ``M_i``, ``N_i`` are read
+off them. So the closed form is the step of the sampler itself.
+
+From ``x_0 ~ N(0, sigma_0^2)`` (``init="normal"``; deviation mean ``-m``) or the marginal
+``N(m, lambda + sigma_0^2)`` (``init="marginal"``), the generated law per direction has
+
+    transfer H = h_N[x],  h_{i+1} = M_i h_i,  h_0 = 1
+    var_gen    = P_N[x, x],  P_{i+1} = M_i P_i M_i^T + N_i R_i N_i^T,  P_0 = Var(x_0)
+    mean_gen - m = -H m  (normal start; 0 for the marginal).
+
+The gradient in the schedule is the adjoint of this recursion (reverse mode, O(N L^2 d)); the
+partial derivatives of ``M_i, N_i, R_i`` in the sigmas iteration i reads
+(:attr:`~specsched.theory.ksolvers.KSampler.stencil`) are taken by complex step (Squire &
+Trapp 1998), the step function again. Cost: (1 + stencil size) step evaluations per
+iteration, each O(L d).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specsched.errors import InputError
+from specsched.theory.ksolvers import KSAMPLERS, KSampler
+from specsched.theory.samplers import GeneratedGaussian, check_init
+
+__all__ = [
+    "Affine",
+    "check_sigmas",
+    "get_ksampler",
+    "kclosed_form",
+    "kclosed_form_vjp",
+    "resolve_options",
+    "sigmas_from_alphas_cumprod",
+]
+
+_H = 1e-30  # complex-step size
+
+
+class Affine:
+    """A linear form ``sum_k c_k u_k`` in the basis of one iteration's inputs and draws.
+
+    ``terms`` maps a basis index to its coefficients, an ndarray of shape (n_directions,)
+    (float or complex). Supports ``+``, ``-`` and multiplication by a scalar or a
+    per-direction array: what the steps of :mod:`specsched.theory.ksolvers` use.
+    """
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: dict):
+        self.terms = terms
+
+    def __add__(self, other: Affine) -> Affine:
+        out = dict(self.terms)
+        for k, c in other.terms.items():
+            out[k] = out[k] + c if k in out else c
+        return Affine(out)
+
+    def __sub__(self, other: Affine) -> Affine:
+        return self + other * -1.0
+
+    def __mul__(self, scale) -> Affine:
+        return Affine({k: c * scale for k, c in self.terms.items()})
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Affine:
+        return self * -1.0
+
+
+class _Kit:
+    """The interface of the steps, on :class:`Affine` values (module docstring)."""
+
+    def __init__(self, sigmas, options, eigenvalues, noise: str, n_inputs: int):
+        self.sigmas, self.options, self.lam, self.noise_kind = sigmas, options, eigenvalues, noise
+        self.next_index = n_inputs
+        self.intervals: list[tuple] = []
+
+    def model(self, x: Affine, sigma) -> Affine:
+        return x * (self.lam / (self.lam + sigma * sigma))
+
+    def noise(self, sigma, sigma_next) -> Affine:
+        k = self.next_index
+        self.next_index += 1
+        self.intervals.append((sigma, sigma_next))
+        return Affine({k: np.ones_like(self.lam, dtype=np.result_type(self.lam, sigma))})
+
+    def noise_covariance(self):
+        """``R`` of this iteration's draws (module docstring)."""
+        n = len(self.intervals)
+        if self.noise_kind != "brownian":
+            return np.eye(n)
+        R = np.empty((n, n), dtype=np.result_type(*[np.asarray(v) for iv in self.intervals
+                                                     for v in iv], np.float64))
+        for a, (a0, a1) in enumerate(self.intervals):
+            for b, (b0, b1) in enumerate(self.intervals):
+                lo = _cmax(_cmin(a0, a1), _cmin(b0, b1))
+                hi = _cmin(_cmax(a0, a1), _cmax(b0, b1))
+                overlap = hi - lo if np.real(hi) > np.real(lo) else 0.0 * hi
+                R[a, b] = overlap / np.sqrt((a0 - a1) * (b0 - b1))
+        return R
+
+
+def _cmin(a, b):
+    return a if np.real(a) <= np.real(b) else b
+
+
+def _cmax(a, b):
+    return a if np.real(a) >= np.real(b) else b
+
+
+def _iteration(spec: KSampler, sigmas, options, lam, i: int, n_inputs: int):
+    """``(M (L', L, d), N (L', K, d), R (K, K))`` of iteration ``i`` for ``n_inputs`` = L."""
+    kit = _Kit(sigmas, options, lam, spec.noise, n_inputs)
+    dtype = np.result_type(lam, sigmas)
+    inputs = [Affine({k: np.ones(lam.shape, dtype=dtype)}) for k in range(n_inputs)]
+    x, history = spec.step(kit, i, inputs[0], tuple(inputs[1:]))
+    outputs = (x, *history)
+    n_draws = kit.next_index - n_inputs
+    M = np.zeros((len(outputs), n_inputs, lam.size), dtype=dtype)
+    N = np.zeros((len(outputs), n_draws, lam.size), dtype=dtype)
+    for j, out in enumerate(outputs):
+        for k, c in out.terms.items():
+            if k < n_inputs:
+                M[j, k] = c
+            else:
+                N[j, k - n_inputs] = c
+    return M, N, kit.noise_covariance()
+
+
+def get_ksampler(name: str) -> KSampler:
+    """The :class:`~specsched.theory.ksolvers.KSampler` called ``name``; InputError otherwise."""
+    try:
+        return KSAMPLERS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"sampler: expected one of {list(KSAMPLERS)}, got {name!r}") from None
+
+
+def resolve_options(sampler: str, eta=None, **options) -> dict:
+    """The options of a k-diffusion sampler: its defaults updated by those given (not None).
+
+    Parameters
+    ----------
+    sampler : str
+        A name of :data:`~specsched.theory.ksolvers.KSAMPLERS`.
+    eta : float or None
+        Ancestral / SDE noise scale, ``>= 0`` (k-diffusion's ``eta``).
+    **options
+        ``s_noise`` (>= 0), ``r`` (in (0, 1), ``dpmpp-sde``), ``solver_type``
+        (``"midpoint"`` or ``"heun"``, ``dpmpp-2m-sde``); None entries are ignored.
+
+    Returns
+    -------
+    dict
+        Every option of the sampler, resolved.
+
+    Raises
+    ------
+    InputError
+        An option the sampler's k-diffusion function does not take (named with its flag,
+        e.g. ``--eta``), or a value out of range.
+    """
+    spec = get_ksampler(sampler)
+    given = {k: v for k, v in dict(options, eta=eta).items() if v is not None}
+    out = dict(spec.defaults)
+    for key, value in given.items():
+        flag = "--" + key.replace("_", "-")
+        if key not in spec.defaults:
+            takes = [k for k, s in KSAMPLERS.items() if key in s.defaults]
+            raise InputError(f"{flag}: sampler {sampler!r} ({spec.function}) has no {key}; "
+                             f"{key} applies to {', '.join(takes) or 'no k-diffusion sampler'}")
+        if key == "solver_type":
+            if value not in ("midpoint", "heun"):
+                raise InputError(f"{flag}: expected 'midpoint' or 'heun', got {value!r}")
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"{flag}: expected a number, got {value!r}") from None
+            low_ok = value > 0.0 if key == "r" else value >= 0.0
+            if not (np.isfinite(value) and low_ok and (key != "r" or value < 1.0)):
+                want = "a number in (0, 1)" if key == "r" else "a finite number >= 0"
+                raise InputError(f"{flag}: expected {want}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+    """k-diffusion's ``sigmas`` of a schedule: ``(sigma_S, ..., sigma_1, 0)``.
+
+    ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (VE level of VP level ``ab_s``); ndarray of shape
+    (n_steps + 1,), float64, descending, final 0 (module docstring of
+    :mod:`specsched.theory.ksolvers`).
+    """
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    return np.concatenate([np.sqrt((1.0 - ab) / ab)[::-1], [0.0]])
+
+
+def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
+    """``sigmas`` as float64 if strictly decreasing, positive, finite and ending with 0.
+
+    Raises
+    ------
+    InputError
+        Naming ``name`` and what was expected.
+    """
+    s = np.asarray(sigmas, dtype=np.float64)
+    if s.ndim != 1 or s.size < 2:
+        raise InputError(f"{name}: expected a 1-D array of at least 2 noise levels ending "
+                         f"with 0, got shape {s.shape}")
+    if not np.all(np.isfinite(s)) or s[-1] != 0.0 or np.any(s[:-1] <= 0.0) \
+            or np.any(np.diff(s) >= 0.0):
+        raise InputError(f"{name}: expected finite noise levels sigma_0 > ... > sigma_(N-1) > 0 "
+                         "followed by a final 0 (k-diffusion's order)")
+    return s
+
+
+def _start_variance(lam, sigma_0, init: str):
+    return lam + sigma_0 * sigma_0 if init == "marginal" else sigma_0 * sigma_0 + 0.0 * lam
+
+
+def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
+    """Run the recursion; ``(H, var, trace)`` with the per-iteration inputs when asked."""
+    P = _start_variance(lam, sigmas[0], init)[None, None, :]
+    h = np.ones((1, lam.size), dtype=P.dtype)
+    trace = []
+    for i in range(sigmas.size - 1):
+        M, N, R = _iteration(spec, sigmas, options, lam, i, h.shape[0])
+        if keep_steps:
+            trace.append((M, N, R, P, h))
+        h = np.einsum("jkd,kd->jd", M, h)
+        P = (np.einsum("jkd,kld,mld->jmd", M, P, M)
+             + np.einsum("jad,ab,mbd->jmd", N, R, N))
+    return h[0], P[0, 0], trace
+
+
+def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
+                 init: str = "normal") -> GeneratedGaussian:
+    """Generated Gaussian of a k-diffusion sampler with the exact Wiener denoiser.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (n_directions,), float64
+        Data variances ``lambda_k >= 0``.
+    sigmas : ndarray of shape (n_steps + 1,), float64
+        k-diffusion's noise levels, descending, final 0 (:func:`check_sigmas`).
+    sampler : str
+        A name of :data:`~specsched.theory.ksolvers.KSAMPLERS`.
+    options : dict, optional
+        Resolved options (:func:`resolve_options`); the sampler's defaults by default.
+    init : {"normal", "marginal"}
+        Start ``x ~ N(0, sigmas[0]^2)`` (k-diffusion's ``randn * sigmas[0]``) or the marginal.
+
+    Returns
+    -------
+    GeneratedGaussian
+        ``transfer`` H, ``variance`` and ``mean_gain`` (``-H``, normal start; 0 marginal).
+
+    Raises
+    ------
+    InputError
+        Unknown sampler, init or option; sigmas not as expected.
+
+    Notes
+    -----
+    docs/theory.md section 3 (module docstring); the steps are k-diffusion 0.1.1.post1's.
+    """
+    spec = get_ksampler(sampler)
+    opts = resolve_options(sampler) if options is None else options
+    check_init(init)
+    s = check_sigmas(sigmas)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
+    gain = -H if init == "normal" else np.zeros_like(lam)
+    return GeneratedGaussian(transfer=H, variance=var, mean_gain=gain)
+
+
+def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, init: str,
+                     loss_partials):
+    """A loss of the generated Gaussian and its gradient in ``sigmas`` (reverse mode).
+
+    Parameters
+    ----------
+    eigenvalues, sigmas, sampler, options, init
+        As in :func:`kclosed_form`.
+    loss_partials : callable
+        ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` (ndarrays of shape
+        (n_directions,)).
+
+    Returns
+    -------
+    value : float
+    gen : GeneratedGaussian
+    grad : ndarray of shape (n_steps + 1,), float64
+        ``dL / d sigmas``; the entry of the final 0 is 0 (it is not a free level).
+
+    Notes
+    -----
+    Adjoint of the recursion of the module docstring: with ``Pbar``, ``hbar`` the adjoints
+    leaving iteration i, ``Mbar = 2 Pbar M P + hbar h^T``, ``Nbar = 2 Pbar N R``,
+    ``Rbar = N^T Pbar N``, then ``Pbar <- M^T Pbar M``, ``hbar <- M^T hbar``; the
+    derivatives of ``(M, N, R)`` in the sigmas of the stencil by complex step.
+    """
+    spec = get_ksampler(sampler)
+    opts = resolve_options(sampler) if options is None else options
+    check_init(init)
+    s = check_sigmas(sigmas)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
+    normal = init == "normal"
+    gen = GeneratedGaussian(transfer=H, variance=var,
+                            mean_gain=-H if normal else np.zeros_like(lam))
+    value, d_var, d_gain = loss_partials(gen)
+    n = s.size - 1
+    grad = np.zeros(s.size)
+    n_out = trace[-1][0].shape[0] if trace else 1  # entries of the final state
+    Pbar = np.zeros((n_out, n_out, lam.size))
+    Pbar[0, 0] = d_var
+    hbar = np.zeros((n_out, lam.size))
+    if normal:
+        hbar[0] = -d_gain
+    for i in range(n - 1, -1, -1):
+        M, N, R, P, h = trace[i]
+        Mbar = 2.0 * np.einsum("jmd,mkd,kld->jld", Pbar, M, P) + np.einsum("jd,kd->jkd", hbar, h)
+        Nbar = 2.0 * np.einsum("jmd,mad,ab->jbd", Pbar, N, R)
+        Rbar = np.einsum("jad,jmd,mbd->ab", N, Pbar, N)
+        for offset in spec.stencil:
+            j = i + offset
+            if j < 0 or j >= n:  # before the first level, or the final 0
+                continue
+            pert = s.astype(complex)
+            pert[j] += 1j * _H
+            dM, dN, dR = (np.imag(a) / _H for a in
+                          _iteration(spec, pert, opts, lam, i, h.shape[0]))
+            grad[j] += np.sum(Mbar * dM) + np.sum(Nbar * dN) + np.sum(Rbar * dR)
+        Pbar = np.einsum("jkd,jmd,mld->kld", M, Pbar, M)
+        hbar = np.einsum("jkd,jd->kd", M, hbar)
+    # the start variance sigma_0^2 (+ lambda)
+    grad[0] += np.sum(Pbar[0, 0] * 2.0 * s[0])
+    return value, gen, grad

@@ -1,0 +1,402 @@
+r"""k-diffusion's samplers, each written once as a step over a small interface.
+
+Every sampler of k-diffusion 0.1.1.post1 (``k_diffusion/sampling.py``) that combines denoiser
+outputs linearly is transcribed here as one function ``step(kit, i, x, history)`` running its
+loop body for iteration ``i`` (docs/theory.md section 3). The same function drives
+
+- the closed form (:mod:`specsched.theory.kclosed`): ``x`` and ``history`` are affine
+  combinations of the step's inputs and noise draws, from which the step's matrices are read;
+- the torch-free Monte Carlo sampler (:mod:`specsched.sampling.ksamplers`): ``x`` is an array
+  of samples.
+
+Conventions (k-diffusion's): VE states ``x = x0 + sigma eps``; ``sigmas`` is the 1-D array
+``(sigma_0 > sigma_1 > ... > sigma_{N-1} > sigma_N = 0)`` in sampling order (largest first,
+final 0); iteration ``i`` goes from ``sigmas[i]`` to ``sigmas[i + 1]``; the start is
+``x ~ N(0, sigmas[0]^2)``. From a schedule ``alphas_cumprod`` (step 1 the least noisy):
+``sigmas = (sigma_S, ..., sigma_1, 0)`` with ``sigma_s = sqrt((1 - ab_s) / ab_s)``.
+
+The kit (duck-typed) provides
+
+- ``kit.sigmas``: the array above (float, or complex when differentiated by complex step);
+- ``kit.options``: the sampler's options (``eta``, ``s_noise``, ``r``, ``solver_type``,
+  ``order``), defaults those of the k-diffusion function (:data:`KSAMPLERS`);
+- ``kit.model(x, sigma)``: the denoiser's prediction of ``x0``;
+- ``kit.noise(sigma, sigma_next)``: a standard normal draw shaped like ``x``, as k-diffusion's
+  ``noise_sampler(sigma, sigma_next)``: independent draws (``default_noise_sampler``) or
+  the scaled increments ``(W(sigma_next) - W(sigma)) / sqrt|sigma_next - sigma|`` of one
+  Brownian motion in sigma (``BrownianTreeNoiseSampler``, the default of ``dpmpp-sde``,
+  ``dpmpp-2m-sde``, ``dpmpp-3m-sde``), per :attr:`KSampler.noise`.
+
+``history`` is the tuple of earlier denoiser outputs (or derivatives) a multistep method
+carries to the next iteration; schedule-derived scalars (``h_last``) are recomputed from
+``sigmas``. Branch decisions test only the final 0 or the options, never a perturbed value,
+so a complex-step perturbation follows the same branch. Scalars are computed with NumPy
+functions (complex-safe) and ``_cmin`` (the real part decides, as ``min`` would).
+
+Sources: Karras et al. 2022, Algorithm 2 (euler, heun, dpm-2); Lu et al. 2022 (DPM-Solver-2,
+DPM-Solver++ 2S/2M); k-diffusion's ``sample_*`` functions for the exact step rules, the
+first-order steps they take (onto sigma = 0, at the first multistep iteration) and their
+defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["KSAMPLERS", "KSampler", "ancestral_step", "lms_coefficients"]
+
+
+def _cmin(a, b):
+    """``min(a, b)`` deciding on real parts (complex-step safe)."""
+    return a if np.real(a) <= np.real(b) else b
+
+
+def _is_zero(value) -> bool:
+    return np.real(value) == 0.0
+
+
+def ancestral_step(sigma_from, sigma_to, eta):
+    """k-diffusion's ``get_ancestral_step``: ``(sigma_down, sigma_up)`` of an ancestral step.
+
+    ``sigma_up = min(sigma_to, eta sqrt(sigma_to^2 (sigma_from^2 - sigma_to^2)/sigma_from^2))``,
+    ``sigma_down = sqrt(sigma_to^2 - sigma_up^2)``; eta = 0 gives ``(sigma_to, 0)``.
+    """
+    if not eta:
+        return sigma_to, 0.0 * sigma_to
+    up = _cmin(sigma_to, eta * np.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)
+                                       / sigma_from**2))
+    return np.sqrt(sigma_to**2 - up**2), up
+
+
+def _to_d(x, sigma, denoised):
+    """k-diffusion's ``to_d``: the Karras ODE derivative ``(x - denoised) / sigma``."""
+    return (x - denoised) * (1.0 / sigma)
+
+
+def _t(sigma):
+    return -np.log(sigma)
+
+
+def _sigma(t):
+    return np.exp(-t)
+
+
+# Gauss-Legendre nodes integrate the Lagrange basis (degree < order) exactly.
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+
+
+def lms_coefficients(order: int, sigmas, i: int):
+    """Coefficients of k-diffusion's ``linear_multistep_coeff`` for iteration ``i``.
+
+    ``c_j = int_{sigma_i}^{sigma_{i+1}} prod_{k != j} (tau - sigma_{i-k}) /
+    (sigma_{i-j} - sigma_{i-k}) d tau`` for ``j = 0..order-1`` (the Adams-Bashforth weights on
+    the uneven grid). k-diffusion integrates with ``scipy.integrate.quad``; the integrand is
+    a polynomial of degree < order, which 8-point Gauss-Legendre integrates exactly
+    (complex-safe).
+    """
+    a, b = sigmas[i], sigmas[i + 1]
+    tau = 0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)
+    out = []
+    for j in range(order):
+        prod = np.ones_like(tau)
+        for k in range(order):
+            if k != j:
+                prod = prod * (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k])
+        out.append(0.5 * (b - a) * np.sum(_GL_WEIGHTS * prod))
+    return out
+
+
+# ------------------------------------------------------------------ the steps (one per sampler)
+
+def _euler(kit, i, x, history):
+    """``sample_euler`` (s_churn = 0): ``x + d (sigma_{i+1} - sigma_i)``."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    denoised = kit.model(x, s)
+    return x + _to_d(x, s, denoised) * (s_next - s), ()
+
+
+def _euler_ancestral(kit, i, x, history):
+    """``sample_euler_ancestral``: Euler to sigma_down, then noise of sigma_up."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    eta, s_noise = kit.options["eta"], kit.options["s_noise"]
+    denoised = kit.model(x, s)
+    down, up = ancestral_step(s, s_next, eta)
+    x = x + _to_d(x, s, denoised) * (down - s)
+    if not _is_zero(s_next):
+        x = x + kit.noise(s, s_next) * (s_noise * up)
+    return x, ()
+
+
+def _heun(kit, i, x, history):
+    """``sample_heun`` (s_churn = 0): Heun's method, Euler onto sigma = 0."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    denoised = kit.model(x, s)
+    d = _to_d(x, s, denoised)
+    dt = s_next - s
+    if _is_zero(s_next):
+        return x + d * dt, ()
+    x_2 = x + d * dt
+    d_2 = _to_d(x_2, s_next, kit.model(x_2, s_next))
+    return x + (d + d_2) * (0.5 * dt), ()
+
+
+def _dpm_2(kit, i, x, history):
+    """``sample_dpm_2`` (s_churn = 0): midpoint in log sigma, Euler onto sigma = 0."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    denoised = kit.model(x, s)
+    d = _to_d(x, s, denoised)
+    if _is_zero(s_next):
+        return x + d * (s_next - s), ()
+    s_mid = np.exp(0.5 * (np.log(s) + np.log(s_next)))  # log(s).lerp(log(s_next), 0.5).exp()
+    x_2 = x + d * (s_mid - s)
+    d_2 = _to_d(x_2, s_mid, kit.model(x_2, s_mid))
+    return x + d_2 * (s_next - s), ()
+
+
+def _dpm_2_ancestral(kit, i, x, history):
+    """``sample_dpm_2_ancestral``: DPM-Solver-2 to sigma_down, then noise of sigma_up."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    eta, s_noise = kit.options["eta"], kit.options["s_noise"]
+    denoised = kit.model(x, s)
+    down, up = ancestral_step(s, s_next, eta)
+    d = _to_d(x, s, denoised)
+    if _is_zero(down):
+        return x + d * (down - s), ()
+    s_mid = np.exp(0.5 * (np.log(s) + np.log(down)))
+    x_2 = x + d * (s_mid - s)
+    d_2 = _to_d(x_2, s_mid, kit.model(x_2, s_mid))
+    x = x + d_2 * (down - s)
+    return x + kit.noise(s, s_next) * (s_noise * up), ()
+
+
+def _lms(kit, i, x, history):
+    """``sample_lms`` (order 4 by default): linear multistep on the derivatives ``d``.
+
+    ``history`` holds the last ``order - 1`` derivatives, newest first.
+    """
+    order = kit.options["order"]
+    s = kit.sigmas[i]
+    d = _to_d(x, s, kit.model(x, s))
+    ds = (d, *history)  # newest first: reversed(ds) in k-diffusion
+    cur = min(i + 1, order)
+    coeffs = lms_coefficients(cur, kit.sigmas, i)
+    step = ds[0] * coeffs[0]
+    for c, dj in zip(coeffs[1:], ds[1:cur], strict=True):
+        step = step + dj * c
+    return x + step, ds[: order - 1]
+
+
+def _dpmpp_2s_ancestral(kit, i, x, history):
+    """``sample_dpmpp_2s_ancestral``: DPM-Solver++(2S) to sigma_down, then noise of sigma_up."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    eta, s_noise = kit.options["eta"], kit.options["s_noise"]
+    denoised = kit.model(x, s)
+    down, up = ancestral_step(s, s_next, eta)
+    if _is_zero(down):
+        x = x + _to_d(x, s, denoised) * (down - s)
+    else:
+        t, t_next = _t(s), _t(down)
+        r = 0.5
+        h = t_next - t
+        s_ = t + r * h
+        x_2 = x * (_sigma(s_) / _sigma(t)) - denoised * np.expm1(-h * r)
+        denoised_2 = kit.model(x_2, _sigma(s_))
+        x = x * (_sigma(t_next) / _sigma(t)) - denoised_2 * np.expm1(-h)
+    if not _is_zero(s_next):
+        x = x + kit.noise(s, s_next) * (s_noise * up)
+    return x, ()
+
+
+def _dpmpp_sde(kit, i, x, history):
+    """``sample_dpmpp_sde`` (r = 1/2): two DPM-Solver++ stages with Brownian noise."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    eta, s_noise, r = kit.options["eta"], kit.options["s_noise"], kit.options["r"]
+    denoised = kit.model(x, s)
+    if _is_zero(s_next):
+        return x + _to_d(x, s, denoised) * (s_next - s), ()
+    t, t_next = _t(s), _t(s_next)
+    h = t_next - t
+    s_t = t + h * r
+    fac = 1.0 / (2.0 * r)
+    # stage 1
+    sd, su = ancestral_step(_sigma(t), _sigma(s_t), eta)
+    s_ = _t(sd)
+    x_2 = x * (_sigma(s_) / _sigma(t)) - denoised * np.expm1(t - s_)
+    x_2 = x_2 + kit.noise(_sigma(t), _sigma(s_t)) * (s_noise * su)
+    denoised_2 = kit.model(x_2, _sigma(s_t))
+    # stage 2
+    sd, su = ancestral_step(_sigma(t), _sigma(t_next), eta)
+    t_next_ = _t(sd)
+    denoised_d = denoised * (1.0 - fac) + denoised_2 * fac
+    x = x * (_sigma(t_next_) / _sigma(t)) - denoised_d * np.expm1(t - t_next_)
+    return x + kit.noise(_sigma(t), _sigma(t_next)) * (s_noise * su), ()
+
+
+def _dpmpp_2m(kit, i, x, history):
+    """``sample_dpmpp_2m``: DPM-Solver++(2M); first order at i = 0 and onto sigma = 0.
+
+    ``history`` = ``(old_denoised,)`` after the first iteration.
+    """
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    denoised = kit.model(x, s)
+    if _is_zero(s_next):  # sigma_fn(t_next) = 0 and expm1(-h) = -1
+        return denoised, (denoised,)
+    t, t_next = _t(s), _t(s_next)
+    h = t_next - t
+    if not history:
+        x = x * (_sigma(t_next) / _sigma(t)) - denoised * np.expm1(-h)
+    else:
+        h_last = t - _t(kit.sigmas[i - 1])
+        r = h_last / h
+        denoised_d = denoised * (1.0 + 1.0 / (2.0 * r)) - history[0] * (1.0 / (2.0 * r))
+        x = x * (_sigma(t_next) / _sigma(t)) - denoised_d * np.expm1(-h)
+    return x, (denoised,)
+
+
+def _dpmpp_2m_sde(kit, i, x, history):
+    """``sample_dpmpp_2m_sde`` (eta = 1, midpoint): denoising step onto sigma = 0."""
+    s, s_next = kit.sigmas[i], kit.sigmas[i + 1]
+    eta, s_noise = kit.options["eta"], kit.options["s_noise"]
+    solver_type = kit.options["solver_type"]
+    denoised = kit.model(x, s)
+    if _is_zero(s_next):
+        return denoised, (denoised,)
+    t, t_s = -np.log(s), -np.log(s_next)
+    h = t_s - t
+    eta_h = eta * h
+    x = x * (s_next / s * np.exp(-eta_h)) + denoised * (-np.expm1(-h - eta_h))
+    if history:
+        h_last = t - (-np.log(kit.sigmas[i - 1]))
+        r = h_last / h
+        if solver_type == "heun":
+            c = ((-np.expm1(-h - eta_h)) / (-h - eta_h) + 1.0) * (1.0 / r)
+        else:
+            c = 0.5 * (-np.expm1(-h - eta_h)) * (1.0 / r)
+        x = x + (denoised - history[0]) * c
+    if eta:
+        x = x + kit.noise(s, s_next) * (s_next * np.sqrt(-np.expm1(-2.0 * eta_h)) * s_noise)
+    return x, (denoised,)
+
+
+def _dpmpp_3m_sde(kit, i, x, history):
+    """``sample_dpmpp_3m_sde`` (eta = 1): third order from the second iteration on.
+
+    ``history`` = ``(denoised_1, denoised_2)``, newest first (as many as exist).
+    """
+    sig = kit.sigmas
+    s, s_next = sig[i], sig[i + 1]
+    eta, s_noise = kit.options["eta"], kit.options["s_noise"]
+    denoised = kit.model(x, s)
+    if _is_zero(s_next):
+        return denoised, (denoised, *history[:1])
+    h = -np.log(s_next) + np.log(s)
+    h_eta = h * (eta + 1.0)
+    x = x * np.exp(-h_eta) + denoised * (-np.expm1(-h_eta))
+    phi_2 = np.expm1(-h_eta) / h_eta + 1.0
+    if len(history) >= 2:
+        h_1 = np.log(sig[i - 1]) - np.log(s)
+        h_2 = np.log(sig[i - 2]) - np.log(sig[i - 1])
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - history[0]) * (1.0 / r0)
+        d1_1 = (history[0] - history[1]) * (1.0 / r1)
+        d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
+        d2 = (d1_0 - d1_1) * (1.0 / (r0 + r1))
+        phi_3 = phi_2 / h_eta - 0.5
+        x = x + d1 * phi_2 - d2 * phi_3
+    elif history:
+        h_1 = np.log(sig[i - 1]) - np.log(s)
+        x = x + (denoised - history[0]) * (phi_2 / (h_1 / h))
+    if eta:
+        x = x + kit.noise(s, s_next) * (s_next * np.sqrt(-np.expm1(-2.0 * h * eta)) * s_noise)
+    return x, (denoised, *history[:1])
+
+
+# ----------------------------------------------------------------------------------- registry
+
+def _one_per_step(n_steps: int) -> int:
+    return n_steps
+
+
+def _two_but_last(n_steps: int) -> int:
+    return 2 * n_steps - 1
+
+
+@dataclass(frozen=True)
+class KSampler:
+    """A k-diffusion sampler: its step, options, noise and cost.
+
+    Attributes
+    ----------
+    name : str
+        Command-line name (k-diffusion's function without ``sample_``, ``_`` as ``-``).
+    function : str
+        The k-diffusion function it reproduces (``sample_dpmpp_2m``, ...).
+    step : callable
+        ``step(kit, i, x, history) -> (x, history)`` (module docstring).
+    stencil : tuple of int
+        Offsets ``o`` such that iteration ``i`` reads ``sigmas[i + o]`` (for the gradient).
+    defaults : dict
+        Options of the function with their default values (``eta``, ``s_noise``, ``r``,
+        ``solver_type``, ``order``); only these are accepted.
+    noise : {"none", "iid", "brownian"}
+        What ``kit.noise`` draws (module docstring).
+    nfe_rule : str
+        How many network evaluations S steps cost, in words.
+    nfe : callable
+        ``nfe(n_steps) -> int``.
+    description : str
+    """
+
+    name: str
+    function: str
+    step: Callable
+    stencil: tuple
+    defaults: dict = field(default_factory=dict)
+    noise: str = "none"
+    nfe_rule: str = "one per step"
+    nfe: Callable = _one_per_step
+    description: str = ""
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the sampler draws noise with its default options."""
+        return self.noise != "none" and self.defaults.get("eta", 0.0) != 0.0
+
+
+_ANCESTRAL = {"eta": 1.0, "s_noise": 1.0}
+_TWO = "two per step (the second at the next level), one on the last step (onto sigma = 0)"
+
+KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
+    KSampler("euler", "sample_euler", _euler, (0, 1), {},
+             description="Euler on the probability-flow ODE in sigma (Karras et al. 2022 Alg. 2)"),
+    KSampler("euler-ancestral", "sample_euler_ancestral", _euler_ancestral, (0, 1),
+             dict(_ANCESTRAL), "iid", description="Euler to sigma_down plus noise sigma_up"),
+    KSampler("heun", "sample_heun", _heun, (0, 1), {}, nfe_rule=_TWO, nfe=_two_but_last,
+             description="Heun (2nd order) on the ODE, Euler onto sigma = 0"),
+    KSampler("dpm-2", "sample_dpm_2", _dpm_2, (0, 1), {}, nfe_rule=_TWO.replace(
+        "at the next level", "at the log-midpoint"), nfe=_two_but_last,
+        description="DPM-Solver-2 (midpoint in log sigma), Euler onto sigma = 0"),
+    KSampler("dpm-2-ancestral", "sample_dpm_2_ancestral", _dpm_2_ancestral, (0, 1),
+             dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
+             _two_but_last, "DPM-Solver-2 to sigma_down plus noise sigma_up"),
+    KSampler("lms", "sample_lms", _lms, (-3, -2, -1, 0, 1), {"order": 4},
+             description="linear multistep (Adams-Bashforth in sigma, order 4)"),
+    KSampler("dpmpp-2s-ancestral", "sample_dpmpp_2s_ancestral", _dpmpp_2s_ancestral, (0, 1),
+             dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
+             _two_but_last, "DPM-Solver++(2S) to sigma_down plus noise sigma_up"),
+    KSampler("dpmpp-sde", "sample_dpmpp_sde", _dpmpp_sde, (0, 1),
+             {"eta": 1.0, "s_noise": 1.0, "r": 0.5}, "brownian",
+             _TWO.replace("at the next level", "at t + r h"), _two_but_last,
+             "DPM-Solver++ SDE (two stages, Brownian-tree noise)"),
+    KSampler("dpmpp-2m", "sample_dpmpp_2m", _dpmpp_2m, (-1, 0, 1), {},
+             description="DPM-Solver++(2M), first order at the first step and onto sigma = 0"),
+    KSampler("dpmpp-2m-sde", "sample_dpmpp_2m_sde", _dpmpp_2m_sde, (-1, 0, 1),
+             {"eta": 1.0, "s_noise": 1.0, "solver_type": "midpoint"}, "brownian",
+             description="DPM-Solver++(2M) SDE (Brownian-tree noise)"),
+    KSampler("dpmpp-3m-sde", "sample_dpmpp_3m_sde", _dpmpp_3m_sde, (-2, -1, 0, 1),
+             {"eta": 1.0, "s_noise": 1.0}, "brownian",
+             description="DPM-Solver++(3M) SDE (Brownian-tree noise)"),
+)}
