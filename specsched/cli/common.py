@@ -24,7 +24,9 @@ EXIT_RESOURCES = 4
 #: The flag of each library parameter that a command passes on as it is: a library error
 #: about ``param`` (:class:`~specsched.errors.InputError`) is shown with the flag instead.
 PARAM_FLAGS = {"ab_min": "--ab-min", "ab_max": "--ab-max", "delta": "--delta",
-               "maxiter": "--maxiter", "num_steps": "--steps", "steps": "--steps"}
+               "maxiter": "--maxiter", "num_steps": "--steps", "steps": "--steps",
+               "eta": "--eta", "nfe": "--nfe", "s_noise": "--s-noise", "r": "--r",
+               "solver_type": "--solver-type"}
 #: Largest ``--maxiter``: SciPy's solvers take a C int, and a million iterations of a start
 #: (each at least one loss evaluation) is already hours.
 MAX_ITERATIONS = 1_000_000
@@ -253,6 +255,10 @@ def spectrum_from_args(args):
 
 DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance beta-tilde), "
                  "ddpm-large (variance beta), ddim-ve, ddpm-ve (SMLD ancestral)")
+K_HELP = ("k-diffusion's samplers on the schedule's sigmas (VE, start N(0, sigma_S^2)): "
+          "euler, euler-ancestral, heun, dpm-2, dpm-2-ancestral, lms, dpmpp-2s-ancestral, "
+          "dpmpp-sde, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde (as k-diffusion's sample_* "
+          "functions with their defaults)")
 SDE_HELP = ("continuous-time VP solvers (Pierret & Galerne 2025): euler, heun (probability-flow "
             "ODE), em (Euler-Maruyama), ei (exponential integrator), pg-ddpm")
 
@@ -261,6 +267,7 @@ def add_sampler_args(p, choices, default="ddim"):
     """``--sampler``, ``--eta`` and ``--init``: the sampler and the start of the reverse process."""
     p.add_argument("--sampler", choices=choices, default=default, metavar="SAMPLER",
                    help=f"one of {', '.join(choices)}: {DISCRETE_HELP}"
+                   + (f"; {K_HELP}" if "dpmpp-2m" in choices else "")
                    + (f"; {SDE_HELP}" if "euler" in choices else "")
                    + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
                       "lands on t - T//S, not on the next grid timestep)"
@@ -270,7 +277,8 @@ def add_sampler_args(p, choices, default="ddim"):
                       else "")
                    + ("" if default else "; default: the schedule file's sampler, else ddim"))
     p.add_argument("--eta", type=unit_interval, default=None,
-                   help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim)")
+                   help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim), or the eta "
+                   "of a k-diffusion ancestral/SDE sampler (default 1)")
     p.add_argument("--init", choices=["normal", "marginal"], default="normal",
                    help="start of the reverse process: N(0, I) (N(0, sigma_S^2) for VE) or "
                    "the true marginal")
@@ -278,14 +286,24 @@ def add_sampler_args(p, choices, default="ddim"):
 
 def resolve_sampler(sampler, param):
     """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``."""
-    from specsched.theory import get_sampler
+    from specsched.theory.samplers import sampler_param
 
     if param == "ve" and sampler in ("ddim", "ddpm"):
         sampler = f"{sampler}-ve"
-    spec = get_sampler(sampler)
-    if param is not None and spec.param != param:
-        raise InputError(f"--param: sampler {sampler!r} is {spec.param.upper()}, not {param}")
+    own = sampler_param(sampler)
+    if param is not None and own != param:
+        raise InputError(f"--param: sampler {sampler!r} is {own.upper()}, not {param}")
     return sampler
+
+
+def steps_from_nfe(sampler: str, nfe) -> list[int]:
+    """``--nfe`` as step counts: S per budget (k-diffusion's rule per sampler; S = NFE for
+    the discrete samplers), refusing a budget no step count spends exactly."""
+    from specsched.theory.ksolvers import KSAMPLERS, steps_for_nfe
+
+    if sampler not in KSAMPLERS:
+        return sorted(set(nfe))
+    return sorted({steps_for_nfe(sampler, n) for n in nfe})
 
 
 def eta_text(eta):

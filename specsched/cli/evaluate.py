@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,10 @@ def add_parser(sub):
     """Register the ``evaluate`` subcommand on an argparse subparsers object."""
     from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
     from specsched.schedules.exported import LEVELS
-    from specsched.theory import SAMPLERS
+    from specsched.theory.samplers import sampler_names
     from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS
 
-    discrete = list(SAMPLERS)
+    discrete = sampler_names()
     p = sub.add_parser("evaluate", help="W2 and KL of a schedule on a spectrum",
                        description="Closed-form W2 and KL(gen || data) of a sampler run on "
                        "a schedule, for Gaussian data with the given spectrum. The schedule "
@@ -136,6 +137,11 @@ def _file_sampler(lv, sampler, eta, param):
     from specsched.theory import resolve_eta
 
     sched = lv.schedule
+    if sched is not None and sched.sampler is not None and sampler is not None \
+            and sampler != sched.sampler:
+        warnings.warn(f"{lv.source}: this schedule was made for the sampler "
+                      f"{sched.sampler!r}; evaluating it with {sampler!r} as --sampler asks",
+                      stacklevel=2)
     if sampler is not None or sched is None or sched.sampler is None:
         return sampler, eta
     try:
@@ -199,7 +205,8 @@ def _evaluate_diffusers_ddpm(args, spectrum):
 
 def _evaluate_discrete(args, sampler, eta, spectrum):
     from specsched.schedules import BASELINES, baseline_alphas_cumprod
-    from specsched.theory import evaluate_schedule, get_sampler, resolve_eta
+    from specsched.theory import evaluate_schedule, resolve_eta
+    from specsched.theory.samplers import sampler_param
 
     if args.schedule is None:
         raise InputError(f"--schedule: required with the discrete sampler {sampler or 'ddim'!r}")
@@ -214,7 +221,7 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
         spacing = args.spacing if args.schedule not in ("karras", "logsnr") else None
     else:
         want_ve = args.param == "ve" or (sampler is not None
-                                         and get_sampler(sampler).param == "ve")
+                                         and sampler_param(sampler) == "ve")
         lv = _read_file(args, want_ve)
         sampler, eta = _file_sampler(lv, sampler, eta, args.param)
         ab, label, spacing = lv.alphas_cumprod, lv.source, None

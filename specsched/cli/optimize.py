@@ -15,6 +15,7 @@ from specsched.cli.common import (
     positive_int,
     resolve_sampler,
     spectrum_from_args,
+    steps_from_nfe,
 )
 
 
@@ -22,15 +23,21 @@ def add_parser(sub):
     """Register the ``optimize`` subcommand on an argparse subparsers object."""
     from specsched.optimize import METHODS
     from specsched.schedules import SPACINGS
-    from specsched.theory import LOSSES, SAMPLERS
+    from specsched.theory import LOSSES
+    from specsched.theory.samplers import sampler_names
 
-    discrete = list(SAMPLERS)
+    discrete = sampler_names()
     p = sub.add_parser("optimize", help="optimise schedules for a dataset's spectrum",
                        description="Optimise a monotone alphas_cumprod schedule per step "
                        "count and write schedule JSON files, a CSV summary and a plot.")
     add_data_args(p)
-    p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 50],
-                   help="numbers of sampling steps (default: 10 20 50)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 50],
+                        help="numbers of sampling steps (default: 10 20 50)")
+    budget.add_argument("--nfe", type=positive_int, nargs="+", default=None,
+                        help="network-evaluation budgets instead of --steps: Heun, DPM-2 and "
+                        "the two-stage ancestral/SDE samplers spend 2 S - 1 (one on the last "
+                        "step), the others S")
     add_sampler_args(p, discrete)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
@@ -59,15 +66,17 @@ def run(args) -> int:
     from specsched.optimize import check_bounds, optimize_schedule
     from specsched.plots import plot_schedules
     from specsched.schedules import Schedule, baseline_alphas_cumprod
-    from specsched.theory import get_sampler, resolve_eta
+    from specsched.theory import resolve_eta
+    from specsched.theory.samplers import sampler_param
 
     sampler = resolve_sampler(args.sampler, args.param)
     eta = resolve_eta(sampler, args.eta)
-    steps = sorted(set(args.steps))
+    steps = steps_from_nfe(sampler, args.nfe) if args.nfe else sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
     check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)
     out = check_output_folder(args.out)
-    tag = sampler + (f"-eta{eta:g}" if sampler == "ddim" and eta else "")
+    default_eta = resolve_eta(sampler, None)
+    tag = sampler + (f"-eta{eta:g}" if eta is not None and eta != default_eta else "")
     names = {S: out / f"schedule_{tag}_{args.loss}_S{S}.json" for S in steps}
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
     for path in [*names.values(), csv_path, png_path]:  # refuse before any work is done
@@ -89,7 +98,7 @@ def run(args) -> int:
             failed.append((S, res.message))
         sched = Schedule(
             alphas_cumprod=res.x, name=f"optimized-{args.loss}", sampler=sampler, eta=eta,
-            param=get_sampler(sampler).param, loss=args.loss, loss_value=res.fun,
+            param=sampler_param(sampler), loss=args.loss, loss_value=res.fun,
             baselines=res.baselines, spectrum=spectrum.provenance(), optimizer=res.summary(),
         )
         sched.save(names[S], force=args.force)

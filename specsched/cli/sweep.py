@@ -39,14 +39,17 @@ def add_parser(sub):
     """Register the ``sweep`` subcommand."""
     from specsched.optimize import METHODS, STARTS
     from specsched.schedules import BASELINES, SPACINGS
-    from specsched.theory import LOSSES, SAMPLERS
+    from specsched.theory import LOSSES
+    from specsched.theory.samplers import sampler_names
 
     p = sub.add_parser("sweep", help="optimise and compare schedules over step counts",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     add_data_args(p)
     p.add_argument("--steps", type=positive_int, nargs="+", default=[5, 10, 20, 50, 100])
-    p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=["ddim", "ddpm"],
-                   metavar="SAMPLER", help=f"discrete samplers ({', '.join(SAMPLERS)})")
+    names = sampler_names()
+    p.add_argument("--samplers", nargs="+", choices=names, default=["ddim", "ddpm"],
+                   metavar="SAMPLER", help=f"samplers ({', '.join(names)}); k-diffusion's "
+                   "run on the schedule's sigmas with their functions' defaults")
     p.add_argument("--schedules", nargs="+", choices=list(BASELINES), default=list(BASELINES),
                    metavar="NAME", help=f"baselines to compare ({', '.join(BASELINES)})")
     p.add_argument("--losses", nargs="+", choices=list(LOSSES), default=["w2", "kl"],

@@ -55,6 +55,7 @@ from specsched.theory import (
     loss_value,
     resolve_eta,
 )
+from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.quadrature import compress_spectrum, error_estimate
 
 #: Default bounds: the range spanned by the baseline families (:data:`BASELINES`), so that no
@@ -460,7 +461,8 @@ def optimize_schedule(
     loss : {"w2", "kl", "kl-data-gen"}
         Minimised loss (W2 via ``W2^2``; KL(gen || data); KL(data || gen)).
     sampler : str
-        A discrete sampler of :data:`specsched.theory.SAMPLERS` (VP or VE).
+        A discrete sampler of :data:`specsched.theory.SAMPLERS` (VP or VE) or one of
+        k-diffusion's (:data:`specsched.theory.ksolvers.KSAMPLERS`, on the schedule's sigmas).
     eta : float or None
         DDIM-eta stochasticity (0 DDIM, 1 DDPM beta-tilde); None: the sampler's own.
     init : {"normal", "marginal"}
@@ -490,7 +492,8 @@ def optimize_schedule(
         Optimise on a spectrum compressed into weighted nodes
         (:mod:`specsched.theory.quadrature`, the int is its number of bins): cost O(S K)
         instead of O(S d). "auto" uses :data:`QUADRATURE_BINS` bins when d exceeds
-        :data:`QUADRATURE_MIN_DIM`, the exact spectrum otherwise; None is always exact. The
+        :data:`QUADRATURE_MIN_DIM` (:data:`QUADRATURE_BINS` for k-diffusion's samplers, which
+        have no compiled kernel), the exact spectrum otherwise; None is always exact. The
         reported losses are always exact, with the quadrature's own error estimate in
         ``result.quadrature``.
     backend : {"auto", "numpy", "numba"}
@@ -535,7 +538,7 @@ def optimize_schedule(
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
     kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, **kw)
-    n_bins = _quadrature_bins(quadrature, lam.size)
+    n_bins = _quadrature_bins(quadrature, lam.size, sampler)
     if n_bins is None:
         obj_lam, obj_m, obj_kw = lam, m, {}
     else:
@@ -618,11 +621,13 @@ def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, fto
     return best, values
 
 
-def _quadrature_bins(quadrature, d):
+def _quadrature_bins(quadrature, d, sampler="ddim"):
     if quadrature is None:
         return None
     if quadrature == "auto":
-        return QUADRATURE_BINS if d > QUADRATURE_MIN_DIM else None
+        # k-diffusion's samplers have no compiled kernel: compress from QUADRATURE_BINS up
+        threshold = QUADRATURE_BINS if sampler in KSAMPLERS else QUADRATURE_MIN_DIM
+        return QUADRATURE_BINS if d > threshold else None
     if isinstance(quadrature, (int, np.integer)) and quadrature >= 1:
         return int(quadrature)
     raise InputError(f"quadrature: expected 'auto', None or a number of bins >= 1, "

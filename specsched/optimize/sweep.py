@@ -126,12 +126,12 @@ def _write_cell(record, cell_dir: Path, sched_dir: Path, provenance: dict) -> No
     """Write a cell's schedule file, then its record (the record marks the cell done)."""
     from specsched.fileio import atomic_write
     from specsched.schedules import Schedule
-    from specsched.theory import get_sampler
+    from specsched.theory.samplers import sampler_param
 
     sched = Schedule(
         alphas_cumprod=np.asarray(record["optimized"]["alphas_cumprod"]),
         name=f"optimized-{record['loss']}", sampler=record["sampler"], eta=record["eta"],
-        param=get_sampler(record["sampler"]).param, loss=record["loss"],
+        param=sampler_param(record["sampler"]), loss=record["loss"],
         loss_value=record["optimized"]["value"], baselines=record["baselines"],
         spectrum=provenance, optimizer=record["optimizer"],
     )

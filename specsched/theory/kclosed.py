@@ -34,16 +34,14 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
-from specsched.theory.ksolvers import KSAMPLERS, KSampler
+from specsched.theory.ksolvers import KSampler, get_ksampler, resolve_options
 from specsched.theory.samplers import GeneratedGaussian, check_init
 
 __all__ = [
     "Affine",
     "check_sigmas",
-    "get_ksampler",
     "kclosed_form",
     "kclosed_form_vjp",
-    "resolve_options",
     "sigmas_from_alphas_cumprod",
 ]
 
@@ -141,63 +139,6 @@ def _iteration(spec: KSampler, sigmas, options, lam, i: int, n_inputs: int):
     return M, N, kit.noise_covariance()
 
 
-def get_ksampler(name: str) -> KSampler:
-    """The :class:`~specsched.theory.ksolvers.KSampler` called ``name``; InputError otherwise."""
-    try:
-        return KSAMPLERS[name]
-    except (KeyError, TypeError):
-        raise InputError(f"sampler: expected one of {list(KSAMPLERS)}, got {name!r}") from None
-
-
-def resolve_options(sampler: str, eta=None, **options) -> dict:
-    """The options of a k-diffusion sampler: its defaults updated by those given (not None).
-
-    Parameters
-    ----------
-    sampler : str
-        A name of :data:`~specsched.theory.ksolvers.KSAMPLERS`.
-    eta : float or None
-        Ancestral / SDE noise scale, ``>= 0`` (k-diffusion's ``eta``).
-    **options
-        ``s_noise`` (>= 0), ``r`` (in (0, 1), ``dpmpp-sde``), ``solver_type``
-        (``"midpoint"`` or ``"heun"``, ``dpmpp-2m-sde``); None entries are ignored.
-
-    Returns
-    -------
-    dict
-        Every option of the sampler, resolved.
-
-    Raises
-    ------
-    InputError
-        An option the sampler's k-diffusion function does not take (named with its flag,
-        e.g. ``--eta``), or a value out of range.
-    """
-    spec = get_ksampler(sampler)
-    given = {k: v for k, v in dict(options, eta=eta).items() if v is not None}
-    out = dict(spec.defaults)
-    for key, value in given.items():
-        flag = "--" + key.replace("_", "-")
-        if key not in spec.defaults:
-            takes = [k for k, s in KSAMPLERS.items() if key in s.defaults]
-            raise InputError(f"{flag}: sampler {sampler!r} ({spec.function}) has no {key}; "
-                             f"{key} applies to {', '.join(takes) or 'no k-diffusion sampler'}")
-        if key == "solver_type":
-            if value not in ("midpoint", "heun"):
-                raise InputError(f"{flag}: expected 'midpoint' or 'heun', got {value!r}")
-        else:
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"{flag}: expected a number, got {value!r}") from None
-            low_ok = value > 0.0 if key == "r" else value >= 0.0
-            if not (np.isfinite(value) and low_ok and (key != "r" or value < 1.0)):
-                want = "a number in (0, 1)" if key == "r" else "a finite number >= 0"
-                raise InputError(f"{flag}: expected {want}, got {value!r}")
-        out[key] = value
-    return out
-
-
 def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     """k-diffusion's ``sigmas`` of a schedule: ``(sigma_S, ..., sigma_1, 0)``.
 
@@ -248,7 +189,7 @@ def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
 
 
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
-                 init: str = "normal") -> GeneratedGaussian:
+                 init: str = "normal", validate: bool = True) -> GeneratedGaussian:
     """Generated Gaussian of a k-diffusion sampler with the exact Wiener denoiser.
 
     Parameters
@@ -263,6 +204,9 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
         Resolved options (:func:`resolve_options`); the sampler's defaults by default.
     init : {"normal", "marginal"}
         Start ``x ~ N(0, sigmas[0]^2)`` (k-diffusion's ``randn * sigmas[0]``) or the marginal.
+    validate : bool
+        Check ``sigmas`` (:func:`check_sigmas`); False trusts them (an optimiser's iterate
+        may be non-monotone for a moment; the final 0 is still required).
 
     Returns
     -------
@@ -281,7 +225,7 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     spec = get_ksampler(sampler)
     opts = resolve_options(sampler) if options is None else options
     check_init(init)
-    s = check_sigmas(sigmas)
+    s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
     gain = -H if init == "normal" else np.zeros_like(lam)
@@ -289,12 +233,12 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
 
 
 def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, init: str,
-                     loss_partials):
+                     loss_partials, validate: bool = True):
     """A loss of the generated Gaussian and its gradient in ``sigmas`` (reverse mode).
 
     Parameters
     ----------
-    eigenvalues, sigmas, sampler, options, init
+    eigenvalues, sigmas, sampler, options, init, validate
         As in :func:`kclosed_form`.
     loss_partials : callable
         ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` (ndarrays of shape
@@ -317,7 +261,7 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     spec = get_ksampler(sampler)
     opts = resolve_options(sampler) if options is None else options
     check_init(init)
-    s = check_sigmas(sigmas)
+    s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
     normal = init == "normal"

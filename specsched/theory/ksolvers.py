@@ -46,7 +46,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["KSAMPLERS", "KSampler", "ancestral_step", "lms_coefficients"]
+from specsched.errors import InputError
+
+__all__ = [
+    "KSAMPLERS",
+    "KSampler",
+    "ancestral_step",
+    "get_ksampler",
+    "lms_coefficients",
+    "resolve_options",
+    "steps_for_nfe",
+]
 
 
 def _cmin(a, b):
@@ -400,3 +410,87 @@ KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
              {"eta": 1.0, "s_noise": 1.0}, "brownian",
              description="DPM-Solver++(3M) SDE (Brownian-tree noise)"),
 )}
+
+
+def get_ksampler(name: str) -> KSampler:
+    """The :class:`~specsched.theory.ksolvers.KSampler` called ``name``; InputError otherwise."""
+    try:
+        return KSAMPLERS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"sampler: expected one of {list(KSAMPLERS)}, got {name!r}") from None
+
+
+def resolve_options(sampler: str, eta=None, **options) -> dict:
+    """The options of a k-diffusion sampler: its defaults updated by those given (not None).
+
+    Parameters
+    ----------
+    sampler : str
+        A name of :data:`~specsched.theory.ksolvers.KSAMPLERS`.
+    eta : float or None
+        Ancestral / SDE noise scale, ``>= 0`` (k-diffusion's ``eta``).
+    **options
+        ``s_noise`` (>= 0), ``r`` (in (0, 1), ``dpmpp-sde``), ``solver_type``
+        (``"midpoint"`` or ``"heun"``, ``dpmpp-2m-sde``); None entries are ignored.
+
+    Returns
+    -------
+    dict
+        Every option of the sampler, resolved.
+
+    Raises
+    ------
+    InputError
+        An option the sampler's k-diffusion function does not take, or a value out of
+        range (``param`` the option's name).
+    """
+    spec = get_ksampler(sampler)
+    given = {k: v for k, v in dict(options, eta=eta).items() if v is not None}
+    out = dict(spec.defaults)
+    for key, value in given.items():
+        if key not in spec.defaults:
+            takes = [k for k, s in KSAMPLERS.items() if key in s.defaults]
+            raise InputError(f"{key}: sampler {sampler!r} ({spec.function}) has no {key}; "
+                             f"{key} applies to {', '.join(takes) or 'no k-diffusion sampler'}",
+                             param=key)
+        if key == "solver_type":
+            if value not in ("midpoint", "heun"):
+                raise InputError(f"{key}: expected 'midpoint' or 'heun', got {value!r}",
+                                 param=key)
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"{key}: expected a number, got {value!r}",
+                                 param=key) from None
+            low_ok = value > 0.0 if key == "r" else value >= 0.0
+            if not (np.isfinite(value) and low_ok and (key != "r" or value < 1.0)):
+                want = "a number in (0, 1)" if key == "r" else "a finite number >= 0"
+                raise InputError(f"{key}: expected {want}, got {value!r}", param=key)
+        out[key] = value
+    return out
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """The number of steps S at which ``sampler`` spends exactly ``nfe`` network evaluations.
+
+    One evaluation per step for the single-stage samplers, ``2 S - 1`` for the two-stage
+    ones (the last step, onto sigma = 0, is a first-order step): :attr:`KSampler.nfe_rule`.
+
+    Raises
+    ------
+    InputError
+        ``nfe`` not a positive integer, or no step count costs exactly ``nfe`` (``param``
+        ``"nfe"``; the message names the nearest counts that exist).
+    """
+    spec = get_ksampler(sampler)
+    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+        raise InputError(f"nfe: expected a positive integer, got {nfe!r}", param="nfe")
+    steps = next((s for s in range(1, int(nfe) + 1) if spec.nfe(s) >= nfe), None)
+    if steps is None or spec.nfe(steps) != nfe:
+        below = spec.nfe(steps - 1) if steps and steps > 1 else None
+        near = [str(v) for v in (below, spec.nfe(steps) if steps else None) if v]
+        raise InputError(f"nfe: {sampler} spends {spec.nfe_rule} (NFE = 2 S - 1), so no step "
+                         f"count costs {nfe} evaluations; the nearest are {' or '.join(near)}",
+                         param="nfe")
+    return steps

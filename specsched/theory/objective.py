@@ -1,7 +1,11 @@
 """Schedule losses as functions of ``alphas_cumprod``: evaluation and analytic gradient.
 
-Glue between the closed-form samplers (:mod:`specsched.theory.samplers`) and the losses
-(:mod:`specsched.theory.losses`); the optimiser calls :func:`loss_and_grad`.
+Glue between the closed-form samplers and the losses (:mod:`specsched.theory.losses`); the
+optimiser calls :func:`loss_and_grad`. Discrete samplers (:data:`SAMPLERS`) go through
+:mod:`specsched.theory.samplers` (and its numba kernels); k-diffusion's samplers
+(:data:`~specsched.theory.ksolvers.KSAMPLERS`) through :mod:`specsched.theory.kclosed`, on
+the schedule's noise levels ``sigmas = (sigma_S, ..., sigma_1, 0)``,
+``sigma_s = sqrt((1 - ab_s)/ab_s)``, NumPy only.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.kclosed import kclosed_form, kclosed_form_vjp, sigmas_from_alphas_cumprod
+from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 from specsched.theory.losses import (
     KL_FLOOR,
     LOSSES,
@@ -23,6 +29,32 @@ from specsched.theory.samplers import (
     propagate,
     propagate_vjp,
 )
+
+
+def _k_generated(lam, alphas_cumprod, sampler, eta, init):
+    """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
+    options = resolve_options(sampler, eta)
+    return kclosed_form(lam, sigmas_from_alphas_cumprod(alphas_cumprod), sampler, options,
+                        init, validate=False)  # alphas_cumprod is trusted here too
+
+
+def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
+                     keep):
+    """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    sigmas = sigmas_from_alphas_cumprod(ab)
+
+    def partials(gen):
+        value, d_var, d_err = loss_value_and_partials(
+            loss, lam, gen.variance, gen.mean_error(m), kl_floor, weights, keep
+        )
+        return value, d_var, d_err * m
+
+    value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler, resolve_options(sampler, eta),
+                                             init, partials, validate=False)
+    # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
+    dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
+    return float(value), grad_sigmas[:-1][::-1] * dsigma
 
 
 def evaluate_schedule(
@@ -40,9 +72,11 @@ def evaluate_schedule(
     alphas_cumprod : ndarray of shape (n_steps,), float64
         Strictly decreasing in (0, 1), step 1 (least noisy) first.
     sampler : str
-        A name of :data:`specsched.theory.SAMPLERS`.
+        A name of :data:`specsched.theory.SAMPLERS` or of
+        :data:`specsched.theory.ksolvers.KSAMPLERS` (k-diffusion's, with their defaults).
     eta : float or None
-        DDIM-eta stochasticity (0 = DDIM, 1 = DDPM beta-tilde); None: the sampler's own.
+        DDIM-eta stochasticity (0 = DDIM, 1 = DDPM beta-tilde), or k-diffusion's eta of an
+        ancestral/SDE sampler; None: the sampler's own.
     init : {"normal", "marginal"}
         Start distribution of the reverse process.
     kl_floor : float
@@ -59,7 +93,10 @@ def evaluate_schedule(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
+    if sampler in KSAMPLERS:
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+    else:
+        gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
     return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
 
 
@@ -124,6 +161,10 @@ def loss_value(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
+    if sampler in KSAMPLERS:
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+        return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
+                                       weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
     return _value(system, lam, m, loss, kl_floor, weights, keep, numba)
 
@@ -152,7 +193,8 @@ def loss_and_grad(
         "numpy" is the reference implementation
         (:func:`specsched.theory.samplers.closed_form_vjp`); "numba" the
         fused compiled kernel (:mod:`specsched.theory.kernels`); "auto" picks numba when
-        S x d >= :data:`NUMBA_MIN_WORK`.
+        S x d >= :data:`NUMBA_MIN_WORK`. k-diffusion's samplers have the NumPy
+        implementation only (:mod:`specsched.theory.kclosed`), whatever the backend.
 
     Returns
     -------
@@ -163,12 +205,17 @@ def loss_and_grad(
     Notes
     -----
     Reverse-mode differentiation of the per-direction recursion, O(S d)
-    (Benita, Elad, Keshet 2025; docs/theory.md section 5).
+    (Benita, Elad, Keshet 2025; docs/theory.md section 5); for k-diffusion's samplers the
+    adjoint of their state recursion (:func:`specsched.theory.kclosed.kclosed_form_vjp`),
+    O(S L^2 d) with L <= 4 state entries.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
+    if sampler in KSAMPLERS:
+        return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
+                                weights, keep)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
         from specsched.theory.kernels import loss_grad  # numba: imported on first use
@@ -202,9 +249,15 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
-    system = linear_system(lam, alphas_cumprod, sampler, eta, init)
-    gen = None if numba else propagate(system, lam)
-    out = {key: _value(system, lam, m, loss, kl_floor, None, None, numba, gen)
-           for key, loss in (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))}
+    keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
+    if sampler in KSAMPLERS:
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+        out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
+                                            kl_floor)[0] for key, loss in keys}
+    else:
+        system = linear_system(lam, alphas_cumprod, sampler, eta, init)
+        gen = None if numba else propagate(system, lam)
+        out = {key: _value(system, lam, m, loss, kl_floor, None, None, numba, gen)
+               for key, loss in keys}
     out["w2"] = float(np.sqrt(max(out["w2"], 0.0)))
     return out

@@ -70,6 +70,7 @@ from typing import NamedTuple
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 from specsched.theory.wiener import wiener_gain_coefficients
 
 __all__ = [
@@ -88,6 +89,8 @@ __all__ = [
     "mobius",
     "mobius_derivative",
     "resolve_eta",
+    "sampler_names",
+    "sampler_param",
     "step_coefficients",
     "step_gains",
     "step_scalar_derivatives",
@@ -183,6 +186,27 @@ SAMPLERS = {
 }
 
 
+def sampler_names() -> list[str]:
+    """Every sampler name: the discrete samplers of :data:`SAMPLERS`, then k-diffusion's
+    (:data:`specsched.theory.ksolvers.KSAMPLERS`)."""
+    return [*SAMPLERS, *KSAMPLERS]
+
+
+def sampler_param(name: str) -> str:
+    """``"vp"`` or ``"ve"``: the parametrisation of a sampler's states (k-diffusion: VE).
+
+    Raises
+    ------
+    InputError
+        Unknown name (listing every name).
+    """
+    if name in KSAMPLERS:
+        return "ve"
+    if name in SAMPLERS:
+        return SAMPLERS[name].param
+    raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
+
+
 def get_sampler(name: str) -> Sampler:
     """The :class:`Sampler` called ``name``; InputError listing the names otherwise."""
     try:
@@ -195,7 +219,9 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     """Return the stochasticity eta of a named sampler.
 
     ``"ddim"`` defaults to eta = 0 and accepts any ``eta`` in [0, 1] (DDIM-eta);
-    ``"ddpm"`` is eta = 1 (posterior variance beta-tilde); the other samplers have no eta
+    ``"ddpm"`` is eta = 1 (posterior variance beta-tilde); k-diffusion's ancestral and SDE
+    samplers default to their function's eta (1) and accept any eta >= 0
+    (:func:`specsched.theory.ksolvers.resolve_options`); the other samplers have no eta
     (returns None). Idempotent: a resolved eta resolves to itself.
 
     Raises
@@ -204,6 +230,8 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
         Unknown sampler name, eta outside [0, 1], an eta other than 1 with ``"ddpm"``, or an
         eta with a sampler that has none.
     """
+    if sampler in KSAMPLERS:  # k-diffusion's eta: >= 0, only where its function has one
+        return resolve_options(sampler, eta).get("eta")
     spec = get_sampler(sampler)
     if eta is None:
         return spec.default_eta

@@ -1,0 +1,102 @@
+"""k-diffusion's samplers through the optimiser and the command line (issue 13)."""
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import refused, run
+
+from specsched.optimize import optimize_schedule
+from specsched.schedules import Schedule, baseline_alphas_cumprod
+from specsched.theory import evaluate_schedule, loss_and_grad, loss_value
+from specsched.theory.ksolvers import KSAMPLERS, steps_for_nfe
+
+LAM = np.geomspace(1e-3, 20.0, 40)
+MEAN = np.linspace(-0.5, 0.5, 40)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp-2m", "dpmpp-sde", "lms"])
+@pytest.mark.parametrize("loss", ["w2", "kl"])
+def test_gradient_in_alphas_cumprod_matches_finite_differences(sampler, loss):
+    # the chain rule from sigmas to alphas_cumprod (sigma index j is ab index S - 1 - j)
+    ab = baseline_alphas_cumprod("linear", 6)
+    value, grad = loss_and_grad(LAM, MEAN, ab, loss=loss, sampler=sampler)
+    assert value == pytest.approx(loss_value(LAM, MEAN, ab, loss=loss, sampler=sampler),
+                                  rel=1e-13)
+    fd = np.empty_like(ab)
+    for j in range(ab.size):
+        h = 1e-4 * min(ab[j], 1 - ab[j])  # rounding dominates below this
+        up, down = ab.copy(), ab.copy()
+        up[j] += h
+        down[j] -= h
+        fd[j] = (loss_value(LAM, MEAN, up, loss=loss, sampler=sampler)
+                 - loss_value(LAM, MEAN, down, loss=loss, sampler=sampler)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+
+
+def test_euler_optimum_is_the_ddim_ve_optimum():
+    # k-diffusion's sample_euler is DDIM in VE form: the same problem, the same optimum
+    a = optimize_schedule(LAM, MEAN, 6, sampler="euler", starts=("linear",))
+    b = optimize_schedule(LAM, MEAN, 6, sampler="ddim-ve", starts=("linear",))
+    assert a.success and b.success
+    assert a.w2 == pytest.approx(b.w2, rel=1e-6)
+    np.testing.assert_allclose(a.x, b.x, rtol=1e-3)
+
+
+def test_optimised_schedule_beats_its_start_for_dpmpp_2m():
+    res = optimize_schedule(LAM, MEAN, 5, sampler="dpmpp-2m")
+    assert res.success
+    assert res.w2 < min(v["w2"] for v in res.baselines.values())
+    again = evaluate_schedule(LAM, MEAN, res.x, sampler="dpmpp-2m").w2
+    assert again == pytest.approx(res.w2, rel=1e-12)
+
+
+def test_nfe_rule_of_each_sampler():
+    two = {"heun", "dpm-2", "dpm-2-ancestral", "dpmpp-2s-ancestral", "dpmpp-sde"}
+    for name, spec in KSAMPLERS.items():
+        assert spec.nfe(10) == (19 if name in two else 10), name
+    assert steps_for_nfe("heun", 9) == 5
+    assert steps_for_nfe("dpmpp-2m", 10) == 10
+
+
+def _eigenvalues(tmp_path):
+    path = tmp_path / "eigs.npy"
+    np.save(path, LAM)
+    return path
+
+
+def test_optimize_with_an_nfe_budget(tmp_path, capsys):
+    code, out, err = run(["optimize", "--spectrum", _eigenvalues(tmp_path), "--sampler",
+                          "heun", "--nfe", "9", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    files = list((tmp_path / "o").glob("schedule_heun_w2_S5.json"))
+    assert len(files) == 1, list((tmp_path / "o").iterdir())
+    sched = Schedule.load(files[0])
+    assert (sched.sampler, sched.param, sched.alphas_cumprod.size) == ("heun", "ve", 5)
+    assert json.loads(files[0].read_text())["sampler"] == "heun"
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--sampler", "heun", "--nfe", "10"], ["--nfe: heun spends", "nearest are 9 or 11"]),
+    (["--sampler", "dpmpp-2m", "--eta", "0.5"],
+     ["--eta: sampler 'dpmpp-2m' (sample_dpmpp_2m) has no eta", "euler-ancestral"]),
+    (["--sampler", "dpmpp-2m", "--steps", "5", "--nfe", "5"], ["not allowed with argument"]),
+])
+def test_optimize_refuses_what_a_sampler_cannot_do(tmp_path, capsys, argv, needles):
+    code, _, err = run(["optimize", "--spectrum", _eigenvalues(tmp_path), *argv,
+                        "--out", tmp_path / "o"], capsys)
+    assert refused(code, err, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_says_when_a_schedule_was_made_for_another_sampler(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    Schedule(alphas_cumprod=baseline_alphas_cumprod("cosine", 8), sampler="ddim").save(path)
+    code, out, err = run(["evaluate", "--spectrum", _eigenvalues(tmp_path), "--schedule", path,
+                          "--sampler", "dpmpp-2m", "--json"], capsys)
+    assert code == 0, err
+    assert "made for the sampler 'ddim'; evaluating it with 'dpmpp-2m'" in err
+    w2 = json.loads(out)["w2"]
+    ab = baseline_alphas_cumprod("cosine", 8)
+    assert w2 == pytest.approx(evaluate_schedule(LAM, None, ab, sampler="dpmpp-2m").w2,
+                               rel=1e-9)
