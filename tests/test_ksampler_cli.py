@@ -100,3 +100,21 @@ def test_evaluate_says_when_a_schedule_was_made_for_another_sampler(tmp_path, ca
     ab = baseline_alphas_cumprod("cosine", 8)
     assert w2 == pytest.approx(evaluate_schedule(LAM, None, ab, sampler="dpmpp-2m").w2,
                                rel=1e-9)
+
+
+@pytest.mark.parametrize("sampler", sorted(KSAMPLERS))
+def test_monte_carlo_of_the_same_steps_matches_the_closed_form(sampler):
+    # the array run of the very steps the closed form is read from: mean and variance
+    from specsched.sampling.ksamplers import WienerModel, sample_k
+    from specsched.theory.kclosed import kclosed_form, sigmas_from_alphas_cumprod
+
+    lam, m = np.array([0.01, 0.5, 2.0, 9.0]), np.array([0.3, -0.2, 1.0, -2.0])
+    sigmas = sigmas_from_alphas_cumprod(baseline_alphas_cumprod("linear", 6))
+    n = 40_000
+    x = sample_k(WienerModel(lam, m), sigmas, sampler, n, lam.size,
+                 rng=np.random.default_rng(7))
+    gen = kclosed_form(lam, sigmas, sampler)
+    se_var = gen.variance * np.sqrt(2.0 / (n - 1))
+    assert np.all(np.abs(x.var(axis=0, ddof=1) - gen.variance) < 4 * se_var)
+    se_mean = np.sqrt(gen.variance / n)
+    assert np.all(np.abs(x.mean(axis=0) - (m + gen.mean_error(m))) < 4 * se_mean)
