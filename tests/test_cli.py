@@ -225,9 +225,10 @@ def test_evaluate_sampler_errors(argv, needle, capsys):
 def test_evaluate_former_solver_name_is_refused_with_the_new_one(old, new, capsys):
     # The Pierret & Galerne solvers were euler, heun, em, ei; em and ei are no one else's
     # names, so asking for them runs nothing and says, on one line, what they are called now.
-    code, out, err = run(["evaluate", "--spectrum", "cifar10", "--sampler", old, "--steps", "5"],
-                         capsys)
-    assert code == 2 and out == "" and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:  # the parser's refusal, before anything runs
+        main(["evaluate", "--spectrum", "cifar10", "--sampler", old, "--steps", "5"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err.count("\n") == 1
     assert f"--sampler: the continuous-time solver {old!r} is now called {new!r}" in err
 
 
@@ -235,9 +236,10 @@ def test_evaluate_former_solver_name_is_refused_with_the_new_one(old, new, capsy
 def test_evaluate_never_runs_a_pg_solver_under_its_former_name(old, capsys):
     # euler and heun are to be k-diffusion's samplers; until they are registered the names are
     # unknown (argparse's refusal), never an alias of pg-euler / pg-heun.
-    code, out, err = run(["evaluate", "--spectrum", "cifar10", "--sampler", old, "--steps", "5",
-                          "--json"], capsys)
-    assert code == 2 and out == "" and f"invalid choice: {old!r}" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--spectrum", "cifar10", "--sampler", old, "--steps", "5", "--json"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and f"invalid choice: {old!r}" in err
 
 
 def test_optimize_ve_via_param(tmp_path, capsys):

@@ -53,7 +53,7 @@ from specsched.theory.wiener import wiener_gain_coefficients
 #: Continuous-time solvers of this module.
 SDE_SOLVERS = ("pg-euler", "pg-heun", "pg-em", "pg-ei", "pg-ddpm")
 #: Former names of solvers that no other sampler takes over, mapped to the current ones
-#: (``euler`` and ``heun`` are k-diffusion's samplers now, so they are not listed).
+#: (``euler`` and ``heun`` go to k-diffusion's samplers, so they are not listed).
 RENAMED_SOLVERS = {"em": "pg-em", "ei": "pg-ei"}
 #: Defaults of docs/theory.md section 3: Song et al.'s 0.1 and 20 halved for this SDE's convention.
 BETA_MIN, BETA_MAX = 0.05, 10.0
@@ -109,7 +109,7 @@ def _step(solver, lam, t, dt, bmin, bmax):
             F = 1.0 + 0.5 * dt * c + 0.5 * dt * cp * (1.0 + dt * c)
             G = 0.5 * dt * (k + kp + dt * cp * k)
         singular = lam_p <= 0.0
-        if np.any(singular):  # score undefined at t' = 0 where lambda = 0: Euler step
+        if np.any(singular):  # score undefined at t' = 0 where lambda = 0: pg-euler step
             F = np.where(singular, 1.0 + dt * c, F)
             G = np.where(singular, dt * k, G)
         return F, G, 0.0
