@@ -213,7 +213,7 @@ def test_optimizer_never_returns_merged_levels_as_success():
 
 def test_overflowing_closed_form_is_refused_not_printed_as_nan(tmp_path, capsys):
     np.save(tmp_path / "eigs.npy", np.logspace(6, -12, 20))
-    code, out, err = run(["evaluate", "--spectrum", tmp_path / "eigs.npy", "--sampler", "ei",
+    code, out, err = run(["evaluate", "--spectrum", tmp_path / "eigs.npy", "--sampler", "pg-ei",
                           "--steps", "3", "--beta-max", "1e4", "--json"], capsys)
     assert refused(code, err, "--beta-min/--beta-max", "not finite") and out == ""
 

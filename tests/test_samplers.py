@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from specsched.errors import InputError
 from specsched.testing import eigenvalue_arrays, etas, samplers, schedules, spectra
 from specsched.theory import closed_form, evaluate_schedule, loss_and_grad
 from specsched.theory.losses import kl_data_gen_terms, kl_terms, w2_terms
@@ -90,15 +91,15 @@ def simulate_sde(solver, K, init, n, rng, bmin=0.05, bmax=10.0, eps=0.0):
         t = 1.0 - k * dt
         tp = t - dt
         z = rng.standard_normal(x.shape)
-        if solver == "euler":
+        if solver == "pg-euler":
             x = x + dt * beta(t) * (x + score(x, t))
-        elif solver == "heun":
+        elif solver == "pg-heun":
             d1 = beta(t) * (x + score(x, t))
             xp = x + dt * d1
             x = x + 0.5 * dt * (d1 + beta(tp) * (xp + score(xp, tp)))
-        elif solver == "em":
+        elif solver == "pg-em":
             x = x + dt * beta(t) * (x + 2 * score(x, t)) + np.sqrt(2 * dt * beta(t)) * z
-        elif solver == "ei":
+        elif solver == "pg-ei":
             g1 = np.exp(B(t) - B(tp)) - 1
             g2 = (np.exp(2 * (B(t) - B(tp))) - 1) / 2
             x = (1 + g1) * x + 2 * g1 * score(x, t) + np.sqrt(2 * g2) * z
@@ -216,8 +217,8 @@ def test_discrete_samplers_converge_at_first_order(sampler):
     assert 1.6 < err[0] / err[1] < 2.5 and 1.6 < err[1] / err[2] < 2.5
 
 
-@pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2), ("em", 1), ("ei", 1),
-                                           ("pg-ddpm", 1)])
+@pytest.mark.parametrize("solver, order", [("pg-euler", 1), ("pg-heun", 2), ("pg-em", 1),
+                                           ("pg-ei", 1), ("pg-ddpm", 1)])
 def test_sde_solvers_converge_at_their_order(solver, order):
     lam = np.logspace(-2, 1, 20)
     err = [np.max(np.abs(sde_closed_form(lam, None, K, solver, init="marginal")
@@ -226,11 +227,22 @@ def test_sde_solvers_converge_at_their_order(solver, order):
         assert 2**order * 0.8 < r < 2**order * 1.25
 
 
+def test_sde_closed_form_refuses_former_solver_names():
+    with pytest.raises(InputError, match="^sampler: the continuous-time solver 'em' is now called "
+                       "'pg-em'$"):
+        sde_closed_form(LAM, MEAN, 10, "em")
+    with pytest.raises(InputError, match="'ei' is now called 'pg-ei'"):
+        sde_closed_form(LAM, MEAN, 10, "ei")
+    for name in ("euler", "heun"):  # k-diffusion's names now: unknown here, not an alias
+        with pytest.raises(InputError, match=f"^sampler: expected one of .*got {name!r}"):
+            sde_closed_form(LAM, MEAN, 10, name)
+
+
 def test_ddim_from_noise_tends_to_the_probability_flow_map():
     lam = np.logspace(-2, 1, 20)
     e = np.exp(-(0.05 + 0.5 * 9.95))
     exact_pf = np.sqrt(lam / (e * e * lam + 1 - e * e))
-    H = sde_closed_form(lam, None, 4000, "heun").generated.transfer
+    H = sde_closed_form(lam, None, 4000, "pg-heun").generated.transfer
     np.testing.assert_allclose(H, exact_pf, rtol=1e-5)
 
 

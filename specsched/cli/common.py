@@ -259,16 +259,33 @@ K_HELP = ("k-diffusion's samplers on the schedule's sigmas (VE, start N(0, sigma
           "euler, euler-ancestral, heun, dpm-2, dpm-2-ancestral, lms, dpmpp-2s-ancestral, "
           "dpmpp-sde, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde (as k-diffusion's sample_* "
           "functions with their defaults)")
-SDE_HELP = ("continuous-time VP solvers (Pierret & Galerne 2025): euler, heun (probability-flow "
-            "ODE), em (Euler-Maruyama), ei (exponential integrator), pg-ddpm")
+SDE_HELP = ("continuous-time VP solvers (Pierret & Galerne 2025): pg-euler, pg-heun "
+            "(probability-flow ODE), pg-em (Euler-Maruyama), pg-ei (exponential integrator), "
+            "pg-ddpm")
 
 
-def add_sampler_args(p, choices, default="ddim"):
-    """``--sampler``, ``--eta`` and ``--init``: the sampler and the start of the reverse process."""
+def _refusing(retired):
+    """An argparse ``type`` that passes a name through unless ``retired(name)`` has a message
+    for it (a former name), which becomes the one-line refusal (exit 2)."""
+    def sampler_name(text: str) -> str:
+        message = retired(text)
+        if message is not None:
+            raise argparse.ArgumentTypeError(message)
+        return text
+    return sampler_name
+
+
+def add_sampler_args(p, choices, default="ddim", retired=None):
+    """``--sampler``, ``--eta`` and ``--init``: the sampler and the start of the reverse process.
+
+    ``retired``, if given, maps a name to a message (or None): a former sampler name is refused
+    with that message instead of argparse's list of choices (:func:`_refusing`).
+    """
     p.add_argument("--sampler", choices=choices, default=default, metavar="SAMPLER",
+                   type=None if retired is None else _refusing(retired),
                    help=f"one of {', '.join(choices)}: {DISCRETE_HELP}"
                    + (f"; {K_HELP}" if "dpmpp-2m" in choices else "")
-                   + (f"; {SDE_HELP}" if "euler" in choices else "")
+                   + (f"; {SDE_HELP}" if "pg-euler" in choices else "")
                    + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
                       "lands on t - T//S, not on the next grid timestep)"
                       if "diffusers-ddim" in choices else "")

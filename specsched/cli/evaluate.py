@@ -25,7 +25,7 @@ def add_parser(sub):
     from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
     from specsched.schedules.exported import LEVELS
     from specsched.theory.samplers import sampler_names
-    from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS
+    from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS, renamed_solver_message
 
     discrete = sampler_names()
     p = sub.add_parser("evaluate", help="W2 and KL of a schedule on a spectrum",
@@ -55,7 +55,8 @@ def add_parser(sub):
                    "schedule that is not a diffusers export, as export --to diffusers does "
                    "(default linear)")
     add_sampler_args(p, discrete + list(SDE_SOLVERS) + ["diffusers-ddim",
-                                                        "diffusers-ddpm-large"], default=None)
+                                                        "diffusers-ddpm-large"], default=None,
+                     retired=renamed_solver_message)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--t-eps", type=float, default=0.0,

@@ -13,13 +13,13 @@ K = N - 1), from ``x_T ~ N(0, 1)`` (``init="normal"``) or the true ``N(e^{-B(T)}
 (``init="marginal"``). With the exact score substituted each step from t to ``t' = t - dt``
 is affine, ``x' = F x + G m + noise of variance q``; per direction:
 
-- ``euler`` (probability-flow ODE): ``F = 1 + dt c(t)``, ``c(t) = beta(t)(1 - 1/lam_t)``,
+- ``pg-euler`` (probability-flow ODE): ``F = 1 + dt c(t)``, ``c(t) = beta(t)(1 - 1/lam_t)``,
   ``G = dt k(t)``, ``k(t) = beta(t) e^{-B(t)} / lam_t``, ``q = 0``;
-- ``heun``: the trapezoidal corrector on the same ODE,
+- ``pg-heun``: the trapezoidal corrector on the same ODE,
   ``F = 1 + dt/2 c(t) + dt/2 c(t') (1 + dt c(t))``, ``G = dt/2 (k(t) + k(t') + dt c(t') k(t))``;
-- ``em`` (Euler-Maruyama, reverse SDE): ``F = 1 + dt beta (1 - 2/lam_t)``,
+- ``pg-em`` (Euler-Maruyama, reverse SDE): ``F = 1 + dt beta (1 - 2/lam_t)``,
   ``G = 2 dt beta e^{-B}/lam_t``, ``q = 2 dt beta``;
-- ``ei`` (exponential integrator): ``g1 = e^{B(t) - B(t')} - 1``,
+- ``pg-ei`` (exponential integrator): ``g1 = e^{B(t) - B(t')} - 1``,
   ``g2 = (e^{2(B(t) - B(t'))} - 1)/2``, ``F = 1 + g1 (1 - 2/lam_t)``, ``G = 2 g1 e^{-B}/lam_t``,
   ``q = 2 g2``;
 - ``pg-ddpm`` (their "DDPM" scheme): ``bd = 2 dt beta(t)``,
@@ -27,8 +27,12 @@ is affine, ``x' = F x + G m + noise of variance q``; per direction:
 
 The variance recursion ``v' = F^2 v + q`` is docs/theory.md section 3's; the mean recursion
 ``M' = F M + G`` (generated mean ``M m``) extends it to data with a mean.
-Heun evaluates the score at ``t' = 0`` on the last step when ``eps = 0``; in directions with
-``lambda = 0`` that score is singular, and those directions take the Euler step instead.
+``pg-heun`` evaluates the score at ``t' = 0`` on the last step when ``eps = 0``; in directions
+with ``lambda = 0`` that score is singular, and those directions take the ``pg-euler`` step
+instead.
+
+The ``pg-`` prefix keeps these apart from k-diffusion's samplers of the same family
+(``euler``, ``heun``: steps in sigma on a schedule's noise levels), which are other solvers.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ from specsched.theory.samplers import GeneratedGaussian, check_init
 from specsched.theory.wiener import wiener_gain_coefficients
 
 #: Continuous-time solvers of this module.
-SDE_SOLVERS = ("euler", "heun", "em", "ei", "pg-ddpm")
+SDE_SOLVERS = ("pg-euler", "pg-heun", "pg-em", "pg-ei", "pg-ddpm")
+#: Former names of solvers that no other sampler takes over, mapped to the current ones
+#: (``euler`` and ``heun`` go to k-diffusion's samplers, so they are not listed).
+RENAMED_SOLVERS = {"em": "pg-em", "ei": "pg-ei"}
 #: Defaults of docs/theory.md section 3: Song et al.'s 0.1 and 20 halved for this SDE's convention.
 BETA_MIN, BETA_MAX = 0.05, 10.0
 
@@ -91,9 +98,9 @@ def _step(solver, lam, t, dt, bmin, bmax):
     tp = t - dt
     beta = bmin + t * (bmax - bmin)
     eB, lam_t = _marginal(lam, t, bmin, bmax)
-    if solver == "euler":
+    if solver == "pg-euler":
         return 1.0 + dt * beta * (1.0 - 1.0 / lam_t), dt * beta * eB / lam_t, 0.0
-    if solver == "heun":
+    if solver == "pg-heun":
         c, k = beta * (1.0 - 1.0 / lam_t), beta * eB / lam_t
         beta_p = bmin + tp * (bmax - bmin)
         eBp, lam_p = _marginal(lam, tp, bmin, bmax)
@@ -102,14 +109,14 @@ def _step(solver, lam, t, dt, bmin, bmax):
             F = 1.0 + 0.5 * dt * c + 0.5 * dt * cp * (1.0 + dt * c)
             G = 0.5 * dt * (k + kp + dt * cp * k)
         singular = lam_p <= 0.0
-        if np.any(singular):  # score undefined at t' = 0 where lambda = 0: Euler step
+        if np.any(singular):  # score undefined at t' = 0 where lambda = 0: pg-euler step
             F = np.where(singular, 1.0 + dt * c, F)
             G = np.where(singular, dt * k, G)
         return F, G, 0.0
-    if solver == "em":
+    if solver == "pg-em":
         return (1.0 + dt * beta * (1.0 - 2.0 / lam_t), 2.0 * dt * beta * eB / lam_t,
                 2.0 * dt * beta)
-    if solver == "ei":
+    if solver == "pg-ei":
         dB = _B(t, bmin, bmax) - _B(tp, bmin, bmax)
         g1, g2 = np.expm1(dB), 0.5 * np.expm1(2.0 * dB)
         return 1.0 + g1 * (1.0 - 2.0 / lam_t), 2.0 * g1 * eB / lam_t, 2.0 * g2
@@ -122,14 +129,39 @@ def _step(solver, lam, t, dt, bmin, bmax):
             )
         r = 1.0 / np.sqrt(1.0 - bd)
         return (1.0 - bd / lam_t) * r, bd * eB / lam_t * r, bd
-    raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
+    raise _unknown_solver(solver)
+
+
+def renamed_solver_message(name: str) -> str | None:
+    """What to tell a caller who passes a former solver name, or None for any other name.
+
+    Parameters
+    ----------
+    name : str
+        A solver name as given.
+
+    Returns
+    -------
+    str or None
+        ``"the continuous-time solver 'em' is now called 'pg-em'"`` for a key of
+        :data:`RENAMED_SOLVERS`, else None.
+    """
+    new = RENAMED_SOLVERS.get(name)
+    return None if new is None else f"the continuous-time solver {name!r} is now called {new!r}"
+
+
+def _unknown_solver(solver) -> InputError:
+    renamed = renamed_solver_message(solver) if isinstance(solver, str) else None
+    if renamed is not None:
+        return InputError(f"sampler: {renamed}")
+    return InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
 
 
 def sde_closed_form(
     eigenvalues,
     mean,
     num_steps: int,
-    solver: str = "euler",
+    solver: str = "pg-euler",
     *,
     beta_min: float = BETA_MIN,
     beta_max: float = BETA_MAX,
@@ -148,7 +180,7 @@ def sde_closed_form(
         Data mean in the eigenbasis (None: zero).
     num_steps : int
         K >= 1 solver steps.
-    solver : {"euler", "heun", "em", "ei", "pg-ddpm"}
+    solver : {"pg-euler", "pg-heun", "pg-em", "pg-ei", "pg-ddpm"}
     beta_min, beta_max : float
         Linear ``beta(t)`` end points, ``0 < beta_min <= beta_max``.
     t_eps : float
@@ -166,11 +198,11 @@ def sde_closed_form(
     Raises
     ------
     InputError
-        Unknown solver or init, K < 1, bad beta range or eps, or a pg-ddpm step with
-        ``2 dt beta >= 1``.
+        Unknown solver (a former name such as ``em`` is told its new one) or init, K < 1,
+        bad beta range or eps, or a pg-ddpm step with ``2 dt beta >= 1``.
     """
     if solver not in SDE_SOLVERS:
-        raise InputError(f"sampler: expected one of {SDE_SOLVERS}, got {solver!r}")
+        raise _unknown_solver(solver)
     check_init(init)
     if int(num_steps) != num_steps or num_steps < 1:
         raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}")
