@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specsched.errors import InputError, OutputExistsError
-from specsched.schedules.kdiffusion import load_k_diffusion_sampling
 from specsched.schedules import (
     BASELINES,
     EDM_SIGMA_RANGE,
@@ -49,6 +48,7 @@ from specsched.schedules import (
     training_alphas_cumprod,
     validate_alphas_cumprod,
 )
+from specsched.schedules.kdiffusion import load_k_diffusion_sampling
 
 T = 1000
 
