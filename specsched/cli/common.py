@@ -186,11 +186,14 @@ def add_bounds_args(p):
                    "(default 1000)")
 
 
-def sigma_range(text: str):
-    """``--sigma-range``: ``edm``, ``bounds`` or ``SIGMA_MIN,SIGMA_MAX`` (0 < min < max)."""
-    if text in ("edm", "bounds"):
+def _parse_sigma_range(text: str, bounds: bool):
+    choices = "edm, bounds" if bounds else "edm"
+    expected = f"{choices} or SIGMA_MIN,SIGMA_MAX with 0 < SIGMA_MIN < SIGMA_MAX"
+    if text == "edm" or (bounds and text == "bounds"):
         return text
-    expected = "edm, bounds or SIGMA_MIN,SIGMA_MAX with 0 < SIGMA_MIN < SIGMA_MAX"
+    if text == "bounds":
+        raise argparse.ArgumentTypeError("bounds needs --ab-min/--ab-max, which this command "
+                                         "does not take; give edm or SIGMA_MIN,SIGMA_MAX")
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
@@ -201,13 +204,15 @@ def sigma_range(text: str):
     return (lo, hi)
 
 
+def sigma_range(text: str):
+    """``--sigma-range``: ``edm``, ``bounds`` or ``SIGMA_MIN,SIGMA_MAX`` (0 < min < max)."""
+    return _parse_sigma_range(text, bounds=True)
+
+
 def sigma_range_without_bounds(text: str):
     """``--sigma-range`` of a command without ``--ab-min``/``--ab-max``: ``edm`` or
     ``SIGMA_MIN,SIGMA_MAX``."""
-    if text == "bounds":
-        raise argparse.ArgumentTypeError("bounds needs --ab-min/--ab-max, which this command "
-                                         "does not take; give edm or SIGMA_MIN,SIGMA_MAX")
-    return sigma_range(text)
+    return _parse_sigma_range(text, bounds=False)
 
 
 def add_sigma_range_arg(p, bounds: bool):
