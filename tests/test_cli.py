@@ -44,6 +44,8 @@ def test_optimize_default_data_end_to_end(tmp_path, capsys):
     assert files == ["schedule_ddim_w2_S10.json", "schedule_ddim_w2_S5.json",
                      "schedules.png", "summary.csv"]
     assert "optimized-w2" in out and "natural-patches" in out
+    for name in ("karras", "exponential", "kl_optimal", "logsnr", "cosine/linspace"):
+        assert f"\n{name} " in out  # a row of the printed summary
     import pandas as pd
 
     table = pd.read_csv(out_dir / "summary.csv")
@@ -58,6 +60,12 @@ def test_optimize_default_data_end_to_end(tmp_path, capsys):
     code, out, _ = run(["evaluate", "--spectrum", "natural-patches", "--schedule",
                         str(out_dir / "schedule_ddim_w2_S10.json"), "--json"], capsys)
     assert json.loads(out)["w2"] == pytest.approx(sched.loss_value, rel=1e-12)
+    # each baseline row is what evaluate says of that baseline
+    for name in ("exponential", "kl_optimal"):
+        code, out, _ = run(["evaluate", "--spectrum", "natural-patches", "--schedule", name,
+                            "--steps", "10", "--json"], capsys)
+        row = table[(table.steps == 10) & (table.schedule == name)]
+        assert code == 0 and json.loads(out)["w2"] == pytest.approx(row.w2.iloc[0], rel=1e-9)
     # never overwritten without --force; nothing already written is touched
     before = (out_dir / "summary.csv").read_bytes()
     code, _, err = run(["optimize", "--steps", "5", "--out", str(out_dir)], capsys)
@@ -257,3 +265,21 @@ def test_optimize_ve_via_param(tmp_path, capsys):
     assert code == 0, err
     sched = Schedule.load(tmp_path / "schedule_ddim-ve_w2_S4.json")
     assert sched.sampler == "ddim-ve" and sched.param == "ve"
+
+
+def test_optimize_sigma_range_bounds_puts_the_sigma_baselines_on_the_bounds(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, _, _ = run(["optimize", "--spectrum", "cifar10", "--steps", "6", "--ab-min", "1e-4",
+                      "--ab-max", "0.9999", "--sigma-range", "bounds", "--out", str(out_dir)],
+                     capsys)
+    assert code == 0
+    import pandas as pd
+
+    table = pd.read_csv(out_dir / "summary.csv").set_index("schedule")
+    smin, smax = (0.0001 / 0.9999) ** 0.5, (0.9999 / 0.0001) ** 0.5
+    for name in ("karras", "exponential", "kl_optimal"):
+        code, out, _ = run(["evaluate", "--spectrum", "cifar10", "--schedule", name, "--steps",
+                            "6", "--sigma-range", f"{smin!r},{smax!r}", "--json"], capsys)
+        record = json.loads(out)
+        assert record["w2"] == pytest.approx(table.loc[name, "w2"], rel=1e-9)
+        assert record["sigma_range"] == [smin, smax]

@@ -18,6 +18,7 @@ from specsched.schedules.export import (
     export_array,
     export_diffusers,
     export_k_diffusion,
+    export_sigmas_text,
     training_grid_warnings,
 )
 from specsched.schedules.exported import read_levels
@@ -206,6 +207,79 @@ def test_baseline_from_the_command_line(tmp_path, capsys):
         ([str(out), "--steps", "3", "--to", "ab"], "--steps: applies to --baseline"),
     ]:
         assert main(["export", *argv, "--out", str(tmp_path / "x.npy")]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("ab", [AB, baseline_alphas_cumprod("karras", 30),
+                                baseline_alphas_cumprod("kl_optimal", 7, sigma_range=(1e-6, 3e3)),
+                                baseline_alphas_cumprod("cosine", 1000)])
+def test_sigmas_text_reads_back_to_the_exact_sigmas(tmp_path, ab, capsys):
+    out = tmp_path / "sigmas.txt"
+    assert main(["export", "--to", "sigmas-text", "--out", str(out), "--force"]
+                + ["--baseline", "cosine", "--steps", "2"]) == 0  # --force on a new file
+    Schedule(ab).save(tmp_path / "s.json")
+    assert main(["export", str(tmp_path / "s.json"), "--to", "sigmas-text", "--out", str(out),
+                 "--force"]) == 0
+    assert "sigmas-text" in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert text == export_sigmas_text(ab) and text.endswith("\n") and text.count("\n") == 1
+    values = [float(v) for v in text.split(",")]
+    ref = export_k_diffusion(ab)  # (sigma_S, ..., sigma_1, 0)
+    assert np.array_equal(np.array(values), ref)  # bit for bit: repr round-trips float64
+    assert values[-1] == 0.0 and text.rstrip().endswith(", 0.0")
+    assert np.all(np.diff(values) < 0)  # descending
+    sigma = np.sqrt((1 - ab) / ab)  # written out independently, step 1 first
+    np.testing.assert_allclose(values[:-1], sigma[::-1], rtol=1e-12)
+
+
+def test_sigmas_text_is_written_like_the_other_targets(tmp_path, capsys):
+    out = tmp_path / "sigmas.csv"
+    argv = ["export", "--baseline", "exponential", "--steps", "4", "--to", "sigmas-text",
+            "--out", str(out)]
+    assert main(argv) == 0
+    first = out.read_text()
+    np.testing.assert_allclose([float(v) for v in first.split(",")],
+                               [80.0, 80 * (0.002 / 80) ** (1 / 3), 80 * (0.002 / 80) ** (2 / 3),
+                                0.002, 0.0], rtol=2e-11)
+    capsys.readouterr()
+    assert main([*argv[:4], "7", *argv[5:]]) == 2  # exists: refused, file kept
+    assert "--force" in capsys.readouterr().err and out.read_text() == first
+    assert main([*argv, "--format", "npy"]) == 2
+    assert "--format: --to sigmas-text writes one line of text" in capsys.readouterr().err
+    assert main([*argv[:4], "7", *argv[5:], "--force"]) == 0
+    assert len(out.read_text().split(",")) == 8
+    assert not list(tmp_path.glob("*.tmp*")) and sorted(p.name for p in tmp_path.iterdir()) \
+        == ["sigmas.csv"]
+
+
+def test_sigma_range_of_an_exported_baseline(tmp_path, capsys):
+    out = tmp_path / "k.txt"
+    assert main(["export", "--baseline", "karras", "--steps", "5", "--sigma-range",
+                 "0.0292,14.61", "--to", "sigmas-text", "--out", str(out)]) == 0
+    values = [float(v) for v in out.read_text().split(",")]
+    assert values[0] == pytest.approx(14.61, rel=1e-12)
+    assert values[-2] == pytest.approx(0.0292, rel=1e-10) and values[-1] == 0.0
+    capsys.readouterr()
+    for extra, needle in [
+        (["--baseline", "linear", "--steps", "5", "--sigma-range", "0.1,1"],
+         "--sigma-range: applies to the baselines karras, exponential, kl_optimal, not to "
+         "'linear'"),
+        (["--baseline", "karras", "--steps", "5", "--sigma-range", "14.61,0.0292"],
+         "argument --sigma-range: expected edm or SIGMA_MIN,SIGMA_MAX with 0 < SIGMA_MIN < "
+         "SIGMA_MAX, got '14.61,0.0292': inverted"),
+        (["--baseline", "karras", "--steps", "5", "--sigma-range=-1,2"], "not positive"),
+        (["--baseline", "karras", "--steps", "5", "--sigma-range", "0,2"], "not positive"),
+        (["--baseline", "karras", "--steps", "5", "--sigma-range", "bounds"],
+         "bounds needs --ab-min/--ab-max"),
+        (["--baseline", "karras", "--steps", "5", "--sigma-range", "1,2,3"], "got '1,2,3'"),
+        (["--baseline", "edm", "--steps", "5"], "'exponential', 'kl_optimal'"),
+    ]:
+        try:  # argparse's refusals exit 2 from inside main
+            code = main(["export", *extra, "--to", "ab", "--out", str(tmp_path / "x.npy")])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
 

@@ -134,3 +134,27 @@ def test_warm_start_from_a_neighbouring_step_count(cifar10_lam):
     assert warm.start == "warm"
     assert warm.fun == pytest.approx(cold.fun, rel=1e-8)
     assert warm.nfev <= cold.nfev
+
+
+def test_practitioner_baselines_are_reported_on_the_range_asked_for(cifar10_lam):
+    """The sigma baselines (karras, exponential, kl_optimal) are in every report, on EDM's
+    range by default and on the bounds' range when asked; each loss is the closed form of
+    that very schedule, written out independently here."""
+    from specsched.schedules import baseline_alphas_cumprod, sigma_range_from_bounds
+
+    lo, hi = 1e-4, 0.9999
+    srange = sigma_range_from_bounds(lo, hi)
+    default = optimize_schedule(cifar10_lam, None, 8, ab_min=lo, ab_max=hi)
+    ranged = optimize_schedule(cifar10_lam, None, 8, ab_min=lo, ab_max=hi, sigma_range=srange)
+    assert {"karras", "exponential", "kl_optimal"} <= set(default.baselines)
+    assert ranged.fun == pytest.approx(default.fun, rel=1e-9)  # the problem is unchanged
+    for name in ("karras", "exponential", "kl_optimal"):
+        for res, rng in ((default, (0.002, 80.0)), (ranged, srange)):
+            ab = baseline_alphas_cumprod(name, 8, sigma_range=rng)
+            ref = evaluate_schedule(cifar10_lam, None, ab)
+            assert res.baselines[name]["w2"] == pytest.approx(ref.w2, rel=1e-12)
+        assert ranged.baselines[name]["w2"] != pytest.approx(default.baselines[name]["w2"])
+        assert ranged.fun <= ranged.baselines[name]["w2"]  # same room: the optimum wins
+    assert ranged.baselines["linear/linspace"] == default.baselines["linear/linspace"]
+    with pytest.raises(InputError, match="^sigma_min"):
+        optimize_schedule(cifar10_lam, None, 4, sigma_range=(1.0, 0.5))

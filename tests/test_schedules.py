@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 from specsched.errors import InputError, OutputExistsError
 from specsched.schedules import (
     BASELINES,
+    EDM_SIGMA_RANGE,
     SCHEDULE_FORMAT,
     SCHEDULE_VERSION,
+    SIGMA_BASELINES,
     SPACINGS,
     TRAINING_FAMILIES,
     Schedule,
@@ -32,17 +34,21 @@ from specsched.schedules import (
     alphas_cumprod_from_sigmas,
     baseline_alphas_cumprod,
     betas_from_alphas_cumprod,
+    exponential_alphas_cumprod,
     karras_alphas_cumprod,
+    kl_optimal_alphas_cumprod,
     logsnr_alphas_cumprod,
     logsnr_from_alphas_cumprod,
     nearest_training_timesteps,
     nearest_training_timesteps_with_error,
     schedule_schema,
+    sigma_range_from_bounds,
     sigmas_from_alphas_cumprod,
     spacing_indices,
     training_alphas_cumprod,
     validate_alphas_cumprod,
 )
+from specsched.schedules.kdiffusion import load_k_diffusion_sampling
 
 T = 1000
 
@@ -222,6 +228,7 @@ def test_baseline_rejects_unknown_name():
     with pytest.raises(InputError) as exc:
         baseline_alphas_cumprod("edm", 10)
     assert all(name in str(exc.value) for name in BASELINES)
+    assert {"exponential", "kl_optimal", "karras"} <= set(BASELINES)
     with pytest.raises(InputError, match="spacing"):
         baseline_alphas_cumprod("karras", 10, spacing="uniform")
 
@@ -292,6 +299,122 @@ def test_karras_single_step_and_errors():
         karras_alphas_cumprod(10, rho=0.0)
     with pytest.raises(InputError, match="num_steps"):
         karras_alphas_cumprod(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Practitioners' sigma baselines against k-diffusion itself, and kl_optimal's arctan rule
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k_sampling():
+    """k-diffusion 0.1.1.post1's ``sampling.py`` (skips where torch or k-diffusion is absent)."""
+    pytest.importorskip("torch")
+    try:
+        return load_k_diffusion_sampling()
+    except InputError as exc:
+        pytest.skip(str(exc))
+
+
+def _k_sigmas(fn, *args):
+    """A k-diffusion ``get_sigmas_*`` evaluated with float64 tensors (its ``linspace`` takes
+    torch's default dtype), as a NumPy array."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        out = fn(*args)
+    finally:
+        torch.set_default_dtype(old)
+    assert out.dtype == torch.float64
+    return out.numpy()
+
+
+SIGMA_CASES = [(1, 0.002, 80.0), (2, 0.002, 80.0), (10, 0.002, 80.0), (37, 0.0292, 14.61),
+               (250, 0.03, 157.4), (10, *sigma_range_from_bounds(2.43e-9, 0.999996))]
+
+
+@pytest.mark.parametrize(("S", "smin", "smax"), SIGMA_CASES)
+@pytest.mark.parametrize("name", ["karras", "exponential"])
+def test_sigma_baselines_match_k_diffusion(k_sampling, name, S, smin, smax):
+    fn = {"karras": k_sampling.get_sigmas_karras,
+          "exponential": k_sampling.get_sigmas_exponential}[name]
+    ref = _k_sigmas(fn, S, smin, smax)  # (S + 1,), sigma_max first, final 0
+    assert ref[-1] == 0.0 and ref.size == S + 1
+    ab = baseline_alphas_cumprod(name, S, sigma_range=(smin, smax))
+    assert_valid_schedule(ab, S)
+    # alphas_cumprod, the schedule itself: 1e-12 relative (it is 1e-15 in practice).
+    np.testing.assert_allclose(ab, 1.0 / (1.0 + ref[:-1][::-1] ** 2), rtol=1e-12, atol=0)
+    # sigma = sqrt((1 - ab)/ab) read back from ab = 1 - sigma^2 + ...: ab's rounding (1.1e-16)
+    # is relative 1.1e-16 / sigma^2 in sigma^2; 1e-12 relative above sigma = 0.1.
+    sigma = sigmas_from_alphas_cumprod(ab)
+    tol = np.maximum(1e-12, 2e-16 / sigma**2)
+    assert np.all(np.abs(sigma / ref[:-1][::-1] - 1) <= tol)
+
+
+def test_kl_optimal_is_uniform_in_atan_sigma():
+    """The arctan rule of Align Your Steps (ComfyUI's kl_optimal) evaluated independently in
+    50-digit arithmetic: sigma_i = tan(t_i atan(smin) + (1 - t_i) atan(smax))."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    for S, smin, smax in SIGMA_CASES:
+        ab = kl_optimal_alphas_cumprod(S, smin, smax)
+        i = range(S)
+        ref = [mpmath.tan(mpmath.mpf(k) / max(S - 1, 1) * mpmath.atan(smin)
+                          + (1 - mpmath.mpf(k) / max(S - 1, 1)) * mpmath.atan(smax)) for k in i]
+        ref_ab = np.array([float(1 / (1 + r**2)) for r in ref])[::-1]  # step 1 first
+        np.testing.assert_allclose(ab, ref_ab, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(
+            baseline_alphas_cumprod("kl_optimal", S, sigma_range=(smin, smax)), ab)
+        if S > 2:  # atan(sigma) uniform: equal steps (step 1 = sigma_min first)
+            theta = np.arctan(sigmas_from_alphas_cumprod(ab))
+            np.testing.assert_allclose(np.diff(theta), (theta[-1] - theta[0]) / (S - 1),
+                                       rtol=1e-9)
+    sigma = sigmas_from_alphas_cumprod(kl_optimal_alphas_cumprod(18))
+    assert sigma[0] == pytest.approx(0.002, rel=1e-9)  # step 1: sigma_min
+    assert sigma[-1] == pytest.approx(80.0, rel=1e-12)  # step S: sigma_max
+    assert sigmas_from_alphas_cumprod(kl_optimal_alphas_cumprod(1)) == pytest.approx([80.0])
+
+
+def test_exponential_is_uniform_in_logsnr():
+    lam = logsnr_from_alphas_cumprod(exponential_alphas_cumprod(21, 0.01, 100.0))
+    np.testing.assert_allclose(lam, np.linspace(2 * math.log(100), -2 * math.log(100), 21),
+                               rtol=1e-11, atol=1e-12)
+
+
+def test_sigma_baselines_default_to_edm_and_take_the_bounds_range():
+    for name in SIGMA_BASELINES:
+        default = baseline_alphas_cumprod(name, 12)
+        np.testing.assert_array_equal(default,
+                                      baseline_alphas_cumprod(name, 12, sigma_range=(0.002, 80)))
+        assert EDM_SIGMA_RANGE == (0.002, 80.0)
+        np.testing.assert_allclose(sigmas_from_alphas_cumprod(default[[0, -1]]), [0.002, 80],
+                                   rtol=1e-9)
+    smin, smax = sigma_range_from_bounds(1e-4, 0.99)
+    assert smin == pytest.approx(math.sqrt(0.01 / 0.99), rel=1e-14)
+    assert smax == pytest.approx(math.sqrt(0.9999 / 1e-4), rel=1e-14)
+    ab = baseline_alphas_cumprod("karras", 7, sigma_range=(smin, smax))
+    np.testing.assert_allclose(ab[[0, -1]], [0.99, 1e-4], rtol=1e-13)
+
+
+def test_sigma_range_errors_name_the_argument():
+    with pytest.raises(InputError, match="^sigma_min: expected sigma_min < sigma_max"):
+        baseline_alphas_cumprod("exponential", 5, sigma_range=(80.0, 0.002))
+    with pytest.raises(InputError, match="^sigma_min"):
+        baseline_alphas_cumprod("kl_optimal", 5, sigma_range=(0.0, 1.0))
+    with pytest.raises(InputError, match="^sigma_max"):
+        kl_optimal_alphas_cumprod(5, 0.1, float("inf"))
+    with pytest.raises(InputError, match="^sigma_range: expected two numbers"):
+        baseline_alphas_cumprod("karras", 5, sigma_range=(1.0,))
+    with pytest.raises(InputError, match="^sigma_range: applies to karras, exponential, "
+                                         "kl_optimal; the baseline 'cosine'"):
+        baseline_alphas_cumprod("cosine", 5, sigma_range=(0.1, 1.0))
+    with pytest.raises(InputError, match="^ab_min: expected ab_min < ab_max"):
+        sigma_range_from_bounds(0.5, 0.1)
+    with pytest.raises(InputError, match="^ab_max"):
+        sigma_range_from_bounds(0.5, 1.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,6 +188,70 @@ def add_bounds_args(p):
                    "(default 1000)")
 
 
+def _parse_sigma_range(text: str, bounds: bool):
+    choices = "edm, bounds" if bounds else "edm"
+    expected = f"{choices} or SIGMA_MIN,SIGMA_MAX with 0 < SIGMA_MIN < SIGMA_MAX"
+    if text == "edm" or (bounds and text == "bounds"):
+        return text
+    if text == "bounds":
+        raise argparse.ArgumentTypeError("bounds needs --ab-min/--ab-max, which this command "
+                                         "does not take; give edm or SIGMA_MIN,SIGMA_MAX")
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    lo, hi = (_number(part, expected) for part in parts)
+    if not 0.0 < lo < hi:
+        problem = "not positive" if not lo > 0.0 else "inverted (SIGMA_MIN >= SIGMA_MAX)"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}: {problem}")
+    return (lo, hi)
+
+
+def sigma_range(text: str):
+    """``--sigma-range``: ``edm``, ``bounds`` or ``SIGMA_MIN,SIGMA_MAX`` (0 < min < max)."""
+    return _parse_sigma_range(text, bounds=True)
+
+
+def sigma_range_without_bounds(text: str):
+    """``--sigma-range`` of a command without ``--ab-min``/``--ab-max``: ``edm`` or
+    ``SIGMA_MIN,SIGMA_MAX``."""
+    return _parse_sigma_range(text, bounds=False)
+
+
+def add_sigma_range_arg(p, bounds: bool):
+    """``--sigma-range`` of the sigma baselines (karras, exponential, kl_optimal); ``bounds``
+    (the range of ``--ab-min``/``--ab-max``) where the command has them."""
+    extra = (", bounds: sigma_min = sigma(--ab-max), sigma_max = sigma(--ab-min)"
+             if bounds else "")
+    p.add_argument("--sigma-range", type=sigma_range if bounds else sigma_range_without_bounds,
+                   default=None,
+                   metavar="edm|bounds|MIN,MAX" if bounds else "edm|MIN,MAX",
+                   help="noise levels (sigma = sqrt((1 - ab)/ab)) between which the karras, "
+                   "exponential and kl_optimal baselines run: edm (the default, 0.002,80)"
+                   f"{extra}, or two numbers SIGMA_MIN,SIGMA_MAX")
+
+
+def resolve_sigma_range(args, baseline: str | None = None):
+    """``(sigma_min, sigma_max)`` of ``--sigma-range``, or None for EDM's default.
+
+    ``bounds`` takes :func:`specsched.schedules.sigma_range_from_bounds` of ``--ab-min`` and
+    ``--ab-max``. With ``baseline`` (a command exporting or evaluating one schedule), a range
+    given for a baseline that is not a sigma baseline is refused, naming the flag.
+    """
+    from specsched.schedules import SIGMA_BASELINES, sigma_range_from_bounds
+
+    value = getattr(args, "sigma_range", None)
+    if value is None:
+        return None
+    if baseline is not None and baseline not in SIGMA_BASELINES:
+        raise InputError(f"--sigma-range: applies to the baselines {', '.join(SIGMA_BASELINES)}"
+                         f", not to {baseline!r}")
+    if value == "edm":
+        return None
+    if value == "bounds":
+        return sigma_range_from_bounds(args.ab_min, args.ab_max)
+    return value
+
+
 def source_options(args) -> dict:
     """The :func:`specsched.data.sources.open_source` options given on the command line."""
     opts = {}

@@ -11,10 +11,12 @@ import numpy as np
 
 from specsched.cli.common import (
     add_sampler_args,
+    add_sigma_range_arg,
     add_source_args,
     eta_text,
     positive_int,
     resolve_sampler,
+    resolve_sigma_range,
     spectrum_from_args,
 )
 from specsched.errors import InputError
@@ -50,6 +52,7 @@ def add_parser(sub):
                    help="number of steps (required with a baseline name)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a baseline on the T = 1000 grid")
+    add_sigma_range_arg(p, bounds=False)
     p.add_argument("--training-schedule", choices=list(TRAINING_FAMILIES), default="linear",
                    help="training grid (T = 1000) onto which diffusers-ddpm-large rounds a "
                    "schedule that is not a diffusers export, as export --to diffusers does "
@@ -181,7 +184,8 @@ def _evaluate_diffusers_ddpm(args, spectrum):
         if family in BASELINES:
             if args.steps is None:
                 raise InputError(f"--steps: required with the baseline schedule {family!r}")
-            ab, label = baseline_alphas_cumprod(family, args.steps), family
+            ab = baseline_alphas_cumprod(family, args.steps, sigma_range=_sigma_range(args))
+            label = family
             lv = None
         else:
             lv = _read_file(args, want_ve=False)
@@ -204,8 +208,13 @@ def _evaluate_diffusers_ddpm(args, spectrum):
     return r, int(ab.size), None, label, spacing, extra
 
 
+def _sigma_range(args):
+    """``--sigma-range`` of a baseline ``--schedule`` (None: EDM's default)."""
+    return resolve_sigma_range(args, baseline=args.schedule or "no --schedule")
+
+
 def _evaluate_discrete(args, sampler, eta, spectrum):
-    from specsched.schedules import BASELINES, baseline_alphas_cumprod
+    from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
     from specsched.theory import evaluate_schedule, resolve_eta
     from specsched.theory.samplers import sampler_param
 
@@ -217,9 +226,10 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
             raise InputError("--levels: applies to export files, not to a baseline name")
         if args.steps is None:
             raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")
-        ab = baseline_alphas_cumprod(args.schedule, args.steps, spacing=args.spacing)
+        ab = baseline_alphas_cumprod(args.schedule, args.steps, spacing=args.spacing,
+                                     sigma_range=_sigma_range(args))
         label = args.schedule
-        spacing = args.spacing if args.schedule not in ("karras", "logsnr") else None
+        spacing = args.spacing if args.schedule in TRAINING_FAMILIES else None
     else:
         want_ve = args.param == "ve" or (sampler is not None
                                          and sampler_param(sampler) == "ve")
@@ -238,6 +248,8 @@ def run(args) -> int:
     """Evaluate the schedule and print the result (one JSON object with ``--json``)."""
     from specsched.theory.sde import SDE_SOLVERS
 
+    if args.sigma_range is not None:  # refused before the spectrum is read
+        _sigma_range(args)
     spectrum = spectrum_from_args(args)
     if args.sampler in SDE_SOLVERS:
         r, steps, eta, label, spacing, extra = _evaluate_sde(args, args.sampler, spectrum)
@@ -269,6 +281,8 @@ def run(args) -> int:
         "eta": eta, "init": args.init, "schedule": label, "spacing": spacing,
         "spectrum": spectrum.provenance(), **extra,
     }
+    if args.sigma_range not in (None, "edm"):
+        record["sigma_range"] = list(_sigma_range(args))
     if args.json:
         print(json.dumps(record, allow_nan=False))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from specsched.cli.common import positive_int
+from specsched.cli.common import add_sigma_range_arg, positive_int, resolve_sigma_range
 from specsched.errors import InputError
 
 
@@ -29,6 +29,7 @@ def add_parser(sub):
                    "scheduler_config.json)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a --baseline on the T = 1000 grid")
+    add_sigma_range_arg(p, bounds=False)
     p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS))
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output file (a folder for --to diffusers)")
@@ -45,19 +46,23 @@ def add_parser(sub):
 
 def _schedule(args):
     """The Schedule to export: the file, or the baseline (validated once, here)."""
-    from specsched.schedules import Schedule, baseline_alphas_cumprod
+    from specsched.schedules import TRAINING_FAMILIES, Schedule, baseline_alphas_cumprod
 
     if (args.schedule is None) == (args.baseline is None):
         raise InputError("FILE.json: give a schedule file or --baseline NAME, not "
                          + ("both" if args.schedule else "neither"))
     if args.schedule is not None:
+        if args.sigma_range is not None:
+            raise InputError(f"--sigma-range: applies to --baseline; {args.schedule} has its "
+                             "own levels")
         if args.steps is not None:
             raise InputError(f"--steps: applies to --baseline; {args.schedule} has its own")
         return Schedule.load(args.schedule)
     if args.steps is None:
         raise InputError(f"--steps: required with --baseline {args.baseline}")
-    spaced = args.baseline not in ("karras", "logsnr")
-    ab = baseline_alphas_cumprod(args.baseline, args.steps, spacing=args.spacing)
+    spaced = args.baseline in TRAINING_FAMILIES
+    ab = baseline_alphas_cumprod(args.baseline, args.steps, spacing=args.spacing,
+                                 sigma_range=resolve_sigma_range(args, args.baseline))
     name = f"{args.baseline}/{args.spacing}" if spaced else args.baseline
     return Schedule(ab, name=name)
 

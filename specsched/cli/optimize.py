@@ -9,11 +9,13 @@ from specsched.cli.common import (
     add_bounds_args,
     add_data_args,
     add_sampler_args,
+    add_sigma_range_arg,
     add_source_args,
     check_steps_fit_training_grid,
     eta_text,
     positive_int,
     resolve_sampler,
+    resolve_sigma_range,
     spectrum_from_args,
     steps_from_nfe,
 )
@@ -49,6 +51,7 @@ def add_parser(sub):
     p.add_argument("--spacing", choices=list(SPACINGS), nargs="+", default=["linspace"],
                    help="spacings at which baselines are reported (default linspace)")
     add_bounds_args(p)
+    add_sigma_range_arg(p, bounds=True)
     p.add_argument("--out", default="specsched-out", metavar="DIR",
                    help="output folder (default ./specsched-out)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -65,7 +68,7 @@ def run(args) -> int:
     from specsched.fileio import atomic_write, check_output_folder, check_writable
     from specsched.optimize import check_bounds, optimize_schedule
     from specsched.plots import plot_schedules
-    from specsched.schedules import Schedule, baseline_alphas_cumprod
+    from specsched.schedules import SIGMA_BASELINES, Schedule, baseline_alphas_cumprod
     from specsched.theory import resolve_eta
     from specsched.theory.samplers import sampler_param
 
@@ -74,6 +77,7 @@ def run(args) -> int:
     steps = steps_from_nfe(sampler, args.nfe) if args.nfe else sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
     check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)
+    srange = resolve_sigma_range(args)
     out = check_output_folder(args.out)
     default_eta = resolve_eta(sampler, None)
     tag = sampler + (f"-eta{eta:g}" if eta is not None and eta != default_eta else "")
@@ -93,6 +97,7 @@ def run(args) -> int:
             spectrum.eigenvalues, spectrum.mean, S, loss=args.loss, sampler=sampler, eta=eta,
             init=args.init, ab_min=args.ab_min, ab_max=args.ab_max, delta=args.delta,
             method=args.method, spacings=tuple(args.spacing), maxiter=args.maxiter,
+            sigma_range=srange,
         )
         if not res.success:
             failed.append((S, res.message))
@@ -111,7 +116,9 @@ def run(args) -> int:
         base_abs = {}
         for name in res.baselines:
             fam, _, spacing = name.partition("/")
-            base_abs[name] = baseline_alphas_cumprod(fam, S, spacing=spacing or "linspace")
+            extra = {"sigma_range": srange} if fam in SIGMA_BASELINES else {}
+            base_abs[name] = baseline_alphas_cumprod(fam, S, spacing=spacing or "linspace",
+                                                     **extra)
         panels.append((S, res.x, base_abs))
 
     table = pd.DataFrame(rows)

@@ -14,9 +14,11 @@ from concurrent.futures.process import BrokenProcessPool
 from specsched.cli.common import (
     add_bounds_args,
     add_data_args,
+    add_sigma_range_arg,
     add_source_args,
     check_steps_fit_training_grid,
     positive_int,
+    resolve_sigma_range,
     spectrum_from_args,
 )
 from specsched.cli.pool import run_in_worker, stop_workers, worker_count, worker_pool
@@ -58,6 +60,7 @@ def add_parser(sub):
     p.add_argument("--init", choices=["normal", "marginal"], default="normal")
     p.add_argument("--method", choices=list(METHODS), default="auto")
     add_bounds_args(p)
+    add_sigma_range_arg(p, bounds=True)
     p.add_argument("--starts", nargs="+", choices=list(BASELINES), default=list(STARTS),
                    metavar="NAME", help="baseline starts of each optimisation, besides the "
                    "warm start from the previous step count (default: "
@@ -146,6 +149,9 @@ def run(args) -> int:
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,
                "maxiter": args.maxiter}
+    srange = resolve_sigma_range(args)
+    if srange is not None:  # only then: a default sweep's manifest stays what it was
+        options["sigma_range"] = list(srange)
     # the problem each cell solves; the starts only steer the search, so a sweep resumed
     # with other --starts keeps its finished cells
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "spectrum": spectrum.provenance(),

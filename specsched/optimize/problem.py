@@ -260,11 +260,14 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, star
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
-                    spacings=("linspace",), kl_floor=KL_FLOOR):
+                    spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None):
     """W2 and both KLs of every baseline family at ``num_steps`` steps.
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
-    (named ``"family/spacing"``); ``karras`` and ``logsnr`` have no spacing.
+    (named ``"family/spacing"``); ``karras``, ``exponential``, ``kl_optimal`` and ``logsnr``
+    have no spacing. The sigma baselines (:data:`specsched.schedules.SIGMA_BASELINES`) run
+    between ``sigma_range = (sigma_min, sigma_max)``, EDM's 0.002 and 80 when None
+    (:func:`specsched.schedules.sigma_range_from_bounds` gives the range of ``ab`` bounds).
 
     Returns
     -------
@@ -272,12 +275,14 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
         ``{name: {"w2": float, "kl": float, "kl_data_gen": float,
         "alphas_cumprod": ndarray}}``.
     """
-    from specsched.schedules import BASELINES, TRAINING_FAMILIES
+    from specsched.schedules import BASELINES, SIGMA_BASELINES, TRAINING_FAMILIES
 
     out = {}
     for name in BASELINES:
         for spacing in spacings if name in TRAINING_FAMILIES else (None,):
-            ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace")
+            extra = {"sigma_range": sigma_range} if name in SIGMA_BASELINES else {}
+            ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace",
+                                         **extra)
             label = f"{name}/{spacing}" if spacing else name
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
                              kl_floor=kl_floor)
@@ -447,6 +452,7 @@ def optimize_schedule(
     quadrature="auto",
     backend: str = "auto",
     agree_rtol: float | None = AGREE_RTOL,
+    sigma_range=None,
 ) -> OptimizeResult:
     """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
 
@@ -478,6 +484,11 @@ def optimize_schedule(
         best is kept (see ``agree_rtol``).
     spacings : sequence of str
         Spacings at which the baseline losses are reported.
+    sigma_range : (float, float) or None
+        ``(sigma_min, sigma_max)`` of the reported sigma baselines (``karras``,
+        ``exponential``, ``kl_optimal``; :func:`baseline_losses`); None: EDM's 0.002 and 80.
+        ``sigma_range_from_bounds(ab_min, ab_max)`` compares them on the optimiser's own
+        range. The starts keep their defaults (they are projected into the bounds anyway).
     maxiter : int
         Iteration limit of each start.
     ftol : float
@@ -512,8 +523,9 @@ def optimize_schedule(
     ------
     InputError
         Invalid ``num_steps``, ``loss``, ``method``, ``sampler``, ``eta`` or ``maxiter``,
-        bounds or margin out of range or infeasible (:func:`check_bounds`), or an optimum
-        that merges two steps (``delta = 0`` only).
+        bounds or margin out of range or infeasible (:func:`check_bounds`), a bad
+        ``sigma_range`` (named ``sigma_min``/``sigma_max``), or an optimum that merges two
+        steps (``delta = 0`` only).
 
     Notes
     -----
@@ -537,7 +549,8 @@ def optimize_schedule(
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
     kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor)
-    baselines = baseline_losses(lam, m, num_steps, spacings=spacings, **kw)
+    baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
+                                **kw)
     n_bins = _quadrature_bins(quadrature, lam.size, sampler)
     if n_bins is None:
         obj_lam, obj_m, obj_kw = lam, m, {}

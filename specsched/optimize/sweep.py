@@ -93,8 +93,8 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
     loss : {"w2", "kl", "kl-data-gen"}
     options : dict
         ``init``, ``method``, ``spacings`` (list), ``ab_min``, ``ab_max``, ``delta``,
-        ``maxiter`` and optionally ``starts`` for
-        :func:`~specsched.optimize.optimize_schedule`.
+        ``maxiter`` and optionally ``starts`` and ``sigma_range`` (``[sigma_min,
+        sigma_max]`` of the sigma baselines) for :func:`~specsched.optimize.optimize_schedule`.
     x0 : ndarray of shape (steps,), optional
         A warm start.
 
@@ -112,6 +112,7 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
         method=options["method"], spacings=tuple(options["spacings"]),
         ab_min=options["ab_min"], ab_max=options["ab_max"], delta=options["delta"],
         maxiter=options["maxiter"], x0=x0, starts=tuple(options.get("starts", STARTS)),
+        sigma_range=options.get("sigma_range"),
     )
     return {
         "format": CELL_FORMAT, "steps": steps, "sampler": sampler, "eta": res.eta,

@@ -16,13 +16,18 @@ from specsched.schedules.conversions import (
 )
 from specsched.schedules.families import (
     BASELINES,
+    EDM_SIGMA_RANGE,
+    SIGMA_BASELINES,
     SPACINGS,
     TRAINING_FAMILIES,
     baseline_alphas_cumprod,
+    exponential_alphas_cumprod,
     karras_alphas_cumprod,
+    kl_optimal_alphas_cumprod,
     logsnr_alphas_cumprod,
     nearest_training_timesteps,
     nearest_training_timesteps_with_error,
+    sigma_range_from_bounds,
     spacing_indices,
     training_alphas_cumprod,
 )
@@ -35,6 +40,8 @@ from specsched.schedules.schedule import (
 
 __all__ = [
     "BASELINES",
+    "EDM_SIGMA_RANGE",
+    "SIGMA_BASELINES",
     "SCHEDULE_FORMAT",
     "SCHEDULE_VERSION",
     "SPACINGS",
@@ -45,12 +52,15 @@ __all__ = [
     "alphas_cumprod_from_sigmas",
     "baseline_alphas_cumprod",
     "betas_from_alphas_cumprod",
+    "exponential_alphas_cumprod",
     "karras_alphas_cumprod",
+    "kl_optimal_alphas_cumprod",
     "logsnr_alphas_cumprod",
     "logsnr_from_alphas_cumprod",
     "nearest_training_timesteps",
     "nearest_training_timesteps_with_error",
     "schedule_schema",
+    "sigma_range_from_bounds",
     "sigmas_from_alphas_cumprod",
     "spacing_indices",
     "training_alphas_cumprod",

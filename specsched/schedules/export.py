@@ -18,6 +18,8 @@ headers; for a bare ``.npy`` the command prints it), as :data:`ARRAY_LAYOUTS` wo
 - a diffusers ``scheduler_config.json`` with ``trained_betas`` (only meaningful when the
   schedule is a full training grid, S == T);
 - k-diffusion: ``sigmas = (sigma_S, ..., sigma_1, 0)`` for ``sample_euler`` & co.;
+- ``sigmas-text``: the same S + 1 sigmas as one comma-separated line of text, for ComfyUI's
+  manual-sigmas node and A1111's custom schedules (:func:`export_sigmas_text`);
 - plain arrays (``ab``, ``betas``, ``sigmas``), step 1 first, as ``.npy``, ``.txt`` or JSON;
 - a specsched schedule file (for a baseline written from the command line).
 
@@ -64,11 +66,13 @@ __all__ = [
     "export_array",
     "export_diffusers",
     "export_k_diffusion",
+    "export_sigmas_text",
     "training_grid_warnings",
     "write_export",
 ]
 
-EXPORT_TARGETS = ("diffusers", "k-diffusion", "ab", "betas", "sigmas", "schedule")
+EXPORT_TARGETS = ("diffusers", "k-diffusion", "sigmas-text", "ab", "betas", "sigmas",
+                  "schedule")
 ARRAY_TARGETS = ("k-diffusion", "ab", "betas", "sigmas")
 EXPORT_FORMATS = ("npy", "txt", "json")
 #: ``format`` of an array exported as JSON, and of ``diffusers_schedule.json``.
@@ -185,6 +189,38 @@ def export_k_diffusion(schedule) -> np.ndarray:
         2022; k-diffusion ``get_sigmas_karras`` appends the same final 0.
     """
     return _array(as_alphas_cumprod(schedule), "k-diffusion")
+
+
+def export_sigmas_text(schedule) -> str:
+    """k-diffusion's sigmas as one comma-separated line: ``"sigma_S, ..., sigma_1, 0.0"``.
+
+    The noisiest level first, descending, S + 1 values, the last one ``0.0``: the list
+    ComfyUI's manual-sigmas node and A1111's custom schedules take, pasted as it is. Each value
+    is Python's ``repr`` of the float64 (the shortest decimal that reads back to the same
+    double), so ``[float(v) for v in text.split(",")]`` is :func:`export_k_diffusion` exactly;
+    values below 1e-4 (none in the usual 0.002 to 80 range) are written with an exponent
+    (``1e-05``). Values are separated by ``", "`` and the line ends with a newline.
+
+    Parameters
+    ----------
+    schedule : Schedule or array-like of shape (n_steps,)
+        alphas_cumprod, step 1 first (validated unless it is a Schedule).
+
+    Returns
+    -------
+    str
+        One line, newline-terminated.
+
+    Raises
+    ------
+    InputError
+        An invalid schedule.
+    """
+    return _sigmas_text(_array(as_alphas_cumprod(schedule), "k-diffusion"))
+
+
+def _sigmas_text(sigmas: np.ndarray) -> str:
+    return ", ".join(repr(float(v)) for v in sigmas) + "\n"
 
 
 def _step_ranges(steps: np.ndarray) -> str:
@@ -427,11 +463,13 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
         Validated once here unless it is a Schedule.
-    to : {"diffusers", "k-diffusion", "ab", "betas", "sigmas", "schedule"}
+    to : {"diffusers", "k-diffusion", "sigmas-text", "ab", "betas", "sigmas", "schedule"}
         ``diffusers``: ``out`` is a folder receiving ``diffusers_schedule.json``
         (:func:`export_diffusers`, without ``scheduler_config``) and, when S == T,
         ``scheduler_config.json``; ``schedule``: a specsched schedule file
-        (:meth:`Schedule.save`); otherwise one array file (:data:`ARRAY_LAYOUTS`).
+        (:meth:`Schedule.save`); ``sigmas-text``: one line of text,
+        :func:`export_sigmas_text` (whatever the suffix of ``out``; ``fmt`` must be None or
+        "txt"); otherwise one array file (:data:`ARRAY_LAYOUTS`).
     out : path-like
     fmt : {"npy", "txt", "json"} or None
         Array file format; None takes it from the suffix of ``out`` (``npy`` without one).
@@ -452,7 +490,8 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
     Raises
     ------
     InputError
-        Unknown target or format, invalid schedule, ``out`` not a folder for ``diffusers``.
+        Unknown target or format, invalid schedule, ``out`` not a folder for ``diffusers``, a
+        ``fmt`` other than "txt" for ``sigmas-text``.
     OutputExistsError
         A file exists and ``force`` is false (checked before anything is written).
     """
@@ -489,6 +528,19 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
             lines.append(f"{SCHEDULER_CONFIG_FILE}: DDPMScheduler with trained_betas "
                          f"({config['num_train_timesteps']} values, step 1 first)")
         return ExportReport([p for p, _ in files], lines, info["warnings"], info["notes"])
+    if to == "sigmas-text":
+        if fmt not in (None, "txt"):
+            raise InputError(f"--format: --to sigmas-text writes one line of text; got {fmt!r}")
+        sigmas = _array(ab, "k-diffusion")
+        check_writable(out, force)
+        with atomic_write(out, force=force, mode="w") as fh:
+            fh.write(_sigmas_text(sigmas))
+        return ExportReport(
+            [out], [f"sigmas-text: {describe_array('k-diffusion', sigmas)}; one line, "
+                    "comma-separated, each value the shortest decimal of its float64"],
+            _grid_warnings(ab, training_schedule, num_train_timesteps),
+            ["paste the line into ComfyUI's manual-sigmas node or an A1111 custom "
+             "schedule; it is what --to k-diffusion writes, as text"])
     fmt = _format_of(out, fmt)
     values = _array(ab, to)
     check_writable(out, force)

@@ -16,6 +16,10 @@ Sources:
 - spacings: diffusers ``DDIMScheduler.set_timesteps`` (``timestep_spacing``); see
   Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed", table 2.
 - karras: Karras et al. 2022 (EDM), eq. (5); k-diffusion ``get_sigmas_karras``.
+- exponential: k-diffusion ``get_sigmas_exponential`` (uniform in log sigma).
+- kl_optimal: Sabour, Fidler, Kreis 2024 ("Align Your Steps"), the closed-form optimum of its
+  Gaussian-data theorem, as ComfyUI's ``kl_optimal`` scheduler implements it (atan(sigma)
+  uniform in the step index).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from specsched.schedules.conversions import (
     _as_float64,
     _check_open_interval,
     _logsnr,
+    _sigmas,
     alphas_cumprod_from_logsnr,
     alphas_cumprod_from_sigmas,
     check_int,
@@ -44,8 +49,13 @@ __all__ = [
     "SPACINGS",
     "training_alphas_cumprod",
     "spacing_indices",
+    "EDM_SIGMA_RANGE",
+    "SIGMA_BASELINES",
     "karras_alphas_cumprod",
+    "exponential_alphas_cumprod",
+    "kl_optimal_alphas_cumprod",
     "logsnr_alphas_cumprod",
+    "sigma_range_from_bounds",
     "baseline_alphas_cumprod",
     "nearest_training_timesteps",
     "nearest_training_timesteps_with_error",
@@ -63,7 +73,12 @@ DIFFUSERS_SCHEDULER_ARGS = {
     "sigmoid": {"beta_schedule": "sigmoid", "beta_start": 1e-4, "beta_end": 0.02},
 }
 #: Names accepted by :func:`baseline_alphas_cumprod`.
-BASELINES = ("linear", "scaled_linear", "cosine", "sigmoid", "karras", "logsnr")
+BASELINES = ("linear", "scaled_linear", "cosine", "sigmoid", "karras", "exponential",
+             "kl_optimal", "logsnr")
+#: The practitioners' baselines defined on a sigma range (no training grid, no spacing).
+SIGMA_BASELINES = ("karras", "exponential", "kl_optimal")
+#: Their default ``(sigma_min, sigma_max)``: EDM's (Karras et al. 2022, table 1).
+EDM_SIGMA_RANGE = (0.002, 80.0)
 #: diffusers' ``timestep_spacing`` values.
 SPACINGS = ("linspace", "leading", "trailing")
 
@@ -232,7 +247,8 @@ def spacing_indices(
 
 
 def karras_alphas_cumprod(
-    num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+    num_steps: int, sigma_min: float = EDM_SIGMA_RANGE[0], sigma_max: float = EDM_SIGMA_RANGE[1],
+    rho: float = 7.0,
 ) -> np.ndarray:
     """EDM (Karras et al. 2022, eq. 5) schedule mapped to VP: ``ab = 1 / (1 + sigma^2)``.
 
@@ -262,14 +278,125 @@ def karras_alphas_cumprod(
         S < 1, non-positive or non-finite sigmas or rho, or ``sigma_min >= sigma_max``.
     """
     S = check_int(num_steps, "num_steps", 1)
-    smin = _positive_float(sigma_min, "sigma_min")
-    smax = _positive_float(sigma_max, "sigma_max")
+    smin, smax = _check_sigma_range(sigma_min, sigma_max)
     r = _positive_float(rho, "rho")
-    if smin >= smax:
-        raise InputError(f"sigma_min: expected sigma_min < sigma_max, got {smin} >= {smax}")
     ramp = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
     min_inv_rho, max_inv_rho = smin ** (1.0 / r), smax ** (1.0 / r)
     sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** r  # sigma_max first
+    return alphas_cumprod_from_sigmas(sigmas[::-1])
+
+
+def _check_sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
+    smin = _positive_float(sigma_min, "sigma_min")
+    smax = _positive_float(sigma_max, "sigma_max")
+    if smin >= smax:
+        raise InputError(f"sigma_min: expected sigma_min < sigma_max, got {smin} >= {smax}")
+    return smin, smax
+
+
+def sigma_range_from_bounds(ab_min: float, ab_max: float) -> tuple[float, float]:
+    """The sigma range of alphas_cumprod bounds: ``(sigma(ab_max), sigma(ab_min))``.
+
+    ``sigma = sqrt((1 - ab) / ab)`` (docs/theory.md section 1), so the least noisy bound
+    ``ab_max`` gives ``sigma_min`` and ``ab_min`` gives ``sigma_max``.
+
+    Parameters
+    ----------
+    ab_min, ab_max : float
+        Bounds on alphas_cumprod, ``0 < ab_min < ab_max < 1`` (the optimiser's
+        ``--ab-min``/``--ab-max``).
+
+    Returns
+    -------
+    (sigma_min, sigma_max) : tuple of two floats, ``0 < sigma_min < sigma_max``
+
+    Raises
+    ------
+    InputError
+        A bound outside (0, 1) (the message names ``ab_min`` or ``ab_max``) or
+        ``ab_min >= ab_max``.
+    """
+    lo = _as_float64(ab_min, "ab_min").reshape(-1)
+    hi = _as_float64(ab_max, "ab_max").reshape(-1)
+    if lo.size != 1 or hi.size != 1:
+        raise InputError("ab_min: expected two numbers, ab_min and ab_max")
+    _check_open_interval(lo, "ab_min", 0.0, 1.0)
+    _check_open_interval(hi, "ab_max", 0.0, 1.0)
+    if not lo[0] < hi[0]:
+        raise InputError(f"ab_min: expected ab_min < ab_max, got {lo[0]} >= {hi[0]}")
+    return float(_sigmas(hi)[0]), float(_sigmas(lo)[0])
+
+
+def exponential_alphas_cumprod(
+    num_steps: int, sigma_min: float = EDM_SIGMA_RANGE[0], sigma_max: float = EDM_SIGMA_RANGE[1]
+) -> np.ndarray:
+    """Noise levels uniform in log sigma, mapped to VP: ``ab = 1 / (1 + sigma^2)``.
+
+    ``sigma_i = exp(log smax + i/(S-1) (log smin - log smax))``, i = 0..S-1, as k-diffusion's
+    ``get_sigmas_exponential(S, sigma_min, sigma_max)`` (which lists sigma_max first and
+    appends 0); equivalently logSNR ``-2 log sigma`` uniform between the end points. Here the
+    order is reversed to step 1 (``sigma_min``) first. With S = 1 the single step is
+    ``sigma_max`` (k-diffusion's ``linspace`` of one point), as :func:`karras_alphas_cumprod`.
+
+    Parameters
+    ----------
+    num_steps : int
+        S >= 1.
+    sigma_min, sigma_max : float
+        VE noise levels of the least and the most noisy steps, 0 < sigma_min < sigma_max;
+        EDM's 0.002 and 80 by default (:data:`EDM_SIGMA_RANGE`).
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        alphas_cumprod, step 1 first, strictly decreasing in (0, 1).
+
+    Raises
+    ------
+    InputError
+        S < 1, non-positive or non-finite sigmas, or ``sigma_min >= sigma_max``.
+    """
+    S = check_int(num_steps, "num_steps", 1)
+    smin, smax = _check_sigma_range(sigma_min, sigma_max)
+    log_sigmas = np.linspace(math.log(smax), math.log(smin), S)  # sigma_max first
+    return alphas_cumprod_from_sigmas(np.exp(log_sigmas[::-1]))
+
+
+def kl_optimal_alphas_cumprod(
+    num_steps: int, sigma_min: float = EDM_SIGMA_RANGE[0], sigma_max: float = EDM_SIGMA_RANGE[1]
+) -> np.ndarray:
+    """Align Your Steps' KL-optimal schedule for Gaussian data, mapped to VP.
+
+    ``sigma_i = tan(t_i atan(smin) + (1 - t_i) atan(smax))``, ``t_i = i/(S-1)``, i = 0..S-1:
+    ``atan(sigma)`` uniform in the step index, the closed-form optimum of Sabour, Fidler,
+    Kreis 2024 ("Align Your Steps", the theorem of its Gaussian-data analysis), as ComfyUI's
+    ``kl_optimal`` scheduler computes it (there in float32, here in float64; ComfyUI lists
+    sigma_max first and appends 0). Here the order is reversed to step 1 (``sigma_min``)
+    first. With S = 1 the single step is ``sigma_max`` (ComfyUI divides by S - 1 = 0 and
+    gives NaN), as :func:`karras_alphas_cumprod`.
+
+    Parameters
+    ----------
+    num_steps : int
+        S >= 1.
+    sigma_min, sigma_max : float
+        VE noise levels of the least and the most noisy steps, 0 < sigma_min < sigma_max;
+        EDM's 0.002 and 80 by default (:data:`EDM_SIGMA_RANGE`).
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        alphas_cumprod, step 1 first, strictly decreasing in (0, 1).
+
+    Raises
+    ------
+    InputError
+        S < 1, non-positive or non-finite sigmas, or ``sigma_min >= sigma_max``.
+    """
+    S = check_int(num_steps, "num_steps", 1)
+    smin, smax = _check_sigma_range(sigma_min, sigma_max)
+    t = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
+    sigmas = np.tan(t * math.atan(smin) + (1.0 - t) * math.atan(smax))  # sigma_max first
     return alphas_cumprod_from_sigmas(sigmas[::-1])
 
 
@@ -310,16 +437,22 @@ def logsnr_alphas_cumprod(
 
 
 def baseline_alphas_cumprod(
-    name: str, num_steps: int, spacing: str = "linspace", num_train_timesteps: int = 1000
+    name: str, num_steps: int, spacing: str = "linspace", num_train_timesteps: int = 1000,
+    sigma_range=None,
 ) -> np.ndarray:
     """A baseline S-step sampling schedule, step 1 first.
 
     - training families (TRAINING_FAMILIES): ``training_alphas_cumprod(name, T)`` at
       ``spacing_indices(spacing, S, T)`` (diffusers' ``set_timesteps``, steps_offset 0);
-    - ``karras``: :func:`karras_alphas_cumprod` with EDM's defaults (T is not used);
+    - ``karras``: :func:`karras_alphas_cumprod` (rho = 7);
+    - ``exponential``: :func:`exponential_alphas_cumprod` (uniform in log sigma);
+    - ``kl_optimal``: :func:`kl_optimal_alphas_cumprod` (Align Your Steps' arctan rule);
     - ``logsnr``: :func:`logsnr_alphas_cumprod` between the ``linear`` family's end points.
 
-    ``karras`` and ``logsnr`` ignore ``spacing`` (it is still checked to be a known one).
+    The three :data:`SIGMA_BASELINES` run between ``sigma_range`` (EDM's 0.002 and 80 by
+    default; :func:`sigma_range_from_bounds` gives the range of optimiser bounds) and use
+    neither T nor a spacing. ``karras``, ``exponential``, ``kl_optimal`` and ``logsnr``
+    ignore ``spacing`` (it is still checked to be a known one).
 
     Parameters
     ----------
@@ -330,6 +463,9 @@ def baseline_alphas_cumprod(
     spacing : {"linspace", "leading", "trailing"}
     num_train_timesteps : int
         T.
+    sigma_range : (float, float) or None
+        ``(sigma_min, sigma_max)`` of a sigma baseline, ``0 < sigma_min < sigma_max``; None:
+        :data:`EDM_SIGMA_RANGE`. Refused for the other baselines, which have their own levels.
 
     Returns
     -------
@@ -339,16 +475,35 @@ def baseline_alphas_cumprod(
     Raises
     ------
     InputError
-        Unknown ``name`` (the message lists BASELINES), unknown spacing, bad S or T.
+        Unknown ``name`` (the message lists BASELINES), unknown spacing, bad S or T, a
+        ``sigma_range`` that is not two positive increasing numbers (the message names
+        ``sigma_min`` or ``sigma_max``), or one given for a baseline other than
+        SIGMA_BASELINES (the message names ``sigma_range``).
     """
     _check_choice(name, "name", BASELINES)
     _check_choice(spacing, "spacing", SPACINGS)
-    if name == "karras":
-        return karras_alphas_cumprod(num_steps)
+    if name in SIGMA_BASELINES:
+        smin, smax = EDM_SIGMA_RANGE if sigma_range is None else _sigma_pair(sigma_range)
+        family = {"karras": karras_alphas_cumprod, "exponential": exponential_alphas_cumprod,
+                  "kl_optimal": kl_optimal_alphas_cumprod}[name]
+        return family(num_steps, smin, smax)
+    if sigma_range is not None:
+        raise InputError(f"sigma_range: applies to {', '.join(SIGMA_BASELINES)}; the baseline "
+                         f"{name!r} has its own levels")
     if name == "logsnr":
         return logsnr_alphas_cumprod(num_steps, "linear", num_train_timesteps)
     idx = spacing_indices(spacing, num_steps, num_train_timesteps)
     return training_alphas_cumprod(name, num_train_timesteps)[idx]
+
+
+def _sigma_pair(sigma_range) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` of a two-element ``sigma_range``, checked."""
+    try:
+        smin, smax = sigma_range
+    except (TypeError, ValueError):
+        raise InputError(f"sigma_range: expected two numbers (sigma_min, sigma_max), got "
+                         f"{sigma_range!r}") from None
+    return _check_sigma_range(smin, smax)
 
 
 def nearest_training_timesteps_with_error(
