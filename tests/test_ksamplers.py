@@ -171,7 +171,7 @@ def test_dpmpp_sde_draws_within_a_step_are_correlated(schedule):
     assert np.max(np.abs(R - np.eye(R.shape[0]))) > 0.1  # [sigma_s, sigma_i] in [sigma_next, ..]
     iid = H**2 * sigmas[0] ** 2 + np.sum(C**2, axis=0)
     gen = kclosed_form(LAM, sigmas, "dpmpp-sde", options)
-    assert np.max(np.abs(iid / gen.variance - 1.0)) > 1e-3
+    assert np.all(np.abs(iid / gen.variance - 1.0) > 0.1)  # measured 17% .. 47% too low
 
 
 @pytest.mark.parametrize("schedule", ["linear-3", "linear-25", "karras-10"])
@@ -219,12 +219,17 @@ MC_LAM = np.array([1e-3, 0.1, 1.0, 20.0])
 MC_MEAN = np.array([0.5, -1.0, 2.0, 1.0])
 
 
+def variance_z(samples, variance):
+    """Per-direction ``(sample variance - variance) / s.e.``, s.e. ``variance sqrt(2/(n-1))``."""
+    n = samples.shape[0]
+    return (samples.var(axis=0, ddof=1) - variance) / (variance * np.sqrt(2.0 / (n - 1)))
+
+
 def assert_within_3_se(samples, gen, mean):
     """Per-direction sample mean and variance within 3 standard errors of the closed form."""
-    n = samples.shape[0]
-    var = gen.variance
-    z_var = (samples.var(axis=0, ddof=1) - var) / (var * np.sqrt(2.0 / (n - 1)))
-    z_mean = (samples.mean(axis=0) - mean - gen.mean_error(mean)) / np.sqrt(var / n)
+    z_var = variance_z(samples, gen.variance)
+    z_mean = ((samples.mean(axis=0) - mean - gen.mean_error(mean))
+              / np.sqrt(gen.variance / samples.shape[0]))
     assert np.all(np.abs(z_var) < 3.0), z_var
     assert np.all(np.abs(z_mean) < 3.0), z_mean
 
@@ -242,6 +247,10 @@ def test_brownian_samplers_with_k_diffusions_noise(name):
         x0 = (torch.randn((N_MC, 1), dtype=torch.float64) * sigmas[0]).numpy()
         samples[:, k] = run_k(name, sigmas, x0, options, MC_LAM[k:k + 1], MC_MEAN[k:k + 1])[:, 0]
     assert_within_3_se(samples, kclosed_form(MC_LAM, sigmas, name, options), MC_MEAN)
+    if name == "dpmpp-sde":  # the check has power: independent draws within a step are rejected
+        H, C, _ = k_law(name, sigmas, options, MC_LAM)
+        iid = H**2 * sigmas[0] ** 2 + np.sum(C**2, axis=0)
+        assert np.all(np.abs(variance_z(samples, iid)) > 10.0)
 
 
 @pytest.mark.parametrize("name, given_options", [("euler-ancestral", {}),
