@@ -311,6 +311,8 @@ GRADIENT_CASES += [(name, {}, "marginal") for name in KSAMPLERS]
 @pytest.mark.parametrize("name, given_options, init", GRADIENT_CASES,
                          ids=[f"{_id(c[:2])}-{c[2]}" for c in GRADIENT_CASES])
 def test_gradient_matches_central_differences(name, given_options, init):
+    """Steps of 1e-4 relative: the differences' error then is ~6e-8 of the gradient, and grows
+    as the step shrinks (1e-7: up to 6e-5), i.e. it is the differences' rounding, not the vjp."""
     sigmas = SCHEDULES["karras-10"]
     options = resolve_options(name, **given_options)
 
@@ -322,14 +324,14 @@ def test_gradient_matches_central_differences(name, given_options, init):
     assert value == pytest.approx(_w2(LAM, sigmas, name, options, init, MEAN), rel=1e-13)
     fd = np.zeros_like(sigmas)
     for j in range(sigmas.size - 1):  # the final 0 is not a free level
-        e = 1e-6 * sigmas[j]
+        e = 1e-4 * sigmas[j]
         up, down = sigmas.copy(), sigmas.copy()
         up[j] += e
         down[j] -= e
         fd[j] = (_w2(LAM, up, name, options, init, MEAN)
                  - _w2(LAM, down, name, options, init, MEAN)) / (2.0 * e)
     assert grad[-1] == 0.0
-    assert np.max(np.abs(grad - fd)) <= 1e-5 * np.max(np.abs(fd)), (grad, fd)
+    assert np.max(np.abs(grad - fd)) <= 1e-6 * np.max(np.abs(fd)), (grad, fd)
 
 
 # ---- 6: properties on random spectra and schedules -------------------------------------------
