@@ -453,7 +453,12 @@ def resolve_options(sampler: str, eta=None, **options) -> dict:
             raise InputError(f"{key}: sampler {sampler!r} ({spec.function}) has no {key}; "
                              f"{key} applies to {', '.join(takes) or 'no k-diffusion sampler'}",
                              param=key)
-        if key == "solver_type":
+        if key == "order":
+            if isinstance(value, bool) or value not in (1, 2, 3, 4):
+                raise InputError(f"order: expected an integer 1 to 4 (k-diffusion's lms), got "
+                                 f"{value!r}", param=key)
+            value = int(value)
+        elif key == "solver_type":
             if value not in ("midpoint", "heun"):
                 raise InputError(f"{key}: expected 'midpoint' or 'heun', got {value!r}",
                                  param=key)
