@@ -130,6 +130,8 @@ def test_bad_input_messages():
     den = WienerDenoiser(np.array([1.0, 2.0]))
     rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="sampler"):
+        sample(den, AB10, 2, (2,), sampler="euler-maruyama", rng=rng)
+    with pytest.raises(InputError, match="sample_k"):  # k-diffusion's run elsewhere
         sample(den, AB10, 2, (2,), sampler="euler", rng=rng)
     with pytest.raises(InputError, match="alphas_cumprod"):
         sample(den, AB10[::-1], 2, (2,), rng=rng)

@@ -226,7 +226,12 @@ def test_resolve_eta():
     with pytest.raises(InputError, match="eta"):
         resolve_eta("ddpm", 0.5)
     with pytest.raises(InputError, match="sampler"):
-        resolve_eta("euler")
+        resolve_eta("euler-maruyama")
+    # k-diffusion's: their function's eta (1) where it has one, none otherwise
+    assert resolve_eta("euler") is None and resolve_eta("euler-ancestral") == 1.0
+    assert resolve_eta("dpmpp-2m-sde", 0.5) == 0.5
+    with pytest.raises(InputError, match="sample_dpmpp_2m\\) has no eta"):
+        resolve_eta("dpmpp-2m", 0.5)
 
 
 def test_import_compiles_nothing():

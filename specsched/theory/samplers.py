@@ -212,6 +212,11 @@ def get_sampler(name: str) -> Sampler:
     try:
         return SAMPLERS[name]
     except (KeyError, TypeError):
+        if isinstance(name, str) and name in KSAMPLERS:
+            raise InputError(f"sampler: {name!r} is k-diffusion's (VE, on sigmas): its closed "
+                             "form is specsched.theory.kclosed, its array sampler "
+                             "specsched.sampling.ksamplers.sample_k; this takes one of "
+                             f"{list(SAMPLERS)}") from None
         raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {name!r}") from None
 
 
