@@ -118,3 +118,34 @@ def test_monte_carlo_of_the_same_steps_matches_the_closed_form(sampler):
     assert np.all(np.abs(x.var(axis=0, ddof=1) - gen.variance) < 4 * se_var)
     se_mean = np.sqrt(gen.variance / n)
     assert np.all(np.abs(x.mean(axis=0) - (m + gen.mean_error(m))) < 4 * se_mean)
+
+
+def test_options_flags_reach_the_closed_form(tmp_path, capsys):
+    # --r, --s-noise and --solver-type are k-diffusion's r, s_noise and solver_type
+    eigs = _eigenvalues(tmp_path)
+    ab = baseline_alphas_cumprod("karras", 6)
+    for sampler, flags, options in [("dpmpp-sde", ["--r", "0.3"], {"r": 0.3}),
+                                    ("euler-ancestral", ["--s-noise", "0.5"], {"s_noise": 0.5}),
+                                    ("dpmpp-2m-sde", ["--solver-type", "heun"],
+                                     {"solver_type": "heun"})]:
+        code, out, err = run(["evaluate", "--spectrum", eigs, "--schedule", "karras", "--steps",
+                              "6", "--sampler", sampler, *flags, "--json"], capsys)
+        assert code == 0, err
+        want = evaluate_schedule(LAM, None, ab, sampler=sampler, options=options).w2
+        assert json.loads(out)["w2"] == pytest.approx(want, rel=1e-12)
+        assert want != pytest.approx(evaluate_schedule(LAM, None, ab, sampler=sampler).w2,
+                                     rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--sampler", "ddim-ve", "--s-noise", "0.3"], ["--s-noise: sampler 'ddim-ve' has no"]),
+    (["--sampler", "dpmpp-2m", "--r", "0.3"], ["--r: sampler 'dpmpp-2m'", "applies to dpmpp-sde"]),
+    (["--sampler", "dpmpp-sde", "--r", "1.5"], ["--r: expected a number in (0, 1)"]),
+])
+def test_sampler_options_are_refused_where_they_do_not_apply(tmp_path, capsys, argv, needles):
+    for command in (["evaluate", "--schedule", "karras", "--steps", "4"],
+                    ["optimize", "--steps", "4", "--out", tmp_path / "o"]):
+        code, _, err = run([command[0], "--spectrum", _eigenvalues(tmp_path), *command[1:],
+                            *argv], capsys)
+        assert refused(code, err, *needles)
+    assert not (tmp_path / "o").exists()

@@ -365,6 +365,23 @@ def add_sampler_args(p, choices, default="ddim", retired=None):
                    "the true marginal")
 
 
+def add_ksampler_option_args(p):
+    """``--s-noise``, ``--r``, ``--solver-type``: options of k-diffusion's samplers besides
+    ``--eta`` (defaults: the function's own; refused for a sampler that has none)."""
+    p.add_argument("--s-noise", type=nonnegative_float, default=None,
+                   help="noise scale s_noise of k-diffusion's ancestral and SDE samplers "
+                   "(default 1)")
+    p.add_argument("--r", type=float, default=None,
+                   help="dpmpp-sde's intermediate step ratio r in (0, 1) (default 1/2)")
+    p.add_argument("--solver-type", choices=["midpoint", "heun"], default=None,
+                   help="dpmpp-2m-sde's second-order rule (default midpoint)")
+
+
+def ksampler_options(args) -> dict:
+    """The options :func:`add_ksampler_option_args` parsed (None where not given)."""
+    return {"s_noise": args.s_noise, "r": args.r, "solver_type": args.solver_type}
+
+
 def resolve_sampler(sampler, param):
     """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``."""
     from specsched.theory.samplers import sampler_param

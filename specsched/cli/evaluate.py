@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from specsched.cli.common import (
+    add_ksampler_option_args,
     add_sampler_args,
     add_sigma_range_arg,
     add_source_args,
     eta_text,
+    ksampler_options,
     positive_int,
     resolve_sampler,
     resolve_sigma_range,
@@ -60,6 +62,7 @@ def add_parser(sub):
     add_sampler_args(p, discrete + list(SDE_SOLVERS) + ["diffusers-ddim",
                                                         "diffusers-ddpm-large"], default=None,
                      retired=renamed_solver_message)
+    add_ksampler_option_args(p)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--t-eps", type=float, default=0.0,
@@ -239,8 +242,9 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
         extra = _levels_extra(lv)
     sampler = resolve_sampler(sampler or "ddim", args.param)
     eta = resolve_eta(sampler, eta)
+    options = {k: v for k, v in ksampler_options(args).items() if v is not None}
     r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler, eta=eta,
-                          init=args.init)
+                          init=args.init, options=options)
     return r, int(ab.size), eta, label, spacing, {"sampler": sampler, **extra}
 
 

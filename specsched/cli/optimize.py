@@ -8,17 +8,20 @@ from specsched.cli.common import (
     EXIT_NOT_CONVERGED,
     add_bounds_args,
     add_data_args,
+    add_ksampler_option_args,
     add_sampler_args,
     add_sigma_range_arg,
     add_source_args,
     check_steps_fit_training_grid,
     eta_text,
+    ksampler_options,
     positive_int,
     resolve_sampler,
     resolve_sigma_range,
     spectrum_from_args,
     steps_from_nfe,
 )
+from specsched.errors import InputError
 
 
 def add_parser(sub):
@@ -41,6 +44,7 @@ def add_parser(sub):
                         "the two-stage ancestral/SDE samplers spend 2 S - 1 (one on the last "
                         "step), the others S")
     add_sampler_args(p, discrete)
+    add_ksampler_option_args(p)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--loss", choices=list(LOSSES), default="w2",
@@ -70,10 +74,18 @@ def run(args) -> int:
     from specsched.plots import plot_schedules
     from specsched.schedules import SIGMA_BASELINES, Schedule, baseline_alphas_cumprod
     from specsched.theory import resolve_eta
+    from specsched.theory.ksolvers import KSAMPLERS, resolve_options
     from specsched.theory.samplers import sampler_param
 
     sampler = resolve_sampler(args.sampler, args.param)
     eta = resolve_eta(sampler, args.eta)
+    options = {k: v for k, v in ksampler_options(args).items() if v is not None}
+    if options and sampler not in KSAMPLERS:
+        key = next(iter(options))
+        raise InputError(f"--{key.replace('_', '-')}: sampler {sampler!r} has no {key}; it "
+                         "applies to k-diffusion's samplers")
+    if options:
+        resolve_options(sampler, eta, **options)  # refuse before any work is done
     steps = steps_from_nfe(sampler, args.nfe) if args.nfe else sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
     check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)
@@ -81,6 +93,8 @@ def run(args) -> int:
     out = check_output_folder(args.out)
     default_eta = resolve_eta(sampler, None)
     tag = sampler + (f"-eta{eta:g}" if eta is not None and eta != default_eta else "")
+    tag += "".join(f"-{k.replace('_', '')}{v:g}" if isinstance(v, float) else f"-{v}"
+                   for k, v in options.items())
     names = {S: out / f"schedule_{tag}_{args.loss}_S{S}.json" for S in steps}
     csv_path, png_path = out / "summary.csv", out / "schedules.png"
     for path in [*names.values(), csv_path, png_path]:  # refuse before any work is done
@@ -97,6 +111,7 @@ def run(args) -> int:
             spectrum.eigenvalues, spectrum.mean, S, loss=args.loss, sampler=sampler, eta=eta,
             init=args.init, ab_min=args.ab_min, ab_max=args.ab_max, delta=args.delta,
             method=args.method, spacings=tuple(args.spacing), maxiter=args.maxiter,
+            options=options or None,
             sigma_range=srange,
         )
         if not res.success:

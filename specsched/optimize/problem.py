@@ -260,7 +260,7 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, star
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
-                    spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None):
+                    spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None, options=None):
     """W2 and both KLs of every baseline family at ``num_steps`` steps.
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
@@ -285,7 +285,7 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
                                          **extra)
             label = f"{name}/{spacing}" if spacing else name
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
-                             kl_floor=kl_floor)
+                             kl_floor=kl_floor, options=options)
             out[label] = {**r, "alphas_cumprod": ab}
     return out
 
@@ -453,6 +453,7 @@ def optimize_schedule(
     backend: str = "auto",
     agree_rtol: float | None = AGREE_RTOL,
     sigma_range=None,
+    options=None,
 ) -> OptimizeResult:
     """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
 
@@ -514,6 +515,9 @@ def optimize_schedule(
         this relative tolerance (default :data:`AGREE_RTOL`): independent starts landing
         on one value is the evidence multi-start exists for. None runs every start.
 
+    options : dict, optional
+        Options of a k-diffusion sampler besides eta (``s_noise``, ``r``, ``solver_type``;
+        :func:`specsched.theory.ksolvers.resolve_options`); a discrete sampler takes none.
     Returns
     -------
     OptimizeResult
@@ -540,7 +544,7 @@ def optimize_schedule(
             eigenvalues, mean, max(AUTO_SLSQP_MAX_STEPS // 2, num_steps // 10), loss=loss,
             sampler=sampler, eta=eta, init=init, ab_min=ab_min, ab_max=ab_max, delta=delta,
             starts=starts, spacings=(), maxiter=maxiter, kl_floor=kl_floor,
-            quadrature=quadrature, backend=backend, agree_rtol=agree_rtol,
+            quadrature=quadrature, backend=backend, agree_rtol=agree_rtol, options=options,
         )
         x0, starts = warm_start(coarse.x, num_steps), tuple(starts[:1])
     if method == "auto":
@@ -548,7 +552,7 @@ def optimize_schedule(
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
-    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor)
+    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
                                 **kw)
     n_bins = _quadrature_bins(quadrature, lam.size, sampler)

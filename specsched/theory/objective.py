@@ -31,15 +31,26 @@ from specsched.theory.samplers import (
 )
 
 
-def _k_generated(lam, alphas_cumprod, sampler, eta, init):
+def _check_options(sampler, options) -> dict:
+    """``options`` (k-diffusion's ``s_noise``, ``r``, ``solver_type``) for ``sampler``; a
+    discrete sampler takes none (InputError naming the option)."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if given and sampler not in KSAMPLERS:
+        key = next(iter(given))
+        raise InputError(f"{key}: sampler {sampler!r} has no {key}; it applies to "
+                         "k-diffusion's samplers", param=key)
+    return given
+
+
+def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None):
     """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
-    options = resolve_options(sampler, eta)
+    options = resolve_options(sampler, eta, **(options or {}))
     return kclosed_form(lam, sigmas_from_alphas_cumprod(alphas_cumprod), sampler, options,
                         init, validate=False)  # alphas_cumprod is trusted here too
 
 
 def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
-                     keep):
+                     keep, options=None):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     sigmas = sigmas_from_alphas_cumprod(ab)
@@ -50,7 +61,8 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
         )
         return value, d_var, d_err * m
 
-    value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler, resolve_options(sampler, eta),
+    value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler,
+                                             resolve_options(sampler, eta, **(options or {})),
                                              init, partials, validate=False)
     # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
     dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
@@ -59,7 +71,7 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
 
 def evaluate_schedule(
     eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR,
+    kl_floor=KL_FLOOR, options=None,
 ) -> LossReport:
     """W2 and both KL divergences of a discrete sampler run on a schedule.
 
@@ -81,6 +93,9 @@ def evaluate_schedule(
         Start distribution of the reverse process.
     kl_floor : float
         Relative eigenvalue floor of KL (see :mod:`specsched.theory.losses`).
+    options : dict, optional
+        Options of a k-diffusion sampler besides eta (``s_noise``, ``r``, ``solver_type``;
+        :func:`specsched.theory.ksolvers.resolve_options`); None entries are ignored.
 
     Returns
     -------
@@ -93,8 +108,9 @@ def evaluate_schedule(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
+    options = _check_options(sampler, options)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
     else:
         gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
     return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
@@ -150,7 +166,7 @@ def _value(system: LinearSystem, lam, m, loss, kl_floor, weights, keep, numba: b
 
 def loss_value(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto",
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None,
 ) -> float:
     """The optimiser's objective alone (``W2^2`` or a KL), without gradient.
 
@@ -161,8 +177,9 @@ def loss_value(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
+    options = _check_options(sampler, options)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                        weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
@@ -171,7 +188,7 @@ def loss_value(
 
 def loss_and_grad(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto",
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None,
 ):
     """The optimiser's objective and its analytic gradient in ``alphas_cumprod``.
 
@@ -180,7 +197,7 @@ def loss_and_grad(
 
     Parameters
     ----------
-    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor
+    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor, options
         As in :func:`evaluate_schedule`.
     loss : {"w2", "kl", "kl-data-gen"}
     weights : ndarray of shape (n_directions,), optional
@@ -213,9 +230,10 @@ def loss_and_grad(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
+    options = _check_options(sampler, options)
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
-                                weights, keep)
+                                weights, keep, options)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
         from specsched.theory.kernels import loss_grad  # numba: imported on first use
@@ -234,7 +252,7 @@ def loss_and_grad(
 
 
 def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
-                 init="normal", kl_floor=KL_FLOOR, backend="auto") -> dict:
+                 init="normal", kl_floor=KL_FLOOR, backend="auto", options=None) -> dict:
     """W2 and both KLs of a schedule, without per-direction terms.
 
     The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), as
@@ -250,8 +268,9 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
+    options = _check_options(sampler, options)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
                                             kl_floor)[0] for key, loss in keys}
     else:
