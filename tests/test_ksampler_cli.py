@@ -149,3 +149,21 @@ def test_sampler_options_are_refused_where_they_do_not_apply(tmp_path, capsys, a
                             *argv], capsys)
         assert refused(code, err, *needles)
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_over_nfe_budgets(tmp_path, capsys):
+    # each sampler gets the most steps within the budget; sweep.csv says what it spends
+    import pandas as pd
+
+    code, _, err = run(["sweep", "--spectrum", _eigenvalues(tmp_path), "--nfe", "5", "8",
+                        "--samplers", "heun", "dpmpp-2m", "--losses", "w2", "--jobs", "1",
+                        "--out", tmp_path / "sw"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "sw" / "sweep.csv", comment="#")
+    spent = table[["sampler", "steps", "nfe"]].drop_duplicates().sort_values(["sampler", "nfe"])
+    assert spent.values.tolist() == [["dpmpp-2m", 5, 5], ["dpmpp-2m", 8, 8], ["heun", 3, 5],
+                                     ["heun", 4, 7]]
+    opt = table[table["schedule"] == "optimized-w2"].set_index(["sampler", "steps"])["w2"]
+    ab = Schedule.load(next((tmp_path / "sw" / "schedules").glob("*heun*S3*.json")))
+    assert opt[("heun", 3)] == pytest.approx(
+        evaluate_schedule(LAM, None, ab.alphas_cumprod, sampler="heun").w2, rel=1e-9)

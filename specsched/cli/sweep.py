@@ -47,7 +47,13 @@ def add_parser(sub):
     p = sub.add_parser("sweep", help="optimise and compare schedules over step counts",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     add_data_args(p)
-    p.add_argument("--steps", type=positive_int, nargs="+", default=[5, 10, 20, 50, 100])
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive_int, nargs="+", default=[5, 10, 20, 50, 100])
+    budget.add_argument("--nfe", type=positive_int, nargs="+", default=None,
+                        help="network-evaluation budgets instead of --steps: each sampler gets "
+                        "the most steps that fit (2 S - 1 <= NFE for Heun, DPM-2 and the "
+                        "two-stage ancestral/SDE samplers, S <= NFE for the others); sweep.csv "
+                        "has the nfe spent")
     names = sampler_names()
     p.add_argument("--samplers", nargs="+", choices=names, default=["ddim", "ddpm"],
                    metavar="SAMPLER", help=f"samplers ({', '.join(names)}); k-diffusion's "
@@ -134,6 +140,15 @@ def _run_chains(jobs, processes, cores, progress):
     pool.shutdown(wait=True)
 
 
+def _steps_of(args, sampler: str) -> list[int]:
+    """The step counts of ``sampler``'s cells: ``--steps``, or the most within each ``--nfe``."""
+    from specsched.theory.samplers import steps_within_nfe
+
+    if args.nfe is None:
+        return sorted(set(args.steps))
+    return sorted({steps_within_nfe(sampler, n) for n in args.nfe})
+
+
 def run(args) -> int:
     """Run (or resume) a sweep; exit code 0, or 3 when a cell did not converge."""
     import pandas as pd
@@ -142,8 +157,9 @@ def run(args) -> int:
     from specsched.fileio import atomic_write, check_output_folder
     from specsched.optimize import check_bounds
 
-    check_steps_fit_training_grid(args.steps)
-    check_bounds(max(args.steps), args.ab_min, args.ab_max, args.delta)
+    all_steps = sorted({S for smp in args.samplers for S in _steps_of(args, smp)})
+    check_steps_fit_training_grid(all_steps)
+    check_bounds(max(all_steps), args.ab_min, args.ab_max, args.delta)
     out = check_output_folder(args.out)
     spectrum = spectrum_from_args(args)
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
@@ -168,7 +184,7 @@ def run(args) -> int:
             raise InputError(f"{folder}: cannot create the folder ({exc.strerror}); "
                              "choose another --out") from None
 
-    wanted = [(S, smp, loss) for S in sorted(set(args.steps)) for smp in args.samplers
+    wanted = [(S, smp, loss) for smp in args.samplers for S in _steps_of(args, smp)
               for loss in args.losses]
     done = load_cells(cell_dir)
     todo = [c for c in wanted if cell_name(*c) not in done]

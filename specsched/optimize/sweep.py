@@ -31,6 +31,7 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.fileio import temporary_files
+from specsched.theory.samplers import nfe_of
 
 CELL_FORMAT = "specsched.sweep-cell"
 MANIFEST_FORMAT = "specsched.sweep"
@@ -163,14 +164,17 @@ def run_chain(args):
 def sweep_rows(cells, schedules) -> list[dict]:
     """Rows of ``sweep.csv`` from cell records, keeping the baseline families ``schedules``.
 
-    One row per (steps, sampler, schedule, loss): the optimised schedule of the cell's loss
+    One row per (steps, sampler, schedule, loss), with ``nfe`` the network evaluations the
+    sampler spends in those steps (:func:`specsched.theory.samplers.nfe_of`): the optimised
+    schedule of the cell's loss
     (``schedule = "optimized-<loss>"``) and each baseline, with ``value`` its value of the
     cell's loss and ``optimized_value`` the optimised schedule's.
     """
     rows = []
     for c in cells:
         key = c["loss"].replace("-", "_")
-        base = {"steps": c["steps"], "sampler": c["sampler"], "eta": c["eta"],
+        base = {"steps": c["steps"], "nfe": nfe_of(c["sampler"], c["steps"]),
+                "sampler": c["sampler"], "eta": c["eta"],
                 "loss": c["loss"], "optimized_value": c["optimized"]["value"]}
         opt = c["optimized"]
         rows.append({**base, "schedule": f"optimized-{c['loss']}", "w2": opt["w2"],

@@ -89,8 +89,10 @@ __all__ = [
     "mobius",
     "mobius_derivative",
     "resolve_eta",
+    "nfe_of",
     "sampler_names",
     "sampler_param",
+    "steps_within_nfe",
     "step_coefficients",
     "step_gains",
     "step_scalar_derivatives",
@@ -205,6 +207,30 @@ def sampler_param(name: str) -> str:
     if name in SAMPLERS:
         return SAMPLERS[name].param
     raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
+
+
+def nfe_of(sampler: str, steps: int) -> int:
+    """Network evaluations ``sampler`` spends in ``steps`` steps: S for the discrete samplers,
+    :attr:`specsched.theory.ksolvers.KSampler.nfe` for k-diffusion's (``2 S - 1`` for the
+    two-stage ones)."""
+    return KSAMPLERS[sampler].nfe(steps) if sampler in KSAMPLERS else int(steps)
+
+
+def steps_within_nfe(sampler: str, budget: int) -> int:
+    """The most steps whose cost (:func:`nfe_of`) fits in ``budget`` evaluations (>= 1).
+
+    Raises
+    ------
+    InputError
+        ``budget`` below the cost of one step (``param`` ``"nfe"``).
+    """
+    if nfe_of(sampler, 1) > budget:
+        raise InputError(f"nfe: {sampler} needs {nfe_of(sampler, 1)} evaluation(s) for one "
+                         f"step, more than {budget}", param="nfe")
+    steps = 1
+    while nfe_of(sampler, steps + 1) <= budget:
+        steps += 1
+    return steps
 
 
 def get_sampler(name: str) -> Sampler:
