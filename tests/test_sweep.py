@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from specsched.cli import main
-from specsched.schedules import baseline_alphas_cumprod
+from specsched.schedules import BASELINES, baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import evaluate_schedule
 
@@ -28,7 +28,8 @@ def test_sweep_matches_evaluate_and_beats_baselines(tmp_path, capsys):
     out = tmp_path / "sw"
     assert main([*ARGS[:-1], "2", "--out", str(out)]) == 0  # two worker processes
     table = read(out)
-    assert len(table) == 2 * 2 * 2 * 7  # steps x samplers x losses x (6 baselines + optimum)
+    # steps x samplers x losses x (every baseline + the optimum)
+    assert len(table) == 2 * 2 * 2 * (len(BASELINES) + 1)
     lam = load_spectrum("cifar10").eigenvalues
     for _, row in table[~table.schedule.str.startswith("optimized")].iterrows():
         fam, _, spacing = row.schedule.partition("/")
