@@ -1,0 +1,105 @@
+"""Speed of k-diffusion samplers' closed forms, as ratios against the DDIM kernel, same process.
+
+Two measurements (issue 13's speed targets), written to results/ksamplers_speed.csv (first
+line: the command):
+
+1. ``loss_and_grad`` (W2^2 and its gradient) of each k-diffusion sampler on the CIFAR-10
+   spectrum (d = 3072) and on its 512-bin quadrature (what the optimiser uses for these
+   samplers), at S = 10, 100, 1000 on the linear schedule, against ``ddim-ve`` through the
+   compiled numba kernel on the full spectrum (the DDIM kernel), median of repeats;
+2. the command users run: ``specsched optimize --spectrum cifar10 --sampler dpmpp-2m --nfe 10``
+   wall time against ``--sampler ddim --steps 10``, each in a fresh process.
+
+Usage: python benchmarks/ksamplers_speed.py [--samplers dpmpp-2m euler heun] [--repeats 5]
+[--steps 10 100 1000] [--out results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm (numba compiles or loads its cache)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _command_seconds(argv) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "specsched.cli", *argv, "--out", tmp],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+
+def main() -> None:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from specsched.data.builtin import cifar10_eigenvalues
+    from specsched.fileio import atomic_write
+    from specsched.schedules import baseline_alphas_cumprod
+    from specsched.theory import loss_and_grad
+    from specsched.theory.quadrature import compress_spectrum
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samplers", nargs="+", default=["dpmpp-2m", "euler", "heun",
+                                                       "dpmpp-2m-sde"])
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args()
+
+    lam = cifar10_eigenvalues()
+    q = compress_spectrum(lam, None, 512)
+    rows = []
+    cells = [(S, smp, where) for S in args.steps for smp in args.samplers
+             for where in ("full", "quadrature")]
+    for S, smp, where in tqdm(cells, desc="timing", unit="cell"):
+        ab = baseline_alphas_cumprod("linear", S)
+        ddim = _median_time(lambda: loss_and_grad(lam, None, ab, sampler="ddim-ve",
+                                                  backend="numba"), args.repeats)
+        if where == "full":
+            def run(ab=ab, smp=smp):
+                return loss_and_grad(lam, None, ab, sampler=smp)
+            d = lam.size
+        else:
+            def run(ab=ab, smp=smp):
+                return loss_and_grad(q.eigenvalues, q.mean, ab, sampler=smp,
+                                     **q.loss_kwargs())
+            d = q.eigenvalues.size
+        repeats = args.repeats if S < 1000 else 1
+        t = _median_time(run, repeats)
+        rows.append({"measure": "loss_and_grad", "sampler": smp, "steps": S, "spectrum": where,
+                     "directions": d, "seconds": t, "ddim_kernel_seconds": ddim,
+                     "ratio_to_ddim_kernel": t / ddim})
+    opt = _command_seconds(["optimize", "--spectrum", "cifar10", "--sampler", "dpmpp-2m",
+                            "--nfe", "10"])
+    base = _command_seconds(["optimize", "--spectrum", "cifar10", "--sampler", "ddim",
+                             "--steps", "10"])
+    rows.append({"measure": "optimize command", "sampler": "dpmpp-2m", "steps": 10,
+                 "spectrum": "cifar10", "directions": lam.size, "seconds": opt,
+                 "ddim_kernel_seconds": base, "ratio_to_ddim_kernel": opt / base})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "ksamplers_speed.csv"
+    with atomic_write(path, force=True) as fh:
+        fh.write("# python " + " ".join(sys.argv) + "\n")
+        pd.DataFrame(rows).to_csv(fh, index=False, float_format="%.6g")
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
