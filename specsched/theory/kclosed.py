@@ -79,11 +79,34 @@ class Affine:
         return self * -1.0
 
 
-class _Kit:
-    """The interface of the steps, on :class:`Affine` values (module docstring)."""
+class _Levels:
+    """``kit.sigmas`` for a batch of iterations ``i`` (an int array): ``levels[i + o]`` is the
+    column (G, 1) of ``sigmas[i + o]``, complex-perturbed at the offset ``perturb``."""
 
-    def __init__(self, sigmas, options, eigenvalues, noise: str, n_inputs: int):
-        self.sigmas, self.options, self.lam, self.noise_kind = sigmas, options, eigenvalues, noise
+    def __init__(self, sigmas, members, perturb=None):
+        self.sigmas, self.members, self.perturb = sigmas, members, perturb
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, index):
+        offsets = np.asarray(index) - self.members
+        o = int(offsets[0])
+        if np.any(offsets != o):
+            raise IndexError("levels: a batch reads one offset at a time")
+        if o not in self.cache:
+            idx = np.clip(self.members + o, 0, self.sigmas.size - 1)  # unread outside
+            col = self.sigmas[idx][:, None].astype(complex if self.perturb is not None
+                                                   else np.float64)
+            if o == self.perturb:
+                col = col + 1j * _H
+            self.cache[o] = col
+        return self.cache[o]
+
+
+class _Kit:
+    """The interface of the steps, on :class:`Affine` values, for a batch of G iterations."""
+
+    def __init__(self, levels: _Levels, options, eigenvalues, noise: str, n_inputs: int):
+        self.sigmas, self.options, self.lam, self.noise_kind = levels, options, eigenvalues, noise
         self.next_index = n_inputs
         self.intervals: list[tuple] = []
 
@@ -94,49 +117,75 @@ class _Kit:
         k = self.next_index
         self.next_index += 1
         self.intervals.append((sigma, sigma_next))
-        return Affine({k: np.ones_like(self.lam, dtype=np.result_type(self.lam, sigma))})
+        shape = np.broadcast_shapes(np.shape(sigma), (1, self.lam.size))
+        return Affine({k: np.ones(shape, dtype=np.result_type(self.lam, sigma))})
 
-    def noise_covariance(self):
-        """``R`` of this iteration's draws (module docstring)."""
+    def noise_covariance(self, n_members: int):
+        """``R`` (G, K, K) of this batch's draws (module docstring)."""
         n = len(self.intervals)
         if self.noise_kind != "brownian":
-            return np.eye(n)
-        R = np.empty((n, n), dtype=np.result_type(*[np.asarray(v) for iv in self.intervals
-                                                     for v in iv], np.float64))
-        for a, (a0, a1) in enumerate(self.intervals):
-            for b, (b0, b1) in enumerate(self.intervals):
+            return np.broadcast_to(np.eye(n), (n_members, n, n))
+        cols = [(np.broadcast_to(a0, (n_members, 1))[:, 0],
+                 np.broadcast_to(a1, (n_members, 1))[:, 0]) for a0, a1 in self.intervals]
+        dtype = np.result_type(*[c for iv in cols for c in iv], np.float64)
+        R = np.empty((n_members, n, n), dtype=dtype)
+        for a, (a0, a1) in enumerate(cols):
+            for b, (b0, b1) in enumerate(cols):
                 lo = _cmax(_cmin(a0, a1), _cmin(b0, b1))
                 hi = _cmin(_cmax(a0, a1), _cmax(b0, b1))
-                overlap = hi - lo if np.real(hi) > np.real(lo) else 0.0 * hi
-                R[a, b] = overlap / np.sqrt((a0 - a1) * (b0 - b1))
+                overlap = np.where(np.real(hi) > np.real(lo), hi - lo, 0.0 * hi)
+                R[:, a, b] = overlap / np.sqrt((a0 - a1) * (b0 - b1))
         return R
 
 
 def _cmin(a, b):
-    return a if np.real(a) <= np.real(b) else b
+    return np.where(np.real(a) <= np.real(b), a, b)
 
 
 def _cmax(a, b):
-    return a if np.real(a) >= np.real(b) else b
+    return np.where(np.real(a) >= np.real(b), a, b)
 
 
-def _iteration(spec: KSampler, sigmas, options, lam, i: int, n_inputs: int):
-    """``(M (L', L, d), N (L', K, d), R (K, K))`` of iteration ``i`` for ``n_inputs`` = L."""
-    kit = _Kit(sigmas, options, lam, spec.noise, n_inputs)
-    dtype = np.result_type(lam, sigmas)
-    inputs = [Affine({k: np.ones(lam.shape, dtype=dtype)}) for k in range(n_inputs)]
-    x, history = spec.step(kit, i, inputs[0], tuple(inputs[1:]))
+def _batches(n_iterations: int):
+    """Iterations that take the same branches: 0, 1, 2 alone (a multistep method's history
+    grows up to 3), the final one (onto sigma = 0) alone, the rest together."""
+    keys: dict[tuple, list[int]] = {}
+    for i in range(n_iterations):
+        keys.setdefault((min(i, 3), i == n_iterations - 1), []).append(i)
+    return [np.array(v) for v in keys.values()]
+
+
+def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, perturb=None):
+    """``(M (G, L', L, d), N (G, L', K, d), R (G, K, K))`` of the iterations ``members``."""
+    levels = _Levels(sigmas, members, perturb)
+    kit = _Kit(levels, options, lam, spec.noise, n_inputs)
+    dtype = complex if perturb is not None else np.float64
+    G = members.size
+    inputs = [Affine({k: np.ones((G, lam.size), dtype=dtype)}) for k in range(n_inputs)]
+    x, history = spec.step(kit, members, inputs[0], tuple(inputs[1:]))
     outputs = (x, *history)
     n_draws = kit.next_index - n_inputs
-    M = np.zeros((len(outputs), n_inputs, lam.size), dtype=dtype)
-    N = np.zeros((len(outputs), n_draws, lam.size), dtype=dtype)
+    M = np.zeros((G, len(outputs), n_inputs, lam.size), dtype=dtype)
+    N = np.zeros((G, len(outputs), n_draws, lam.size), dtype=dtype)
     for j, out in enumerate(outputs):
         for k, c in out.terms.items():
             if k < n_inputs:
-                M[j, k] = c
+                M[:, j, k] = c
             else:
-                N[j, k - n_inputs] = c
-    return M, N, kit.noise_covariance()
+                N[:, j, k - n_inputs] = c
+    return M, N, kit.noise_covariance(G)
+
+
+def _all_maps(spec, sigmas, options, lam, n_iterations: int):
+    """Every iteration's ``(M, N, R)``, batch by batch; state sizes follow the iterations."""
+    maps: list = [None] * n_iterations
+    L = 1
+    for members in _batches(n_iterations):  # in order of first iteration: 0, 1, 2, 3.., N-1
+        M, N, R = _batch_maps(spec, sigmas, options, lam, members, L)
+        for g, i in enumerate(members):
+            maps[i] = (M[g], N[g], R[g])
+        L = M.shape[1]  # the state leaving these iterations enters the next batch
+    return maps
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
@@ -176,10 +225,9 @@ def _start_variance(lam, sigma_0, init: str):
 def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
     """Run the recursion; ``(H, var, trace)`` with the per-iteration inputs when asked."""
     P = _start_variance(lam, sigmas[0], init)[None, None, :]
-    h = np.ones((1, lam.size), dtype=P.dtype)
+    h = np.ones((1, lam.size))
     trace = []
-    for i in range(sigmas.size - 1):
-        M, N, R = _iteration(spec, sigmas, options, lam, i, h.shape[0])
+    for M, N, R in _all_maps(spec, sigmas, options, lam, sigmas.size - 1):
         if keep_steps:
             trace.append((M, N, R, P, h))
         h = np.einsum("jkd,kd->jd", M, h)
@@ -276,22 +324,31 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     hbar = np.zeros((n_out, lam.size))
     if normal:
         hbar[0] = -d_gain
+    adjoints: list = [None] * n
     for i in range(n - 1, -1, -1):
         M, N, R, P, h = trace[i]
-        Mbar = 2.0 * np.einsum("jmd,mkd,kld->jld", Pbar, M, P) + np.einsum("jd,kd->jkd", hbar, h)
-        Nbar = 2.0 * np.einsum("jmd,mad,ab->jbd", Pbar, N, R)
-        Rbar = np.einsum("jad,jmd,mbd->ab", N, Pbar, N)
-        for offset in spec.stencil:
-            j = i + offset
-            if j < 0 or j >= n:  # before the first level, or the final 0
-                continue
-            pert = s.astype(complex)
-            pert[j] += 1j * _H
-            dM, dN, dR = (np.imag(a) / _H for a in
-                          _iteration(spec, pert, opts, lam, i, h.shape[0]))
-            grad[j] += np.sum(Mbar * dM) + np.sum(Nbar * dN) + np.sum(Rbar * dR)
+        adjoints[i] = (2.0 * np.einsum("jmd,mkd,kld->jld", Pbar, M, P)
+                       + np.einsum("jd,kd->jkd", hbar, h),
+                       2.0 * np.einsum("jmd,mad,ab->jbd", Pbar, N, R),
+                       np.einsum("jad,jmd,mbd->ab", N, Pbar, N))
         Pbar = np.einsum("jkd,jmd,mld->kld", M, Pbar, M)
         hbar = np.einsum("jkd,jd->kd", M, hbar)
+    # d(M, N, R)/d sigma_{i+o} by complex step, a batch of iterations and one offset at a time
+    for members in _batches(n):
+        L = trace[int(members[0])][0].shape[1]
+        Mbar = np.stack([adjoints[i][0] for i in members])
+        Nbar = np.stack([adjoints[i][1] for i in members])
+        Rbar = np.stack([adjoints[i][2] for i in members])
+        for offset in spec.stencil:
+            j = members + offset
+            valid = (j >= 0) & (j < n)  # not before the first level, nor the final 0
+            if not np.any(valid):
+                continue
+            dM, dN, dR = (np.imag(a) / _H for a in
+                          _batch_maps(spec, s, opts, lam, members, L, perturb=offset))
+            contrib = (np.sum(Mbar * dM, axis=(1, 2, 3)) + np.sum(Nbar * dN, axis=(1, 2, 3))
+                       + np.sum(Rbar * dR, axis=(1, 2)))
+            np.add.at(grad, j[valid], contrib[valid])
     # the start variance sigma_0^2 (+ lambda)
     grad[0] += np.sum(Pbar[0, 0] * 2.0 * s[0])
     return value, gen, grad

@@ -29,9 +29,11 @@ The kit (duck-typed) provides
 
 ``history`` is the tuple of earlier denoiser outputs (or derivatives) a multistep method
 carries to the next iteration; schedule-derived scalars (``h_last``) are recomputed from
-``sigmas``. Branch decisions test only the final 0 or the options, never a perturbed value,
-so a complex-step perturbation follows the same branch. Scalars are computed with NumPy
-functions (complex-safe) and ``_cmin`` (the real part decides, as ``min`` would).
+``sigmas``. Branch decisions test only the final 0, the history's length or the options,
+never a perturbed value, so a complex-step perturbation follows the same branch, and the
+closed form may run a batch of iterations that take the same branches at once (``i`` then an
+array of iteration indices, ``kit.sigmas[i + o]`` a column of levels). Scalars are computed
+with NumPy functions (complex-safe) and ``_cmin`` (the real part decides, as ``min`` would).
 
 Sources: Karras et al. 2022, Algorithm 2 (euler, heun, dpm-2); Lu et al. 2022 (DPM-Solver-2,
 DPM-Solver++ 2S/2M); k-diffusion's ``sample_*`` functions for the exact step rules, the
@@ -60,12 +62,14 @@ __all__ = [
 
 
 def _cmin(a, b):
-    """``min(a, b)`` deciding on real parts (complex-step safe)."""
-    return a if np.real(a) <= np.real(b) else b
+    """``min(a, b)`` deciding on real parts, elementwise (complex-step safe)."""
+    return np.where(np.real(a) <= np.real(b), a, b)
 
 
 def _is_zero(value) -> bool:
-    return np.real(value) == 0.0
+    """Whether ``value`` is 0 (every entry, for the closed form's batch of iterations, which
+    only ever batches iterations that take the same branch)."""
+    return bool(np.all(np.real(value) == 0.0))
 
 
 def ancestral_step(sigma_from, sigma_to, eta):
@@ -105,7 +109,7 @@ def lms_coefficients(order: int, sigmas, i: int):
     (sigma_{i-j} - sigma_{i-k}) d tau`` for ``j = 0..order-1`` (the Adams-Bashforth weights on
     the uneven grid). k-diffusion integrates with ``scipy.integrate.quad``; the integrand is
     a polynomial of degree < order, which 8-point Gauss-Legendre integrates exactly
-    (complex-safe).
+    (complex-safe; ``sigmas[i]`` may be a column of several iterations' levels).
     """
     a, b = sigmas[i], sigmas[i + 1]
     tau = 0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)
@@ -115,7 +119,7 @@ def lms_coefficients(order: int, sigmas, i: int):
         for k in range(order):
             if k != j:
                 prod = prod * (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k])
-        out.append(0.5 * (b - a) * np.sum(_GL_WEIGHTS * prod))
+        out.append(0.5 * (b - a) * np.sum(_GL_WEIGHTS * prod, axis=-1, keepdims=True))
     return out
 
 
@@ -191,7 +195,7 @@ def _lms(kit, i, x, history):
     s = kit.sigmas[i]
     d = _to_d(x, s, kit.model(x, s))
     ds = (d, *history)  # newest first: reversed(ds) in k-diffusion
-    cur = min(i + 1, order)
+    cur = min(len(ds), order)  # = min(i + 1, order): history holds min(i, order - 1)
     coeffs = lms_coefficients(cur, kit.sigmas, i)
     step = ds[0] * coeffs[0]
     for c, dj in zip(coeffs[1:], ds[1:cur], strict=True):
