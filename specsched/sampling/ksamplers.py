@@ -107,7 +107,8 @@ def sample_k(model, sigmas, sampler: str, n: int, dim: int, rng=None, options=No
     Returns
     -------
     ndarray of shape (n, dim), float64
-        The samples the sampler generates from ``x ~ N(0, sigmas[0]^2)``.
+        The samples (VE states) the sampler generates from ``x ~ N(0, sigmas[0]^2)``
+        (``N(0, 1 + sigmas[0]^2)`` for ``unipc``: diffusers' VP start ``N(0, 1)``).
 
     Raises
     ------
@@ -125,7 +126,7 @@ def sample_k(model, sigmas, sampler: str, n: int, dim: int, rng=None, options=No
         def draw(sigma, sigma_next):
             return rng.standard_normal((n, dim))
     kit = _ArrayKit(s, opts, model, draw)
-    x = rng.standard_normal((n, dim)) * s[0]
+    x = rng.standard_normal((n, dim)) * spec.start_std(s[0])
     history = ()
     for i in range(s.size - 1):
         x, history = spec.step(kit, i, x, history)

@@ -15,7 +15,8 @@ motion in sigma, ``R_ab = |I_a cap I_b| / sqrt(|I_a| |I_b|)`` of the draws' inte
 :class:`Affine` values, linear forms in its inputs and draws, and ``M_i``, ``N_i`` are read
 off them. So the closed form is the step of the sampler itself.
 
-From ``x_0 ~ N(0, sigma_0^2)`` (``init="normal"``; deviation mean ``-m``) or the marginal
+From ``x_0 ~ N(0, sigma_0^2)`` (``init="normal"``; deviation mean ``-m``; ``N(0, 1 +
+sigma_0^2)`` for diffusers' ``unipc``, whose VP start is ``N(0, 1)``) or the marginal
 ``N(m, lambda + sigma_0^2)`` (``init="marginal"``), the generated law per direction has
 
     transfer H = h_N[x],  h_{i+1} = M_i h_i,  h_0 = 1
@@ -86,6 +87,9 @@ class _Levels:
     def __init__(self, sigmas, members, perturb=None):
         self.sigmas, self.members, self.perturb = sigmas, members, perturb
         self.cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.sigmas.size
 
     def __getitem__(self, index):
         offsets = np.asarray(index) - self.members
@@ -218,13 +222,32 @@ def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
     return s
 
 
-def _start_variance(lam, sigma_0, init: str):
-    return lam + sigma_0 * sigma_0 if init == "marginal" else sigma_0 * sigma_0 + 0.0 * lam
+def _start_variance(spec: KSampler, lam, sigma_0, init: str):
+    """``Var(x_0)``: the marginal ``lambda + sigma_0^2``, or the sampler's normal start
+    (:meth:`~specsched.theory.ksolvers.KSampler.start_std` squared: ``sigma_0^2``, or
+    ``1 + sigma_0^2`` for a VP library); the derivative in ``sigma_0`` is ``2 sigma_0`` in
+    every case."""
+    if init == "marginal":
+        return lam + sigma_0 * sigma_0
+    return spec.start_std(sigma_0) ** 2 + 0.0 * lam
+
+
+def _generated(spec: KSampler, H, var, sigma_0, init: str) -> GeneratedGaussian:
+    """The :class:`GeneratedGaussian` of the recursion's ``H`` (from the VE start) and var.
+
+    ``transfer`` is reported from the library's own start variable: ``H`` for VE, ``H
+    sqrt(1 + sigma_0^2)`` from diffusers' VP ``x_T`` (``x = x_T sqrt(1 + sigma_0^2)``), what a
+    probe ``x_T = 1`` returns; ``mean_gain`` is ``-H`` either way (the start's mean is 0).
+    """
+    normal = init == "normal"
+    scale = spec.start_std(sigma_0) if spec.param == "vp" else 1.0
+    return GeneratedGaussian(transfer=H * scale, variance=var,
+                             mean_gain=-H if normal else np.zeros_like(H))
 
 
 def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
     """Run the recursion; ``(H, var, trace)`` with the per-iteration inputs when asked."""
-    P = _start_variance(lam, sigmas[0], init)[None, None, :]
+    P = _start_variance(spec, lam, sigmas[0], init)[None, None, :]
     h = np.ones((1, lam.size))
     trace = []
     for M, N, R in _all_maps(spec, sigmas, options, lam, sigmas.size - 1):
@@ -276,8 +299,7 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
-    gain = -H if init == "normal" else np.zeros_like(lam)
-    return GeneratedGaussian(transfer=H, variance=var, mean_gain=gain)
+    return _generated(spec, H, var, s[0], init)
 
 
 def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, init: str,
@@ -313,8 +335,7 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     lam = np.asarray(eigenvalues, dtype=np.float64)
     H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
     normal = init == "normal"
-    gen = GeneratedGaussian(transfer=H, variance=var,
-                            mean_gain=-H if normal else np.zeros_like(lam))
+    gen = _generated(spec, H, var, s[0], init)
     value, d_var, d_gain = loss_partials(gen)
     n = s.size - 1
     grad = np.zeros(s.size)
@@ -349,6 +370,6 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
             contrib = (np.sum(Mbar * dM, axis=(1, 2, 3)) + np.sum(Nbar * dN, axis=(1, 2, 3))
                        + np.sum(Rbar * dR, axis=(1, 2)))
             np.add.at(grad, j[valid], contrib[valid])
-    # the start variance sigma_0^2 (+ lambda)
+    # the start variance sigma_0^2 (+ lambda, or + 1 for a VP library): d / d sigma_0 = 2 sigma_0
     grad[0] += np.sum(Pbar[0, 0] * 2.0 * s[0])
     return value, gen, grad

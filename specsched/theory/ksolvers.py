@@ -2,7 +2,9 @@ r"""k-diffusion's samplers, each written once as a step over a small interface.
 
 Every sampler of k-diffusion 0.1.1.post1 (``k_diffusion/sampling.py``) that combines denoiser
 outputs linearly is transcribed here as one function ``step(kit, i, x, history)`` running its
-loop body for iteration ``i`` (docs/theory.md section 3). The same function drives
+loop body for iteration ``i`` (docs/theory.md section 3), and so is diffusers 0.42's
+``UniPCMultistepScheduler.step`` (``unipc``, converted exactly from its VP states to VE; its
+start is diffusers' ``N(0, 1)`` in VP, :attr:`KSampler.param`). The same function drives
 
 - the closed form (:mod:`specsched.theory.kclosed`): ``x`` and ``history`` are affine
   combinations of the step's inputs and noise draws, from which the step's matrices are read;
@@ -328,6 +330,88 @@ def _dpmpp_3m_sde(kit, i, x, history):
     return x, (denoised, *history[:1])
 
 
+def _unipc_orders(n_steps: int, j: int) -> int:
+    """Order of diffusers' UniPC predictor at iteration ``j`` (solver_order = 2, defaults).
+
+    ``min(solver_order, len(timesteps) - j)`` (``lower_order_final``), then
+    ``min(., lower_order_nums + 1)`` (the warm-up): ``min(2, S - j, j + 1)``.
+    """
+    return min(2, n_steps - j, j + 1)
+
+
+def _unipc_b(h, order: int):
+    """``(hh, h_phi_1, B_h, b)`` of diffusers' UniPC-bh2 with ``predict_x0``: ``hh = -h``,
+    ``h_phi_1 = B_h = expm1(hh)`` and ``b_k = k! h_phi_k / B_h`` (``k = 1..order``), the
+    loop of ``multistep_uni_p_bh_update`` / ``multistep_uni_c_bh_update``."""
+    hh = -h
+    h_phi_1 = np.expm1(hh)
+    b_h = np.expm1(hh)  # solver_type "bh2"
+    h_phi_k = h_phi_1 / hh - 1.0
+    factorial, b = 1, []
+    for k in range(1, order + 1):
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return h_phi_1, b_h, b
+
+
+def _unipc(kit, i, x, history):
+    r"""diffusers' ``UniPCMultistepScheduler()`` step (default configuration), in VE.
+
+    diffusers 0.42's defaults: ``solver_order=2``, ``prediction_type="epsilon"``,
+    ``predict_x0=True``, ``solver_type="bh2"``, ``lower_order_final=True``,
+    ``disable_corrector=[]``, ``final_sigmas_type="zero"``, no thresholding. Its VP state
+    ``x_vp = alpha x0 + sigma_vp eps`` is converted exactly to VE, ``x = x_vp / alpha``
+    (``sigma = sigma_vp / alpha``, ``lambda = log(alpha / sigma_vp) = -log sigma``): dividing
+    diffusers' update ``x_t = sigma_vp_t / sigma_vp_s x_s - alpha_t (h_phi_1 m0 + B_h res)`` by
+    ``alpha_t`` gives ``x_t = sigma_t / sigma_s x_s - h_phi_1 m0 - B_h res`` on VE states. The
+    epsilon output of the network is turned into ``x0`` by diffusers' ``convert_model_output``,
+    so ``m`` here is the denoiser ``kit.model`` itself. The start is diffusers' ``x_vp ~ N(0,
+    1)`` (``init_noise_sigma = 1``), i.e. ``N(0, 1 + sigma_0^2)`` in VE
+    (:attr:`KSampler.start` ``"vp"``).
+
+    Iteration ``i`` is one ``scheduler.step``: ``x`` is the predictor's output ``x_i``
+    (uncorrected), ``history = (last_sample, m_{i-1}, m_{i-2})`` (as many as exist), with
+    ``last_sample`` the corrected ``x_{i-1}``. The model is called once, at the predicted
+    ``x_i``; for ``i > 0`` the corrector UniC (``multistep_uni_c_bh_update``, of the order
+    the previous predictor had) re-does the step ``sigma_{i-1} -> sigma_i`` from
+    ``last_sample`` with that output; the predictor UniP (``multistep_uni_p_bh_update``, order
+    :func:`_unipc_orders`: 1 at the first and the last step) goes from the corrected ``x_i``
+    to ``sigma_{i+1}``; onto sigma = 0 (``h`` infinite, ``h_phi_1 = B_h = -1``) it returns
+    ``m_i``. Sources: Zhao et al. 2023 (UniPC), Algorithm 2 with B(h) = e^h - 1; diffusers
+    0.42.1 ``scheduling_unipc_multistep.py`` for the exact rule.
+    """
+    sig = kit.sigmas
+    n_steps = len(sig) - 1
+    i0 = int(np.ravel(i)[0])  # branch decisions: the closed form batches iterations alike
+    s, s_next = sig[i], sig[i + 1]
+    m = kit.model(x, s)  # at the predicted (uncorrected) x_i
+    if i0 > 0:  # UniC: correct x_i from last_sample = corrected x_{i-1}
+        last, m_prev = history[0], history[1]
+        order_c = _unipc_orders(n_steps, i0 - 1)
+        h = np.log(sig[i - 1]) - np.log(s)  # lambda_i - lambda_{i-1}
+        h_phi_1, b_h, b = _unipc_b(h, order_c)
+        if order_c == 1:
+            corr = (m - m_prev) * 0.5
+        else:  # solve [[1, 1], [r1, 1]] rho = b
+            r1 = (np.log(sig[i - 1]) - np.log(sig[i - 2])) / h  # (lambda_{i-2} - lambda_{i-1})/h
+            rho_0 = (b[0] - b[1]) / (1.0 - r1)
+            rho_1 = b[0] - rho_0
+            corr = (history[2] - m_prev) * (rho_0 / r1) + (m - m_prev) * rho_1
+        x = last * (s / sig[i - 1]) - m_prev * h_phi_1 - corr * b_h
+    order_p = _unipc_orders(n_steps, i0)
+    new_history = (x, m, *history[1:2])
+    if _is_zero(s_next):  # sigma_t = 0, alpha_t = 1: h_phi_1 = B_h = -1, order 1
+        return m, new_history
+    h = np.log(s) - np.log(s_next)  # lambda_{i+1} - lambda_i
+    h_phi_1, b_h, _ = _unipc_b(h, order_p)
+    x_next = x * (s_next / s) - m * h_phi_1
+    if order_p == 2:  # rhos_p = 0.5, D1 = (m_{i-1} - m_i) / r1
+        r1 = (np.log(s) - np.log(sig[i - 1])) / h
+        x_next = x_next - (history[1] - m) * (0.5 / r1 * b_h)
+    return x_next, new_history
+
+
 # ----------------------------------------------------------------------------------- registry
 
 def _one_per_step(n_steps: int) -> int:
@@ -362,6 +446,14 @@ class KSampler:
     nfe : callable
         ``nfe(n_steps) -> int``.
     description : str
+    param : {"ve", "vp"}
+        The library's states: ``"ve"`` (k-diffusion's; start ``x ~ N(0, sigma_0^2)``) or
+        ``"vp"`` (diffusers' ``unipc``: ``x_vp = x / sqrt(1 + sigma^2)``, start ``x_vp ~
+        N(0, 1)``, i.e. ``N(0, 1 + sigma_0^2)`` for the VE state the step runs on). The step
+        itself always runs on VE states (module docstring).
+    library : {"k-diffusion", "diffusers"}
+        Whose code ``function`` names (k-diffusion 0.1.1.post1's ``sampling.py``, or a
+        diffusers 0.42 scheduler class), the specification the tests prove it against.
     """
 
     name: str
@@ -373,6 +465,13 @@ class KSampler:
     nfe_rule: str = "one per step"
     nfe: Callable = _one_per_step
     description: str = ""
+    param: str = "ve"
+    library: str = "k-diffusion"
+
+    def start_std(self, sigma_0):
+        """Standard deviation of the VE start ``x`` at ``sigma_0``: ``sigma_0`` (``"ve"``) or
+        ``sqrt(1 + sigma_0^2)`` (``"vp"``: diffusers' ``N(0, 1)`` over ``alpha_0``)."""
+        return np.sqrt(1.0 + sigma_0 * sigma_0) if self.param == "vp" else sigma_0
 
     @property
     def stochastic(self) -> bool:
@@ -413,6 +512,11 @@ KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
     KSampler("dpmpp-3m-sde", "sample_dpmpp_3m_sde", _dpmpp_3m_sde, (-2, -1, 0, 1),
              {"eta": 1.0, "s_noise": 1.0}, "brownian",
              description="DPM-Solver++(3M) SDE (Brownian-tree noise)"),
+    KSampler("unipc", "UniPCMultistepScheduler", _unipc, (-2, -1, 0, 1), {},
+             nfe_rule="one per step (the corrector reuses the next step's evaluation)",
+             description="diffusers' UniPC (bh2, order 2, predictor-corrector; default "
+                         "config) on exported timesteps, start N(0, 1) in VP",
+             param="vp", library="diffusers"),
 )}
 
 

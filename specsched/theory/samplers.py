@@ -195,7 +195,8 @@ def sampler_names() -> list[str]:
 
 
 def sampler_param(name: str) -> str:
-    """``"vp"`` or ``"ve"``: the parametrisation of a sampler's states (k-diffusion: VE).
+    """``"vp"`` or ``"ve"``: the parametrisation of a sampler's states (k-diffusion: VE;
+    diffusers' ``unipc``: VP, :attr:`specsched.theory.ksolvers.KSampler.param`).
 
     Raises
     ------
@@ -203,7 +204,7 @@ def sampler_param(name: str) -> str:
         Unknown name (listing every name).
     """
     if name in KSAMPLERS:
-        return "ve"
+        return KSAMPLERS[name].param
     if name in SAMPLERS:
         return SAMPLERS[name].param
     raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
