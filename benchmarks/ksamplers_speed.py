@@ -68,8 +68,8 @@ def main() -> None:
              for where in ("full", "quadrature")]
     for S, smp, where in tqdm(cells, desc="timing", unit="cell"):
         ab = baseline_alphas_cumprod("linear", S)
-        ddim = _median_time(lambda: loss_and_grad(lam, None, ab, sampler="ddim-ve",
-                                                  backend="numba"), args.repeats)
+        ddim = _median_time(lambda ab=ab: loss_and_grad(lam, None, ab, sampler="ddim-ve",
+                                                        backend="numba"), args.repeats)
         if where == "full":
             def run(ab=ab, smp=smp):
                 return loss_and_grad(lam, None, ab, sampler=smp)
