@@ -26,8 +26,10 @@ sigma_0^2)`` for diffusers' ``unipc``, whose VP start is ``N(0, 1)``) or the mar
 The gradient in the schedule is the adjoint of this recursion (reverse mode, O(N L^2 d)); the
 partial derivatives of ``M_i, N_i, R_i`` in the sigmas iteration i reads
 (:attr:`~specsched.theory.ksolvers.KSampler.stencil`) are taken by complex step (Squire &
-Trapp 1998), the step function again. Cost: (1 + stencil size) step evaluations per
-iteration, each O(L d).
+Trapp 1998), the step function again. Iterations that take the same branches (the first
+three, while a multistep method's history grows; the last, onto sigma = 0; all others) are
+run as one batch, the step then seeing columns of levels: (1 + stencil size) x 5 step
+evaluations per pass, each O(S L d), whatever S; the recursion itself is O(S L^2 d).
 """
 
 from __future__ import annotations
