@@ -167,3 +167,14 @@ def test_sweep_over_nfe_budgets(tmp_path, capsys):
     ab = Schedule.load(next((tmp_path / "sw" / "schedules").glob("*heun*S3*.json")))
     assert opt[("heun", 3)] == pytest.approx(
         evaluate_schedule(LAM, None, ab.alphas_cumprod, sampler="heun").w2, rel=1e-9)
+
+
+def test_sample_refuses_to_run_a_k_diffusion_schedule_as_ddim(tmp_path, capsys):
+    # `specsched sample` runs the discrete samplers only: a dpmpp-2m schedule is refused by
+    # name, never sampled with DDIM instead (it used to fall back to ddim silently)
+    path = tmp_path / "s.json"
+    Schedule(alphas_cumprod=baseline_alphas_cumprod("cosine", 6), sampler="dpmpp-2m").save(path)
+    code, _, err = run(["sample", "--schedule", path, "--spectrum", _eigenvalues(tmp_path),
+                        "--n", "10", "--out", tmp_path / "x.npy"], capsys)
+    assert refused(code, err, "s.json: made for the sampler 'dpmpp-2m'", "pass --sampler")
+    assert not (tmp_path / "x.npy").exists()

@@ -112,7 +112,13 @@ def run(args) -> int:
 
     check_writable(args.out, args.force)
     sched = Schedule.load(args.schedule)
-    sampler = args.sampler or (sched.sampler if sched.sampler in SAMPLER_NAMES else "ddim")
+    if args.sampler is None and sched.sampler is not None and sched.sampler not in SAMPLER_NAMES:
+        # never run a schedule made for another sampler as if it were DDIM's, silently
+        raise InputError(f"{args.schedule}: made for the sampler {sched.sampler!r}, which "
+                         f"`specsched sample` does not run (it runs {', '.join(SAMPLER_NAMES)}); "
+                         "pass --sampler to sample it with one of those, or use "
+                         "specsched.sampling.ksamplers.sample_k from Python")
+    sampler = args.sampler or sched.sampler or "ddim"
     eta = args.eta
     if eta is None and args.sampler is None and sampler == "ddim":
         eta = sched.eta
