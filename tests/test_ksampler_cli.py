@@ -178,3 +178,16 @@ def test_sample_refuses_to_run_a_k_diffusion_schedule_as_ddim(tmp_path, capsys):
                         "--n", "10", "--out", tmp_path / "x.npy"], capsys)
     assert refused(code, err, "s.json: made for the sampler 'dpmpp-2m'", "pass --sampler")
     assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("sampler", sorted(KSAMPLERS))
+def test_zero_eigenvalues_give_a_finite_loss(sampler):
+    # CIFAR-10 has 9 zero eigenvalues: there the generated variance is 0 in exact arithmetic,
+    # and LMS's rounding made it -1e-30 (a NaN W2) until the variance was clipped at 0
+    from specsched.data.builtin import cifar10_eigenvalues
+
+    lam = cifar10_eigenvalues()
+    assert np.sum(lam == 0) > 0
+    for name in ("karras", "linear"):
+        report = evaluate_schedule(lam, None, baseline_alphas_cumprod(name, 10), sampler=sampler)
+        assert np.isfinite(report.w2) and np.all(report.variance >= 0)

@@ -258,7 +258,9 @@ def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
         h = np.einsum("jkd,kd->jd", M, h)
         P = (np.einsum("jkd,kld,mld->jmd", M, P, M)
              + np.einsum("jad,ab,mbd->jmd", N, R, N))
-    return h[0], P[0, 0], trace
+    # a variance that rounds below 0 (a direction with lambda = 0, where the generated law
+    # collapses: LMS on CIFAR-10's 9 zero eigenvalues) is 0
+    return h[0], np.maximum(P[0, 0], 0.0), trace
 
 
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
