@@ -43,14 +43,22 @@ from specsched.schedules import (
     sigma_range_from_bounds,
 )
 from specsched.spectrum import load_spectrum
-from specsched.theory import LOSSES, evaluate_schedule
+from specsched.theory import LOSSES, LossReport, evaluate_schedule
+from specsched.theory.kclosed import kclosed_form, sigmas_from_alphas_cumprod
 from specsched.theory.ksolvers import KSAMPLERS
 
 #: The baselines of every cell, in the figure's order.
 BASELINE_NAMES = ("karras", "kl_optimal", "exponential", "linear", "cosine")
 OPTIMISED = "optimised"
 COLUMNS = ["spectrum", "sampler", "nfe_budget", "nfe", "steps", "schedule", "w2", "kl",
-           "kl_data_gen", "success"]
+           "kl_data_gen", "success", "note"]
+#: Work-around for a library rounding fault: lms's closed-form variance in a direction with
+#: lambda = 0 can come out at -1e-22 instead of >= 0, and W2 (sqrt of it) is then NaN (cifar10
+#: has 9 zero eigenvalues). Such variances are clipped at 0 for the reported losses, and lms is
+#: optimised on the directions with lambda > 0 (the others add ~1e-20 to W2^2).
+CLIP_NOTE = "variance clipped at 0 (lms rounding at lambda = 0)"
+#: Largest |negative variance| accepted as rounding, relative to the largest eigenvalue.
+CLIP_RTOL = 1e-12
 QUICK_NFE = (5, 10, 20)
 
 
@@ -63,12 +71,37 @@ def steps_within(sampler: str, budget: int) -> int:
     return fits[-1]
 
 
+def losses(spectrum, sampler, ab):
+    """``(LossReport, note)`` of ``sampler`` on ``ab``; rounding-negative variances clipped."""
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    with np.errstate(invalid="ignore"):
+        r = evaluate_schedule(lam, m, ab, sampler=sampler)
+    if np.isfinite(r.w2):
+        return r, ""
+    gen = kclosed_form(lam, sigmas_from_alphas_cumprod(ab), sampler)
+    if gen.variance.min() < -CLIP_RTOL * lam.max():
+        raise RuntimeError(f"{sampler}: generated variance {gen.variance.min():.3g} < 0 is "
+                           "not rounding")
+    mean_error = gen.mean_error(np.zeros_like(lam) if m is None else m)
+    return LossReport.from_moments(lam, np.maximum(gen.variance, 0.0), mean_error,
+                                   gen.transfer), CLIP_NOTE
+
+
 def row(spectrum, sampler, budget, steps, schedule, ab, success=None):
     """One table row: the closed-form losses of ``sampler`` on ``ab``."""
-    r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler)
+    r, note = losses(spectrum, sampler, ab)
     return {"spectrum": spectrum.source, "sampler": sampler, "nfe_budget": budget,
             "nfe": KSAMPLERS[sampler].nfe(steps), "steps": steps, "schedule": schedule,
-            "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen, "success": success}
+            "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen, "success": success,
+            "note": note}
+
+
+def finite_only(d):
+    """``d`` without its non-finite numbers (a Schedule file takes finite ones only)."""
+    if isinstance(d, dict):
+        return {k: finite_only(v) for k, v in d.items()
+                if not (isinstance(v, float) and not np.isfinite(v))}
+    return d
 
 
 def optimised_schedule(spectrum, sampler, steps, loss, path: Path) -> Schedule:
@@ -77,13 +110,20 @@ def optimised_schedule(spectrum, sampler, steps, loss, path: Path) -> Schedule:
         sched = Schedule.load(path)
         if sched.sampler == sampler and sched.steps == steps and sched.loss == loss:
             return sched
-    res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, steps, sampler=sampler,
-                            loss=loss)
+    lam, m = spectrum.eigenvalues, spectrum.mean
+    optimizer = {}
+    if sampler == "lms" and (lam == 0).any():  # CLIP_NOTE
+        keep = lam > 0
+        lam, m = lam[keep], (None if m is None else m[keep])
+        optimizer["note"] = f"optimised on the {int(keep.sum())} directions with lambda > 0"
+    with np.errstate(invalid="ignore"):
+        res = optimize_schedule(lam, m, steps, sampler=sampler, loss=loss)
     sched = Schedule(alphas_cumprod=res.x, name=f"optimized-{loss}", sampler=sampler,
                      loss=loss, loss_value=res.fun,
-                     baselines={k: {"w2": v["w2"], "kl": v["kl"]}
-                                for k, v in res.baselines.items()},
-                     spectrum=spectrum.provenance(), optimizer=res.summary())
+                     baselines=finite_only({k: {"w2": v["w2"], "kl": v["kl"]}
+                                            for k, v in res.baselines.items()}),
+                     spectrum=spectrum.provenance(),
+                     optimizer=finite_only({**res.summary(), **optimizer}))
     sched.save(path, force=True)
     return sched
 
@@ -111,34 +151,51 @@ def write_table(rows, path: Path):
 
 
 def plot(table: pd.DataFrame, path: Path, title: str):
-    """One log-y W2-vs-NFE panel per sampler, one line per schedule."""
+    """One log-log W2-vs-NFE panel per sampler (a line per schedule), and a last panel with
+    every sampler's optimised schedule."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     samplers = [s for s in KSAMPLERS if s in set(table["sampler"])]
-    cols = min(4, len(samplers))
-    nrows = -(-len(samplers) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.9 * nrows), squeeze=False,
+    n = len(samplers) + (len(samplers) > 1)
+    cols = min(4, n)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False,
                              sharey=True)
+    ticks = sorted(set(table["nfe"]))
     styles = {OPTIMISED: dict(color="k", lw=2.2, marker="o", ms=3)}
-    for ax, sampler in zip(axes.flat, samplers, strict=False):
+    flat = list(axes.flat)
+    for ax, sampler in zip(flat, samplers, strict=False):
         sub = table[table["sampler"] == sampler]
         for name in (OPTIMISED, *BASELINE_NAMES):
             line = sub[sub["schedule"] == name].sort_values("nfe")
             ax.plot(line["nfe"], line["w2"], label=name,
                     **styles.get(name, dict(lw=1, marker=".", alpha=0.8)))
-        ax.set_yscale("log")
         ax.set_title(sampler, fontsize=9)
-        ax.grid(alpha=0.3, which="both")
+    if len(samplers) > 1:
+        ax = flat[len(samplers)]
+        opt = table[table["schedule"] == OPTIMISED]
+        for i, sampler in enumerate(samplers):
+            line = opt[opt["sampler"] == sampler].sort_values("nfe")
+            ax.plot(line["nfe"], line["w2"], lw=1.3, marker=".", label=sampler,
+                    ls="-" if i < 10 else "--")
+        ax.set_title("optimised schedule, every sampler", fontsize=9)
+        ax.legend(fontsize=5.5, ncol=2)
+    for ax in flat[:n]:
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    for ax in flat[n:]:
+        ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("NFE (spent)")
     for ax in axes[:, 0]:
         ax.set_ylabel("W2")
-    for ax in list(axes.flat)[len(samplers):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    flat[0].legend(fontsize=6.5)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_write(path, force=True, mode="wb") as fh:
@@ -187,6 +244,13 @@ def readme(table: pd.DataFrame, command: str, args) -> str:
         lines += ["Optimiser reported non-convergence for: "
                   + ", ".join(f"{r.sampler}@{r.nfe_budget}" for r in failed.itertuples())
                   + " (its schedule is still the best start found).", ""]
+    clipped = table[table["note"].fillna("") != ""]
+    if len(clipped):
+        lines += [f"{len(clipped)} rows (all lms) carry the note \"{CLIP_NOTE}\": the",
+                  "library's closed form gives a variance of about -1e-22 in directions with",
+                  "lambda = 0, whose square root makes W2 NaN; those variances are clipped at 0",
+                  "here, and lms is optimised on the directions with lambda > 0 (see the",
+                  "script's CLIP_NOTE).", ""]
     lines += ["## Best sampler + schedule per NFE budget (lowest W2)", "",
               "| NFE budget | best (W2) | W2 | KL | best with a baseline schedule | W2 | "
               "best for dpmpp-2m | W2 |",
