@@ -164,7 +164,7 @@ def plot(table: pd.DataFrame, path: Path, title: str):
     nrows = -(-n // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False,
                              sharey=True)
-    ticks = sorted(set(table["nfe"]))
+    ticks = sorted(set(table["nfe_budget"]))
     styles = {OPTIMISED: dict(color="k", lw=2.2, marker="o", ms=3)}
     flat = list(axes.flat)
     for ax, sampler in zip(flat, samplers, strict=False):
@@ -203,7 +203,43 @@ def plot(table: pd.DataFrame, path: Path, title: str):
     plt.close(fig)
 
 
-def readme(table: pd.DataFrame, command: str, args) -> str:
+def range_check(spectrum, schedule_dir: Path, sampler="dpmpp-2m", budget=10) -> list[str]:
+    """README lines: how much of the optimised schedule's gain is its wider sigma range.
+
+    Evaluates the sigma baselines on the optimiser's own range (``sigma_range_from_bounds``
+    of the default bounds) beside the optimised schedule's end levels.
+    """
+    path = schedule_dir / f"{sampler}_nfe{budget}.json"
+    if not path.exists():
+        return []
+    sched = Schedule.load(path)
+    lo, hi = sigma_range_from_bounds(AB_MIN, AB_MAX)
+    sig = sched.sigmas
+    found = []
+    for name in SIGMA_BASELINES:
+        ab = baseline_alphas_cumprod(name, sched.steps, sigma_range=(lo, hi))
+        found.append(f"{name} W2 = {losses(spectrum, sampler, ab)[0].w2:.4g}")
+    return [f"Range check: the optimised schedule runs from sigma = {sig.max():.4g} down to "
+            f"{sig.min():.4g}; the optimiser may use sigma in [{lo:.3g}, {hi:.3g}], Karras's",
+            "default is [0.002, 80]. The sigma baselines on the optimiser's full range, "
+            f"{sampler} at S = {sched.steps}: {'; '.join(found)}.", ""]
+
+
+def floor_line(spectrum) -> list[str]:
+    """README line: the W2 of one exact denoising at the least noisy level the bounds allow.
+
+    An exact marginal at ``sigma_min`` denoised by the Wiener filter has variance
+    ``lambda^2 / (lambda + sigma_min^2)`` (docs/theory.md section 2): the scale below which no
+    schedule within the bounds gets much.
+    """
+    lam, smin = spectrum.eigenvalues, sigma_range_from_bounds(AB_MIN, AB_MAX)[0]
+    floor = np.sqrt(np.sum((lam / np.sqrt(lam + smin**2) - np.sqrt(lam)) ** 2))
+    return [f"Scale of the floor: one exact Wiener denoising of the exact marginal at the "
+            f"least noisy level allowed (sigma = {smin:.3g}) has W2 = {floor:.3g}; the best "
+            "W2s at large NFE are at this scale (a solver's error can partly offset it).", ""]
+
+
+def readme(table: pd.DataFrame, command: str, args, extra=()) -> str:
     """The folder's README: what it holds, the winners, and DPM-Solver++(2M) at NFE 10."""
     lines = [f"# k-diffusion samplers at equal NFE on the `{args.spectrum}` spectrum",
              "",
@@ -268,7 +304,14 @@ def readme(table: pd.DataFrame, command: str, args) -> str:
         lines.append(f"| {b} | {best['sampler']} + {best['schedule']} (NFE {best['nfe']}) | "
                      f"{best['w2']:.4g} | {best['kl']:.4g} | {bb['sampler']} + "
                      f"{bb['schedule']} | {bb['w2']:.4g} | {m2txt[0]} | {m2txt[1]} |")
-    lines += ["", "Lowest KL(gen || data) per budget: " + "; ".join(
+    opt = table[table["schedule"] == OPTIMISED].set_index(["sampler", "nfe_budget"])
+    base_kl = table[table["schedule"] != OPTIMISED].groupby(["sampler", "nfe_budget"])["kl"].min()
+    worse = int((opt["kl"] > base_kl.reindex(opt.index)).sum())
+    lines += ["", f"In {worse} of {len(opt)} cells the W2-optimised schedule has a larger "
+              "KL(gen || data) than the best baseline's: W2 weights a direction by its "
+              "variance, KL by its relative error, so the small-eigenvalue directions that "
+              f"dominate KL are cheap for W2 (optimise with `--loss kl` for KL).", ""]
+    lines += ["Lowest KL(gen || data) per budget: " + "; ".join(
         f"NFE {b}: {r['sampler']} + {r['schedule']} ({r['kl']:.4g} nats)"
         for b in budgets for r in [table[table["nfe_budget"] == b].sort_values("kl").iloc[0]]
     ) + ".", ""]
@@ -282,7 +325,7 @@ def readme(table: pd.DataFrame, command: str, args) -> str:
                   "| schedule | W2 | KL |", "|---|---|---|"]
         lines += [f"| {r.schedule} | {r.w2:.4g} | {r.kl:.4g} |"
                   for r in m2.sort_values("w2").itertuples()]
-        lines.append("")
+        lines += ["", *extra]
     lines += ["## W2 per sampler and budget (optimised / best baseline)", "",
               "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
               "|---|" + "---|" * len(budgets)]
@@ -342,7 +385,8 @@ def main(argv=None):
     plot(table, out / "w2_vs_nfe.png",
          f"{spectrum.source}: W2 of k-diffusion samplers (Gaussian model, exact denoiser)")
     with atomic_write(out / "README.md", force=True) as fh:
-        fh.write(readme(table, command, args))
+        fh.write(readme(table, command, args, [*range_check(spectrum, schedule_dir),
+                                                *floor_line(spectrum)]))
     print(f"wrote {table_path}, {out / 'w2_vs_nfe.png'}, {out / 'README.md'}")
 
 
