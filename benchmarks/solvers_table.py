@@ -235,8 +235,10 @@ def floor_line(spectrum) -> list[str]:
     lam, smin = spectrum.eigenvalues, sigma_range_from_bounds(AB_MIN, AB_MAX)[0]
     floor = np.sqrt(np.sum((lam / np.sqrt(lam + smin**2) - np.sqrt(lam)) ** 2))
     return [f"Scale of the floor: one exact Wiener denoising of the exact marginal at the "
-            f"least noisy level allowed (sigma = {smin:.3g}) has W2 = {floor:.3g}; the best "
-            "W2s at large NFE are at this scale (a solver's error can partly offset it).", ""]
+            f"least noisy level allowed (sigma = {smin:.3g}) has W2 = {floor:.3g}: a scale, not a "
+            "bound (a solver's own error can offset that shrinkage, and optimised schedules "
+            "go below it). A larger NFE with a worse optimum than a smaller one means the "
+            "optimiser stopped short (see success in table.csv).", ""]
 
 
 def readme(table: pd.DataFrame, command: str, args, extra=()) -> str:
