@@ -44,8 +44,9 @@ from specsched.schedules import (
 )
 from specsched.spectrum import load_spectrum
 from specsched.theory import LOSSES, LossReport, evaluate_schedule
-from specsched.theory.kclosed import kclosed_form, sigmas_from_alphas_cumprod
+from specsched.theory.kclosed import kclosed_form, kdiffusion_sigmas
 from specsched.theory.ksolvers import KSAMPLERS
+from specsched.theory.samplers import steps_within_nfe
 
 #: The baselines of every cell, in the figure's order.
 BASELINE_NAMES = ("karras", "kl_optimal", "exponential", "linear", "cosine")
@@ -62,15 +63,6 @@ CLIP_RTOL = 1e-12
 QUICK_NFE = (5, 10, 20)
 
 
-def steps_within(sampler: str, budget: int) -> int:
-    """The largest step count S whose NFE (``KSAMPLERS[sampler].nfe(S)``) is <= ``budget``."""
-    spec = KSAMPLERS[sampler]
-    fits = [s for s in range(1, budget + 1) if spec.nfe(s) <= budget]
-    if not fits:
-        raise SystemExit(f"--nfe: {sampler} cannot run within {budget} evaluations")
-    return fits[-1]
-
-
 def losses(spectrum, sampler, ab):
     """``(LossReport, note)`` of ``sampler`` on ``ab``; rounding-negative variances clipped."""
     lam, m = spectrum.eigenvalues, spectrum.mean
@@ -78,7 +70,7 @@ def losses(spectrum, sampler, ab):
         r = evaluate_schedule(lam, m, ab, sampler=sampler)
     if np.isfinite(r.w2):
         return r, ""
-    gen = kclosed_form(lam, sigmas_from_alphas_cumprod(ab), sampler)
+    gen = kclosed_form(lam, kdiffusion_sigmas(ab), sampler)
     if gen.variance.min() < -CLIP_RTOL * lam.max():
         raise RuntimeError(f"{sampler}: generated variance {gen.variance.min():.3g} < 0 is "
                            "not rounding")
@@ -130,7 +122,7 @@ def optimised_schedule(spectrum, sampler, steps, loss, path: Path) -> Schedule:
 
 def run_cell(spectrum, sampler, budget, loss, sigma_range, schedule_dir):
     """All rows of one (sampler, budget) cell."""
-    steps = steps_within(sampler, budget)
+    steps = steps_within_nfe(sampler, budget)
     sched = optimised_schedule(spectrum, sampler, steps, loss,
                                schedule_dir / f"{sampler}_nfe{budget}.json")
     rows = [row(spectrum, sampler, budget, steps, OPTIMISED, sched.alphas_cumprod,
@@ -380,7 +372,7 @@ def main(argv=None):
     done = {(r["sampler"], int(r["nfe_budget"])) for r in rows}
     cells = [(s, b) for b in budgets for s in args.samplers if (s, b) not in done]
     for sampler, budget in tqdm(cells, desc=f"{spectrum.source} cells", unit="cell"):
-        tqdm.write(f"{sampler} NFE {budget} (S = {steps_within(sampler, budget)})")
+        tqdm.write(f"{sampler} NFE {budget} (S = {steps_within_nfe(sampler, budget)})")
         rows.extend(run_cell(spectrum, sampler, budget, args.loss, sigma_range, schedule_dir))
         write_table(rows, table_path)
     table = write_table(rows, table_path)

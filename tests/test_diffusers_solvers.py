@@ -35,7 +35,7 @@ from specsched.sampling import WienerDenoiser
 from specsched.schedules import Schedule, baseline_alphas_cumprod
 from specsched.schedules.export import DIFFUSERS_FILE, export_diffusers
 from specsched.spectrum import Spectrum, load_spectrum
-from specsched.theory.kclosed import kclosed_form, sigmas_from_alphas_cumprod
+from specsched.theory.kclosed import kclosed_form, kdiffusion_sigmas
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -57,7 +57,7 @@ def exported(family: str, steps: int) -> dict:
 
 def run_sigmas(info) -> np.ndarray:
     """k-diffusion-ordered sigmas of the exported timesteps (noisiest first, final 0)."""
-    return sigmas_from_alphas_cumprod(np.array(info["alphas_cumprod_run"]))
+    return kdiffusion_sigmas(np.array(info["alphas_cumprod_run"]))
 
 
 def unipc(info, float64: bool = True, **config):

@@ -9,7 +9,8 @@ from cli_helpers import refused, run
 from specsched.optimize import optimize_schedule
 from specsched.schedules import Schedule, baseline_alphas_cumprod
 from specsched.theory import evaluate_schedule, loss_and_grad, loss_value
-from specsched.theory.ksolvers import KSAMPLERS, steps_for_nfe
+from specsched.theory.ksolvers import KSAMPLERS
+from specsched.theory.samplers import steps_for_nfe
 
 LAM = np.geomspace(1e-3, 20.0, 40)
 MEAN = np.linspace(-0.5, 0.5, 40)
@@ -106,10 +107,10 @@ def test_evaluate_says_when_a_schedule_was_made_for_another_sampler(tmp_path, ca
 def test_monte_carlo_of_the_same_steps_matches_the_closed_form(sampler):
     # the array run of the very steps the closed form is read from: mean and variance
     from specsched.sampling.ksamplers import WienerModel, sample_k
-    from specsched.theory.kclosed import kclosed_form, sigmas_from_alphas_cumprod
+    from specsched.theory.kclosed import kclosed_form, kdiffusion_sigmas
 
     lam, m = np.array([0.01, 0.5, 2.0, 9.0]), np.array([0.3, -0.2, 1.0, -2.0])
-    sigmas = sigmas_from_alphas_cumprod(baseline_alphas_cumprod("linear", 6))
+    sigmas = kdiffusion_sigmas(baseline_alphas_cumprod("linear", 6))
     n = 40_000
     x = sample_k(WienerModel(lam, m), sigmas, sampler, n, lam.size,
                  rng=np.random.default_rng(7))

@@ -32,8 +32,8 @@ from specsched.theory import closed_form
 from specsched.theory.kclosed import (
     kclosed_form,
     kclosed_form_vjp,
+    kdiffusion_sigmas,
     resolve_options,
-    sigmas_from_alphas_cumprod,
 )
 from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.losses import loss_value_and_partials
@@ -52,7 +52,7 @@ LINEAR_AB = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # Ho et al.'s T = 1
 
 def linear_sigmas(n_steps: int) -> np.ndarray:
     """k-diffusion sigmas of the linear training grid at S evenly spaced timesteps."""
-    return sigmas_from_alphas_cumprod(LINEAR_AB[np.linspace(0, 999, n_steps).round().astype(int)])
+    return kdiffusion_sigmas(LINEAR_AB[np.linspace(0, 999, n_steps).round().astype(int)])
 
 
 SCHEDULES = {f"linear-{S}": linear_sigmas(S) for S in (3, 10, 25)}
@@ -287,7 +287,7 @@ def test_euler_samplers_are_the_ve_discrete_samplers(name, discrete, S, init):
     """To 1e-12 relative; atol 1e-18 for the transfer of lambda = 1e-4 at S = 3 (H = 4e-9, the
     difference of O(1) terms: the two formulas' rounding differs by 4e-20 there)."""
     ab = LINEAR_AB[np.linspace(0, 999, S).round().astype(int)]
-    ours = kclosed_form(LAM, sigmas_from_alphas_cumprod(ab), name, init=init)
+    ours = kclosed_form(LAM, kdiffusion_sigmas(ab), name, init=init)
     theirs = closed_form(LAM, ab, sampler=discrete, init=init)
     for field in ("transfer", "variance", "mean_gain"):
         np.testing.assert_allclose(getattr(ours, field), getattr(theirs, field), rtol=1e-12,
@@ -348,7 +348,7 @@ def test_deterministic_samplers_law(spectrum, ab, name):
 
     H the transfer from the VE start; unipc reports it from diffusers' VP start ``x_T ~ N(0,
     1)``, ``x = x_T sqrt(1 + sigma_0^2)``: its transfer is ``H sqrt(1 + sigma_0^2)``."""
-    lam, sigmas = spectrum.eigenvalues, sigmas_from_alphas_cumprod(ab)
+    lam, sigmas = spectrum.eigenvalues, kdiffusion_sigmas(ab)
     options = deterministic_options(name)
     normal = kclosed_form(lam, sigmas, name, options)
     marginal = kclosed_form(lam, sigmas, name, options, init="marginal")
@@ -369,7 +369,7 @@ def test_deterministic_samplers_law(spectrum, ab, name):
 @given(spectra(with_mean=False), schedules(min_steps=2), st.sampled_from(K_NAMES))
 def test_deterministic_transfer_equals_k_diffusion_on_random_schedules(spectrum, ab, name):
     """min_steps = 2: k-diffusion's 2m-sde and 3m-sde fail on one step (h unbound)."""
-    lam, sigmas = spectrum.eigenvalues, sigmas_from_alphas_cumprod(ab)
+    lam, sigmas = spectrum.eigenvalues, kdiffusion_sigmas(ab)
     options = deterministic_options(name)
     H, _, _ = k_law(name, sigmas, options, lam)
     np.testing.assert_allclose(kclosed_form(lam, sigmas, name, options).transfer, H, rtol=RTOL)

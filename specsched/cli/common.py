@@ -395,12 +395,11 @@ def resolve_sampler(sampler, param):
 
 
 def steps_from_nfe(sampler: str, nfe) -> list[int]:
-    """``--nfe`` as step counts: S per budget (k-diffusion's rule per sampler; S = NFE for
-    the discrete samplers), refusing a budget no step count spends exactly."""
-    from specsched.theory.ksolvers import KSAMPLERS, steps_for_nfe
+    """``--nfe`` as step counts: S per budget
+    (:func:`specsched.theory.samplers.steps_for_nfe`), refusing a budget no step count
+    spends exactly."""
+    from specsched.theory.samplers import steps_for_nfe
 
-    if sampler not in KSAMPLERS:
-        return sorted(set(nfe))
     return sorted({steps_for_nfe(sampler, n) for n in nfe})
 
 

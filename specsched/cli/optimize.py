@@ -21,7 +21,6 @@ from specsched.cli.common import (
     spectrum_from_args,
     steps_from_nfe,
 )
-from specsched.errors import InputError
 
 
 def add_parser(sub):
@@ -74,18 +73,11 @@ def run(args) -> int:
     from specsched.plots import plot_schedules
     from specsched.schedules import SIGMA_BASELINES, Schedule, baseline_alphas_cumprod
     from specsched.theory import resolve_eta
-    from specsched.theory.ksolvers import KSAMPLERS, resolve_options
-    from specsched.theory.samplers import sampler_param
+    from specsched.theory.samplers import check_sampler_options, sampler_param
 
     sampler = resolve_sampler(args.sampler, args.param)
     eta = resolve_eta(sampler, args.eta)
-    options = {k: v for k, v in ksampler_options(args).items() if v is not None}
-    if options and sampler not in KSAMPLERS:
-        key = next(iter(options))
-        raise InputError(f"--{key.replace('_', '-')}: sampler {sampler!r} has no {key}; it "
-                         "applies to k-diffusion's samplers")
-    if options:
-        resolve_options(sampler, eta, **options)  # refuse before any work is done
+    options = check_sampler_options(sampler, eta, ksampler_options(args))  # before any work
     steps = steps_from_nfe(sampler, args.nfe) if args.nfe else sorted(set(args.steps))
     check_steps_fit_training_grid(steps)
     check_bounds(steps[-1], args.ab_min, args.ab_max, args.delta)

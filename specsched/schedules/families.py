@@ -280,10 +280,16 @@ def karras_alphas_cumprod(
     S = check_int(num_steps, "num_steps", 1)
     smin, smax = _check_sigma_range(sigma_min, sigma_max)
     r = _positive_float(rho, "rho")
-    ramp = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
-    min_inv_rho, max_inv_rho = smin ** (1.0 / r), smax ** (1.0 / r)
-    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** r  # sigma_max first
-    return alphas_cumprod_from_sigmas(sigmas[::-1])
+    return _sigma_ramp(S, smin, smax, lambda x: x ** (1.0 / r), lambda y: y**r)
+
+
+def _sigma_ramp(S: int, smin: float, smax: float, g, g_inv) -> np.ndarray:
+    """alphas_cumprod of levels uniform in ``g(sigma)`` from ``smax`` (i = 0) to ``smin``
+    (i = S - 1), as the samplers' libraries list them, reversed to step 1 first:
+    ``sigma_i = g_inv(g(smax) + i/(S-1) (g(smin) - g(smax)))`` (S = 1: ``smax``)."""
+    t = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
+    gmin, gmax = g(np.float64(smin)), g(np.float64(smax))
+    return alphas_cumprod_from_sigmas(g_inv(gmax + t * (gmin - gmax))[::-1])
 
 
 def _check_sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
@@ -358,8 +364,7 @@ def exponential_alphas_cumprod(
     """
     S = check_int(num_steps, "num_steps", 1)
     smin, smax = _check_sigma_range(sigma_min, sigma_max)
-    log_sigmas = np.linspace(math.log(smax), math.log(smin), S)  # sigma_max first
-    return alphas_cumprod_from_sigmas(np.exp(log_sigmas[::-1]))
+    return _sigma_ramp(S, smin, smax, np.log, np.exp)
 
 
 def kl_optimal_alphas_cumprod(
@@ -395,9 +400,7 @@ def kl_optimal_alphas_cumprod(
     """
     S = check_int(num_steps, "num_steps", 1)
     smin, smax = _check_sigma_range(sigma_min, sigma_max)
-    t = np.linspace(0.0, 1.0, S)  # i / (S - 1); [0] when S = 1
-    sigmas = np.tan(t * math.atan(smin) + (1.0 - t) * math.atan(smax))  # sigma_max first
-    return alphas_cumprod_from_sigmas(sigmas[::-1])
+    return _sigma_ramp(S, smin, smax, np.arctan, np.tan)
 
 
 def logsnr_alphas_cumprod(

@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.schedules.conversions import sigmas_from_alphas_cumprod
 from specsched.theory.ksolvers import KSampler, get_ksampler, resolve_options
 from specsched.theory.samplers import GeneratedGaussian, check_init
 
@@ -45,7 +46,7 @@ __all__ = [
     "check_sigmas",
     "kclosed_form",
     "kclosed_form_vjp",
-    "sigmas_from_alphas_cumprod",
+    "kdiffusion_sigmas",
 ]
 
 _H = 1e-30  # complex-step size
@@ -194,15 +195,16 @@ def _all_maps(spec, sigmas, options, lam, n_iterations: int):
     return maps
 
 
-def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+def kdiffusion_sigmas(alphas_cumprod) -> np.ndarray:
     """k-diffusion's ``sigmas`` of a schedule: ``(sigma_S, ..., sigma_1, 0)``.
 
-    ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (VE level of VP level ``ab_s``); ndarray of shape
-    (n_steps + 1,), float64, descending, final 0 (module docstring of
-    :mod:`specsched.theory.ksolvers`).
+    :func:`specsched.schedules.sigmas_from_alphas_cumprod` (``sigma_s = sqrt((1 - ab_s) /
+    ab_s)``, step 1 first) reversed, with the final 0 appended; ndarray of shape
+    (n_steps + 1,), float64, descending when ``alphas_cumprod`` decreases. Not validated (an
+    optimiser's iterate passes through here); :func:`specsched.schedules.export.export_k_diffusion`
+    is the validated export of the same levels.
     """
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    return np.concatenate([np.sqrt((1.0 - ab) / ab)[::-1], [0.0]])
+    return np.concatenate([sigmas_from_alphas_cumprod(alphas_cumprod)[::-1], [0.0]])
 
 
 def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
@@ -263,6 +265,15 @@ def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
     return h[0], np.maximum(P[0, 0], 0.0), trace
 
 
+def _arguments(eigenvalues, sigmas, sampler, options, init, validate):
+    """``(spec, options, sigmas, eigenvalues)`` of :func:`kclosed_form` checked once."""
+    spec = get_ksampler(sampler)
+    opts = resolve_options(sampler) if options is None else options
+    check_init(init)
+    s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
+    return spec, opts, s, np.asarray(eigenvalues, dtype=np.float64)
+
+
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
                  init: str = "normal", validate: bool = True) -> GeneratedGaussian:
     """Generated Gaussian of a k-diffusion sampler with the exact Wiener denoiser.
@@ -297,11 +308,7 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     -----
     docs/theory.md section 3 (module docstring); the steps are k-diffusion 0.1.1.post1's.
     """
-    spec = get_ksampler(sampler)
-    opts = resolve_options(sampler) if options is None else options
-    check_init(init)
-    s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
-    lam = np.asarray(eigenvalues, dtype=np.float64)
+    spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
     H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
     return _generated(spec, H, var, s[0], init)
 
@@ -332,11 +339,7 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     ``Rbar = N^T Pbar N``, then ``Pbar <- M^T Pbar M``, ``hbar <- M^T hbar``; the
     derivatives of ``(M, N, R)`` in the sigmas of the stencil by complex step.
     """
-    spec = get_ksampler(sampler)
-    opts = resolve_options(sampler) if options is None else options
-    check_init(init)
-    s = check_sigmas(sigmas) if validate else np.asarray(sigmas, dtype=np.float64)
-    lam = np.asarray(eigenvalues, dtype=np.float64)
+    spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
     H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
     normal = init == "normal"
     gen = _generated(spec, H, var, s[0], init)

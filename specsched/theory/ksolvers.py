@@ -59,7 +59,6 @@ __all__ = [
     "get_ksampler",
     "lms_coefficients",
     "resolve_options",
-    "steps_for_nfe",
 ]
 
 
@@ -582,28 +581,3 @@ def resolve_options(sampler: str, eta=None, **options) -> dict:
                 raise InputError(f"{key}: expected {want}, got {value!r}", param=key)
         out[key] = value
     return out
-
-
-def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """The number of steps S at which ``sampler`` spends exactly ``nfe`` network evaluations.
-
-    One evaluation per step for the single-stage samplers, ``2 S - 1`` for the two-stage
-    ones (the last step, onto sigma = 0, is a first-order step): :attr:`KSampler.nfe_rule`.
-
-    Raises
-    ------
-    InputError
-        ``nfe`` not a positive integer, or no step count costs exactly ``nfe`` (``param``
-        ``"nfe"``; the message names the nearest counts that exist).
-    """
-    spec = get_ksampler(sampler)
-    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
-        raise InputError(f"nfe: expected a positive integer, got {nfe!r}", param="nfe")
-    steps = next((s for s in range(1, int(nfe) + 1) if spec.nfe(s) >= nfe), None)
-    if steps is None or spec.nfe(steps) != nfe:
-        below = spec.nfe(steps - 1) if steps and steps > 1 else None
-        near = [str(v) for v in (below, spec.nfe(steps) if steps else None) if v]
-        raise InputError(f"nfe: {sampler} spends {spec.nfe_rule} (NFE = 2 S - 1), so no step "
-                         f"count costs {nfe} evaluations; the nearest are {' or '.join(near)}",
-                         param="nfe")
-    return steps

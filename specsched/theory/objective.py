@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
-from specsched.theory.kclosed import kclosed_form, kclosed_form_vjp, sigmas_from_alphas_cumprod
+from specsched.theory.kclosed import kclosed_form, kclosed_form_vjp, kdiffusion_sigmas
 from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 from specsched.theory.losses import (
     KL_FLOOR,
@@ -24,6 +24,7 @@ from specsched.theory.losses import (
 )
 from specsched.theory.samplers import (
     LinearSystem,
+    check_sampler_options,
     closed_form,
     linear_system,
     propagate,
@@ -31,21 +32,10 @@ from specsched.theory.samplers import (
 )
 
 
-def _check_options(sampler, options) -> dict:
-    """``options`` (k-diffusion's ``s_noise``, ``r``, ``solver_type``) for ``sampler``; a
-    discrete sampler takes none (InputError naming the option)."""
-    given = {k: v for k, v in (options or {}).items() if v is not None}
-    if given and sampler not in KSAMPLERS:
-        key = next(iter(given))
-        raise InputError(f"{key}: sampler {sampler!r} has no {key}; it applies to "
-                         "k-diffusion's samplers", param=key)
-    return given
-
-
 def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None):
     """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
     options = resolve_options(sampler, eta, **(options or {}))
-    return kclosed_form(lam, sigmas_from_alphas_cumprod(alphas_cumprod), sampler, options,
+    return kclosed_form(lam, kdiffusion_sigmas(alphas_cumprod), sampler, options,
                         init, validate=False)  # alphas_cumprod is trusted here too
 
 
@@ -53,7 +43,7 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
                      keep, options=None):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    sigmas = sigmas_from_alphas_cumprod(ab)
+    sigmas = kdiffusion_sigmas(ab)
 
     def partials(gen):
         value, d_var, d_err = loss_value_and_partials(
@@ -108,7 +98,7 @@ def evaluate_schedule(
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
-    options = _check_options(sampler, options)
+    options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
     else:
@@ -177,7 +167,7 @@ def loss_value(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
-    options = _check_options(sampler, options)
+    options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
@@ -230,7 +220,7 @@ def loss_and_grad(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
-    options = _check_options(sampler, options)
+    options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
                                 weights, keep, options)
@@ -268,7 +258,7 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
-    options = _check_options(sampler, options)
+    options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),

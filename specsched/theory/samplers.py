@@ -82,6 +82,7 @@ __all__ = [
     "Sampler",
     "StepGains",
     "check_init",
+    "check_sampler_options",
     "closed_form",
     "closed_form_vjp",
     "get_sampler",
@@ -92,6 +93,7 @@ __all__ = [
     "nfe_of",
     "sampler_names",
     "sampler_param",
+    "steps_for_nfe",
     "steps_within_nfe",
     "step_coefficients",
     "step_gains",
@@ -210,6 +212,33 @@ def sampler_param(name: str) -> str:
     raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
 
 
+def check_sampler_options(sampler: str, eta=None, options: dict | None = None) -> dict:
+    """Validate the options of a sampler besides eta, before any work; the given ones.
+
+    ``options`` holds k-diffusion's ``s_noise``, ``r``, ``solver_type`` (None entries are
+    ignored): checked by :func:`specsched.theory.ksolvers.resolve_options` for its samplers;
+    a discrete sampler of :data:`SAMPLERS` takes none.
+
+    Returns
+    -------
+    dict
+        The options given (without None entries).
+
+    Raises
+    ------
+    InputError
+        An option the sampler has not, or a value out of range (``param`` the option).
+    """
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if sampler in KSAMPLERS:
+        resolve_options(sampler, eta, **given)
+    elif given:
+        key = next(iter(given))
+        raise InputError(f"{key}: sampler {sampler!r} has no {key}; it applies to "
+                         "k-diffusion's samplers", param=key)
+    return given
+
+
 def nfe_of(sampler: str, steps: int) -> int:
     """Network evaluations ``sampler`` spends in ``steps`` steps: S for the discrete samplers,
     :attr:`specsched.theory.ksolvers.KSampler.nfe` for k-diffusion's (``2 S - 1`` for the
@@ -223,14 +252,38 @@ def steps_within_nfe(sampler: str, budget: int) -> int:
     Raises
     ------
     InputError
-        ``budget`` below the cost of one step (``param`` ``"nfe"``).
+        ``budget`` not a positive integer, or below the cost of one step (``param``
+        ``"nfe"``).
     """
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise InputError(f"nfe: expected a positive integer, got {budget!r}", param="nfe")
     if nfe_of(sampler, 1) > budget:
         raise InputError(f"nfe: {sampler} needs {nfe_of(sampler, 1)} evaluation(s) for one "
                          f"step, more than {budget}", param="nfe")
     steps = 1
     while nfe_of(sampler, steps + 1) <= budget:
         steps += 1
+    return steps
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """The number of steps S at which ``sampler`` spends exactly ``nfe`` network evaluations.
+
+    S = NFE for the single-stage samplers; ``2 S - 1`` for k-diffusion's two-stage ones
+    (:attr:`specsched.theory.ksolvers.KSampler.nfe_rule`), so an even budget has none.
+
+    Raises
+    ------
+    InputError
+        As :func:`steps_within_nfe`, or no step count costs exactly ``nfe`` (the message
+        names the nearest budgets that exist).
+    """
+    steps = steps_within_nfe(sampler, nfe)
+    if nfe_of(sampler, steps) != nfe:
+        rule = KSAMPLERS[sampler].nfe_rule if sampler in KSAMPLERS else "one per step"
+        raise InputError(f"nfe: {sampler} spends {rule}, so no step count costs {nfe} "
+                         f"evaluations; the nearest are {nfe_of(sampler, steps)} or "
+                         f"{nfe_of(sampler, steps + 1)}", param="nfe")
     return steps
 
 
