@@ -118,15 +118,16 @@ def probes(make, lam=LAM, mean=MEAN):
 # ---- unipc ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("family, steps", CASES)
-def test_unipc_closed_form_equals_diffusers(family, steps):
+def test_unipc_closed_form_equals_diffusers(family, steps, backend):
     info = exported(family, steps)
     # the overwrite puts the same levels in float64; diffusers' float32 grid has them to 4e-7
     # in ab, which is up to 3e-4 in sigma at t = 0 (1 - ab = 1e-4 cancels: 6e-8 / 2e-4)
     sched = unipc(info, float64=False)
     np.testing.assert_allclose(sched.sigmas.double().numpy(), run_sigmas(info), rtol=3e-4)
     H, out = probes(lambda: unipc(info))
-    gen = kclosed_form(LAM, run_sigmas(info), "unipc")
+    gen = kclosed_form(LAM, run_sigmas(info), "unipc", backend=backend)
     np.testing.assert_allclose(gen.transfer, H, rtol=RTOL_FLOAT64)  # from diffusers' x_T
     np.testing.assert_allclose(out - MEAN, gen.mean_error(MEAN), rtol=RTOL_FLOAT64)
     # start N(0, 1): the law of the output is H^2 per direction, no noise added

@@ -147,14 +147,18 @@ def k_law(name, sigmas, options, lam=LAM):
 # ---- 1 + 2: exact, through probes -----------------------------------------------------------
 
 
+BACKENDS = ["numpy", "numba"]  # the reference trace, and the compiled corner recursion
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("case", OPTIONS, ids=_id)
-def test_transfer_and_variance_equal_k_diffusion(case, schedule):
+def test_transfer_and_variance_equal_k_diffusion(case, schedule, backend):
     name, given_options = case
     sigmas = SCHEDULES[schedule]
     options = resolve_options(name, **given_options)
     H, C, R = k_law(name, sigmas, options)
-    gen = kclosed_form(LAM, sigmas, name, options)
+    gen = kclosed_form(LAM, sigmas, name, options, backend=backend)
     np.testing.assert_allclose(gen.transfer, H, rtol=RTOL)
     variance = H**2 * sigmas[0] ** 2 + np.einsum("ad,ab,bd->d", C, R, C)
     np.testing.assert_allclose(gen.variance, variance, rtol=RTOL)
@@ -297,8 +301,8 @@ def test_euler_samplers_are_the_ve_discrete_samplers(name, discrete, S, init):
 # ---- 5: the gradient in the sigmas -----------------------------------------------------------
 
 
-def _w2(lam, sigmas, name, options, init, mean):
-    gen = kclosed_form(lam, sigmas, name, options, init)
+def _w2(lam, sigmas, name, options, init, mean, backend="numpy"):
+    gen = kclosed_form(lam, sigmas, name, options, init, backend=backend)
     return loss_value_and_partials("w2", lam, gen.variance, gen.mean_error(mean))[0]
 
 
@@ -307,9 +311,10 @@ GRADIENT_CASES += [(name, {}, "normal") for name in KSAMPLERS if name not in K_N
 GRADIENT_CASES += [(name, {}, "marginal") for name in KSAMPLERS]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, given_options, init", GRADIENT_CASES,
                          ids=[f"{_id(c[:2])}-{c[2]}" for c in GRADIENT_CASES])
-def test_gradient_matches_central_differences(name, given_options, init):
+def test_gradient_matches_central_differences(name, given_options, init, backend):
     """Steps of 1e-4 relative: the differences' error then is ~6e-8 of the gradient, and grows
     as the step shrinks (1e-7: up to 6e-5), i.e. it is the differences' rounding, not the vjp."""
     sigmas = SCHEDULES["karras-10"]
@@ -319,8 +324,9 @@ def test_gradient_matches_central_differences(name, given_options, init):
         v, d_var, d_err = loss_value_and_partials("w2", LAM, gen.variance, gen.mean_error(MEAN))
         return v, d_var, d_err * MEAN  # d mean_error / d mean_gain = m
 
-    value, _, grad = kclosed_form_vjp(LAM, sigmas, name, options, init, partials)
-    assert value == pytest.approx(_w2(LAM, sigmas, name, options, init, MEAN), rel=1e-13)
+    value, _, grad = kclosed_form_vjp(LAM, sigmas, name, options, init, partials,
+                                      backend=backend)
+    assert value == pytest.approx(_w2(LAM, sigmas, name, options, init, MEAN), rel=1e-12)
     fd = np.zeros_like(sigmas)
     for j in range(sigmas.size - 1):  # the final 0 is not a free level
         e = 1e-4 * sigmas[j]

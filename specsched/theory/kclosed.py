@@ -27,12 +27,21 @@ The gradient in the schedule is the adjoint of this recursion (reverse mode, O(N
 partial derivatives of ``M_i, N_i, R_i`` in the sigmas iteration i reads
 (:attr:`~specsched.theory.ksolvers.KSampler.stencil`) are taken by complex step (Squire &
 Trapp 1998), the step function again. Iterations that take the same branches (the first
-three, while a multistep method's history grows; the last, onto sigma = 0; all others) are
-run as one batch, the step then seeing columns of levels: (1 + stencil size) x 5 step
-evaluations per pass, each O(S L d), whatever S; the recursion itself is O(S L^2 d).
+:attr:`~specsched.theory.ksolvers.KSampler.warmup`, while a multistep method's history
+grows; the last, onto sigma = 0; all others) are run as one batch, the step then seeing
+columns of levels: (1 + stencil size) x (warmup + 2) step evaluations per pass, each
+O(S L d), whatever S; the recursion itself is O(S L^2 d).
+
+The compiled path (``backend="numba"``) traces each batch once more cheaply: the step's
+matrices are multilinear in the gains of its C <= 3 denoiser calls, so it runs on the
+``2^C`` corners of the gains instead of the d directions (:func:`corner_system`), every
+stencil offset perturbed in the same pass, and :mod:`specsched.theory.kkernels` interpolates
+the corners per direction inside the compiled recursion and its adjoint.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,6 +59,11 @@ __all__ = [
 ]
 
 _H = 1e-30  # complex-step size
+#: Denoiser calls one step may make (:class:`_CornerKit`), and the corners they span.
+MAX_CALLS = 3
+CORNERS = 2**MAX_CALLS
+_CORNER_BITS = [((np.arange(CORNERS) >> c) & 1).astype(np.float64)[None, :]
+                for c in range(MAX_CALLS)]
 
 
 class Affine:
@@ -85,28 +99,36 @@ class Affine:
 
 class _Levels:
     """``kit.sigmas`` for a batch of iterations ``i`` (an int array): ``levels[i + o]`` is the
-    column (G, 1) of ``sigmas[i + o]``, complex-perturbed at the offset ``perturb``."""
+    column (G, 1) of ``sigmas[i + o]``, complex-perturbed at the offset ``perturb`` (an int:
+    every row; or an int array of shape (G,): each row at its own offset)."""
 
     def __init__(self, sigmas, members, perturb=None):
-        self.sigmas, self.members, self.perturb = sigmas, members, perturb
+        self.sigmas, self.members = sigmas, members
+        self.perturb = None if perturb is None else np.asarray(perturb)
         self.cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.sigmas.size
 
     def __getitem__(self, index):
-        offsets = np.asarray(index) - self.members
-        o = int(offsets[0])
-        if np.any(offsets != o):
-            raise IndexError("levels: a batch reads one offset at a time")
-        if o not in self.cache:
-            idx = np.clip(self.members + o, 0, self.sigmas.size - 1)  # unread outside
-            col = self.sigmas[idx][:, None].astype(complex if self.perturb is not None
-                                                   else np.float64)
-            if o == self.perturb:
-                col = col + 1j * _H
+        o = self._offset(index)
+        col = self.cache.get(o)
+        if col is None:
+            idx = self.members + o
+            np.clip(idx, 0, self.sigmas.size - 1, out=idx)  # unread outside
+            col = self.sigmas[idx][:, None]
+            if self.perturb is not None:
+                col = col + 1j * _H * (self.perturb == o).reshape(-1, 1)
             self.cache[o] = col
-        return self.cache[o]
+        return col
+
+    def _offset(self, index) -> int:
+        """The offset ``o`` of ``index = members + o`` (an int: every member reads it)."""
+        offsets = np.asarray(index) - self.members
+        o = int(offsets.flat[0])
+        if offsets.size > 1 and (offsets.min() != o or offsets.max() != o):
+            raise IndexError("levels: a batch reads one offset at a time")
+        return o
 
 
 class _Kit:
@@ -145,6 +167,30 @@ class _Kit:
         return R
 
 
+class _CornerKit(_Kit):
+    """:class:`_Kit` with the Wiener gains replaced by the corners of the unit cube.
+
+    A step's matrices are multilinear in the gains ``g_c`` of its denoiser calls
+    (``c = 0, 1, ...`` in the order called; each call's output ``g_c x`` enters the step
+    linearly, so every ``g_c`` appears to degree at most one): with ``Q = 2^C`` corners
+    ``b in {0, 1}^C``, ``M(g) = sum_b M(b) prod_c (g_c if b_c else 1 - g_c)``. The step runs
+    once on the corners (the "direction" axis of the linear forms is the corner index ``q``,
+    bit c of q giving ``b_c``) and records each call's noise level, from which the gains of
+    any eigenvalue follow (:mod:`specsched.theory.kkernels`).
+    """
+
+    def __init__(self, levels: _Levels, options, noise: str, n_inputs: int):
+        super().__init__(levels, options, np.zeros(CORNERS), noise, n_inputs)
+        self.calls: list = []
+
+    def model(self, x: Affine, sigma) -> Affine:
+        c = len(self.calls)
+        if c >= MAX_CALLS:
+            raise RuntimeError(f"a step calls the denoiser more than {MAX_CALLS} times")
+        self.calls.append(sigma)
+        return x * _CORNER_BITS[c]
+
+
 def _cmin(a, b):
     return np.where(np.real(a) <= np.real(b), a, b)
 
@@ -153,27 +199,21 @@ def _cmax(a, b):
     return np.where(np.real(a) >= np.real(b), a, b)
 
 
-def _batches(n_iterations: int):
-    """Iterations that take the same branches: 0, 1, 2 alone (a multistep method's history
-    grows up to 3), the final one (onto sigma = 0) alone, the rest together."""
+def _batches(n_iterations: int, warmup: int = 3):
+    """Iterations that take the same branches: the first ``warmup`` alone (a multistep
+    method's history still growing, :attr:`~specsched.theory.ksolvers.KSampler.warmup`), the
+    final one (onto sigma = 0) alone, the rest together; in order of first iteration."""
     keys: dict[tuple, list[int]] = {}
     for i in range(n_iterations):
-        keys.setdefault((min(i, 3), i == n_iterations - 1), []).append(i)
+        keys.setdefault((min(i, warmup), i == n_iterations - 1), []).append(i)
     return [np.array(v) for v in keys.values()]
 
 
-def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, perturb=None):
-    """``(M (G, L', L, d), N (G, L', K, d), R (G, K, K))`` of the iterations ``members``."""
-    levels = _Levels(sigmas, members, perturb)
-    kit = _Kit(levels, options, lam, spec.noise, n_inputs)
-    dtype = complex if perturb is not None else np.float64
-    G = members.size
-    inputs = [Affine({k: np.ones((G, lam.size), dtype=dtype)}) for k in range(n_inputs)]
-    x, history = spec.step(kit, members, inputs[0], tuple(inputs[1:]))
-    outputs = (x, *history)
+def _read_maps(kit, outputs, n_inputs: int, G: int, width: int, dtype):
+    """``(M (G, L', L, width), N (G, L', K, width), R (G, K, K))`` of a traced step."""
     n_draws = kit.next_index - n_inputs
-    M = np.zeros((G, len(outputs), n_inputs, lam.size), dtype=dtype)
-    N = np.zeros((G, len(outputs), n_draws, lam.size), dtype=dtype)
+    M = np.zeros((G, len(outputs), n_inputs, width), dtype=dtype)
+    N = np.zeros((G, len(outputs), n_draws, width), dtype=dtype)
     for j, out in enumerate(outputs):
         for k, c in out.terms.items():
             if k < n_inputs:
@@ -183,16 +223,116 @@ def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, pe
     return M, N, kit.noise_covariance(G)
 
 
+def _trace(spec: KSampler, kit, members, n_inputs: int, G: int, width: int, dtype):
+    inputs = [Affine({k: np.ones((G, width), dtype=dtype)}) for k in range(n_inputs)]
+    x, history = spec.step(kit, members, inputs[0], tuple(inputs[1:]))
+    return _read_maps(kit, (x, *history), n_inputs, G, width, dtype)
+
+
+def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, perturb=None):
+    """``(M (G, L', L, d), N (G, L', K, d), R (G, K, K))`` of the iterations ``members``."""
+    levels = _Levels(sigmas, members, perturb)
+    kit = _Kit(levels, options, lam, spec.noise, n_inputs)
+    dtype = complex if perturb is not None else np.float64
+    return _trace(spec, kit, members, n_inputs, members.size, lam.size, dtype)
+
+
 def _all_maps(spec, sigmas, options, lam, n_iterations: int):
     """Every iteration's ``(M, N, R)``, batch by batch; state sizes follow the iterations."""
     maps: list = [None] * n_iterations
     L = 1
-    for members in _batches(n_iterations):  # in order of first iteration: 0, 1, 2, 3.., N-1
+    for members in _batches(n_iterations, spec.warmup):  # in order of first iteration
         M, N, R = _batch_maps(spec, sigmas, options, lam, members, L)
         for g, i in enumerate(members):
             maps[i] = (M[g], N[g], R[g])
         L = M.shape[1]  # the state leaving these iterations enters the next batch
     return maps
+
+
+@dataclass(frozen=True)
+class CornerSystem:
+    """A sampler's recursion on given sigmas, as matrices at the corners of its gains.
+
+    The input of the compiled kernels (:mod:`specsched.theory.kkernels`, whose docstring
+    gives the interpolation ``M_i(lambda) = sum_q w_q(lambda) M[i, q]``); states are padded to
+    L entries and draws to K (0 for a deterministic sampler; zero rows and columns change
+    nothing).
+
+    Attributes
+    ----------
+    M : ndarray of shape (n, Q, L, L), float64
+        Corner state matrices of the n iterations, sampling order; ``Q = 2^C``.
+    N : ndarray of shape (n, Q, L, K), float64
+        Corner noise matrices.
+    R : ndarray of shape (n, K, K), float64
+        Covariance of each iteration's draws.
+    call_sigmas : ndarray of shape (n, C), float64
+        Noise level of each denoiser call (1.0 where an iteration makes fewer than C calls:
+        no matrix depends on it).
+    offsets : ndarray of shape (O,), int64
+        The stencil (derivatives are in ``sigmas[i + offsets[o]]``).
+    dM, dN, dR, d_call_sigmas : ndarrays of shapes (n, O, ...) or None
+        Derivatives of the above in ``sigmas[i + offsets[o]]`` (complex step), when asked.
+    """
+
+    M: np.ndarray
+    N: np.ndarray
+    R: np.ndarray
+    call_sigmas: np.ndarray
+    offsets: np.ndarray
+    dM: np.ndarray | None = None
+    dN: np.ndarray | None = None
+    dR: np.ndarray | None = None
+    d_call_sigmas: np.ndarray | None = None
+
+
+def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) -> CornerSystem:
+    """The :class:`CornerSystem` of ``spec`` on ``sigmas`` (descending, final 0; trusted).
+
+    Each batch of iterations that take the same branches (:func:`_batches`) runs the step
+    once on the corners (:class:`_CornerKit`); with ``derivatives`` each iteration is
+    repeated once per stencil offset, each copy complex-perturbed at its own offset, so one
+    pass gives the values (real parts) and every partial derivative (imaginary parts / h).
+    """
+    n = sigmas.size - 1
+    stencil = np.asarray(spec.stencil, dtype=np.int64)
+    n_off = stencil.size if derivatives else 1
+    traced, L = [], 1
+    for members in _batches(n, spec.warmup):
+        G = members.size
+        rows = np.repeat(members, n_off)
+        perturb = np.tile(stencil, G) if derivatives else None
+        kit = _CornerKit(_Levels(sigmas, rows, perturb), options, spec.noise, L)
+        dtype = complex if derivatives else np.float64
+        M, N, R = _trace(spec, kit, rows, L, rows.size, CORNERS, dtype)
+        calls = [np.broadcast_to(np.asarray(c), (rows.size, 1))[:, 0] for c in kit.calls]
+        traced.append((members, M, N, R, calls))
+        L = M.shape[1]
+    Lmax = max(max(t[1].shape[1], t[1].shape[2]) for t in traced)
+    K = max([t[2].shape[2] for t in traced] + [0])
+    C = max([len(t[4]) for t in traced] + [1])
+    Q = 2**C
+    shape = (n, n_off)
+    Mo = np.zeros(shape + (Q, Lmax, Lmax), dtype=dtype)
+    No = np.zeros(shape + (Q, Lmax, K), dtype=dtype)
+    Ro = np.zeros(shape + (K, K), dtype=dtype)
+    So = np.ones(shape + (C,), dtype=dtype)
+    for members, M, N, R, calls in traced:
+        G = members.size
+        a, b, k = M.shape[1], M.shape[2], N.shape[2]
+        Mo[members, :, :, :a, :b] = np.moveaxis(M, 3, 1)[:, :Q].reshape(G, n_off, Q, a, b)
+        No[members, :, :, :a, :k] = np.moveaxis(N, 3, 1)[:, :Q].reshape(G, n_off, Q, a, k)
+        Ro[members, :, :k, :k] = R.reshape(G, n_off, k, k)
+        for c, col in enumerate(calls):
+            So[members, :, c] = col.reshape(G, n_off)
+    if not derivatives:
+        return CornerSystem(Mo[:, 0], No[:, 0], Ro[:, 0], So[:, 0], stencil)
+
+    def parts(a):
+        return np.ascontiguousarray(a[:, 0].real), np.ascontiguousarray(a.imag / _H)
+
+    (M0, dM), (N0, dN), (R0, dR), (S0, dS) = (parts(a) for a in (Mo, No, Ro, So))
+    return CornerSystem(M0, N0, R0, S0, stencil, dM, dN, dR, dS)
 
 
 def kdiffusion_sigmas(alphas_cumprod) -> np.ndarray:
@@ -274,8 +414,60 @@ def _arguments(eigenvalues, sigmas, sampler, options, init, validate):
     return spec, opts, s, np.asarray(eigenvalues, dtype=np.float64)
 
 
+KBACKENDS = ("numpy", "numba")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in KBACKENDS:
+        raise InputError(f"backend: expected one of {KBACKENDS}, got {backend!r}",
+                         param="backend")
+    return backend
+
+
+def _numba_forward(spec, system: CornerSystem, lam, sigma_0, init):
+    """``(H, var)`` by :func:`specsched.theory.kkernels.corner_forward`."""
+    from specsched.theory import kkernels  # numba: imported on first use
+
+    lam = np.ascontiguousarray(lam)
+    P0 = np.ascontiguousarray(_start_variance(spec, lam, sigma_0, init), dtype=np.float64)
+    H, var = np.empty(lam.size), np.empty(lam.size)
+    with kkernels.threads_for(lam.size * system.M.shape[0]):
+        kkernels.corner_forward(lam, system.M, system.N, system.R, system.call_sigmas, P0, H,
+                                var, _workspace(system))
+    return H, var
+
+
+def _workspace(system: CornerSystem):
+    from specsched.theory import kkernels  # numba: imported on first use
+
+    n, Q, L, _ = system.M.shape
+    return kkernels.workspace(n, L, system.N.shape[3], Q, system.call_sigmas.shape[1])
+
+
+def _numba_vjp(spec, s, opts, lam, init, loss_partials):
+    """:func:`kclosed_form_vjp` by the compiled kernels (one trace with derivatives)."""
+    from specsched.theory import kkernels  # numba: imported on first use
+
+    cs = corner_system(spec, s, opts, derivatives=True)
+    lam = np.ascontiguousarray(lam)
+    H, var = _numba_forward(spec, cs, lam, s[0], init)
+    gen = _generated(spec, H, var, s[0], init)
+    value, d_var, d_gain = loss_partials(gen)
+    hbar = -np.asarray(d_gain, dtype=np.float64) if init == "normal" else np.zeros(lam.size)
+    P0 = np.ascontiguousarray(_start_variance(spec, lam, s[0], init), dtype=np.float64)
+    grad = np.empty(s.size)
+    with kkernels.threads_for(lam.size * cs.M.shape[0]):
+        kkernels.corner_vjp(lam, cs.M, cs.N, cs.R, cs.call_sigmas, P0, cs.dM, cs.dN, cs.dR,
+                            cs.d_call_sigmas, cs.offsets, 2.0 * float(s[0]),
+                            np.ascontiguousarray(d_var, dtype=np.float64),
+                            np.ascontiguousarray(hbar), _workspace(cs), grad)
+    grad[-1] = 0.0
+    return value, gen, grad
+
+
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
-                 init: str = "normal", validate: bool = True) -> GeneratedGaussian:
+                 init: str = "normal", validate: bool = True,
+                 backend: str = "numpy") -> GeneratedGaussian:
     """Generated Gaussian of a k-diffusion sampler with the exact Wiener denoiser.
 
     Parameters
@@ -293,6 +485,11 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     validate : bool
         Check ``sigmas`` (:func:`check_sigmas`); False trusts them (an optimiser's iterate
         may be non-monotone for a moment; the final 0 is still required).
+    backend : {"numpy", "numba"}
+        "numpy": the reference, the recursion on (n, L, L, d) arrays of the step traced over
+        the directions; "numba": the compiled recursion on the step traced over the corners
+        of its gains (:func:`corner_system`, :mod:`specsched.theory.kkernels`), the same
+        numbers to rounding, far faster (no O(S d) Python-level work).
 
     Returns
     -------
@@ -309,17 +506,20 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     docs/theory.md section 3 (module docstring); the steps are k-diffusion 0.1.1.post1's.
     """
     spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
-    H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
+    if _check_backend(backend) == "numba":
+        H, var = _numba_forward(spec, corner_system(spec, s, opts), lam, s[0], init)
+    else:
+        H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
     return _generated(spec, H, var, s[0], init)
 
 
 def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, init: str,
-                     loss_partials, validate: bool = True):
+                     loss_partials, validate: bool = True, backend: str = "numpy"):
     """A loss of the generated Gaussian and its gradient in ``sigmas`` (reverse mode).
 
     Parameters
     ----------
-    eigenvalues, sigmas, sampler, options, init, validate
+    eigenvalues, sigmas, sampler, options, init, validate, backend
         As in :func:`kclosed_form`.
     loss_partials : callable
         ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` (ndarrays of shape
@@ -340,8 +540,10 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     derivatives of ``(M, N, R)`` in the sigmas of the stencil by complex step.
     """
     spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
-    H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
     normal = init == "normal"
+    if _check_backend(backend) == "numba":
+        return _numba_vjp(spec, s, opts, lam, init, loss_partials)
+    H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
     gen = _generated(spec, H, var, s[0], init)
     value, d_var, d_gain = loss_partials(gen)
     n = s.size - 1
@@ -362,7 +564,7 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
         Pbar = np.einsum("jkd,jmd,mld->kld", M, Pbar, M)
         hbar = np.einsum("jkd,jd->kd", M, hbar)
     # d(M, N, R)/d sigma_{i+o} by complex step, a batch of iterations and one offset at a time
-    for members in _batches(n):
+    for members in _batches(n, spec.warmup):
         L = trace[int(members[0])][0].shape[1]
         Mbar = np.stack([adjoints[i][0] for i in members])
         Nbar = np.stack([adjoints[i][1] for i in members])

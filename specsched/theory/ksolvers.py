@@ -453,6 +453,11 @@ class KSampler:
     library : {"k-diffusion", "diffusers"}
         Whose code ``function`` names (k-diffusion 0.1.1.post1's ``sampling.py``, or a
         diffusers 0.42 scheduler class), the specification the tests prove it against.
+    warmup : int
+        Leading iterations whose branches differ from the later ones' (a multistep history
+        still growing: 0 for one-step samplers, 1 for the 2M samplers, up to 3); the closed
+        form runs each alone, the last iteration (onto sigma = 0) alone and all others as
+        one batch.
     """
 
     name: str
@@ -466,6 +471,7 @@ class KSampler:
     description: str = ""
     param: str = "ve"
     library: str = "k-diffusion"
+    warmup: int = 0
 
     def start_std(self, sigma_0):
         """Standard deviation of the VE start ``x`` at ``sigma_0``: ``sigma_0`` (``"ve"``) or
@@ -495,7 +501,7 @@ KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
              dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
              _two_but_last, "DPM-Solver-2 to sigma_down plus noise sigma_up"),
     KSampler("lms", "sample_lms", _lms, (-3, -2, -1, 0, 1), {"order": 4},
-             description="linear multistep (Adams-Bashforth in sigma, order 4)"),
+             description="linear multistep (Adams-Bashforth in sigma, order 4)", warmup=3),
     KSampler("dpmpp-2s-ancestral", "sample_dpmpp_2s_ancestral", _dpmpp_2s_ancestral, (0, 1),
              dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
              _two_but_last, "DPM-Solver++(2S) to sigma_down plus noise sigma_up"),
@@ -504,18 +510,19 @@ KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
              _TWO.replace("at the next level", "at t + r h"), _two_but_last,
              "DPM-Solver++ SDE (two stages, Brownian-tree noise)"),
     KSampler("dpmpp-2m", "sample_dpmpp_2m", _dpmpp_2m, (-1, 0, 1), {},
-             description="DPM-Solver++(2M), first order at the first step and onto sigma = 0"),
+             description="DPM-Solver++(2M), first order at the first step and onto sigma = 0",
+             warmup=1),
     KSampler("dpmpp-2m-sde", "sample_dpmpp_2m_sde", _dpmpp_2m_sde, (-1, 0, 1),
              {"eta": 1.0, "s_noise": 1.0, "solver_type": "midpoint"}, "brownian",
-             description="DPM-Solver++(2M) SDE (Brownian-tree noise)"),
+             description="DPM-Solver++(2M) SDE (Brownian-tree noise)", warmup=1),
     KSampler("dpmpp-3m-sde", "sample_dpmpp_3m_sde", _dpmpp_3m_sde, (-2, -1, 0, 1),
              {"eta": 1.0, "s_noise": 1.0}, "brownian",
-             description="DPM-Solver++(3M) SDE (Brownian-tree noise)"),
+             description="DPM-Solver++(3M) SDE (Brownian-tree noise)", warmup=2),
     KSampler("unipc", "UniPCMultistepScheduler", _unipc, (-2, -1, 0, 1), {},
              nfe_rule="one per step (the corrector reuses the next step's evaluation)",
              description="diffusers' UniPC (bh2, order 2, predictor-corrector; default "
                          "config) on exported timesteps, start N(0, 1) in VP",
-             param="vp", library="diffusers"),
+             param="vp", library="diffusers", warmup=3),
 )}
 
 

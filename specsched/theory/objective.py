@@ -32,15 +32,24 @@ from specsched.theory.samplers import (
 )
 
 
-def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None):
+def _k_backend(backend) -> str:
+    """kclosed's backend for ``backend``: "auto" is "numba" (the NumPy trace costs
+    milliseconds of Python per call at any size; the kernels microseconds)."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    return "numpy" if backend == "numpy" else "numba"
+
+
+def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend="numpy"):
     """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
     options = resolve_options(sampler, eta, **(options or {}))
     return kclosed_form(lam, kdiffusion_sigmas(alphas_cumprod), sampler, options,
-                        init, validate=False)  # alphas_cumprod is trusted here too
+                        init, validate=False,  # alphas_cumprod is trusted here too
+                        backend=_k_backend(backend))
 
 
 def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
-                     keep, options=None):
+                     keep, options=None, backend="numpy"):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     sigmas = kdiffusion_sigmas(ab)
@@ -53,7 +62,8 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
 
     value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler,
                                              resolve_options(sampler, eta, **(options or {})),
-                                             init, partials, validate=False)
+                                             init, partials, validate=False,
+                                             backend=_k_backend(backend))
     # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
     dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
     return float(value), grad_sigmas[:-1][::-1] * dsigma
@@ -169,7 +179,7 @@ def loss_value(
     _check_loss(loss)
     options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend)
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                        weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
@@ -200,8 +210,9 @@ def loss_and_grad(
         "numpy" is the reference implementation
         (:func:`specsched.theory.samplers.closed_form_vjp`); "numba" the
         fused compiled kernel (:mod:`specsched.theory.kernels`); "auto" picks numba when
-        S x d >= :data:`NUMBA_MIN_WORK`. k-diffusion's samplers have the NumPy
-        implementation only (:mod:`specsched.theory.kclosed`), whatever the backend.
+        S x d >= :data:`NUMBA_MIN_WORK`. For k-diffusion's samplers "numpy" is the reference
+        trace over the directions and "numba" (and "auto", at any size) the compiled corner
+        recursion (:func:`specsched.theory.kclosed.kclosed_form`'s backends).
 
     Returns
     -------
@@ -223,7 +234,7 @@ def loss_and_grad(
     options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
-                                weights, keep, options)
+                                weights, keep, options, backend)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
         from specsched.theory.kernels import loss_grad  # numba: imported on first use
@@ -260,7 +271,7 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
     options = check_sampler_options(sampler, eta, options)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend)
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
                                             kl_floor)[0] for key, loss in keys}
     else:
