@@ -115,7 +115,8 @@ class _Levels:
         col = self.cache.get(o)
         if col is None:
             idx = self.members + o
-            np.clip(idx, 0, self.sigmas.size - 1, out=idx)  # unread outside
+            if idx[0] < 0 or idx[-1] >= self.sigmas.size:  # unread outside (members sorted)
+                np.minimum(np.maximum(idx, 0, out=idx), self.sigmas.size - 1, out=idx)
             col = self.sigmas[idx][:, None]
             if self.perturb is not None:
                 col = col + 1j * _H * (self.perturb == o).reshape(-1, 1)
@@ -305,7 +306,8 @@ def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) ->
         kit = _CornerKit(_Levels(sigmas, rows, perturb), options, spec.noise, L)
         dtype = complex if derivatives else np.float64
         M, N, R = _trace(spec, kit, rows, L, rows.size, CORNERS, dtype)
-        calls = [np.broadcast_to(np.asarray(c), (rows.size, 1))[:, 0] for c in kit.calls]
+        calls = [np.asarray(c).reshape(-1) if np.size(c) == rows.size else np.full(rows.size, c)
+                 for c in kit.calls]
         traced.append((members, M, N, R, calls))
         L = M.shape[1]
     Lmax = max(max(t[1].shape[1], t[1].shape[2]) for t in traced)
@@ -320,8 +322,8 @@ def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) ->
     for members, M, N, R, calls in traced:
         G = members.size
         a, b, k = M.shape[1], M.shape[2], N.shape[2]
-        Mo[members, :, :, :a, :b] = np.moveaxis(M, 3, 1)[:, :Q].reshape(G, n_off, Q, a, b)
-        No[members, :, :, :a, :k] = np.moveaxis(N, 3, 1)[:, :Q].reshape(G, n_off, Q, a, k)
+        Mo[members, :, :, :a, :b] = M[..., :Q].transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, b)
+        No[members, :, :, :a, :k] = N[..., :Q].transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, k)
         Ro[members, :, :k, :k] = R.reshape(G, n_off, k, k)
         for c, col in enumerate(calls):
             So[members, :, c] = col.reshape(G, n_off)
