@@ -170,15 +170,27 @@ def test_sweep_over_nfe_budgets(tmp_path, capsys):
         evaluate_schedule(LAM, None, ab.alphas_cumprod, sampler="heun").w2, rel=1e-9)
 
 
-def test_sample_refuses_to_run_a_k_diffusion_schedule_as_ddim(tmp_path, capsys):
-    # `specsched sample` runs the discrete samplers only: a dpmpp-2m schedule is refused by
-    # name, never sampled with DDIM instead (it used to fall back to ddim silently)
-    path = tmp_path / "s.json"
-    Schedule(alphas_cumprod=baseline_alphas_cumprod("cosine", 6), sampler="dpmpp-2m").save(path)
-    code, _, err = run(["sample", "--schedule", path, "--spectrum", _eigenvalues(tmp_path),
-                        "--n", "10", "--out", tmp_path / "x.npy"], capsys)
-    assert refused(code, err, "s.json: made for the sampler 'dpmpp-2m'", "pass --sampler")
-    assert not (tmp_path / "x.npy").exists()
+def test_eta_of_k_diffusion_is_not_bounded_by_one(tmp_path, capsys):
+    # k-diffusion's eta is any number >= 0 (the library's rule); DDIM-eta is in [0, 1]: the
+    # flag takes what is >= 0 and the sampler refuses the rest, alike in every command
+    eigs = _eigenvalues(tmp_path)
+    ab = baseline_alphas_cumprod("karras", 6)
+    code, out, err = run(["evaluate", "--spectrum", eigs, "--schedule", "karras", "--steps", "6",
+                          "--sampler", "euler-ancestral", "--eta", "1.5", "--json"], capsys)
+    assert code == 0, err
+    want = evaluate_schedule(LAM, None, ab, sampler="euler-ancestral", eta=1.5).w2
+    assert json.loads(out)["w2"] == pytest.approx(want, rel=1e-12)
+    assert want != pytest.approx(evaluate_schedule(LAM, None, ab, sampler="euler-ancestral").w2,
+                                 rel=1e-6)
+    for command in (["evaluate", "--schedule", "karras", "--steps", "4"],
+                    ["optimize", "--steps", "4", "--out", tmp_path / "o"]):
+        code, _, err = run([command[0], "--spectrum", eigs, *command[1:], "--sampler", "ddim",
+                            "--eta", "1.5"], capsys)
+        assert refused(code, err, "--eta: expected a number in [0, 1], got 1.5")
+        code, _, err = run([command[0], "--spectrum", eigs, *command[1:], "--sampler",
+                            "ddim-ve", "--eta", "0.5"], capsys)
+        assert refused(code, err, "--eta: sampler 'ddim-ve' has no eta")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("sampler", sorted(KSAMPLERS))

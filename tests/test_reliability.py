@@ -366,7 +366,8 @@ def test_malformed_dask_addresses_are_refused_before_connecting(tmp_path, capsys
 
 @pytest.mark.parametrize("argv, needle", [
     (["--seed", "-1"], "argument --seed: expected an integer >= 0"),
-    (["--eta", "nan"], "argument --eta: expected a number in [0, 1]"),
+    (["--eta", "nan"], "argument --eta: expected a finite number >= 0"),
+    (["--eta", "1.5"], "--eta: expected a number in [0, 1], got 1.5"),  # ddim: DDIM-eta
     (["--n", str(10**15)], "--n: 1000000000000000 samples of shape (3072,) take"),
     (["--n", str(10**6), "--batch-size", str(10**12)], "--batch-size: batches of 1000000"),
 ])

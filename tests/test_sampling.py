@@ -269,5 +269,6 @@ def test_sample_command_report_and_no_overwrite(tmp_path, capsys):
     with pytest.raises(OutputExistsError):
         args.run(args)
     args = _parse(argv + ["--force", "--sampler", "ddpm"])
-    assert args.run(args) == 0
+    with pytest.warns(UserWarning, match="made for the sampler 'ddim'; sampling it with 'ddpm'"):
+        assert args.run(args) == 0
     assert json.loads(capsys.readouterr().out)["sampler"] == "ddpm"

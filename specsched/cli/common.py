@@ -322,7 +322,8 @@ DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance be
 K_HELP = ("k-diffusion's samplers on the schedule's sigmas (VE, start N(0, sigma_S^2)): "
           "euler, euler-ancestral, heun, dpm-2, dpm-2-ancestral, lms, dpmpp-2s-ancestral, "
           "dpmpp-sde, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde (as k-diffusion's sample_* "
-          "functions with their defaults)")
+          "functions with their defaults); unipc (diffusers' UniPCMultistepScheduler, its "
+          "default configuration, start N(0, 1) in VP)")
 SDE_HELP = ("continuous-time VP solvers (Pierret & Galerne 2025): pg-euler, pg-heun "
             "(probability-flow ODE), pg-em (Euler-Maruyama), pg-ei (exponential integrator), "
             "pg-ddpm")
@@ -339,6 +340,30 @@ def _refusing(retired):
     return sampler_name
 
 
+def sampler_help(choices, default) -> str:
+    """The help of ``--sampler``: each family in ``choices`` described once; ``default`` None
+    adds that the schedule file's sampler is the default."""
+    return (f"one of {', '.join(choices)}: {DISCRETE_HELP}"
+            + (f"; {K_HELP}" if "dpmpp-2m" in choices else "")
+            + (f"; {SDE_HELP}" if "pg-euler" in choices else "")
+            + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
+               "lands on t - T//S, not on the next grid timestep)"
+               if "diffusers-ddim" in choices else "")
+            + ("; diffusers-ddpm-large: DDPMScheduler(variance_type='fixed_large') as it "
+               "behaves (noise on the final step)" if "diffusers-ddpm-large" in choices
+               else "")
+            + ("" if default else "; default: the schedule file's sampler, else ddim"))
+
+
+def add_eta_arg(p):
+    """``--eta``: any finite number >= 0 here; the sampler decides what it takes
+    (:func:`specsched.theory.resolve_eta`: [0, 1] for ddim, >= 0 for k-diffusion's ancestral
+    and SDE samplers, none for the others), so every command refuses alike."""
+    p.add_argument("--eta", type=nonnegative_float, default=None,
+                   help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim), or the eta "
+                   "(>= 0) of a k-diffusion ancestral/SDE sampler (default 1)")
+
+
 def add_sampler_args(p, choices, default="ddim", retired=None):
     """``--sampler``, ``--eta`` and ``--init``: the sampler and the start of the reverse process.
 
@@ -347,19 +372,8 @@ def add_sampler_args(p, choices, default="ddim", retired=None):
     """
     p.add_argument("--sampler", choices=choices, default=default, metavar="SAMPLER",
                    type=None if retired is None else _refusing(retired),
-                   help=f"one of {', '.join(choices)}: {DISCRETE_HELP}"
-                   + (f"; {K_HELP}" if "dpmpp-2m" in choices else "")
-                   + (f"; {SDE_HELP}" if "pg-euler" in choices else "")
-                   + ("; diffusers-ddim: diffusers' DDIMScheduler as it behaves (its step "
-                      "lands on t - T//S, not on the next grid timestep)"
-                      if "diffusers-ddim" in choices else "")
-                   + ("; diffusers-ddpm-large: DDPMScheduler(variance_type='fixed_large') as it "
-                      "behaves (noise on the final step)" if "diffusers-ddpm-large" in choices
-                      else "")
-                   + ("" if default else "; default: the schedule file's sampler, else ddim"))
-    p.add_argument("--eta", type=unit_interval, default=None,
-                   help="DDIM-eta stochasticity in [0, 1] (with --sampler ddim), or the eta "
-                   "of a k-diffusion ancestral/SDE sampler (default 1)")
+                   help=sampler_help(choices, default))
+    add_eta_arg(p)
     p.add_argument("--init", choices=["normal", "marginal"], default="normal",
                    help="start of the reverse process: N(0, I) (N(0, sigma_S^2) for VE) or "
                    "the true marginal")

@@ -1,10 +1,16 @@
-"""``specsched sample``: draw samples with the torch-free sampler and the exact Wiener denoiser.
+"""``specsched sample``: draw samples with a sampler and the exact Wiener denoiser (no torch).
 
-The samples are written to a ``.npy`` file of shape ``(n, *sample_shape)`` (pixel space when
-the spectrum has eigenvectors, eigenbasis coordinates ``(n, d)`` otherwise), float64, batch
-by batch into a temporary file renamed at the end (memory O(batch_size x d)). ``--report``
-prints one JSON object comparing the empirical W2 of the samples with the closed form
-(:mod:`specsched.sampling.stats` for the estimator and its Monte Carlo error).
+Every sampler runs: the discrete ones (ddim, ddpm, ddpm-large, ddim-ve, ddpm-ve) through
+:func:`specsched.sampling.sample_batches`, k-diffusion's (and diffusers' unipc) through
+:func:`specsched.sampling.ksamplers.sample_k_batches`, which runs the steps of
+:mod:`specsched.theory.ksolvers` (those the closed form is read from) on the schedule's sigmas
+(:func:`specsched.theory.kclosed.kdiffusion_sigmas`) in the eigenbasis of the spectrum, then
+rotates the samples to pixel space. The samples are written to a ``.npy`` file of shape
+``(n, *sample_shape)`` (pixel space when the spectrum has eigenvectors, eigenbasis
+coordinates ``(n, d)`` otherwise), float64, batch by batch into a temporary file renamed at
+the end (memory O(batch_size x d)). ``--report`` prints one JSON object comparing the
+empirical W2 of the samples with the closed form (:mod:`specsched.sampling.stats` for the
+estimator and its Monte Carlo error).
 """
 
 from __future__ import annotations
@@ -13,28 +19,39 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from specsched.cli.common import (
+    add_eta_arg,
+    add_ksampler_option_args,
     add_source_args,
+    ksampler_options,
     nonnegative_int,
     positive_int,
+    sampler_help,
     spectrum_from_args,
-    unit_interval,
 )
 from specsched.errors import InputError
 
 #: Arrays of one batch alive at once while sampling (state, denoised estimate, noise, step).
 BATCH_ARRAYS = 4
+#: The same for k-diffusion's samplers, with the rotation to pixel space: the peak that
+#: tracemalloc measured, in arrays of one batch, is 12 for dpmpp-3m-sde (10 for dpmpp-sde and
+#: unipc, at most 7 for the others).
+KSAMPLER_BATCH_ARRAYS = 12
 
 
 def add_parser(sub):
     """Register the ``sample`` subcommand on an argparse subparsers object."""
-    from specsched.sampling.samplers import SAMPLER_NAMES
+    from specsched.theory.samplers import sampler_names
 
+    names = sampler_names()
     p = sub.add_parser("sample", help="sample with a schedule and the exact Wiener denoiser",
                        description="Run a sampler (numpy, no torch) on a schedule file with "
-                       "the exact Wiener denoiser of a spectrum and save the samples as .npy.")
+                       "the exact Wiener denoiser of a spectrum and save the samples as .npy. "
+                       "The same --seed and --batch-size give the same file; another "
+                       "--batch-size draws other samples (of the same law).")
     p.add_argument("--schedule", required=True, metavar="FILE.json", help="schedule file")
     p.add_argument("--spectrum", required=True, metavar="SRC",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
@@ -42,10 +59,10 @@ def add_parser(sub):
     p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of numpy's default_rng, an integer >= 0 (default 0)")
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
-    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=None,
-                   help="default: the schedule file's sampler if it is one of these, else ddim")
-    p.add_argument("--eta", type=unit_interval, default=None,
-                   help="DDIM-eta in [0, 1] (with --sampler ddim)")
+    p.add_argument("--sampler", choices=names, default=None, metavar="SAMPLER",
+                   help=sampler_help(names, None) + " (and its eta, when --eta is not given)")
+    add_eta_arg(p)
+    add_ksampler_option_args(p)
     p.add_argument("--batch-size", type=positive_int, default=1024,
                    help="samples per batch (memory bound; default 1024)")
     p.add_argument("--report", action="store_true",
@@ -82,21 +99,76 @@ def _physical_memory() -> int | None:
         return None
 
 
-def check_sizes(n: int, batch_size: int, shape, out) -> None:
+def check_sizes(n: int, batch_size: int, shape, out, arrays: int = BATCH_ARRAYS) -> None:
     """Refuse, before any work, a ``--n`` whose file cannot fit on the disk and a
-    ``--batch-size`` whose arrays cannot fit in memory (float64)."""
+    ``--batch-size`` whose ``arrays`` arrays of one batch cannot fit in memory (float64)."""
     d = math.prod(shape)
     need, free = 8 * n * d, _free_bytes(Path(out))
     if free is not None and need > free:
         raise InputError(f"--n: {n} samples of shape {tuple(shape)} take {need / 2**30:.3g} GiB "
                          f"as float64, and the folder of {out} has {free / 2**30:.3g} GiB free; "
                          "lower --n or choose another --out")
-    batch = BATCH_ARRAYS * 8 * min(n, batch_size) * d
+    batch = arrays * 8 * min(n, batch_size) * d
     memory = _physical_memory()
     if memory is not None and batch > memory:
         raise InputError(f"--batch-size: batches of {min(n, batch_size)} samples of shape "
                          f"{tuple(shape)} need about {batch / 2**30:.3g} GiB, and this machine "
                          f"has {memory / 2**30:.3g} GiB of memory; lower --batch-size")
+
+
+def resolve_sampling(args, sched) -> tuple[str, float | None, dict]:
+    """``(sampler, eta, options)`` to run: the flags, else the schedule file's sampler and
+    eta, else ddim; checked before any work (errors name the flag, or the file for what it
+    holds).
+
+    ``options`` are the k-diffusion options given (``s_noise``, ``r``, ``solver_type``;
+    :func:`specsched.theory.samplers.check_sampler_options`). The file's eta is taken only
+    with its own sampler, when neither ``--sampler`` nor ``--eta`` is given, as
+    ``specsched evaluate`` does.
+    """
+    from specsched.theory import resolve_eta
+    from specsched.theory.samplers import check_sampler_options, sampler_names
+
+    if args.sampler is not None:
+        sampler, eta = args.sampler, resolve_eta(args.sampler, args.eta)
+    elif sched.sampler is None:
+        sampler, eta = "ddim", resolve_eta("ddim", args.eta)
+    elif sched.sampler not in sampler_names():  # never run it as if it were DDIM's
+        raise InputError(f"{args.schedule}: sampler {sched.sampler!r} (from the file): "
+                         f"expected one of {', '.join(sampler_names())}; pass --sampler to "
+                         "choose one")
+    elif args.eta is not None:
+        sampler, eta = sched.sampler, resolve_eta(sched.sampler, args.eta)
+    else:
+        sampler = sched.sampler
+        try:
+            eta = resolve_eta(sampler, sched.eta)
+        except InputError as exc:
+            raise InputError(f"{args.schedule}: sampler {sampler!r}, eta {sched.eta!r} (from "
+                             f"the file): {exc}; pass --sampler or --eta to choose "
+                             "another") from None
+    options = check_sampler_options(sampler, eta, ksampler_options(args))
+    if sched.sampler is not None and sched.sampler != sampler:  # once all is known to run
+        warnings.warn(f"{args.schedule}: this schedule was made for the sampler "
+                      f"{sched.sampler!r}; sampling it with {sampler!r} as --sampler asks",
+                      stacklevel=2)
+    return sampler, eta, options
+
+
+def _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng):
+    """``(start, batch)`` of a k-diffusion sampler, run in the eigenbasis: batches of shape
+    ``(b, *shape)``, ``x = U v`` in pixel space when the spectrum has eigenvectors ``U`` (the
+    layout :func:`~specsched.sampling.sample_batches` gives)."""
+    from specsched.sampling.ksamplers import WienerModel, sample_k_batches
+    from specsched.theory.kclosed import kdiffusion_sigmas
+
+    model = WienerModel(spectrum.eigenvalues, spectrum.mean)  # the eigenbasis, mean m = U^T mu
+    U = spectrum.eigenvectors
+    for start, v in sample_k_batches(model, kdiffusion_sigmas(sched.alphas_cumprod), sampler,
+                                     args.n, spectrum.dimension, rng=rng,
+                                     options={**options, "eta": eta},
+                                     batch_size=args.batch_size):
+        yield start, (v if U is None else v @ U.T).reshape(v.shape[0], *shape)
 
 
 def run(args) -> int:
@@ -105,35 +177,31 @@ def run(args) -> int:
 
     from specsched.fileio import atomic_write, check_writable
     from specsched.sampling.denoisers import WienerDenoiser
-    from specsched.sampling.samplers import SAMPLER_NAMES, sample_batches
+    from specsched.sampling.samplers import sample_batches
     from specsched.sampling.stats import RunningMoments, empirical_w2
     from specsched.schedules import Schedule
-    from specsched.theory import evaluate_schedule, resolve_eta
+    from specsched.theory import evaluate_schedule
+    from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 
     check_writable(args.out, args.force)
     sched = Schedule.load(args.schedule)
-    if args.sampler is None and sched.sampler is not None and sched.sampler not in SAMPLER_NAMES:
-        # never run a schedule made for another sampler as if it were DDIM's, silently
-        raise InputError(f"{args.schedule}: made for the sampler {sched.sampler!r}, which "
-                         f"`specsched sample` does not run (it runs {', '.join(SAMPLER_NAMES)}); "
-                         "pass --sampler to sample it with one of those, or use "
-                         "specsched.sampling.ksamplers.sample_k from Python")
-    sampler = args.sampler or sched.sampler or "ddim"
-    eta = args.eta
-    if eta is None and args.sampler is None and sampler == "ddim":
-        eta = sched.eta
-    eta = resolve_eta(sampler, eta)
+    sampler, eta, options = resolve_sampling(args, sched)
     spectrum = spectrum_from_args(args)
-    den = WienerDenoiser.from_spectrum(spectrum)
     pixel = spectrum.eigenvectors is not None
     shape = spectrum.sample_shape if pixel and spectrum.sample_shape else (spectrum.dimension,)
-    check_sizes(args.n, args.batch_size, shape, args.out)
+    k = sampler in KSAMPLERS
+    check_sizes(args.n, args.batch_size, shape, args.out,
+                KSAMPLER_BATCH_ARRAYS if k else BATCH_ARRAYS)
     moments = RunningMoments()
     rng = np.random.default_rng(args.seed)
+    if k:
+        batches = _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng)
+    else:
+        batches = sample_batches(WienerDenoiser.from_spectrum(spectrum), sched, args.n, shape,
+                                 sampler=sampler, eta=eta, rng=rng, batch_size=args.batch_size)
     with atomic_write(args.out, force=args.force, mode="wb") as fh:
         _write_npy_header(fh, (args.n, *shape))
-        for _, batch in sample_batches(den, sched, args.n, shape, sampler=sampler, eta=eta,
-                                       rng=rng, batch_size=args.batch_size):
+        for _, batch in batches:
             batch = np.ascontiguousarray(batch, dtype="<f8")
             fh.write(batch.tobytes())
             if args.report:
@@ -144,8 +212,12 @@ def run(args) -> int:
               f"seed {args.seed}) to {args.out}")
         return 0
     lam = spectrum.eigenvalues
-    th = evaluate_schedule(lam, spectrum.mean, sched.alphas_cumprod, sampler=sampler, eta=eta)
-    record = {"sampler": sampler, "eta": eta, "steps": sched.steps, "seed": args.seed,
+    th = evaluate_schedule(lam, spectrum.mean, sched.alphas_cumprod, sampler=sampler, eta=eta,
+                           options=options)
+    resolved = resolve_options(sampler, eta, **options) if k else {}
+    record = {"sampler": sampler, "eta": eta,
+              "options": {key: v for key, v in resolved.items() if key != "eta"},
+              "steps": sched.steps, "seed": args.seed, "batch_size": args.batch_size,
               "schedule": str(args.schedule), "out": str(args.out),
               "space": "pixel" if pixel else "eigenbasis", "w2_closed_form": th.w2}
     if args.n >= 2:

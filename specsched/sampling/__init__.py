@@ -3,6 +3,9 @@
 - :mod:`~specsched.sampling.samplers`: DDIM-eta, DDPM (beta-tilde and "large" beta) in VP,
   DDIM-VE and DDPM-VE (SMLD ancestral), driven by a schedule (``alphas_cumprod``, step 1
   least noisy first) and a denoiser ``denoise(x, level) -> x0_hat`` that predicts x0;
+- :mod:`~specsched.sampling.ksamplers`: k-diffusion's samplers (and diffusers' unipc) on
+  arrays, running the very steps of :mod:`specsched.theory.ksolvers` the closed form is read
+  from, one batch (``sample_k``) or batch by batch (``sample_k_batches``);
 - :mod:`~specsched.sampling.denoisers`: exact denoisers (Wiener filter of a Spectrum,
   Gaussian-mixture posterior mean) and the eps <-> x0 wrappers;
 - :mod:`~specsched.sampling.stats`: empirical W2 against the data Gaussian with a Monte

@@ -105,15 +105,22 @@ def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
     return denoise(math.sqrt(a) * x if ve_state else x, a)
 
 
+def check_counts(**counts) -> None:
+    """InputError ``"NAME: expected an integer >= 1, got VALUE"`` for the first of ``counts``
+    (a sample count, a batch size, a dimension) that is not a positive integer (bools are
+    not)."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
 def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size):
     """The entry points' one validation: ``(eta, shape, alphas_cumprod)``, resolved."""
     if not callable(denoise):
         raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
                          f"{type(denoise).__name__}")
     eta = resolve_eta(sampler, eta)  # also checks the name
-    for name, value in (("n", n), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_counts(n=n, batch_size=batch_size)
     try:
         shape = tuple(int(s) for s in sample_shape)
     except TypeError:

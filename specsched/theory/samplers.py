@@ -320,18 +320,20 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     spec = get_sampler(sampler)
     if eta is None:
         return spec.default_eta
+    if spec.default_eta is None:
+        raise InputError(f"eta: sampler {sampler!r} has no eta; eta applies to ddim (DDIM-eta) "
+                         "and to k-diffusion's ancestral and SDE samplers", param="eta")
     try:
         eta = float(eta)
     except (TypeError, ValueError):
-        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}") from None
+        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}",
+                         param="eta") from None
     if not np.isfinite(eta) or not (0.0 <= eta <= 1.0):
-        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}")
-    if spec.default_eta is None:
-        raise InputError(f"eta: sampler {sampler!r} has no eta; eta applies to ddim (DDIM-eta)")
+        raise InputError(f"eta: expected a number in [0, 1], got {eta!r}", param="eta")
     if not spec.eta_free and eta != spec.default_eta:
         raise InputError(
             f"eta: sampler {sampler!r} is eta = {spec.default_eta:g}; "
-            f"use --sampler ddim --eta {eta:g} for DDIM-eta"
+            f"use --sampler ddim --eta {eta:g} for DDIM-eta", param="eta"
         )
     return eta
 
