@@ -1,14 +1,19 @@
 """Speed of k-diffusion samplers' closed forms, as ratios against the DDIM kernel, same process.
 
-Two measurements (issue 13's speed targets), written to results/ksamplers_speed.csv (first
+Three measurements (issue 13's speed targets), written to results/ksamplers_speed.csv (first
 line: the command):
 
 1. ``loss_and_grad`` (W2^2 and its gradient) of each k-diffusion sampler on the CIFAR-10
-   spectrum (d = 3072) and on its 512-bin quadrature (what the optimiser uses for these
-   samplers), at S = 10, 100, 1000 on the linear schedule, against ``ddim-ve`` through the
-   compiled numba kernel on the full spectrum (the DDIM kernel), median of repeats;
-2. the command users run: ``specsched optimize --spectrum cifar10 --sampler dpmpp-2m --nfe 10``
-   wall time against ``--sampler ddim --steps 10``, each in a fresh process.
+   spectrum (d = 3072) and on its 512-bin quadrature (655 nodes: what the optimiser uses for
+   these samplers), at S = 10, 100, 1000 on the linear schedule: the compiled corner
+   recursion (``backend="numba"``, the default), the NumPy reference trace, and ``ddim-ve``
+   through the DDIM kernel on the same directions, medians of repeats in this process;
+2. the command users run, ``specsched optimize --spectrum cifar10 --sampler dpmpp-2m --nfe
+   10``, wall time against ``--sampler ddim --steps 10`` (in the column
+   ``ddim_kernel_seconds`` of that row), each in a fresh process (best of two: the first may
+   compile numba's cache);
+3. the floor under any such command: a fresh process importing what ``optimize`` imports
+   (specsched's command line, scipy.optimize, matplotlib, numba), best of two.
 
 Usage: python benchmarks/ksamplers_speed.py [--samplers dpmpp-2m euler heun] [--repeats 5]
 [--steps 10 100 1000] [--out results]
@@ -35,12 +40,24 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _process_seconds(argv, runs: int = 2) -> float:
+    """Best wall time of ``runs`` fresh processes ``python argv``."""
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, *argv], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def _command_seconds(argv) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "specsched.cli", *argv, "--out", tmp],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return time.perf_counter() - t
+        return _process_seconds(["-m", "specsched.cli", *argv, "--out", tmp])
+
+
+IMPORTS = ("import specsched.cli, specsched.cli.optimize, specsched.optimize, scipy.optimize, "
+           "matplotlib.figure, numba")
 
 
 def main() -> None:
@@ -68,29 +85,34 @@ def main() -> None:
              for where in ("full", "quadrature")]
     for S, smp, where in tqdm(cells, desc="timing", unit="cell"):
         ab = baseline_alphas_cumprod("linear", S)
-        ddim = _median_time(lambda ab=ab: loss_and_grad(lam, None, ab, sampler="ddim-ve",
-                                                        backend="numba"), args.repeats)
         if where == "full":
-            def run(ab=ab, smp=smp):
-                return loss_and_grad(lam, None, ab, sampler=smp)
-            d = lam.size
+            eig, kw = lam, {}
         else:
-            def run(ab=ab, smp=smp):
-                return loss_and_grad(q.eigenvalues, q.mean, ab, sampler=smp,
-                                     **q.loss_kwargs())
-            d = q.eigenvalues.size
-        repeats = args.repeats if S < 1000 else 1
-        t = _median_time(run, repeats)
+            eig, kw = q.eigenvalues, dict(mean=q.mean, **q.loss_kwargs())
+        mean = kw.pop("mean", None)
+        repeats = args.repeats if S < 1000 else 2
+
+        def timed(sampler, backend, repeats=repeats, ab=ab, eig=eig, mean=mean, kw=kw):
+            return _median_time(lambda: loss_and_grad(eig, mean, ab, sampler=sampler,
+                                                      backend=backend, **kw), repeats)
+
+        ddim = timed("ddim-ve", "numba")
+        fast = timed(smp, "numba")
+        ref = timed(smp, "numpy", repeats=1)
         rows.append({"measure": "loss_and_grad", "sampler": smp, "steps": S, "spectrum": where,
-                     "directions": d, "seconds": t, "ddim_kernel_seconds": ddim,
-                     "ratio_to_ddim_kernel": t / ddim})
+                     "directions": eig.size, "seconds": fast, "numpy_seconds": ref,
+                     "ddim_kernel_seconds": ddim, "ratio_to_ddim_kernel": fast / ddim,
+                     "speedup_over_numpy": ref / fast})
     opt = _command_seconds(["optimize", "--spectrum", "cifar10", "--sampler", "dpmpp-2m",
                             "--nfe", "10"])
     base = _command_seconds(["optimize", "--spectrum", "cifar10", "--sampler", "ddim",
                              "--steps", "10"])
+    floor = _process_seconds(["-c", IMPORTS])
     rows.append({"measure": "optimize command", "sampler": "dpmpp-2m", "steps": 10,
                  "spectrum": "cifar10", "directions": lam.size, "seconds": opt,
                  "ddim_kernel_seconds": base, "ratio_to_ddim_kernel": opt / base})
+    rows.append({"measure": "imports of optimize", "sampler": "", "steps": 0,
+                 "spectrum": "", "directions": 0, "seconds": floor})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "ksamplers_speed.csv"
