@@ -53,7 +53,7 @@ def _process_seconds(argv, runs: int = 2) -> float:
 
 def _command_seconds(argv) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        return _process_seconds(["-m", "specsched.cli", *argv, "--out", tmp])
+        return _process_seconds(["-m", "specsched.cli", *argv, "--out", tmp, "--force"])
 
 
 IMPORTS = ("import specsched.cli, specsched.cli.optimize, specsched.optimize, scipy.optimize, "

@@ -43,8 +43,7 @@ from specsched.schedules import (
     sigma_range_from_bounds,
 )
 from specsched.spectrum import load_spectrum
-from specsched.theory import LOSSES, LossReport, evaluate_schedule
-from specsched.theory.kclosed import kclosed_form, kdiffusion_sigmas
+from specsched.theory import LOSSES, evaluate_schedule
 from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.samplers import steps_within_nfe
 
@@ -53,39 +52,24 @@ BASELINE_NAMES = ("karras", "kl_optimal", "exponential", "linear", "cosine")
 OPTIMISED = "optimised"
 COLUMNS = ["spectrum", "sampler", "nfe_budget", "nfe", "steps", "schedule", "w2", "kl",
            "kl_data_gen", "success", "note"]
-#: Work-around for a library rounding fault: lms's closed-form variance in a direction with
-#: lambda = 0 can come out at -1e-22 instead of >= 0, and W2 (sqrt of it) is then NaN (cifar10
-#: has 9 zero eigenvalues). Such variances are clipped at 0 for the reported losses, and lms is
-#: optimised on the directions with lambda > 0 (the others add ~1e-20 to W2^2).
-CLIP_NOTE = "variance clipped at 0 (lms rounding at lambda = 0)"
-#: Largest |negative variance| accepted as rounding, relative to the largest eigenvalue.
-CLIP_RTOL = 1e-12
 QUICK_NFE = (5, 10, 20)
 
 
 def losses(spectrum, sampler, ab):
-    """``(LossReport, note)`` of ``sampler`` on ``ab``; rounding-negative variances clipped."""
-    lam, m = spectrum.eigenvalues, spectrum.mean
-    with np.errstate(invalid="ignore"):
-        r = evaluate_schedule(lam, m, ab, sampler=sampler)
-    if np.isfinite(r.w2):
-        return r, ""
-    gen = kclosed_form(lam, kdiffusion_sigmas(ab), sampler)
-    if gen.variance.min() < -CLIP_RTOL * lam.max():
-        raise RuntimeError(f"{sampler}: generated variance {gen.variance.min():.3g} < 0 is "
-                           "not rounding")
-    mean_error = gen.mean_error(np.zeros_like(lam) if m is None else m)
-    return LossReport.from_moments(lam, np.maximum(gen.variance, 0.0), mean_error,
-                                   gen.transfer), CLIP_NOTE
+    """The closed-form :class:`LossReport` of ``sampler`` on ``ab`` (finite, or an error)."""
+    r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler)
+    if not np.isfinite(r.w2):
+        raise RuntimeError(f"{sampler}: W2 = {r.w2} on {spectrum.source}")
+    return r
 
 
 def row(spectrum, sampler, budget, steps, schedule, ab, success=None):
     """One table row: the closed-form losses of ``sampler`` on ``ab``."""
-    r, note = losses(spectrum, sampler, ab)
+    r = losses(spectrum, sampler, ab)
     return {"spectrum": spectrum.source, "sampler": sampler, "nfe_budget": budget,
             "nfe": KSAMPLERS[sampler].nfe(steps), "steps": steps, "schedule": schedule,
             "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen, "success": success,
-            "note": note}
+            "note": ""}
 
 
 def finite_only(d):
@@ -102,20 +86,14 @@ def optimised_schedule(spectrum, sampler, steps, loss, path: Path) -> Schedule:
         sched = Schedule.load(path)
         if sched.sampler == sampler and sched.steps == steps and sched.loss == loss:
             return sched
-    lam, m = spectrum.eigenvalues, spectrum.mean
-    optimizer = {}
-    if sampler == "lms" and (lam == 0).any():  # CLIP_NOTE
-        keep = lam > 0
-        lam, m = lam[keep], (None if m is None else m[keep])
-        optimizer["note"] = f"optimised on the {int(keep.sum())} directions with lambda > 0"
-    with np.errstate(invalid="ignore"):
-        res = optimize_schedule(lam, m, steps, sampler=sampler, loss=loss)
+    res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, steps, sampler=sampler,
+                            loss=loss)
     sched = Schedule(alphas_cumprod=res.x, name=f"optimized-{loss}", sampler=sampler,
                      loss=loss, loss_value=res.fun,
                      baselines=finite_only({k: {"w2": v["w2"], "kl": v["kl"]}
                                             for k, v in res.baselines.items()}),
                      spectrum=spectrum.provenance(),
-                     optimizer=finite_only({**res.summary(), **optimizer}))
+                     optimizer=finite_only(res.summary()))
     sched.save(path, force=True)
     return sched
 
@@ -274,13 +252,6 @@ def readme(table: pd.DataFrame, command: str, args, extra=()) -> str:
         lines += ["Optimiser reported non-convergence for: "
                   + ", ".join(f"{r.sampler}@{r.nfe_budget}" for r in failed.itertuples())
                   + " (its schedule is still the best start found).", ""]
-    clipped = table[table["note"].fillna("") != ""]
-    if len(clipped):
-        lines += [f"{len(clipped)} rows (all lms) carry the note \"{CLIP_NOTE}\": the",
-                  "library's closed form gives a variance of about -1e-22 in directions with",
-                  "lambda = 0, whose square root makes W2 NaN; those variances are clipped at 0",
-                  "here, and lms is optimised on the directions with lambda > 0 (see the",
-                  "script's CLIP_NOTE).", ""]
     lines += ["## Best sampler + schedule per NFE budget (lowest W2)", "",
               "| NFE budget | best (W2) | W2 | KL | best with a baseline schedule | W2 | "
               "best for dpmpp-2m | W2 |",

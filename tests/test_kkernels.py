@@ -11,6 +11,9 @@ interpolation itself is checked where it is exact by construction (a gain of 0 o
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 import numpy as np
 import pytest
 
@@ -121,3 +124,14 @@ def test_derivative_pass_has_the_values_of_the_plain_pass():
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-300)
     assert both.dM.shape == (8, len(spec.stencil)) + plain.M.shape[1:]
     assert np.any(both.dR != 0.0)  # the Brownian covariance depends on the levels
+
+
+def test_kernels_are_tied_to_the_source_of_their_compiled_callees():
+    # numba caches corner_vjp keyed on kkernels.py's contents only; it compiles the loss terms
+    # of kernels._term. The recorded hash makes an edit of _term an edit of kkernels.py.
+    from specsched.theory import kernels, kkernels
+
+    digest = hashlib.sha256(inspect.getsource(kernels._term.py_func).encode()).hexdigest()[:16]
+    assert kkernels.COMPILED_CALLEES_SHA256 == digest, (
+        f"kernels._term changed: set COMPILED_CALLEES_SHA256 = {digest!r} in "
+        "specsched/theory/kkernels.py")

@@ -33,7 +33,7 @@ columns of levels: (1 + stencil size) x (warmup + 2) step evaluations per pass, 
 O(S L d), whatever S; the recursion itself is O(S L^2 d).
 
 The compiled path (``backend="numba"``) traces each batch once more cheaply: the step's
-matrices are multilinear in the gains of its C <= 3 denoiser calls, so it runs on the
+matrices are multilinear in the gains of its C <= 2 denoiser calls, so it runs on the
 ``2^C`` corners of the gains instead of the d directions (:func:`corner_system`), every
 stencil offset perturbed in the same pass, and :mod:`specsched.theory.kkernels` interpolates
 the corners per direction inside the compiled recursion and its adjoint.
@@ -52,18 +52,16 @@ from specsched.theory.samplers import GeneratedGaussian, check_init
 
 __all__ = [
     "Affine",
+    "CornerSystem",
     "check_sigmas",
+    "corner_system",
     "kclosed_form",
     "kclosed_form_vjp",
+    "kclosed_loss_and_grad",
     "kdiffusion_sigmas",
 ]
 
 _H = 1e-30  # complex-step size
-#: Denoiser calls one step may make (:class:`_CornerKit`), and the corners they span.
-MAX_CALLS = 3
-CORNERS = 2**MAX_CALLS
-_CORNER_BITS = [((np.arange(CORNERS) >> c) & 1).astype(np.float64)[None, :]
-                for c in range(MAX_CALLS)]
 
 
 class Affine:
@@ -180,16 +178,18 @@ class _CornerKit(_Kit):
     any eigenvalue follow (:mod:`specsched.theory.kkernels`).
     """
 
-    def __init__(self, levels: _Levels, options, noise: str, n_inputs: int):
-        super().__init__(levels, options, np.zeros(CORNERS), noise, n_inputs)
+    def __init__(self, levels: _Levels, options, noise: str, n_inputs: int, n_calls: int):
+        super().__init__(levels, options, np.zeros(2**n_calls), noise, n_inputs)
+        self.bits = [((np.arange(2**n_calls) >> c) & 1).astype(np.float64)[None, :]
+                     for c in range(n_calls)]
         self.calls: list = []
 
     def model(self, x: Affine, sigma) -> Affine:
         c = len(self.calls)
-        if c >= MAX_CALLS:
-            raise RuntimeError(f"a step calls the denoiser more than {MAX_CALLS} times")
+        if c >= len(self.bits):  # KSampler.calls is wrong
+            raise RuntimeError(f"a step calls the denoiser more than {len(self.bits)} times")
         self.calls.append(sigma)
-        return x * _CORNER_BITS[c]
+        return x * self.bits[c]
 
 
 def _cmin(a, b):
@@ -303,16 +303,16 @@ def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) ->
         G = members.size
         rows = np.repeat(members, n_off)
         perturb = np.tile(stencil, G) if derivatives else None
-        kit = _CornerKit(_Levels(sigmas, rows, perturb), options, spec.noise, L)
+        kit = _CornerKit(_Levels(sigmas, rows, perturb), options, spec.noise, L, spec.calls)
         dtype = complex if derivatives else np.float64
-        M, N, R = _trace(spec, kit, rows, L, rows.size, CORNERS, dtype)
+        M, N, R = _trace(spec, kit, rows, L, rows.size, 2**spec.calls, dtype)
         calls = [np.asarray(c).reshape(-1) if np.size(c) == rows.size else np.full(rows.size, c)
                  for c in kit.calls]
         traced.append((members, M, N, R, calls))
         L = M.shape[1]
     Lmax = max(max(t[1].shape[1], t[1].shape[2]) for t in traced)
     K = max([t[2].shape[2] for t in traced] + [0])
-    C = max([len(t[4]) for t in traced] + [1])
+    C = spec.calls  # a batch making fewer calls: its unused bits duplicate corners
     Q = 2**C
     shape = (n, n_off)
     Mo = np.zeros(shape + (Q, Lmax, Lmax), dtype=dtype)
@@ -322,8 +322,8 @@ def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) ->
     for members, M, N, R, calls in traced:
         G = members.size
         a, b, k = M.shape[1], M.shape[2], N.shape[2]
-        Mo[members, :, :, :a, :b] = M[..., :Q].transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, b)
-        No[members, :, :, :a, :k] = N[..., :Q].transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, k)
+        Mo[members, :, :, :a, :b] = M.transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, b)
+        No[members, :, :, :a, :k] = N.transpose(0, 3, 1, 2).reshape(G, n_off, Q, a, k)
         Ro[members, :, :k, :k] = R.reshape(G, n_off, k, k)
         for c, col in enumerate(calls):
             So[members, :, c] = col.reshape(G, n_off)
@@ -446,25 +446,83 @@ def _workspace(system: CornerSystem):
     return kkernels.workspace(n, L, system.N.shape[3], Q, system.call_sigmas.shape[1])
 
 
-def _numba_vjp(spec, s, opts, lam, init, loss_partials):
-    """:func:`kclosed_form_vjp` by the compiled kernels (one trace with derivatives)."""
+def _corner_vjp(spec, cs: CornerSystem, s, lam, init, mean, weight, keep, code, Pbar0, hbar0):
+    """Run :func:`specsched.theory.kkernels.corner_vjp`: ``(value, grad)``."""
     from specsched.theory import kkernels  # numba: imported on first use
 
+    P0 = np.ascontiguousarray(_start_variance(spec, lam, s[0], init), dtype=np.float64)
+    grad = np.empty(s.size)
+    with kkernels.threads_for(lam.size * cs.M.shape[0]):
+        value = kkernels.corner_vjp(lam, cs.M, cs.N, cs.R, cs.call_sigmas, P0, cs.dM, cs.dN,
+                                    cs.dR, cs.d_call_sigmas, cs.offsets, 2.0 * float(s[0]),
+                                    mean, weight, keep, init == "normal", code, Pbar0, hbar0,
+                                    _workspace(cs), grad)
+    grad[-1] = 0.0
+    return float(value), grad
+
+
+def _numba_vjp(spec, s, opts, lam, init, loss_partials):
+    """:func:`kclosed_form_vjp` by the compiled kernels (one trace with derivatives; the loss
+    of ``loss_partials`` between a forward pass and the fused one)."""
     cs = corner_system(spec, s, opts, derivatives=True)
     lam = np.ascontiguousarray(lam)
     H, var = _numba_forward(spec, cs, lam, s[0], init)
     gen = _generated(spec, H, var, s[0], init)
     value, d_var, d_gain = loss_partials(gen)
     hbar = -np.asarray(d_gain, dtype=np.float64) if init == "normal" else np.zeros(lam.size)
-    P0 = np.ascontiguousarray(_start_variance(spec, lam, s[0], init), dtype=np.float64)
-    grad = np.empty(s.size)
-    with kkernels.threads_for(lam.size * cs.M.shape[0]):
-        kkernels.corner_vjp(lam, cs.M, cs.N, cs.R, cs.call_sigmas, P0, cs.dM, cs.dN, cs.dR,
-                            cs.d_call_sigmas, cs.offsets, 2.0 * float(s[0]),
-                            np.ascontiguousarray(d_var, dtype=np.float64),
-                            np.ascontiguousarray(hbar), _workspace(cs), grad)
-    grad[-1] = 0.0
+    zeros = np.zeros(lam.size)
+    _, grad = _corner_vjp(spec, cs, s, lam, init, zeros, zeros, np.zeros(lam.size, bool), -1,
+                          np.ascontiguousarray(d_var, dtype=np.float64),
+                          np.ascontiguousarray(hbar))
     return value, gen, grad
+
+
+def kclosed_loss_and_grad(eigenvalues, mean, sigmas, sampler: str, options: dict | None,
+                          init: str, loss: str, weights=None, keep=None,
+                          validate: bool = True):
+    """A loss of a k-diffusion sampler's generated law and its gradient in ``sigmas``, fused.
+
+    The compiled path of :func:`kclosed_form_vjp` with the loss terms inside the kernel (one
+    forward and one reverse sweep, :func:`specsched.theory.kkernels.corner_vjp`).
+
+    Parameters
+    ----------
+    eigenvalues, sigmas, sampler, options, init, validate
+        As in :func:`kclosed_form`.
+    mean : ndarray of shape (n_directions,), float64
+        Data mean in the eigenbasis (zeros for centred data).
+    loss : {"w2", "kl", "kl-data-gen"}
+        ``W2^2``, ``KL(gen || data)`` or ``KL(data || gen)`` (docs/theory.md section 4).
+    weights : ndarray of shape (n_directions,), optional
+        Weight of each direction's term (quadrature nodes); 1 by default.
+    keep : ndarray of bool, shape (n_directions,), optional
+        Directions the KLs count (e.g. :func:`specsched.theory.losses.kl_mask`); all by
+        default.
+
+    Returns
+    -------
+    value : float
+    grad : ndarray of shape (n_steps + 1,), float64
+        ``d value / d sigmas``; 0 for the final 0.
+
+    Raises
+    ------
+    InputError
+        As :func:`kclosed_form`; an unknown loss.
+    """
+    from specsched.theory.kernels import LOSS_CODES  # numba: imported on first use
+
+    spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
+    if loss not in LOSS_CODES:
+        raise InputError(f"loss: expected one of {list(LOSS_CODES)}, got {loss!r}",
+                         param="loss")
+    lam = np.ascontiguousarray(lam)
+    w = np.ones(lam.size) if weights is None else np.ascontiguousarray(weights, np.float64)
+    keep = np.ones(lam.size, bool) if keep is None else np.ascontiguousarray(keep, bool)
+    cs = corner_system(spec, s, opts, derivatives=True)
+    empty = np.zeros(0)
+    return _corner_vjp(spec, cs, s, lam, init, np.ascontiguousarray(mean, np.float64), w,
+                       keep, LOSS_CODES[loss], empty, empty)
 
 
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,

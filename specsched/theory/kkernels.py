@@ -24,7 +24,8 @@ below :data:`specsched.theory.kernels.TINY` in the running states and adjoints a
 zero (subnormal numbers are ~100x slower and change no loss).
 
 numba is imported when this module is; compiled code is cached on disk after the first call.
-numba keys that cache on this file only: the kernels call nothing compiled from elsewhere.
+numba keys that cache on this file only; the loss terms compiled into :func:`corner_vjp` come
+from :mod:`specsched.theory.kernels`, tied to this file by :data:`COMPILED_CALLEES_SHA256`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numba as nb
 import numpy as np
 
 from specsched.caches import numba_cache_enabled
+from specsched.theory.kernels import _term
 
 __all__ = ["BLOCK", "PARALLEL_MIN_WORK", "corner_forward", "corner_vjp", "scratch_rows",
            "threads_for", "workspace"]
@@ -43,7 +45,11 @@ __all__ = ["BLOCK", "PARALLEL_MIN_WORK", "corner_forward", "corner_vjp", "scratc
 BLOCK = 64
 _FASTMATH = {"reassoc", "contract", "nsz"}
 _CACHE = numba_cache_enabled(__file__)
-_TINY = 1e-100  # as specsched.theory.kernels.TINY (not imported: that module compiles too)
+_TINY = 1e-100  # as specsched.theory.kernels.TINY
+#: First 16 hex digits of the sha256 of the source of :func:`specsched.theory.kernels._term`,
+#: which :func:`corner_vjp` compiles. numba's cache sees only this file: update this with
+#: ``_term`` (``tests/test_kkernels.py`` checks it) so an edit there rebuilds the cache.
+COMPILED_CALLEES_SHA256 = "0698b26c1da58239"
 #: Below this many (iteration, direction) pairs the kernels run on one thread: a parallel
 #: launch costs more than the work, and on a busy machine waiting for a descheduled worker
 #: thread can cost 10x the work (measured: 26 s instead of 5 s for ``optimize --sampler
@@ -274,14 +280,28 @@ def corner_forward(lam, Mc, Nc, R, sc, P0, H, V, work):
 
 
 @nb.njit(parallel=True, fastmath=_FASTMATH, cache=_CACHE)
-def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, Pbar0, hbar0, work,
-               grad):
-    """Gradient of a loss of the generated law in the sigmas (forward, then reverse sweep).
+def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, mean, weight, keep,
+               normal, code, Pbar0, hbar0, work, grad):
+    """A loss of the generated law and its gradient in the sigmas (one fused forward and
+    reverse sweep per block).
 
     Parameters
     ----------
     lam, Mc, Nc, R, sc, P0, work
         As in :func:`corner_forward`.
+    mean, weight : float64 arrays of shape (d,)
+        Data mean in the eigenbasis and each direction's weight (1, or quadrature weights).
+    keep : bool array of shape (d,)
+        Directions the KLs count.
+    normal : bool
+        Normal start (mean error ``-H m``) rather than the marginal (mean error 0).
+    code : int
+        0 = ``W2^2``, 1 = ``KL(gen || data)``, 2 = ``KL(data || gen)``
+        (:data:`specsched.theory.kernels.LOSS_CODES`; the terms of
+        :func:`specsched.theory.kernels._term`, :data:`COMPILED_CALLEES_SHA256`); -1: a loss
+        computed outside, whose partials are ``Pbar0``, ``hbar0``.
+    Pbar0, hbar0 : float64 arrays of shape (d,)
+        With ``code = -1``: ``dL / d var_gen`` and ``dL / d H`` per direction (else unread).
     dMc : float64 array of shape (n, n_off, Q, L, L)
         ``d Mc[i] / d sigma_{i + offsets[o]}``; likewise ``dNc`` (n, n_off, Q, L, K),
         ``dR`` (n, n_off, K, K) and ``dsc`` (n, n_off, C).
@@ -289,15 +309,13 @@ def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, Pbar0, h
         The sampler's stencil (:attr:`~specsched.theory.ksolvers.KSampler.stencil`).
     dP0 : float
         ``d P0 / d sigma_0`` (``2 sigma_0`` for every start).
-    Pbar0, hbar0 : float64 arrays of shape (d,)
-        ``dL / d var_gen`` and ``dL / d H`` per direction.
     grad : float64 array of shape (n + 1,)
         Output: ``dL / d sigmas`` (the entry of the final 0 is 0).
 
     Returns
     -------
     float
-        0.0 (outputs in place, as :func:`corner_forward`).
+        The loss ``sum_k w_k term_k`` (the gradient in place, as :func:`corner_forward`).
 
     Notes
     -----
@@ -316,6 +334,7 @@ def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, Pbar0, h
     LL = L + L * L
     nblocks = (d + BLOCK - 1) // BLOCK
     part = np.zeros((nblocks, n + 1))
+    values = np.zeros(nblocks)
     for blk in nb.prange(nblocks):
         k0 = blk * BLOCK
         m = min(d, k0 + BLOCK) - k0
@@ -340,9 +359,19 @@ def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, Pbar0, h
         for a in range(L):
             for j in range(m):
                 S[rhb + a, j] = 0.0
-        for j in range(m):
-            S[rPb, j] = Pbar0[k0 + j]
-            S[rhb, j] = hbar0[k0 + j]
+        acc = 0.0
+        for j in range(m):  # the loss terms and their partials, as kernels.loss_grad_kernel
+            k = k0 + j
+            if code < 0:
+                S[rPb, j] = Pbar0[k]
+                S[rhb, j] = hbar0[k]
+                continue
+            e = -h[0, j] * mean[k] if normal else 0.0
+            t, dv, de = _term(code, lam[k], max(P[0, j], 0.0), e, keep[k])
+            acc += weight[k] * t
+            S[rPb, j] = weight[k] * dv
+            S[rhb, j] = -weight[k] * de * mean[k] if normal else 0.0
+        values[blk] = acc
         SM = np.empty((Q, L, L))
         SN = np.empty((Q, L, K))
         SR = np.empty((K, K))
@@ -473,4 +502,4 @@ def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, Pbar0, h
         for blk in range(nblocks):
             acc += part[blk, t]
         grad[t] = acc
-    return 0.0
+    return values.sum()

@@ -458,6 +458,9 @@ class KSampler:
         still growing: 0 for one-step samplers, 1 for the 2M samplers, up to 3); the closed
         form runs each alone, the last iteration (onto sigma = 0) alone and all others as
         one batch.
+    calls : int
+        Denoiser calls one step makes at most (1, or 2 for the two-stage samplers): the
+        compiled closed form traces a step on the ``2^calls`` corners of their gains.
     """
 
     name: str
@@ -472,6 +475,7 @@ class KSampler:
     param: str = "ve"
     library: str = "k-diffusion"
     warmup: int = 0
+    calls: int = 1
 
     def start_std(self, sigma_0):
         """Standard deviation of the VE start ``x`` at ``sigma_0``: ``sigma_0`` (``"ve"``) or
@@ -493,22 +497,22 @@ KSAMPLERS: dict[str, KSampler] = {k.name: k for k in (
     KSampler("euler-ancestral", "sample_euler_ancestral", _euler_ancestral, (0, 1),
              dict(_ANCESTRAL), "iid", description="Euler to sigma_down plus noise sigma_up"),
     KSampler("heun", "sample_heun", _heun, (0, 1), {}, nfe_rule=_TWO, nfe=_two_but_last,
-             description="Heun (2nd order) on the ODE, Euler onto sigma = 0"),
+             description="Heun (2nd order) on the ODE, Euler onto sigma = 0", calls=2),
     KSampler("dpm-2", "sample_dpm_2", _dpm_2, (0, 1), {}, nfe_rule=_TWO.replace(
         "at the next level", "at the log-midpoint"), nfe=_two_but_last,
-        description="DPM-Solver-2 (midpoint in log sigma), Euler onto sigma = 0"),
+        description="DPM-Solver-2 (midpoint in log sigma), Euler onto sigma = 0", calls=2),
     KSampler("dpm-2-ancestral", "sample_dpm_2_ancestral", _dpm_2_ancestral, (0, 1),
              dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
-             _two_but_last, "DPM-Solver-2 to sigma_down plus noise sigma_up"),
+             _two_but_last, "DPM-Solver-2 to sigma_down plus noise sigma_up", calls=2),
     KSampler("lms", "sample_lms", _lms, (-3, -2, -1, 0, 1), {"order": 4},
              description="linear multistep (Adams-Bashforth in sigma, order 4)", warmup=3),
     KSampler("dpmpp-2s-ancestral", "sample_dpmpp_2s_ancestral", _dpmpp_2s_ancestral, (0, 1),
              dict(_ANCESTRAL), "iid", _TWO.replace("at the next level", "at the log-midpoint"),
-             _two_but_last, "DPM-Solver++(2S) to sigma_down plus noise sigma_up"),
+             _two_but_last, "DPM-Solver++(2S) to sigma_down plus noise sigma_up", calls=2),
     KSampler("dpmpp-sde", "sample_dpmpp_sde", _dpmpp_sde, (0, 1),
              {"eta": 1.0, "s_noise": 1.0, "r": 0.5}, "brownian",
              _TWO.replace("at the next level", "at t + r h"), _two_but_last,
-             "DPM-Solver++ SDE (two stages, Brownian-tree noise)"),
+             "DPM-Solver++ SDE (two stages, Brownian-tree noise)", calls=2),
     KSampler("dpmpp-2m", "sample_dpmpp_2m", _dpmpp_2m, (-1, 0, 1), {},
              description="DPM-Solver++(2M), first order at the first step and onto sigma = 0",
              warmup=1),

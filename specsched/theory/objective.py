@@ -13,7 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from specsched.errors import InputError
-from specsched.theory.kclosed import kclosed_form, kclosed_form_vjp, kdiffusion_sigmas
+from specsched.theory.kclosed import (
+    kclosed_form,
+    kclosed_form_vjp,
+    kclosed_loss_and_grad,
+    kdiffusion_sigmas,
+)
 from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 from specsched.theory.losses import (
     KL_FLOOR,
@@ -53,6 +58,14 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     sigmas = kdiffusion_sigmas(ab)
+    # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
+    dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
+    opts = resolve_options(sampler, eta, **(options or {}))
+    if _k_backend(backend) == "numba":
+        value, grad_sigmas = kclosed_loss_and_grad(
+            lam, m, sigmas, sampler, opts, init, loss, weights,
+            kl_mask(lam, kl_floor) if keep is None else keep, validate=False)
+        return value, grad_sigmas[:-1][::-1] * dsigma
 
     def partials(gen):
         value, d_var, d_err = loss_value_and_partials(
@@ -60,12 +73,8 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
         )
         return value, d_var, d_err * m
 
-    value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler,
-                                             resolve_options(sampler, eta, **(options or {})),
-                                             init, partials, validate=False,
-                                             backend=_k_backend(backend))
-    # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
-    dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
+    value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler, opts, init, partials,
+                                             validate=False)
     return float(value), grad_sigmas[:-1][::-1] * dsigma
 
 
