@@ -90,7 +90,7 @@ def main() -> None:
         else:
             eig, kw = q.eigenvalues, dict(mean=q.mean, **q.loss_kwargs())
         mean = kw.pop("mean", None)
-        repeats = args.repeats if S < 1000 else 2
+        repeats = args.repeats
 
         def timed(sampler, backend, repeats=repeats, ab=ab, eig=eig, mean=mean, kw=kw):
             return _median_time(lambda: loss_and_grad(eig, mean, ab, sampler=sampler,

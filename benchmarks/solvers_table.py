@@ -188,7 +188,7 @@ def range_check(spectrum, schedule_dir: Path, sampler="dpmpp-2m", budget=10) -> 
     found = []
     for name in SIGMA_BASELINES:
         ab = baseline_alphas_cumprod(name, sched.steps, sigma_range=(lo, hi))
-        found.append(f"{name} W2 = {losses(spectrum, sampler, ab)[0].w2:.4g}")
+        found.append(f"{name} W2 = {losses(spectrum, sampler, ab).w2:.4g}")
     return [f"Range check: the optimised schedule runs from sigma = {sig.max():.4g} down to "
             f"{sig.min():.4g}; the optimiser may use sigma in [{lo:.3g}, {hi:.3g}], Karras's",
             "default is [0.002, 80]. The sigma baselines on the optimiser's full range, "

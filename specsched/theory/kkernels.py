@@ -103,7 +103,7 @@ def scratch_rows(L: int, K: int, Q: int, C: int) -> int:
     return 3 * C + 2 * Q + 4 * L * L + 4 * L * K + 2 * L
 
 
-@nb.njit(inline="always", fastmath=_FASTMATH)
+@nb.njit(fastmath=_FASTMATH, cache=_CACHE)
 def _maps(lam, k0, m, Mc_i, Nc_i, sc_i, S, r):
     """Gains, corner weights and ``M``, ``N`` of the block's directions into the scratch."""
     Q, L, _ = Mc_i.shape
@@ -148,7 +148,7 @@ def _maps(lam, k0, m, Mc_i, Nc_i, sc_i, S, r):
                         S[row, j] += x * S[rw + q, j]
 
 
-@nb.njit(inline="always", fastmath=_FASTMATH)
+@nb.njit(fastmath=_FASTMATH, cache=_CACHE)
 def _advance(m, L, K, R_i, h, P, S, r):
     """One iteration in place: ``h <- M h``, ``P <- M P M^T + N R N^T`` (M, N in scratch)."""
     rM, rN, rh, rT, rU = r[4], r[5], r[6], r[7], r[8]
@@ -226,6 +226,197 @@ def workspace(n_iterations: int, L: int, K: int, Q: int, C: int) -> np.ndarray:
 _WORKSPACES: dict = {}
 
 
+@nb.njit(fastmath=_FASTMATH, cache=_CACHE)
+def _forward_block(lam, Mc, Nc, R, sc, P0, H, V, ws, k0, m):
+    """:func:`corner_forward` for the directions ``k0 .. k0 + m - 1`` (scratch ``ws``)."""
+    n, Q, L, _ = Mc.shape
+    K = Nc.shape[3]
+    C = sc.shape[1]
+    base = n * (L + L * L)
+    h = ws[base:base + L]
+    P = ws[base + L:base + L + L * L]
+    S = ws[base + L + L * L:]
+    r = _rows(L, K, Q, C)
+    _start(m, k0, L, P0, h, P)
+    for i in range(n):
+        _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
+        _advance(m, L, K, R[i], h, P, S, r)
+    for j in range(m):
+        H[k0 + j] = h[0, j]
+        V[k0 + j] = max(P[0, j], 0.0)
+
+
+@nb.njit(fastmath=_FASTMATH, cache=_CACHE)
+def _vjp_block(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, mean, weight, keep,
+               normal, code, Pbar0, hbar0, ws, k0, m, part_row):
+    """:func:`corner_vjp` for the directions ``k0 .. k0 + m - 1``: their loss; their
+    gradient is added to ``part_row`` (n + 1,)."""
+    n, Q, L, _ = Mc.shape
+    K = Nc.shape[3]
+    C = sc.shape[1]
+    n_off = offsets.shape[0]
+    LL = L + L * L
+    base = n * LL
+    h = ws[base:base + L]
+    P = ws[base + L:base + LL]
+    S = ws[base + LL:]
+    r = _rows(L, K, Q, C)
+    rg, rgm, rgp, rw, rM, rN = r[0], r[1], r[2], r[3], r[4], r[5]
+    rhn, rT, rPb, rhb, rMb, rV2, rNb, rA = r[6], r[7], r[9], r[10], r[11], r[12], r[13], r[14]
+    _start(m, k0, L, P0, h, P)
+    for i in range(n):  # forward, keeping the states entering each iteration
+        for a in range(LL):
+            for j in range(m):
+                ws[i * LL + a, j] = ws[base + a, j]
+        _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
+        _advance(m, L, K, R[i], h, P, S, r)
+    for a in range(L * L):
+        for j in range(m):
+            S[rPb + a, j] = 0.0
+    for a in range(L):
+        for j in range(m):
+            S[rhb + a, j] = 0.0
+    acc = 0.0
+    for j in range(m):  # the loss terms and their partials, as kernels.loss_grad_kernel
+        k = k0 + j
+        if code < 0:
+            S[rPb, j] = Pbar0[k]
+            S[rhb, j] = hbar0[k]
+            continue
+        e = -h[0, j] * mean[k] if normal else 0.0
+        t, dv, de = _term(code, lam[k], max(P[0, j], 0.0), e, keep[k])
+        acc += weight[k] * t
+        S[rPb, j] = weight[k] * dv
+        S[rhb, j] = -weight[k] * de * mean[k] if normal else 0.0
+    value = acc
+    SM = np.empty((Q, L, L))
+    SN = np.empty((Q, L, K))
+    SR = np.empty((K, K))
+    F = np.empty(C)
+    for i in range(n - 1, -1, -1):
+        _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
+        hi = i * LL  # rows of h_i, then P_i
+        for a in range(L):  # T = Pbar M
+            for b in range(L):
+                row = rT + a * L + b
+                for j in range(m):
+                    S[row, j] = 0.0
+                for e in range(L):
+                    for j in range(m):
+                        S[row, j] += S[rPb + a * L + e, j] * S[rM + e * L + b, j]
+        for a in range(L):  # Mbar = 2 T P_i + hbar h_i^T
+            for b in range(L):
+                row = rMb + a * L + b
+                for j in range(m):
+                    S[row, j] = S[rhb + a, j] * ws[hi + b, j]
+                for e in range(L):
+                    for j in range(m):
+                        S[row, j] += 2.0 * S[rT + a * L + e, j] * ws[hi + L + e * L + b, j]
+        for a in range(L):  # V2 = Pbar N, Nbar = 2 V2 R
+            for k in range(K):
+                row = rV2 + a * K + k
+                for j in range(m):
+                    S[row, j] = 0.0
+                for e in range(L):
+                    for j in range(m):
+                        S[row, j] += S[rPb + a * L + e, j] * S[rN + e * K + k, j]
+            for k in range(K):
+                row = rNb + a * K + k
+                for j in range(m):
+                    S[row, j] = 0.0
+                for k2 in range(K):
+                    x = 2.0 * R[i, k2, k]
+                    if x != 0.0:
+                        for j in range(m):
+                            S[row, j] += S[rV2 + a * K + k2, j] * x
+        for k in range(K):  # Rbar = N^T V2, summed over the block
+            for k2 in range(K):
+                acc = 0.0
+                for a in range(L):
+                    for j in range(m):
+                        acc += S[rN + a * K + k, j] * S[rV2 + a * K + k2, j]
+                SR[k, k2] = acc
+        for q in range(Q):  # A_q and the block sums of w_q Mbar, w_q Nbar
+            for j in range(m):
+                S[rA + q, j] = 0.0
+            for a in range(L):
+                for b in range(L):
+                    row = rMb + a * L + b
+                    acc = 0.0
+                    for j in range(m):
+                        acc += S[rw + q, j] * S[row, j]
+                    SM[q, a, b] = acc
+                    x = Mc[i, q, a, b]
+                    if x != 0.0:
+                        for j in range(m):
+                            S[rA + q, j] += x * S[row, j]
+                for k in range(K):
+                    row = rNb + a * K + k
+                    acc = 0.0
+                    for j in range(m):
+                        acc += S[rw + q, j] * S[row, j]
+                    SN[q, a, k] = acc
+                    x = Nc[i, q, a, k]
+                    if x != 0.0:
+                        for j in range(m):
+                            S[rA + q, j] += x * S[row, j]
+        for c in range(C):  # F_c = sum_j g'_c sum_q A_q dw_q/dg_c
+            acc = 0.0
+            for q in range(Q):
+                sign = 1.0 if (q >> c) & 1 else -1.0
+                for j in range(m):
+                    S[rhn, j] = sign * S[rA + q, j] * S[rgp + c, j]
+                for c2 in range(C):
+                    if c2 != c:
+                        src = rg + c2 if (q >> c2) & 1 else rgm + c2
+                        for j in range(m):
+                            S[rhn, j] *= S[src, j]
+                for j in range(m):
+                    acc += S[rhn, j]
+            F[c] = acc
+        for o in range(n_off):
+            t = i + offsets[o]
+            if t < 0 or t >= n:  # before the first level, or the final 0
+                continue
+            acc = 0.0
+            for q in range(Q):
+                for a in range(L):
+                    for b in range(L):
+                        acc += SM[q, a, b] * dMc[i, o, q, a, b]
+                    for k in range(K):
+                        acc += SN[q, a, k] * dNc[i, o, q, a, k]
+            for k in range(K):
+                for k2 in range(K):
+                    acc += SR[k, k2] * dR[i, o, k, k2]
+            for c in range(C):
+                acc += F[c] * dsc[i, o, c]
+            part_row[t] += acc
+        for a in range(L):  # Pbar <- M^T T, hbar <- M^T hbar
+            for b in range(L):
+                row = rPb + a * L + b
+                for j in range(m):
+                    S[row, j] = 0.0
+                for e in range(L):
+                    for j in range(m):
+                        S[row, j] += S[rM + e * L + a, j] * S[rT + e * L + b, j]
+                for j in range(m):
+                    S[row, j] = _ftz(S[row, j])
+        for a in range(L):
+            for j in range(m):
+                S[rhn + a, j] = 0.0
+            for e in range(L):
+                for j in range(m):
+                    S[rhn + a, j] += S[rM + e * L + a, j] * S[rhb + e, j]
+        for a in range(L):
+            for j in range(m):
+                S[rhb + a, j] = _ftz(S[rhn + a, j])
+    acc = 0.0
+    for j in range(m):
+        acc += S[rPb, j]
+    part_row[0] += acc * dP0
+    return value
+
+
 @nb.njit(parallel=True, fastmath=_FASTMATH, cache=_CACHE)
 def corner_forward(lam, Mc, Nc, R, sc, P0, H, V, work):
     """Transfer function and generated variance per direction (forward recursion).
@@ -256,26 +447,11 @@ def corner_forward(lam, Mc, Nc, R, sc, P0, H, V, work):
         signal surfaces as ``SystemError``, docs/reliability.md).
     """
     d = lam.shape[0]
-    n, Q, L, _ = Mc.shape
-    K = Nc.shape[3]
-    C = sc.shape[1]
     nblocks = (d + BLOCK - 1) // BLOCK
     for blk in nb.prange(nblocks):
         k0 = blk * BLOCK
-        m = min(d, k0 + BLOCK) - k0
-        ws = work[nb.get_thread_id()]
-        base = n * (L + L * L)
-        h = ws[base:base + L]
-        P = ws[base + L:base + L + L * L]
-        S = ws[base + L + L * L:]
-        r = _rows(L, K, Q, C)
-        _start(m, k0, L, P0, h, P)
-        for i in range(n):
-            _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
-            _advance(m, L, K, R[i], h, P, S, r)
-        for j in range(m):
-            H[k0 + j] = h[0, j]
-            V[k0 + j] = max(P[0, j], 0.0)
+        _forward_block(lam, Mc, Nc, R, sc, P0, H, V, work[nb.get_thread_id()], k0,
+                       min(d, k0 + BLOCK) - k0)
     return 0.0
 
 
@@ -327,176 +503,16 @@ def corner_vjp(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, mean, we
     hbar``.
     """
     d = lam.shape[0]
-    n, Q, L, _ = Mc.shape
-    K = Nc.shape[3]
-    C = sc.shape[1]
-    n_off = offsets.shape[0]
-    LL = L + L * L
+    n = Mc.shape[0]
     nblocks = (d + BLOCK - 1) // BLOCK
     part = np.zeros((nblocks, n + 1))
     values = np.zeros(nblocks)
     for blk in nb.prange(nblocks):
         k0 = blk * BLOCK
-        m = min(d, k0 + BLOCK) - k0
-        ws = work[nb.get_thread_id()]
-        base = n * LL
-        h = ws[base:base + L]
-        P = ws[base + L:base + LL]
-        S = ws[base + LL:]
-        r = _rows(L, K, Q, C)
-        rg, rgm, rgp, rw, rM, rN = r[0], r[1], r[2], r[3], r[4], r[5]
-        rhn, rT, rPb, rhb, rMb, rV2, rNb, rA = r[6], r[7], r[9], r[10], r[11], r[12], r[13], r[14]
-        _start(m, k0, L, P0, h, P)
-        for i in range(n):  # forward, keeping the states entering each iteration
-            for a in range(LL):
-                for j in range(m):
-                    ws[i * LL + a, j] = ws[base + a, j]
-            _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
-            _advance(m, L, K, R[i], h, P, S, r)
-        for a in range(L * L):
-            for j in range(m):
-                S[rPb + a, j] = 0.0
-        for a in range(L):
-            for j in range(m):
-                S[rhb + a, j] = 0.0
-        acc = 0.0
-        for j in range(m):  # the loss terms and their partials, as kernels.loss_grad_kernel
-            k = k0 + j
-            if code < 0:
-                S[rPb, j] = Pbar0[k]
-                S[rhb, j] = hbar0[k]
-                continue
-            e = -h[0, j] * mean[k] if normal else 0.0
-            t, dv, de = _term(code, lam[k], max(P[0, j], 0.0), e, keep[k])
-            acc += weight[k] * t
-            S[rPb, j] = weight[k] * dv
-            S[rhb, j] = -weight[k] * de * mean[k] if normal else 0.0
-        values[blk] = acc
-        SM = np.empty((Q, L, L))
-        SN = np.empty((Q, L, K))
-        SR = np.empty((K, K))
-        F = np.empty(C)
-        for i in range(n - 1, -1, -1):
-            _maps(lam, k0, m, Mc[i], Nc[i], sc[i], S, r)
-            hi = i * LL  # rows of h_i, then P_i
-            for a in range(L):  # T = Pbar M
-                for b in range(L):
-                    row = rT + a * L + b
-                    for j in range(m):
-                        S[row, j] = 0.0
-                    for e in range(L):
-                        for j in range(m):
-                            S[row, j] += S[rPb + a * L + e, j] * S[rM + e * L + b, j]
-            for a in range(L):  # Mbar = 2 T P_i + hbar h_i^T
-                for b in range(L):
-                    row = rMb + a * L + b
-                    for j in range(m):
-                        S[row, j] = S[rhb + a, j] * ws[hi + b, j]
-                    for e in range(L):
-                        for j in range(m):
-                            S[row, j] += 2.0 * S[rT + a * L + e, j] * ws[hi + L + e * L + b, j]
-            for a in range(L):  # V2 = Pbar N, Nbar = 2 V2 R
-                for k in range(K):
-                    row = rV2 + a * K + k
-                    for j in range(m):
-                        S[row, j] = 0.0
-                    for e in range(L):
-                        for j in range(m):
-                            S[row, j] += S[rPb + a * L + e, j] * S[rN + e * K + k, j]
-                for k in range(K):
-                    row = rNb + a * K + k
-                    for j in range(m):
-                        S[row, j] = 0.0
-                    for k2 in range(K):
-                        x = 2.0 * R[i, k2, k]
-                        if x != 0.0:
-                            for j in range(m):
-                                S[row, j] += S[rV2 + a * K + k2, j] * x
-            for k in range(K):  # Rbar = N^T V2, summed over the block
-                for k2 in range(K):
-                    acc = 0.0
-                    for a in range(L):
-                        for j in range(m):
-                            acc += S[rN + a * K + k, j] * S[rV2 + a * K + k2, j]
-                    SR[k, k2] = acc
-            for q in range(Q):  # A_q and the block sums of w_q Mbar, w_q Nbar
-                for j in range(m):
-                    S[rA + q, j] = 0.0
-                for a in range(L):
-                    for b in range(L):
-                        row = rMb + a * L + b
-                        acc = 0.0
-                        for j in range(m):
-                            acc += S[rw + q, j] * S[row, j]
-                        SM[q, a, b] = acc
-                        x = Mc[i, q, a, b]
-                        if x != 0.0:
-                            for j in range(m):
-                                S[rA + q, j] += x * S[row, j]
-                    for k in range(K):
-                        row = rNb + a * K + k
-                        acc = 0.0
-                        for j in range(m):
-                            acc += S[rw + q, j] * S[row, j]
-                        SN[q, a, k] = acc
-                        x = Nc[i, q, a, k]
-                        if x != 0.0:
-                            for j in range(m):
-                                S[rA + q, j] += x * S[row, j]
-            for c in range(C):  # F_c = sum_j g'_c sum_q A_q dw_q/dg_c
-                acc = 0.0
-                for q in range(Q):
-                    sign = 1.0 if (q >> c) & 1 else -1.0
-                    for j in range(m):
-                        S[rhn, j] = sign * S[rA + q, j] * S[rgp + c, j]
-                    for c2 in range(C):
-                        if c2 != c:
-                            src = rg + c2 if (q >> c2) & 1 else rgm + c2
-                            for j in range(m):
-                                S[rhn, j] *= S[src, j]
-                    for j in range(m):
-                        acc += S[rhn, j]
-                F[c] = acc
-            for o in range(n_off):
-                t = i + offsets[o]
-                if t < 0 or t >= n:  # before the first level, or the final 0
-                    continue
-                acc = 0.0
-                for q in range(Q):
-                    for a in range(L):
-                        for b in range(L):
-                            acc += SM[q, a, b] * dMc[i, o, q, a, b]
-                        for k in range(K):
-                            acc += SN[q, a, k] * dNc[i, o, q, a, k]
-                for k in range(K):
-                    for k2 in range(K):
-                        acc += SR[k, k2] * dR[i, o, k, k2]
-                for c in range(C):
-                    acc += F[c] * dsc[i, o, c]
-                part[blk, t] += acc
-            for a in range(L):  # Pbar <- M^T T, hbar <- M^T hbar
-                for b in range(L):
-                    row = rPb + a * L + b
-                    for j in range(m):
-                        S[row, j] = 0.0
-                    for e in range(L):
-                        for j in range(m):
-                            S[row, j] += S[rM + e * L + a, j] * S[rT + e * L + b, j]
-                    for j in range(m):
-                        S[row, j] = _ftz(S[row, j])
-            for a in range(L):
-                for j in range(m):
-                    S[rhn + a, j] = 0.0
-                for e in range(L):
-                    for j in range(m):
-                        S[rhn + a, j] += S[rM + e * L + a, j] * S[rhb + e, j]
-            for a in range(L):
-                for j in range(m):
-                    S[rhb + a, j] = _ftz(S[rhn + a, j])
-        acc = 0.0
-        for j in range(m):
-            acc += S[rPb, j]
-        part[blk, 0] += acc * dP0
+        values[blk] = _vjp_block(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0,
+                                 mean, weight, keep, normal, code, Pbar0, hbar0,
+                                 work[nb.get_thread_id()], k0, min(d, k0 + BLOCK) - k0,
+                                 part[blk])
     for t in range(n + 1):
         acc = 0.0
         for blk in range(nblocks):
