@@ -504,8 +504,9 @@ def optimize_schedule(
         Optimise on a spectrum compressed into weighted nodes
         (:mod:`specsched.theory.quadrature`, the int is its number of bins): cost O(S K)
         instead of O(S d). "auto" uses :data:`QUADRATURE_BINS` bins when d exceeds
-        :data:`QUADRATURE_MIN_DIM` (:data:`QUADRATURE_BINS` for k-diffusion's samplers, which
-        have no compiled kernel), the exact spectrum otherwise; None is always exact. The
+        :data:`QUADRATURE_MIN_DIM` (:data:`QUADRATURE_BINS` for k-diffusion's samplers, whose
+        L-state recursion costs ~10x the DDIM kernel per direction), the exact spectrum
+        otherwise; None is always exact. The
         reported losses are always exact, with the quadrature's own error estimate in
         ``result.quadrature``.
     backend : {"auto", "numpy", "numba"}

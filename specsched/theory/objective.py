@@ -5,7 +5,8 @@ optimiser calls :func:`loss_and_grad`. Discrete samplers (:data:`SAMPLERS`) go t
 :mod:`specsched.theory.samplers` (and its numba kernels); k-diffusion's samplers
 (:data:`~specsched.theory.ksolvers.KSAMPLERS`) through :mod:`specsched.theory.kclosed`, on
 the schedule's noise levels ``sigmas = (sigma_S, ..., sigma_1, 0)``,
-``sigma_s = sqrt((1 - ab_s)/ab_s)``, NumPy only.
+``sigma_s = sqrt((1 - ab_s)/ab_s)``: the compiled corner recursion for the optimiser
+(:func:`~specsched.theory.kclosed.kclosed_loss_and_grad`), the NumPy trace for reports.
 """
 
 from __future__ import annotations
