@@ -10,6 +10,8 @@
   Gaussian-mixture posterior mean) and the eps <-> x0 wrappers;
 - :mod:`~specsched.sampling.stats`: empirical W2 against the data Gaussian with a Monte
   Carlo standard error;
+- :mod:`~specsched.sampling.calibration`: a denoiser's (a network's) effective gain, bias
+  and residual variance per eigen-direction, measured on a grid of noise levels;
 - ``specsched sample`` is :mod:`specsched.cli.sample`.
 """
 

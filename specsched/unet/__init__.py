@@ -11,6 +11,9 @@ missing torch into an :class:`~specsched.errors.InputError` saying how to instal
   prediction on a T-step training grid, AdamW, EMA, seeded, atomic checkpoints with resume,
   a time budget); the default data is Fashion-MNIST at 16 x 16
   (:func:`specsched.data.fashion_mnist.fashion_mnist_images`);
+- :mod:`~specsched.unet.edm`: EDM preconditioning (Karras et al. 2022: ``c_skip``,
+  ``c_out``, ``c_in``, ``c_noise``, the loss weight, log-normal training levels), array-API
+  functions that need no torch, for a noise-level-conditioned denoiser;
 - :mod:`~specsched.unet.denoiser`: :class:`UNetDenoiser`, the network as a denoiser
   ``denoise(x, ab) -> x0_hat`` for :func:`specsched.sampling.sample` (nearest training step in
   logSNR for levels off the grid);
