@@ -104,7 +104,7 @@ def test_corners_are_the_maps_at_gains_0_and_1(name):
     lam = np.array([0.0, 1e300])
     L = 1
     for members in _batches(sigmas.size - 1, spec.warmup):
-        M, N, _ = _batch_maps(spec, sigmas, options, lam, members, L)
+        M, N, *_ = _batch_maps(spec, sigmas, options, lam, members, L)
         a, b, k = M.shape[1], M.shape[2], N.shape[2]
         for col, q in ((0, 0), (1, -1)):
             np.testing.assert_allclose(cs.M[members, q, :a, :b], M[..., col], rtol=1e-12,

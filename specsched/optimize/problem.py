@@ -260,7 +260,8 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, star
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
-                    spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None, options=None):
+                    spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None, options=None,
+                    calibration=None):
     """W2 and both KLs of every baseline family at ``num_steps`` steps.
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
@@ -268,6 +269,7 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
     have no spacing. The sigma baselines (:data:`specsched.schedules.SIGMA_BASELINES`) run
     between ``sigma_range = (sigma_min, sigma_max)``, EDM's 0.002 and 80 when None
     (:func:`specsched.schedules.sigma_range_from_bounds` gives the range of ``ab`` bounds).
+    ``options`` and ``calibration`` as in :func:`specsched.theory.evaluate_schedule`.
 
     Returns
     -------
@@ -285,7 +287,7 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
                                          **extra)
             label = f"{name}/{spacing}" if spacing else name
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
-                             kl_floor=kl_floor, options=options)
+                             kl_floor=kl_floor, options=options, calibration=calibration)
             out[label] = {**r, "alphas_cumprod": ab}
     return out
 
@@ -454,6 +456,7 @@ def optimize_schedule(
     agree_rtol: float | None = AGREE_RTOL,
     sigma_range=None,
     options=None,
+    calibration=None,
 ) -> OptimizeResult:
     """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
 
@@ -519,6 +522,12 @@ def optimize_schedule(
     options : dict, optional
         Options of a k-diffusion sampler besides eta (``s_noise``, ``r``, ``solver_type``;
         :func:`specsched.theory.ksolvers.resolve_options`); a discrete sampler takes none.
+    calibration : LinearCalibration, optional
+        Optimise for a measured denoiser instead of the Wiener filter
+        (:func:`specsched.sampling.calibration.calibrate_denoiser`; k-diffusion's samplers
+        only): the network-calibrated closed form, on the exact spectrum (no quadrature), its
+        levels within the calibrated sigma range (keep ``ab_min``/``ab_max`` inside it).
+
     Returns
     -------
     OptimizeResult
@@ -546,6 +555,7 @@ def optimize_schedule(
             sampler=sampler, eta=eta, init=init, ab_min=ab_min, ab_max=ab_max, delta=delta,
             starts=starts, spacings=(), maxiter=maxiter, kl_floor=kl_floor,
             quadrature=quadrature, backend=backend, agree_rtol=agree_rtol, options=options,
+            calibration=calibration,
         )
         x0, starts = warm_start(coarse.x, num_steps), tuple(starts[:1])
     if method == "auto":
@@ -553,10 +563,12 @@ def optimize_schedule(
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
-    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options)
+    kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options,
+              calibration=calibration)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
                                 **kw)
-    n_bins = _quadrature_bins(quadrature, lam.size, sampler)
+    n_bins = None if calibration is not None else _quadrature_bins(quadrature, lam.size,
+                                                                   sampler)
     if n_bins is None:
         obj_lam, obj_m, obj_kw = lam, m, {}
     else:

@@ -129,8 +129,9 @@ def calibrate_denoiser(model: Callable, samples, sigmas, *, eigenvectors=None, m
 
     Notes
     -----
-    Module docstring; the closed form with these in place of the Wiener filter is issue 14's
-    network-calibrated theory.
+    Module docstring; the closed form with these in place of the Wiener filter (the
+    network-calibrated closed form) is docs/theory.md section 3,
+    :func:`specsched.theory.kclosed.kclosed_form` with ``calibration=``.
     """
     x0 = np.asarray(samples, dtype=np.float64)
     if x0.ndim < 2 or x0.shape[0] < 3:

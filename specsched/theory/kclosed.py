@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _H = 1e-30  # complex-step size
+#: :class:`Affine` key of the constant term (a calibrated denoiser's bias).
+CONST = -1
 
 
 class Affine:
@@ -153,12 +155,17 @@ class _Kit:
         n = len(self.intervals)
         if self.noise_kind != "brownian":
             return np.broadcast_to(np.eye(n), (n_members, n, n))
-        cols = [(np.broadcast_to(a0, (n_members, 1))[:, 0],
-                 np.broadcast_to(a1, (n_members, 1))[:, 0]) for a0, a1 in self.intervals]
-        dtype = np.result_type(*[c for iv in cols for c in iv], np.float64)
+        cols = [None if iv is None else (np.broadcast_to(iv[0], (n_members, 1))[:, 0],
+                                         np.broadcast_to(iv[1], (n_members, 1))[:, 0])
+                for iv in self.intervals]  # None: a draw independent of all others
+        dtype = np.result_type(*[c for iv in cols if iv is not None for c in iv], np.float64)
         R = np.empty((n_members, n, n), dtype=dtype)
-        for a, (a0, a1) in enumerate(cols):
-            for b, (b0, b1) in enumerate(cols):
+        for a, ca in enumerate(cols):
+            for b, cb in enumerate(cols):
+                if ca is None or cb is None:
+                    R[:, a, b] = 1.0 if a == b else 0.0
+                    continue
+                (a0, a1), (b0, b1) = ca, cb
                 lo = _cmax(_cmin(a0, a1), _cmin(b0, b1))
                 hi = _cmin(_cmax(a0, a1), _cmax(b0, b1))
                 overlap = np.where(np.real(hi) > np.real(lo), hi - lo, 0.0 * hi)
@@ -192,6 +199,48 @@ class _CornerKit(_Kit):
         return x * self.bits[c]
 
 
+class _CalibratedKit(_Kit):
+    """:class:`_Kit` whose denoiser is a measured linear filter instead of the Wiener filter.
+
+    ``D(x, sigma) - m = a(sigma) (x - m) + b(sigma) + sqrt(r(sigma)) w`` per direction, with
+    ``(a, b, r)`` of a :class:`~specsched.sampling.calibration.LinearCalibration`
+    interpolated linearly in ``log sigma`` (complex-step safe) and ``w`` a standard normal
+    draw independent of every other (the residual as noise: its correlations with the input
+    are nil by construction of the fit, those across calls are neglected).
+    """
+
+    def __init__(self, levels, options, eigenvalues, noise, n_inputs, calibration):
+        super().__init__(levels, options, eigenvalues, noise, n_inputs)
+        self.calibration = calibration
+
+    def model(self, x: Affine, sigma) -> Affine:
+        a, b, r = _interpolate(self.calibration, sigma)
+        k = self.next_index
+        self.next_index += 1
+        self.intervals.append(None)  # independent of the sampler's draws
+        return x * a + Affine({CONST: b, k: np.sqrt(r)})
+
+
+def _interpolate(calibration, sigma):
+    """``(a, b, r)`` of ``calibration`` at the column (or scalar) ``sigma``, shape (G, d)."""
+    grid = calibration.sigmas
+    s = np.atleast_1d(np.asarray(sigma)).reshape(-1)
+    lo, hi = float(grid[0]), float(grid[-1])
+    real = np.real(s)
+    if np.any(real < lo * (1.0 - 1e-12)) or np.any(real > hi * (1.0 + 1e-12)):
+        raise InputError(f"calibration: the sampler calls the denoiser at sigma in "
+                         f"[{real.min():.4g}, {real.max():.4g}], outside the calibrated range "
+                         f"[{lo:.4g}, {hi:.4g}]", param="calibration")
+    rows = (calibration.gain, calibration.bias, calibration.residual_variance)
+    if grid.size == 1:
+        return tuple(np.broadcast_to(a[0], (s.size, a.shape[1])) for a in rows)
+    t = np.log(grid)
+    ls = np.log(s)
+    j = np.clip(np.searchsorted(t, np.real(ls)), 1, t.size - 1)
+    w = ((ls - t[j - 1]) / (t[j] - t[j - 1]))[:, None]
+    return tuple((1.0 - w) * a[j - 1] + w * a[j] for a in rows)
+
+
 def _cmin(a, b):
     return np.where(np.real(a) <= np.real(b), a, b)
 
@@ -215,9 +264,12 @@ def _read_maps(kit, outputs, n_inputs: int, G: int, width: int, dtype):
     n_draws = kit.next_index - n_inputs
     M = np.zeros((G, len(outputs), n_inputs, width), dtype=dtype)
     N = np.zeros((G, len(outputs), n_draws, width), dtype=dtype)
+    kit.constants = np.zeros((G, len(outputs), width), dtype=dtype)  # (G, L', width)
     for j, out in enumerate(outputs):
         for k, c in out.terms.items():
-            if k < n_inputs:
+            if k == CONST:
+                kit.constants[:, j] = c
+            elif k < n_inputs:
                 M[:, j, k] = c
             else:
                 N[:, j, k - n_inputs] = c
@@ -230,22 +282,30 @@ def _trace(spec: KSampler, kit, members, n_inputs: int, G: int, width: int, dtyp
     return _read_maps(kit, (x, *history), n_inputs, G, width, dtype)
 
 
-def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, perturb=None):
-    """``(M (G, L', L, d), N (G, L', K, d), R (G, K, K))`` of the iterations ``members``."""
+def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, perturb=None,
+                calibration=None):
+    """``(M (G, L', L, d), N (G, L', K, d), R (G, K, K), c (G, L', d))`` of the iterations
+    ``members``; ``c`` the constant term (zero for the Wiener denoiser, whose steps preserve
+    the data mean)."""
     levels = _Levels(sigmas, members, perturb)
-    kit = _Kit(levels, options, lam, spec.noise, n_inputs)
+    if calibration is None:
+        kit = _Kit(levels, options, lam, spec.noise, n_inputs)
+    else:
+        kit = _CalibratedKit(levels, options, lam, spec.noise, n_inputs, calibration)
     dtype = complex if perturb is not None else np.float64
-    return _trace(spec, kit, members, n_inputs, members.size, lam.size, dtype)
+    M, N, R = _trace(spec, kit, members, n_inputs, members.size, lam.size, dtype)
+    return M, N, R, kit.constants
 
 
-def _all_maps(spec, sigmas, options, lam, n_iterations: int):
-    """Every iteration's ``(M, N, R)``, batch by batch; state sizes follow the iterations."""
+def _all_maps(spec, sigmas, options, lam, n_iterations: int, calibration=None):
+    """Every iteration's ``(M, N, R, c)``, batch by batch; state sizes follow the iterations."""
     maps: list = [None] * n_iterations
     L = 1
     for members in _batches(n_iterations, spec.warmup):  # in order of first iteration
-        M, N, R = _batch_maps(spec, sigmas, options, lam, members, L)
+        M, N, R, c = _batch_maps(spec, sigmas, options, lam, members, L,
+                                 calibration=calibration)
         for g, i in enumerate(members):
-            maps[i] = (M[g], N[g], R[g])
+            maps[i] = (M[g], N[g], R[g], c[g])
         L = M.shape[1]  # the state leaving these iterations enters the next batch
     return maps
 
@@ -378,7 +438,7 @@ def _start_variance(spec: KSampler, lam, sigma_0, init: str):
     return spec.start_std(sigma_0) ** 2 + 0.0 * lam
 
 
-def _generated(spec: KSampler, H, var, sigma_0, init: str) -> GeneratedGaussian:
+def _generated(spec: KSampler, H, var, sigma_0, init: str, offset=None) -> GeneratedGaussian:
     """The :class:`GeneratedGaussian` of the recursion's ``H`` (from the VE start) and var.
 
     ``transfer`` is reported from the library's own start variable: ``H`` for VE, ``H
@@ -388,23 +448,31 @@ def _generated(spec: KSampler, H, var, sigma_0, init: str) -> GeneratedGaussian:
     normal = init == "normal"
     scale = spec.start_std(sigma_0) if spec.param == "vp" else 1.0
     return GeneratedGaussian(transfer=H * scale, variance=var,
-                             mean_gain=-H if normal else np.zeros_like(H))
+                             mean_gain=-H if normal else np.zeros_like(H),
+                             mean_offset=offset)
 
 
-def _forward(spec, sigmas, options, lam, init, keep_steps: bool):
-    """Run the recursion; ``(H, var, trace)`` with the per-iteration inputs when asked."""
+def _forward(spec, sigmas, options, lam, init, keep_steps: bool, calibration=None):
+    """Run the recursion: ``(H, var, offset, trace)``, the trace holding each iteration's
+    ``(M, N, R, c, P, h, mu)`` when asked.
+
+    ``mu`` is the state's mean apart from the start's (``-m``, carried by ``h``): ``mu_{i+1}
+    = M_i mu_i + c_i`` from 0, so ``offset = mu_N[x]`` (0 unless the denoiser is calibrated).
+    """
     P = _start_variance(spec, lam, sigmas[0], init)[None, None, :]
     h = np.ones((1, lam.size))
+    mu = np.zeros((1, lam.size))
     trace = []
-    for M, N, R in _all_maps(spec, sigmas, options, lam, sigmas.size - 1):
+    for M, N, R, c in _all_maps(spec, sigmas, options, lam, sigmas.size - 1, calibration):
         if keep_steps:
-            trace.append((M, N, R, P, h))
+            trace.append((M, N, R, c, P, h, mu))
         h = np.einsum("jkd,kd->jd", M, h)
+        mu = np.einsum("jkd,kd->jd", M, mu) + c
         P = (np.einsum("jkd,kld,mld->jmd", M, P, M)
              + np.einsum("jad,ab,mbd->jmd", N, R, N))
     # a variance that rounds below 0 (a direction with lambda = 0, where the generated law
     # collapses: LMS on CIFAR-10's 9 zero eigenvalues) is 0
-    return h[0], np.maximum(P[0, 0], 0.0), trace
+    return h[0], np.maximum(P[0, 0], 0.0), mu[0], trace
 
 
 def _arguments(eigenvalues, sigmas, sampler, options, init, validate):
@@ -417,6 +485,17 @@ def _arguments(eigenvalues, sigmas, sampler, options, init, validate):
 
 
 KBACKENDS = ("numpy", "numba")
+
+
+def _check_calibration(calibration, backend, lam):
+    if calibration is None:
+        return
+    if _check_backend(backend) != "numpy":
+        raise InputError("backend: a calibrated denoiser runs on the 'numpy' backend only",
+                         param="backend")
+    if calibration.gain.shape[1] != lam.size:
+        raise InputError(f"calibration: has {calibration.gain.shape[1]} directions, the "
+                         f"spectrum {lam.size}", param="calibration")
 
 
 def _check_backend(backend: str) -> str:
@@ -527,7 +606,7 @@ def kclosed_loss_and_grad(eigenvalues, mean, sigmas, sampler: str, options: dict
 
 def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
                  init: str = "normal", validate: bool = True,
-                 backend: str = "numpy") -> GeneratedGaussian:
+                 backend: str = "numpy", calibration=None) -> GeneratedGaussian:
     """Generated Gaussian of a k-diffusion sampler with the exact Wiener denoiser.
 
     Parameters
@@ -550,6 +629,12 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
         the directions; "numba": the compiled recursion on the step traced over the corners
         of its gains (:func:`corner_system`, :mod:`specsched.theory.kkernels`), the same
         numbers to rounding, far faster (no O(S d) Python-level work).
+    calibration : LinearCalibration, optional
+        A measured denoiser (:func:`specsched.sampling.calibration.calibrate_denoiser`, d
+        directions in the order of ``eigenvalues``) in place of the Wiener filter: the
+        network-calibrated closed form (gains, biases and residual variances interpolated in
+        log sigma; the residuals as independent noise). NumPy backend only; the eigenvalues
+        still set the marginal start.
 
     Returns
     -------
@@ -566,24 +651,31 @@ def kclosed_form(eigenvalues, sigmas, sampler: str, options: dict | None = None,
     docs/theory.md section 3 (module docstring); the steps are k-diffusion 0.1.1.post1's.
     """
     spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
+    _check_calibration(calibration, backend, lam)
+    if calibration is not None:
+        H, var, offset, _ = _forward(spec, s, opts, lam, init, False, calibration)
+        return _generated(spec, H, var, s[0], init, offset)
     if _check_backend(backend) == "numba":
         H, var = _numba_forward(spec, corner_system(spec, s, opts), lam, s[0], init)
     else:
-        H, var, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
+        H, var, _, _ = _forward(spec, s, opts, lam, init, keep_steps=False)
     return _generated(spec, H, var, s[0], init)
 
 
 def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, init: str,
-                     loss_partials, validate: bool = True, backend: str = "numpy"):
+                     loss_partials, validate: bool = True, backend: str = "numpy",
+                     calibration=None):
     """A loss of the generated Gaussian and its gradient in ``sigmas`` (reverse mode).
 
     Parameters
     ----------
-    eigenvalues, sigmas, sampler, options, init, validate, backend
+    eigenvalues, sigmas, sampler, options, init, validate, backend, calibration
         As in :func:`kclosed_form`.
     loss_partials : callable
-        ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain)`` (ndarrays of shape
-        (n_directions,)).
+        ``loss_partials(gen) -> (L, dL/d var_gen, dL/d mean_gain[, dL/d mean_error])``
+        (ndarrays of shape (n_directions,)); the fourth, needed with a ``calibration``
+        (whose mean error has a part ``mean_offset`` that does not scale with m), may be
+        left out otherwise.
 
     Returns
     -------
@@ -601,11 +693,15 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     """
     spec, opts, s, lam = _arguments(eigenvalues, sigmas, sampler, options, init, validate)
     normal = init == "normal"
-    if _check_backend(backend) == "numba":
+    _check_calibration(calibration, backend, lam)
+    if calibration is None and _check_backend(backend) == "numba":
         return _numba_vjp(spec, s, opts, lam, init, loss_partials)
-    H, var, trace = _forward(spec, s, opts, lam, init, keep_steps=True)
-    gen = _generated(spec, H, var, s[0], init)
-    value, d_var, d_gain = loss_partials(gen)
+    H, var, offset, trace = _forward(spec, s, opts, lam, init, True, calibration)
+    gen = _generated(spec, H, var, s[0], init, None if calibration is None else offset)
+    value, d_var, d_gain, *rest = loss_partials(gen)
+    if calibration is not None and not rest:
+        raise InputError("loss_partials: with a calibration it must also return dL/d "
+                         "mean_error (4 values)", param="loss_partials")
     n = s.size - 1
     grad = np.zeros(s.size)
     n_out = trace[-1][0].shape[0] if trace else 1  # entries of the final state
@@ -614,30 +710,38 @@ def kclosed_form_vjp(eigenvalues, sigmas, sampler: str, options: dict | None, in
     hbar = np.zeros((n_out, lam.size))
     if normal:
         hbar[0] = -d_gain
+    mubar = np.zeros((n_out, lam.size))
+    if calibration is not None:
+        mubar[0] = rest[0]
     adjoints: list = [None] * n
     for i in range(n - 1, -1, -1):
-        M, N, R, P, h = trace[i]
+        M, N, R, c, P, h, mu = trace[i]
         adjoints[i] = (2.0 * np.einsum("jmd,mkd,kld->jld", Pbar, M, P)
-                       + np.einsum("jd,kd->jkd", hbar, h),
+                       + np.einsum("jd,kd->jkd", hbar, h)
+                       + np.einsum("jd,kd->jkd", mubar, mu),
                        2.0 * np.einsum("jmd,mad,ab->jbd", Pbar, N, R),
-                       np.einsum("jad,jmd,mbd->ab", N, Pbar, N))
+                       np.einsum("jad,jmd,mbd->ab", N, Pbar, N),
+                       mubar)
         Pbar = np.einsum("jkd,jmd,mld->kld", M, Pbar, M)
         hbar = np.einsum("jkd,jd->kd", M, hbar)
+        mubar = np.einsum("jkd,jd->kd", M, mubar)
     # d(M, N, R)/d sigma_{i+o} by complex step, a batch of iterations and one offset at a time
     for members in _batches(n, spec.warmup):
         L = trace[int(members[0])][0].shape[1]
         Mbar = np.stack([adjoints[i][0] for i in members])
         Nbar = np.stack([adjoints[i][1] for i in members])
         Rbar = np.stack([adjoints[i][2] for i in members])
-        for offset in spec.stencil:
-            j = members + offset
+        cbar = np.stack([adjoints[i][3] for i in members])
+        for o in spec.stencil:
+            j = members + o
             valid = (j >= 0) & (j < n)  # not before the first level, nor the final 0
             if not np.any(valid):
                 continue
-            dM, dN, dR = (np.imag(a) / _H for a in
-                          _batch_maps(spec, s, opts, lam, members, L, perturb=offset))
+            dM, dN, dR, dc = (np.imag(a) / _H for a in
+                              _batch_maps(spec, s, opts, lam, members, L, perturb=o,
+                                          calibration=calibration))
             contrib = (np.sum(Mbar * dM, axis=(1, 2, 3)) + np.sum(Nbar * dN, axis=(1, 2, 3))
-                       + np.sum(Rbar * dR, axis=(1, 2)))
+                       + np.sum(Rbar * dR, axis=(1, 2)) + np.sum(cbar * dc, axis=(1, 2)))
             np.add.at(grad, j[valid], contrib[valid])
     # the start variance sigma_0^2 (+ lambda, or + 1 for a VP library): d / d sigma_0 = 2 sigma_0
     grad[0] += np.sum(Pbar[0, 0] * 2.0 * s[0])

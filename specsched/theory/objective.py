@@ -46,23 +46,33 @@ def _k_backend(backend) -> str:
     return "numpy" if backend == "numpy" else "numba"
 
 
-def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend="numpy"):
+def _check_calibration(sampler, calibration):
+    """A calibrated denoiser runs through k-diffusion's samplers' closed form only."""
+    if calibration is not None and sampler not in KSAMPLERS:
+        raise InputError(f"calibration: applies to the samplers of k-diffusion and unipc, not "
+                         f"{sampler!r} (euler is ddim-ve, euler-ancestral ddpm-ve)",
+                         param="calibration")
+
+
+def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend="numpy",
+                 calibration=None):
     """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
     options = resolve_options(sampler, eta, **(options or {}))
     return kclosed_form(lam, kdiffusion_sigmas(alphas_cumprod), sampler, options,
                         init, validate=False,  # alphas_cumprod is trusted here too
-                        backend=_k_backend(backend))
+                        backend="numpy" if calibration is not None else _k_backend(backend),
+                        calibration=calibration)
 
 
 def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
-                     keep, options=None, backend="numpy"):
+                     keep, options=None, backend="numpy", calibration=None):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     sigmas = kdiffusion_sigmas(ab)
     # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)
     dsigma = -1.0 / (2.0 * ab * ab * sigmas[:-1][::-1])
     opts = resolve_options(sampler, eta, **(options or {}))
-    if _k_backend(backend) == "numba":
+    if calibration is None and _k_backend(backend) == "numba":
         value, grad_sigmas = kclosed_loss_and_grad(
             lam, m, sigmas, sampler, opts, init, loss, weights,
             kl_mask(lam, kl_floor) if keep is None else keep, validate=False)
@@ -72,16 +82,16 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
         value, d_var, d_err = loss_value_and_partials(
             loss, lam, gen.variance, gen.mean_error(m), kl_floor, weights, keep
         )
-        return value, d_var, d_err * m
+        return value, d_var, d_err * m, d_err
 
     value, _, grad_sigmas = kclosed_form_vjp(lam, sigmas, sampler, opts, init, partials,
-                                             validate=False)
+                                             validate=False, calibration=calibration)
     return float(value), grad_sigmas[:-1][::-1] * dsigma
 
 
 def evaluate_schedule(
     eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, options=None,
+    kl_floor=KL_FLOOR, options=None, calibration=None,
 ) -> LossReport:
     """W2 and both KL divergences of a discrete sampler run on a schedule.
 
@@ -106,6 +116,9 @@ def evaluate_schedule(
     options : dict, optional
         Options of a k-diffusion sampler besides eta (``s_noise``, ``r``, ``solver_type``;
         :func:`specsched.theory.ksolvers.resolve_options`); None entries are ignored.
+    calibration : LinearCalibration, optional
+        A measured denoiser in place of the Wiener filter (k-diffusion's samplers only;
+        :func:`specsched.theory.kclosed.kclosed_form`): the network-calibrated closed form.
 
     Returns
     -------
@@ -119,8 +132,10 @@ def evaluate_schedule(
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     options = check_sampler_options(sampler, eta, options)
+    _check_calibration(sampler, calibration)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options,
+                           calibration=calibration)
     else:
         gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
     return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
@@ -176,7 +191,7 @@ def _value(system: LinearSystem, lam, m, loss, kl_floor, weights, keep, numba: b
 
 def loss_value(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None,
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None, calibration=None,
 ) -> float:
     """The optimiser's objective alone (``W2^2`` or a KL), without gradient.
 
@@ -188,8 +203,10 @@ def loss_value(
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
     options = check_sampler_options(sampler, eta, options)
+    _check_calibration(sampler, calibration)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                           calibration)
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                        weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
@@ -198,7 +215,7 @@ def loss_value(
 
 def loss_and_grad(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None,
+    kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None, calibration=None,
 ):
     """The optimiser's objective and its analytic gradient in ``alphas_cumprod``.
 
@@ -207,7 +224,7 @@ def loss_and_grad(
 
     Parameters
     ----------
-    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor, options
+    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor, options, calibration
         As in :func:`evaluate_schedule`.
     loss : {"w2", "kl", "kl-data-gen"}
     weights : ndarray of shape (n_directions,), optional
@@ -242,9 +259,10 @@ def loss_and_grad(
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     _check_loss(loss)
     options = check_sampler_options(sampler, eta, options)
+    _check_calibration(sampler, calibration)
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
-                                weights, keep, options, backend)
+                                weights, keep, options, backend, calibration)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
         from specsched.theory.kernels import loss_grad  # numba: imported on first use
@@ -263,7 +281,8 @@ def loss_and_grad(
 
 
 def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
-                 init="normal", kl_floor=KL_FLOOR, backend="auto", options=None) -> dict:
+                 init="normal", kl_floor=KL_FLOOR, backend="auto", options=None,
+                 calibration=None) -> dict:
     """W2 and both KLs of a schedule, without per-direction terms.
 
     The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), as
@@ -280,8 +299,10 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     numba = _use_numba(backend, lam.size * np.size(alphas_cumprod))
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
     options = check_sampler_options(sampler, eta, options)
+    _check_calibration(sampler, calibration)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend)
+        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                           calibration)
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
                                             kl_floor)[0] for key, loss in keys}
     else:

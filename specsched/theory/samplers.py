@@ -622,17 +622,23 @@ class GeneratedGaussian:
     variance : ndarray of shape (n_directions,), float64
         Variance of the generated samples ``var_gen``.
     mean_gain : ndarray of shape (n_directions,), float64
-        ``mean_gen - m = mean_gain * m``: ``-c_S H`` for the normal start, 0 for the
-        marginal start.
+        ``mean_gen - m = mean_gain * m + mean_offset``: ``-c_S H`` for the normal start, 0
+        for the marginal start.
+    mean_offset : ndarray of shape (n_directions,), float64, or None
+        The part of the mean error that does not scale with ``m``: a calibrated (biased)
+        denoiser's bias carried to the output (:mod:`specsched.sampling.calibration`); None
+        (zero) for the exact Wiener denoiser.
     """
 
     transfer: np.ndarray
     variance: np.ndarray
     mean_gain: np.ndarray
+    mean_offset: np.ndarray | None = None
 
     def mean_error(self, mean) -> np.ndarray:
         """``mean_gen - m`` for the data mean ``m`` (ndarray of shape (n_directions,))."""
-        return self.mean_gain * np.asarray(mean, dtype=np.float64)
+        error = self.mean_gain * np.asarray(mean, dtype=np.float64)
+        return error if self.mean_offset is None else error + self.mean_offset
 
 
 def propagate(system: LinearSystem, eigenvalues) -> GeneratedGaussian:
