@@ -12,6 +12,8 @@
   Carlo standard error;
 - :mod:`~specsched.sampling.calibration`: a denoiser's (a network's) effective gain, bias
   and residual variance per eigen-direction, measured on a grid of noise levels;
+- :mod:`~specsched.sampling.gits`: GITS (Chen et al. 2024), noise levels chosen by dynamic
+  programming on a denoiser's own teacher trajectories, the network-aware competitor;
 - ``specsched sample`` is :mod:`specsched.cli.sample`.
 """
 
