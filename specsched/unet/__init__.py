@@ -13,7 +13,9 @@ missing torch into an :class:`~specsched.errors.InputError` saying how to instal
   (:func:`specsched.data.fashion_mnist.fashion_mnist_images`);
 - :mod:`~specsched.unet.edm`: EDM preconditioning (Karras et al. 2022: ``c_skip``,
   ``c_out``, ``c_in``, ``c_noise``, the loss weight, log-normal training levels), array-API
-  functions that need no torch, for a noise-level-conditioned denoiser;
+  functions that need no torch; ``TrainConfig(preconditioning="edm")`` trains a
+  noise-level-conditioned denoiser with them, and :class:`EDMDenoiser` samples it through
+  k-diffusion's samplers at any level of its trained range (``sample_k``);
 - :mod:`~specsched.unet.denoiser`: :class:`UNetDenoiser`, the network as a denoiser
   ``denoise(x, ab) -> x0_hat`` for :func:`specsched.sampling.sample` (nearest training step in
   logSNR for levels off the grid);
@@ -28,6 +30,7 @@ from specsched.errors import InputError
 
 __all__ = [
     "TORCH_INSTALL_HINT",
+    "EDMDenoiser",
     "TrainConfig",
     "TrainResult",
     "UNet",
@@ -51,6 +54,7 @@ _LAZY = {
     "train_unet": "specsched.unet.train",
     "load_checkpoint": "specsched.unet.train",
     "UNetDenoiser": "specsched.unet.denoiser",
+    "EDMDenoiser": "specsched.unet.denoiser",
     "nearest_timesteps": "specsched.unet.denoiser",
 }
 

@@ -26,7 +26,7 @@ from specsched.sampling.denoisers import x0_from_eps
 from specsched.schedules import logsnr_from_alphas_cumprod
 from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
 
-__all__ = ["UNetDenoiser", "nearest_timesteps"]
+__all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps"]
 
 
 def nearest_timesteps(training_alphas_cumprod, alphas_cumprod) -> np.ndarray:
@@ -127,3 +127,114 @@ class UNetDenoiser:
             raise InputError(f"level: expected alphas_cumprod in (0, 1), got {ab!r}")
         x0 = self._x0(np.asarray(x, dtype=np.float64), ab)  # Ho et al. 2020, eq. 15
         return np.clip(x0, -1.0, 1.0) if self.clip_denoised else x0
+
+
+class EDMDenoiser:
+    """A network trained with EDM preconditioning as a VE denoiser ``model(x, sigma)``.
+
+    ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (:mod:`specsched.unet.edm`,
+    Karras et al. 2022), the convention of k-diffusion's samplers
+    (:mod:`specsched.sampling.ksamplers`, ``sample_k``): any level is evaluated at its own
+    value, no rounding to a training grid. ``x`` is a float64 array of flattened samples
+    ``(n, H * W * C)`` or images ``(n, H, W, C)``; the network runs in float32
+    (``torch.inference_mode``), ``batch_size`` states at a time.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        ``F(x, c_noise)`` on NCHW float32 tensors (:class:`~specsched.unet.model.UNet`).
+    sigma_data : float
+        The preconditioning's data standard deviation (as trained).
+    sigma_range : (float, float)
+        Levels the network was trained on (:meth:`TrainConfig.trained_sigma_range`).
+    sample_shape : tuple (H, W, C)
+    batch_size : int
+    source : str
+        Where the network came from (named in errors).
+
+    Attributes
+    ----------
+    param : str
+        ``"ve"``.
+    calls : int
+        Network forward passes so far.
+    """
+
+    param = "ve"
+
+    def __init__(self, model, sigma_data: float, sigma_range, sample_shape, *,
+                 batch_size: int = 500, source: str = "the network"):
+        self.model = model.eval()
+        self.sigma_data = float(sigma_data)
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+        self.sample_shape = tuple(int(v) for v in sample_shape)
+        self.batch_size = int(batch_size)
+        self.source = source
+        self.calls = 0
+
+    @classmethod
+    def from_checkpoint(cls, path, *, ema: bool = True, **kwargs) -> EDMDenoiser:
+        """Load an EDM checkpoint of :func:`specsched.unet.train_unet` (EMA weights).
+
+        Raises
+        ------
+        InputError
+            Not a specsched checkpoint, or one trained without EDM preconditioning (naming
+            the file and the value found).
+        """
+        from specsched.unet.model import UNet  # imports torch
+
+        ck = load_checkpoint(path)
+        cfg = ck["config"]
+        if cfg.get("preconditioning", "eps") != "edm":
+            raise InputError(f"{path}: preconditioning = {cfg.get('preconditioning', 'eps')!r},"
+                             " expected 'edm' (a noise-level-conditioned network); "
+                             "UNetDenoiser runs the others")
+        model = UNet(**{k: cfg[k] for k in ARCHITECTURE_FIELDS})
+        model.load_state_dict(ck["ema" if ema else "model"])
+        shape = (cfg["image_size"], cfg["image_size"], cfg["image_channels"])
+        return cls(model, cfg["sigma_data"], ck["sigma_range"], shape, source=str(path),
+                   **kwargs)
+
+    def check_sigmas(self, sigmas, name: str = "sigmas") -> None:
+        """Refuse, before any sampling, levels outside the trained range (a final 0 is
+        allowed: the samplers never call the denoiser there).
+
+        Raises
+        ------
+        InputError
+            Naming ``name``, the range and ``source``.
+        """
+        s = np.asarray(sigmas, dtype=np.float64)
+        s = s[s != 0.0]
+        lo, hi = self.sigma_range
+        if s.size and (s.min() < lo * (1 - 1e-9) or s.max() > hi * (1 + 1e-9)):
+            raise InputError(f"{name}: noise levels from {s.min():.4g} to {s.max():.4g}, "
+                             f"outside the range {self.source} was trained on "
+                             f"[{lo:.4g}, {hi:.4g}]", param=name)
+
+    def __call__(self, x, sigma):
+        import torch
+
+        from specsched.unet.edm import edm_preconditioning
+
+        x = np.asarray(x, dtype=np.float64)
+        H, W, C = self.sample_shape
+        if x.ndim == 2 and x.shape[1] == H * W * C:
+            images = x.reshape(-1, H, W, C)
+        elif x.ndim == 4 and tuple(x.shape[1:]) == self.sample_shape:
+            images = x
+        else:
+            raise InputError(f"x: expected shape (n, {H * W * C}) or (n, {H}, {W}, {C}) for "
+                             f"{self.source}, got {tuple(x.shape)}")
+        c_skip, c_out, c_in, c_noise = edm_preconditioning(float(sigma), self.sigma_data)
+        out = np.empty(images.shape, dtype=np.float64)
+        with torch.inference_mode():
+            for i in range(0, images.shape[0], self.batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(
+                    images[i:i + self.batch_size].transpose(0, 3, 1, 2) * c_in,
+                    dtype=np.float32))
+                fb = self.model(xb, torch.full((xb.shape[0],), float(c_noise)))
+                out[i:i + xb.shape[0]] = fb.numpy().transpose(0, 2, 3, 1)
+                self.calls += 1
+        return (c_skip * images + c_out * out).reshape(x.shape)

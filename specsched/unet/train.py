@@ -78,7 +78,12 @@ MEASURED_SECONDS_PER_STEP = 0.58
 ARCHITECTURE_FIELDS = ("image_size", "image_channels", "base_channels", "channel_mults",
                        "num_res_blocks", "attention_resolutions", "dropout", "groups")
 #: Fields that define the training problem (must match to resume).
-PROBLEM_FIELDS = ("data", "training_schedule", "num_train_timesteps", "seed")
+PROBLEM_FIELDS = ("data", "training_schedule", "num_train_timesteps", "seed", "preconditioning",
+                  "sigma_data", "p_mean", "p_std")
+PRECONDITIONINGS = ("eps", "edm")
+#: Quantile of the log-normal training levels that bounds the trained sigma range of an EDM
+#: network on each side (0.1%: ``exp(p_mean -+ 3.09 p_std)``).
+TRAINED_RANGE_QUANTILE = 0.001
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,14 @@ class TrainConfig:
         Seed of the initialisation, the batches, the steps and the noise.
     checkpoint_every : int
         Save a checkpoint every so many steps (and at the end).
+    preconditioning : {"eps", "edm"}
+        ``"eps"``: noise prediction on the training grid (Ho et al. 2020, the default);
+        ``"edm"``: a noise-level-conditioned VE denoiser with Karras et al.'s (2022)
+        preconditioning (:mod:`specsched.unet.edm`; the network sees ``c_in x`` and
+        ``c_noise = ln(sigma) / 4``, the loss is ``lambda(sigma) |D(x, sigma) - x_0|^2``,
+        ``ln sigma ~ N(p_mean, p_std^2)``); ``training_schedule`` is then unused.
+    sigma_data, p_mean, p_std : float
+        EDM's data standard deviation and log-normal training levels (0.5, -1.2, 1.2).
     """
 
     data: str = "fashion-mnist"
@@ -152,6 +165,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
+    preconditioning: str = "eps"
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -176,6 +193,22 @@ class TrainConfig:
                 raise InputError(f"{name}: expected a number in [{low}, {high}), got {value}")
         if self.warmup_steps < 0 or self.groups < 1:
             raise InputError("warmup_steps: expected >= 0; groups: expected >= 1")
+        if self.preconditioning not in PRECONDITIONINGS:
+            raise InputError(f"preconditioning: expected one of {PRECONDITIONINGS}, got "
+                             f"{self.preconditioning!r}")
+        if not (float(self.sigma_data) > 0 and float(self.p_std) > 0
+                and math.isfinite(float(self.p_mean))):
+            raise InputError(f"sigma_data, p_std: expected numbers > 0 and a finite p_mean, got "
+                             f"{self.sigma_data!r}, {self.p_std!r}, {self.p_mean!r}")
+
+    def trained_sigma_range(self) -> tuple[float, float]:
+        """An EDM network's trained noise levels: the central ``1 - 2 q`` of its log-normal
+        training distribution, ``q`` = :data:`TRAINED_RANGE_QUANTILE`; schedules for it
+        stay inside (:class:`specsched.unet.denoiser.EDMDenoiser` refuses others)."""
+        from scipy.stats import norm
+
+        z = float(norm.ppf(1.0 - TRAINED_RANGE_QUANTILE))
+        return (math.exp(self.p_mean - z * self.p_std), math.exp(self.p_mean + z * self.p_std))
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples as lists)."""
@@ -299,7 +332,8 @@ def load_checkpoint(path) -> dict:
 
 
 def _check_resumable(ck: dict, config: TrainConfig, path: Path) -> None:
-    old = ck["config"]
+    defaults = TrainConfig().to_dict()  # fields a checkpoint of an older version lacks
+    old = {**defaults, **ck["config"]}
     new = config.to_dict()
     for name in ARCHITECTURE_FIELDS + PROBLEM_FIELDS:
         if old.get(name) != new[name]:
@@ -309,6 +343,21 @@ def _check_resumable(ck: dict, config: TrainConfig, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- training
+
+def _edm_loss(torch, model, x0, config: TrainConfig, gen):
+    """EDM's training loss of a batch (Karras et al. 2022, eq. 2 with Table 1's
+    preconditioning and weight; :mod:`specsched.unet.edm`)."""
+    from specsched.unet.edm import edm_loss_weight, edm_preconditioning
+
+    n = x0.shape[0]
+    sigma = torch.exp(config.p_mean + config.p_std * torch.randn(n, generator=gen))
+    s4 = sigma[:, None, None, None]
+    x = x0 + s4 * torch.randn(x0.shape, generator=gen)
+    c_skip, c_out, c_in, c_noise = edm_preconditioning(s4, config.sigma_data)
+    denoised = c_skip * x + c_out * model(c_in * x, c_noise.reshape(n))
+    weight = edm_loss_weight(s4, config.sigma_data)
+    return (weight * (denoised - x0).square()).mean()
+
 
 def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = None,
                resume: bool = False, force: bool = False, minutes: float | None = None,
@@ -373,7 +422,9 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
         raise InputError(f"images: expected shape (N, {config.image_size}, "
                          f"{config.image_size}, {config.image_channels}), got {x_all.shape}")
     data = torch.from_numpy(np.ascontiguousarray(x_all.transpose(0, 3, 1, 2)))
-    ab_train = resolve_training_schedule(config.training_schedule, config.num_train_timesteps)
+    edm = config.preconditioning == "edm"
+    ab_train = np.zeros(0) if edm else resolve_training_schedule(config.training_schedule,
+                                                                 config.num_train_timesteps)
     T = ab_train.size
     sqrt_ab = torch.from_numpy(np.sqrt(ab_train)).float()
     sqrt_1m_ab = torch.from_numpy(np.sqrt(1.0 - ab_train)).float()
@@ -406,6 +457,7 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
             "training_alphas_cumprod": torch.from_numpy(ab_train),
             "loss_history": [list(h) for h in history], "seconds": seconds_total,
             "n_train_images": int(data.shape[0]), "n_parameters": count_parameters(model),
+            "sigma_range": list(config.trained_sigma_range()) if edm else None,
         }, path, force=True)
 
     n_params = count_parameters(model)
@@ -425,11 +477,14 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
                     stopped = "time"
                     break
                 idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=gen)
-                t = torch.randint(0, T, (config.batch_size,), generator=gen)
                 x0 = data[idx]
-                eps = torch.randn(x0.shape, generator=gen)
-                xt = sqrt_ab[t, None, None, None] * x0 + sqrt_1m_ab[t, None, None, None] * eps
-                loss = (model(xt, t.float()) - eps).square().mean()  # Ho et al., Algorithm 1
+                if edm:
+                    loss = _edm_loss(torch, model, x0, config, gen)
+                else:
+                    t = torch.randint(0, T, (config.batch_size,), generator=gen)
+                    eps = torch.randn(x0.shape, generator=gen)
+                    xt = sqrt_ab[t, None, None, None] * x0 + sqrt_1m_ab[t, None, None, None] * eps
+                    loss = (model(xt, t.float()) - eps).square().mean()  # Ho et al., Alg. 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
