@@ -23,63 +23,13 @@ Sums are accumulated batch by batch in float64 (memory O(batch_size x D)).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.calibration import LinearCalibration
 
 __all__ = ["LinearCalibration", "calibrate_denoiser"]
-
-
-@dataclass(frozen=True)
-class LinearCalibration:
-    """A denoiser's per-direction linear fit on a grid of noise levels (module docstring).
-
-    Attributes
-    ----------
-    sigmas : ndarray of shape (G,), float64
-        VE noise levels of the grid, strictly increasing, > 0.
-    gain : ndarray of shape (G, d), float64
-        Effective gains ``a_k(sigma)``.
-    bias : ndarray of shape (G, d), float64
-        ``b_k(sigma)``: mean deviation of the output from the data mean not explained by the
-        gain (data units, eigenbasis).
-    residual_variance : ndarray of shape (G, d), float64
-        ``r_k(sigma) >= 0``.
-    n_samples : int
-        Samples per noise level.
-    """
-
-    sigmas: np.ndarray
-    gain: np.ndarray
-    bias: np.ndarray
-    residual_variance: np.ndarray
-    n_samples: int
-
-    def at(self, sigma):
-        """``(gain, bias, residual_variance)`` at ``sigma``, each of shape (d,).
-
-        Linear interpolation in ``log sigma`` between the grid's levels (exact on them).
-
-        Raises
-        ------
-        InputError
-            ``sigma`` outside ``[sigmas[0], sigmas[-1]]`` (the calibration does not
-            extrapolate) or not a finite positive number.
-        """
-        s = float(sigma)
-        lo, hi = float(self.sigmas[0]), float(self.sigmas[-1])
-        if not (np.isfinite(s) and lo <= s <= hi):
-            raise InputError(f"sigma: {s!r} is outside the calibrated range [{lo:g}, {hi:g}]",
-                             param="sigma")
-        if self.sigmas.size == 1:
-            return self.gain[0], self.bias[0], self.residual_variance[0]
-        t = np.log(self.sigmas)
-        j = int(np.clip(np.searchsorted(t, np.log(s)), 1, t.size - 1))
-        w = (np.log(s) - t[j - 1]) / (t[j] - t[j - 1])
-        return tuple((1.0 - w) * a[j - 1] + w * a[j]
-                     for a in (self.gain, self.bias, self.residual_variance))
 
 
 def _check_sigmas(sigmas) -> np.ndarray:

@@ -1,8 +1,10 @@
 r"""GITS: noise levels chosen by dynamic programming on a denoiser's own teacher trajectories.
 
 A network-aware competitor to the spectrum's optimised schedules (Chen et al. 2024, "On the
-Trajectory Regularity of ODE-based Diffusion Sampling", ICML; their code's
-``gits_utils.get_dp_list``). The procedure, on VE levels (k-diffusion's convention):
+Trajectory Regularity of ODE-based Diffusion Sampling", ICML), following the procedure of
+their code's ``gits_utils.get_dp_list`` and ``dp`` as read, not checked against it (it is
+torch research code, not an installable library). The procedure, on VE levels
+(k-diffusion's convention):
 
 1. a fine teacher grid ``t_0 > t_1 > ... > t_{N-1}`` (Karras et al.'s rho = 7 ramp from
    ``sigma_max`` to ``sigma_min``, N = 60 by default);
@@ -29,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.sampling.ksamplers import _ArrayKit
 from specsched.schedules.conversions import sigmas_from_alphas_cumprod
 from specsched.schedules.families import karras_alphas_cumprod
 from specsched.theory.ksolvers import get_ksampler, resolve_options
@@ -99,24 +102,16 @@ def gits_dp(cost, num_levels: int, coeff: float = GITS_COEFF) -> np.ndarray:
     return np.array(path, dtype=np.int64)
 
 
-def _teacher_trajectory(model, grid, x, teacher, options):
+def _teacher_trajectory(model, grid, x, spec, options):
     """States ``(N, n, d)`` and derivatives at every grid level from the start ``x``."""
-    spec = get_ksampler(teacher)
-    sig = np.concatenate([grid, [0.0]])
-
-    class Kit:  # the interface of specsched.theory.ksolvers, on arrays
-        sigmas, noise = sig, None
-
-    kit = Kit()
-    kit.options = options
-    kit.model = model
+    kit = _ArrayKit(np.concatenate([grid, [0.0]]), options, model, None)  # deterministic
     states, derivs = [x], []
     history = ()
-    for i in range(grid.size - 1):
+    for i in range(grid.size):
         derivs.append((states[-1] - model(states[-1], grid[i])) / grid[i])
-        x, history = spec.step(kit, i, states[-1], history)
-        states.append(x)
-    derivs.append((states[-1] - model(states[-1], grid[-1])) / grid[-1])
+        if i + 1 < grid.size:
+            x, history = spec.step(kit, i, states[-1], history)
+            states.append(x)
     return np.stack(states), np.stack(derivs)
 
 
@@ -158,7 +153,7 @@ def gits_cost_matrix(model: Callable, grid, starts, teacher: str = "heun") -> np
     if spec.noise != "none":
         raise InputError(f"teacher: expected a deterministic sampler, got {teacher!r}",
                          param="teacher")
-    states, derivs = _teacher_trajectory(model, g, x, teacher, resolve_options(teacher))
+    states, derivs = _teacher_trajectory(model, g, x, spec, resolve_options(teacher))
     N = g.size
     C = np.zeros((N, N))
     for i in range(N - 1):

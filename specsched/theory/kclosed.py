@@ -214,31 +214,11 @@ class _CalibratedKit(_Kit):
         self.calibration = calibration
 
     def model(self, x: Affine, sigma) -> Affine:
-        a, b, r = _interpolate(self.calibration, sigma)
+        a, b, r = self.calibration.interpolate(sigma, name="calibration")
         k = self.next_index
         self.next_index += 1
         self.intervals.append(None)  # independent of the sampler's draws
         return x * a + Affine({CONST: b, k: np.sqrt(r)})
-
-
-def _interpolate(calibration, sigma):
-    """``(a, b, r)`` of ``calibration`` at the column (or scalar) ``sigma``, shape (G, d)."""
-    grid = calibration.sigmas
-    s = np.atleast_1d(np.asarray(sigma)).reshape(-1)
-    lo, hi = float(grid[0]), float(grid[-1])
-    real = np.real(s)
-    if np.any(real < lo * (1.0 - 1e-12)) or np.any(real > hi * (1.0 + 1e-12)):
-        raise InputError(f"calibration: the sampler calls the denoiser at sigma in "
-                         f"[{real.min():.4g}, {real.max():.4g}], outside the calibrated range "
-                         f"[{lo:.4g}, {hi:.4g}]", param="calibration")
-    rows = (calibration.gain, calibration.bias, calibration.residual_variance)
-    if grid.size == 1:
-        return tuple(np.broadcast_to(a[0], (s.size, a.shape[1])) for a in rows)
-    t = np.log(grid)
-    ls = np.log(s)
-    j = np.clip(np.searchsorted(t, np.real(ls)), 1, t.size - 1)
-    w = ((ls - t[j - 1]) / (t[j] - t[j - 1]))[:, None]
-    return tuple((1.0 - w) * a[j - 1] + w * a[j] for a in rows)
 
 
 def _cmin(a, b):
@@ -260,20 +240,21 @@ def _batches(n_iterations: int, warmup: int = 3):
 
 
 def _read_maps(kit, outputs, n_inputs: int, G: int, width: int, dtype):
-    """``(M (G, L', L, width), N (G, L', K, width), R (G, K, K))`` of a traced step."""
+    """``(M (G, L', L, width), N (G, L', K, width), R (G, K, K), c (G, L', width))`` of a
+    traced step; ``c`` its constant term (:data:`CONST`)."""
     n_draws = kit.next_index - n_inputs
     M = np.zeros((G, len(outputs), n_inputs, width), dtype=dtype)
     N = np.zeros((G, len(outputs), n_draws, width), dtype=dtype)
-    kit.constants = np.zeros((G, len(outputs), width), dtype=dtype)  # (G, L', width)
+    c = np.zeros((G, len(outputs), width), dtype=dtype)
     for j, out in enumerate(outputs):
-        for k, c in out.terms.items():
+        for k, coef in out.terms.items():
             if k == CONST:
-                kit.constants[:, j] = c
+                c[:, j] = coef
             elif k < n_inputs:
-                M[:, j, k] = c
+                M[:, j, k] = coef
             else:
-                N[:, j, k - n_inputs] = c
-    return M, N, kit.noise_covariance(G)
+                N[:, j, k - n_inputs] = coef
+    return M, N, kit.noise_covariance(G), c
 
 
 def _trace(spec: KSampler, kit, members, n_inputs: int, G: int, width: int, dtype):
@@ -293,8 +274,7 @@ def _batch_maps(spec: KSampler, sigmas, options, lam, members, n_inputs: int, pe
     else:
         kit = _CalibratedKit(levels, options, lam, spec.noise, n_inputs, calibration)
     dtype = complex if perturb is not None else np.float64
-    M, N, R = _trace(spec, kit, members, n_inputs, members.size, lam.size, dtype)
-    return M, N, R, kit.constants
+    return _trace(spec, kit, members, n_inputs, members.size, lam.size, dtype)
 
 
 def _all_maps(spec, sigmas, options, lam, n_iterations: int, calibration=None):
@@ -365,7 +345,7 @@ def corner_system(spec: KSampler, sigmas, options, derivatives: bool = False) ->
         perturb = np.tile(stencil, G) if derivatives else None
         kit = _CornerKit(_Levels(sigmas, rows, perturb), options, spec.noise, L, spec.calls)
         dtype = complex if derivatives else np.float64
-        M, N, R = _trace(spec, kit, rows, L, rows.size, 2**spec.calls, dtype)
+        M, N, R, _ = _trace(spec, kit, rows, L, rows.size, 2**spec.calls, dtype)  # c = 0
         calls = [np.asarray(c).reshape(-1) if np.size(c) == rows.size else np.full(rows.size, c)
                  for c in kit.calls]
         traced.append((members, M, N, R, calls))

@@ -193,6 +193,25 @@ def _advance(m, L, K, R_i, h, P, S, r):
                 P[row, j] = _ftz(P[row, j])
 
 
+@nb.njit(inline="always", fastmath=_FASTMATH)
+def _corner_sums(m, S, rw_q, rA_q, rbar, coef, out):
+    """For the adjoint ``bar`` (rows ``rbar``, laid out like ``coef`` (A, B)) of one matrix:
+    ``out[a, b] = sum_j w_q bar[a, b]`` (the block sum the stencil derivatives contract) and
+    ``A_q += <coef, bar>`` per direction (row ``rA_q``)."""
+    A, B = coef.shape
+    for a in range(A):
+        for b in range(B):
+            row = rbar + a * B + b
+            acc = 0.0
+            for j in range(m):
+                acc += S[rw_q, j] * S[row, j]
+            out[a, b] = acc
+            x = coef[a, b]
+            if x != 0.0:
+                for j in range(m):
+                    S[rA_q, j] += x * S[row, j]
+
+
 @nb.njit(inline="always")
 def _start(m, k0, L, P0, h, P):
     for a in range(L):
@@ -339,27 +358,8 @@ def _vjp_block(lam, Mc, Nc, R, sc, P0, dMc, dNc, dR, dsc, offsets, dP0, mean, we
         for q in range(Q):  # A_q and the block sums of w_q Mbar, w_q Nbar
             for j in range(m):
                 S[rA + q, j] = 0.0
-            for a in range(L):
-                for b in range(L):
-                    row = rMb + a * L + b
-                    acc = 0.0
-                    for j in range(m):
-                        acc += S[rw + q, j] * S[row, j]
-                    SM[q, a, b] = acc
-                    x = Mc[i, q, a, b]
-                    if x != 0.0:
-                        for j in range(m):
-                            S[rA + q, j] += x * S[row, j]
-                for k in range(K):
-                    row = rNb + a * K + k
-                    acc = 0.0
-                    for j in range(m):
-                        acc += S[rw + q, j] * S[row, j]
-                    SN[q, a, k] = acc
-                    x = Nc[i, q, a, k]
-                    if x != 0.0:
-                        for j in range(m):
-                            S[rA + q, j] += x * S[row, j]
+            _corner_sums(m, S, rw + q, rA + q, rMb, Mc[i, q], SM[q])
+            _corner_sums(m, S, rw + q, rA + q, rNb, Nc[i, q], SN[q])
         for c in range(C):  # F_c = sum_j g'_c sum_q A_q dw_q/dg_c
             acc = 0.0
             for q in range(Q):

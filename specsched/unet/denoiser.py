@@ -24,6 +24,7 @@ import numpy as np
 from specsched.errors import InputError
 from specsched.sampling.denoisers import x0_from_eps
 from specsched.schedules import logsnr_from_alphas_cumprod
+from specsched.unet.edm import edm_preconditioning
 from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
 
 __all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps"]
@@ -215,8 +216,6 @@ class EDMDenoiser:
 
     def __call__(self, x, sigma):
         import torch
-
-        from specsched.unet.edm import edm_preconditioning
 
         x = np.asarray(x, dtype=np.float64)
         H, W, C = self.sample_shape

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from specsched.schedules import (
     validate_alphas_cumprod,
 )
 from specsched.unet import require_torch
+from specsched.unet.edm import edm_loss_weight, edm_preconditioning
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -205,9 +207,7 @@ class TrainConfig:
         """An EDM network's trained noise levels: the central ``1 - 2 q`` of its log-normal
         training distribution, ``q`` = :data:`TRAINED_RANGE_QUANTILE`; schedules for it
         stay inside (:class:`specsched.unet.denoiser.EDMDenoiser` refuses others)."""
-        from scipy.stats import norm
-
-        z = float(norm.ppf(1.0 - TRAINED_RANGE_QUANTILE))
+        z = statistics.NormalDist().inv_cdf(1.0 - TRAINED_RANGE_QUANTILE)
         return (math.exp(self.p_mean - z * self.p_std), math.exp(self.p_mean + z * self.p_std))
 
     def to_dict(self) -> dict:
@@ -347,8 +347,6 @@ def _check_resumable(ck: dict, config: TrainConfig, path: Path) -> None:
 def _edm_loss(torch, model, x0, config: TrainConfig, gen):
     """EDM's training loss of a batch (Karras et al. 2022, eq. 2 with Table 1's
     preconditioning and weight; :mod:`specsched.unet.edm`)."""
-    from specsched.unet.edm import edm_loss_weight, edm_preconditioning
-
     n = x0.shape[0]
     sigma = torch.exp(config.p_mean + config.p_std * torch.randn(n, generator=gen))
     s4 = sigma[:, None, None, None]
