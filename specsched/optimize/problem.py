@@ -269,15 +269,22 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
     have no spacing. The sigma baselines (:data:`specsched.schedules.SIGMA_BASELINES`) run
     between ``sigma_range = (sigma_min, sigma_max)``, EDM's 0.002 and 80 when None
     (:func:`specsched.schedules.sigma_range_from_bounds` gives the range of ``ab`` bounds).
-    ``options`` and ``calibration`` as in :func:`specsched.theory.evaluate_schedule`.
+    ``options`` and ``calibration`` as in :func:`specsched.theory.evaluate_schedule`; with a
+    calibration, a baseline whose levels reach outside the calibrated sigma range (the
+    closed form has no measured denoiser there) is reported with NaN losses and a ``note``.
 
     Returns
     -------
     dict[str, dict]
         ``{name: {"w2": float, "kl": float, "kl_data_gen": float,
-        "alphas_cumprod": ndarray}}``.
+        "alphas_cumprod": ndarray[, "note": str]}}``.
     """
-    from specsched.schedules import BASELINES, SIGMA_BASELINES, TRAINING_FAMILIES
+    from specsched.schedules import (
+        BASELINES,
+        SIGMA_BASELINES,
+        TRAINING_FAMILIES,
+        sigmas_from_alphas_cumprod,
+    )
 
     out = {}
     for name in BASELINES:
@@ -286,6 +293,15 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
             ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace",
                                          **extra)
             label = f"{name}/{spacing}" if spacing else name
+            if calibration is not None:
+                s = sigmas_from_alphas_cumprod(ab)
+                lo, hi = float(calibration.sigmas[0]), float(calibration.sigmas[-1])
+                if s.min() < lo * (1.0 - 1e-12) or s.max() > hi * (1.0 + 1e-12):
+                    out[label] = {"w2": np.nan, "kl": np.nan, "kl_data_gen": np.nan,
+                                  "alphas_cumprod": ab,
+                                  "note": f"levels {s.min():.4g} to {s.max():.4g} outside the "
+                                  f"calibrated range [{lo:.4g}, {hi:.4g}]"}
+                    continue
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
                              kl_floor=kl_floor, options=options, calibration=calibration)
             out[label] = {**r, "alphas_cumprod": ab}
