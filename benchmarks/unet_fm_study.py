@@ -43,7 +43,8 @@ Outputs (stem ``--out``, default results/unet_fm; every file's first line is the
   after every finished cell, and a rerun skips the cells already there (same samples and
   seeds);
 - ``<out>_paired.csv``: optimised minus each competitor per (sampler, NFE), seed by seed,
-  mean and standard error, ``verdict`` win / lose (|mean| > 2 se) or tie (unresolved);
+  mean and standard error, ``verdict`` win / lose (a paired two-sided t-test at 5%:
+  ``|mean| > t_{0.975, n-1} se``) or tie (unresolved);
 - ``<out>_spearman.csv``: Spearman of the Wiener and of the calibrated theory against each
   metric over the schedules of each (sampler, NFE), and over all cells;
 - ``<out>_floor.csv``: held-out test images scored like samples (the metrics' floor);
@@ -51,7 +52,10 @@ Outputs (stem ``--out``, default results/unet_fm; every file's first line is the
   Wiener filter's at each calibration level; ``<out>_timing.csv``: seconds of the
   calibration, GITS's cost matrix and programme, and each optimisation;
 - ``<out>_rapsd.csv`` (per ring), ``<out>.png`` (metrics against NFE, theory dashed),
-  ``<out>_gap.png``.
+  ``<out>_gap.png``;
+- ``<out>_report.md``: every table above as Markdown, generated from the CSVs
+  (``--report-only`` rewrites it, the paired and Spearman tables and the figure without
+  sampling).
 
 ``--plan default`` is the grid that fits about 90 minutes of this 2-core machine at 5 x 1000
 samples per cell (docs/unet.md says what it cuts); ``--plan full`` is every sampler x NFE 5, 8,
@@ -220,6 +224,21 @@ def _run_cell(sampler, sigmas, clip, n_samples, seeds):
     return per_seed, np.array(rings), time.perf_counter() - t0
 
 
+def verdict(d) -> str:
+    """``"win"`` / ``"lose"`` when the paired differences ``d`` (optimised minus competitor,
+    one per seed) are below / above 0 by a two-sided t-test at the 5% level
+    (``|mean| > t_{0.975, n-1} se``), else ``"tie"`` (unresolved)."""
+    from scipy.stats import t
+
+    d = np.asarray(d, dtype=np.float64)
+    if d.size < 2:
+        return "tie"
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    if abs(d.mean()) <= t.ppf(0.975, d.size - 1) * se:
+        return "tie"
+    return "win" if d.mean() < 0 else "lose"
+
+
 def paired_table(df: pd.DataFrame) -> pd.DataFrame:
     """Optimised minus competitor per (sampler, NFE, clip), seed by seed (module docstring)."""
     metrics = [m for m in ("fd_pixels", "fd_classifier", "kid_classifier", "rapsd_err_db")
@@ -241,8 +260,7 @@ def paired_table(df: pd.DataFrame) -> pd.DataFrame:
                     row[f"{m}_diff"] = d.mean()
                     row[f"{m}_diff_se"] = se
                     row[f"{m}_ratio"] = a.mean() / b.mean()
-                    row[f"{m}_verdict"] = ("tie" if not np.isfinite(se) or abs(d.mean()) <= 2 * se
-                                           else "win" if d.mean() < 0 else "lose")
+                    row[f"{m}_verdict"] = verdict(d)
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -377,10 +395,18 @@ def main(argv=None):
     parser.add_argument("--gits-warmup", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--out", default="results/unet_fm", help="output stem")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the paired, Spearman, figure and report files from the "
+                        "CSVs under --out; no sampling")
     args = parser.parse_args(argv)
     command = "python benchmarks/unet_fm_study.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     try:
+        if args.report_only:
+            cells = Path(f"{args.out}_cells.csv")
+            first = cells.read_text().splitlines()[0] if cells.is_file() else ""
+            finish(Path(args.out), first.removeprefix("# ") or command)
+            return 0
         return run(args, command)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -444,9 +470,6 @@ def run(args, command) -> int:
     timing.append({"step": "calibration", "sampler": "", "nfe_budget": "",
                    "seconds": time.perf_counter() - t0,
                    "network_evaluations": len(cal_x) * args.calibration_levels})
-    gap = gap_table(cal, lam)
-    write_csv(gap, Path(f"{out}_gap.csv"), command)
-    plot_gap(gap, Path(f"{out}_gap.png"))
 
     gits_grid = None
     if any(c[2] == "gits" for c in cells):
@@ -498,7 +521,11 @@ def run(args, command) -> int:
         sched[key] = {"sigmas": sigmas, "steps": steps, "nfe": nfe_of(sampler, steps),
                       "predicted_w2_squared": th.w2 ** 2, "predicted_kl": th.kl,
                       "calibrated_w2_squared": np.nan if tc is None else tc.w2 ** 2}
+    # every schedule is checked: from here on files are written
     write_csv(pd.DataFrame(timing), Path(f"{out}_timing.csv"), command)
+    gap = gap_table(cal, lam)
+    write_csv(gap, Path(f"{out}_gap.csv"), command)
+    plot_gap(gap, Path(f"{out}_gap.png"))
 
     ref = {"pixels": gaussian_fit(train.reshape(len(train), -1))}
     clf = kid_ref = None
@@ -572,10 +599,6 @@ def run(args, command) -> int:
     order = {n: i for i, n in enumerate(SCHEDULES)}
     df = df.sort_values(KEY, key=lambda c: c.map(order) if c.name == "schedule" else c)
     write_csv(df, path, command)
-    write_csv(paired_table(df), Path(f"{out}_paired.csv"), command)
-    sp = spearman_table(df)
-    write_csv(sp, Path(f"{out}_spearman.csv"), command)
-    print(sp.to_string(index=False))
     per_seed = []
     for seed in args.seeds:
         pick = test[np.random.default_rng(seed).choice(len(test), args.n_samples,
@@ -584,10 +607,132 @@ def run(args, command) -> int:
     frow = {"images": "held-out test", "n_samples": args.n_samples, "seeds": seeds,
             **summarise(per_seed)}
     write_csv(pd.DataFrame([frow]), Path(f"{out}_floor.csv"), command)
-    plot_cells(df, Path(f"{out}.png"), {m: frow[f"{m}_mean"] for m in
-                                         ("fd_pixels", "fd_classifier", "rapsd_err_db")
-                                         if f"{m}_mean" in frow})
+    finish(out, command)
     return 0
+
+
+def _pm(mean, se, digits=3) -> str:
+    """``mean ± se`` for a table cell (``-`` when missing)."""
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}g} ± {se:.2g}" if np.isfinite(se) else f"{mean:.{digits}g}"
+
+
+def report(df, paired, sp, floor, timing, gap, command) -> str:
+    """``<out>_report.md``: the tables of docs/unet.md's EDM study, from the CSVs alone."""
+    main = df[~df["clip"]]
+    lines = ["# EDM U-Net study: schedules per sampler on 16 x 16 Fashion-MNIST", "",
+             "Generated by `benchmarks/unet_fm_study.py` from the CSVs beside it (do not edit; "
+             "`--report-only` rewrites it). Command:", "", f"    {command}", ""]
+    if floor is not None:
+        f = floor.iloc[0]
+        lines += [f"Floor ({f['n_samples']} held-out test images per seed, seeds {f['seeds']}): "
+                  + "; ".join(f"{m} {_pm(f[f'{m}_mean'], f[f'{m}_se'])}"
+                              for m in ("fd_pixels", "fd_classifier", "kid_classifier",
+                                        "rapsd_err_db") if f"{m}_mean" in f), ""]
+    for m, title in (("fd_pixels", "FD in pixels (theory W2^2: Wiener / calibrated)"),
+                     ("fd_classifier", "FD in classifier features"),
+                     ("kid_classifier", "KID in classifier features"),
+                     ("rapsd_err_db", "RAPSD error, rms over rings (dB)")):
+        if f"{m}_mean" not in main:
+            continue
+        lines += [f"## {title}", "", "mean ± s.e. over seeds; NFE spent in brackets where it "
+                  "differs from the budget", ""]
+        for sampler in [x for x in SAMPLERS if x in set(main["sampler"])]:
+            sub = main[main["sampler"] == sampler]
+            nfes = sorted(set(sub["nfe_budget"]))
+            spent = {n: int(sub[sub["nfe_budget"] == n]["nfe"].iloc[0]) for n in nfes}
+            head = [f"NFE {n}" + (f" ({spent[n]})" if spent[n] != n else "") for n in nfes]
+            lines += [f"**{sampler}**", "", "| schedule | " + " | ".join(head) + " |",
+                      "|---" * (len(nfes) + 1) + "|"]
+            for name in [k for k in SCHEDULES if k in set(sub["schedule"])]:
+                cells = []
+                for n in nfes:
+                    r = sub[(sub["schedule"] == name) & (sub["nfe_budget"] == n)]
+                    if r.empty:
+                        cells.append("")
+                        continue
+                    r = r.iloc[0]
+                    text = _pm(r[f"{m}_mean"], r[f"{m}_se"])
+                    if m == "fd_pixels":
+                        text += f" [{r['predicted_w2_squared']:.3g}"
+                        text += ("]" if not np.isfinite(r["calibrated_w2_squared"])
+                                 else f" / {r['calibrated_w2_squared']:.3g}]")
+                    cells.append(text)
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["## Optimised minus competitor, paired over seeds", "",
+              "win / lose: the paired difference is below / above 0 by a two-sided t-test at "
+              "5% (|mean| > t(0.975, seeds - 1) s.e.); tie: unresolved at this sample size.",
+              "",
+              "| sampler | NFE | clip | optimised | competitor | FD pixels | FD classifier | KID |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in paired.itertuples():
+        cols = []
+        for m in ("fd_pixels", "fd_classifier", "kid_classifier"):
+            if f"{m}_diff" in paired:
+                cols.append(f"{_pm(getattr(r, f'{m}_diff'), getattr(r, f'{m}_diff_se'))} "
+                            f"({getattr(r, f'{m}_verdict')})")
+            else:
+                cols.append("-")
+        lines.append(f"| {r.sampler} | {r.nfe_budget} | {'yes' if r.clip else 'no'} | "
+                     f"{r.optimized} | {r.competitor} | " + " | ".join(cols) + " |")
+    counts = paired[~paired["clip"]].groupby(["optimized", "competitor"])
+    lines += ["", "Verdicts on classifier FD (pixel FD), unclipped cells:", "",
+              "| optimised | competitor | win | tie | lose |", "|---|---|---|---|---|"]
+    for (o, c), g in counts:
+        v = g.get("fd_classifier_verdict", g["fd_pixels_verdict"])
+        w = g["fd_pixels_verdict"]
+        lines.append(f"| {o} | {c} | " + " | ".join(
+            f"{(v == k).sum()} ({(w == k).sum()})" for k in ("win", "tie", "lose")) + " |")
+    cols = [c for c in sp.columns if "_vs_" in c]
+    lines += ["", "## Spearman: theory against the network, over the schedules of a cell", "",
+              "| sampler | NFE | schedules | " + " | ".join(cols) + " |",
+              "|---" * (len(cols) + 3) + "|"]
+    for r in sp.itertuples(index=False):
+        d = r._asdict()
+        lines.append(f"| {d['sampler']} | {d['nfe_budget']} | {d['n_schedules']} | "
+                     + " | ".join("-" if not np.isfinite(d[c]) else f"{d[c]:.2f}"
+                                  for c in cols) + " |")
+    if timing is not None:
+        t = timing.groupby("step")["seconds"].agg(["count", "sum", "median", "max"])
+        lines += ["", "## Seconds (this machine)", "", "| step | runs | total | median | max |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {k} | {int(r['count'])} | {r['sum']:.3g} | {r['median']:.3g} | "
+                  f"{r['max']:.3g} |" for k, r in t.iterrows()]
+    if gap is not None:
+        lines += ["", "## The gap: the network's linear fit against the Wiener filter", "",
+                  "| sigma | median abs(a - g) | max abs(a - g) | residual var / trace | "
+                  "Wiener error var / trace | bias rms |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.sigma:.4g} | {r.median_abs_gain_error:.3g} | "
+                  f"{r.max_abs_gain_error:.3g} | {r.residual_variance_share:.3g} | "
+                  f"{r.wiener_error_variance_share:.3g} | {r.bias_rms:.3g} |"
+                  for r in gap.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def finish(out: Path, command: str) -> None:
+    """Paired and Spearman tables, the figure and the report, from the files under ``out``."""
+    def read(suffix):
+        p = Path(f"{out}{suffix}")
+        return pd.read_csv(p, comment="#") if p.is_file() else None
+
+    df = read("_cells.csv")
+    if df is None:
+        raise InputError(f"{out}_cells.csv: no cells to report (run the study first)")
+    df["clip"] = df["clip"].astype(bool)
+    paired = paired_table(df)
+    write_csv(paired, Path(f"{out}_paired.csv"), command)
+    sp = spearman_table(df)
+    write_csv(sp, Path(f"{out}_spearman.csv"), command)
+    print(sp.to_string(index=False))
+    floor = read("_floor.csv")
+    plot_cells(df, Path(f"{out}.png"), {} if floor is None else {
+        m: floor.iloc[0][f"{m}_mean"] for m in ("fd_pixels", "fd_classifier", "rapsd_err_db")
+        if f"{m}_mean" in floor})
+    text = report(df, paired, sp, floor, read("_timing.csv"), read("_gap.csv"), command)
+    with atomic_write(Path(f"{out}_report.md"), force=True) as fh:
+        fh.write(text)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,21 @@ def test_calibration_is_refused_for_the_discrete_samplers():
     with pytest.raises(InputError, match="calibration: applies to the samplers of k-diff"):
         evaluate_schedule(LAM, MEAN, np.linspace(0.99, 0.1, 5), sampler="ddim",
                           calibration=cal)
+
+
+def test_baselines_outside_the_calibrated_range_are_reported_not_raised():
+    """A narrow calibration (a network trained on [0.01, 12]) cannot judge linear's sigma up
+    to 157: its losses are NaN with a note, while a baseline inside is the closed form."""
+    from specsched.optimize.problem import baseline_losses
+    from specsched.schedules import baseline_alphas_cumprod
+    from specsched.theory import evaluate_schedule
+
+    cal = planted(np.geomspace(0.01, 12.0, 40))
+    out = baseline_losses(LAM, MEAN, 6, sampler="euler", sigma_range=(0.01, 12.0),
+                          calibration=cal)
+    assert np.isnan(out["linear/linspace"]["w2"])
+    assert "outside the calibrated range [0.01, 12]" in out["linear/linspace"]["note"]
+    ab = baseline_alphas_cumprod("karras", 6, sigma_range=(0.01, 12.0))
+    assert out["karras"]["w2"] == pytest.approx(
+        evaluate_schedule(LAM, MEAN, ab, sampler="euler", calibration=cal).w2, rel=1e-12)
+    assert "note" not in out["karras"]
