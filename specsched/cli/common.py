@@ -90,6 +90,11 @@ def iteration_limit(text: str) -> int:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number (a location such as a log-normal mean)."""
+    return _number(text, "a finite number")
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = _number(text, "a finite number > 0")
