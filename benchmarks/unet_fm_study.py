@@ -626,6 +626,39 @@ def _pm(mean, se, digits=3) -> str:
     return f"{mean:.{digits}g} ± {se:.2g}" if np.isfinite(se) else f"{mean:.{digits}g}"
 
 
+def answers(main, paired) -> list[str]:
+    """Markdown lines: per (sampler, NFE), the best schedule per metric and the verdicts of
+    each optimised schedule against karras, kl_optimal and GITS (pixel / classifier FD)."""
+    short = {"win": "W", "tie": "T", "lose": "L"}
+    comps = [("optimized-w2", c) for c in ("karras", "kl_optimal", "gits")]
+    comps.append(("optimized-calibrated", "optimized-w2"))
+    lines = ["## Answers per sampler and NFE", "",
+             "Verdicts as `pixels/classifier`: W the optimised schedule is better, L worse, T "
+             "unresolved (paired t-test at 5 %, below); the best schedule of the cell by mean.",
+             "", "| sampler | NFE | best (pixel FD) | best (classifier FD) | "
+             + " | ".join(f"{'w2' if o == 'optimized-w2' else 'calibrated'} vs {c}"
+                          for o, c in comps) + " |", "|---" * (len(comps) + 4) + "|"]
+    p = paired[~paired["clip"]].set_index(["sampler", "nfe_budget", "optimized", "competitor"])
+    for (sampler, nfe), g in main.groupby(["sampler", "nfe_budget"]):
+        if len(g) < 2:
+            continue
+        best = [g.loc[g[f"{m}_mean"].idxmin(), "schedule"] if f"{m}_mean" in g else "-"
+                for m in ("fd_pixels", "fd_classifier")]
+        cols = []
+        for o, c in comps:
+            key = (sampler, nfe, o, c)
+            if key not in p.index:
+                cols.append("")
+                continue
+            r = p.loc[key]
+            cols.append("/".join(short[r[f"{m}_verdict"]] for m in ("fd_pixels",
+                                                                     "fd_classifier")
+                                 if f"{m}_verdict" in r))
+        lines.append(f"| {sampler} | {nfe} | {best[0]} | {best[1]} | " + " | ".join(cols)
+                     + " |")
+    return lines + [""]
+
+
 def report(df, paired, sp, floor, timing, gap, command) -> str:
     """``<out>_report.md``: the tables of docs/unet.md's EDM study, from the CSVs alone."""
     main = df[~df["clip"]]
@@ -669,6 +702,7 @@ def report(df, paired, sp, floor, timing, gap, command) -> str:
                     cells.append(text)
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += answers(main, paired)
     lines += ["## Optimised minus competitor, paired over seeds", "",
               "win / lose: the paired difference is below / above 0 by a two-sided t-test at "
               "5% (|mean| > t(0.975, seeds - 1) s.e.); tie: unresolved at this sample size.",

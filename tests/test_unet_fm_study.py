@@ -58,7 +58,7 @@ def test_smoke_plan_writes_every_table_with_its_command(study, files, tmp_path):
     out = tmp_path / "res" / "fm"
     assert study.main(_argv(files, out)) == 0
     for suffix in ("_cells.csv", "_paired.csv", "_spearman.csv", "_floor.csv", "_gap.csv",
-                   "_timing.csv", "_rapsd.csv", ".png", "_gap.png"):
+                   "_timing.csv", "_rapsd.csv", ".png", "_gap.png", "_report.md"):
         assert Path(f"{out}{suffix}").is_file(), suffix
     first = Path(f"{out}_cells.csv").read_text().splitlines()[0]
     assert first.startswith("# python benchmarks/unet_fm_study.py --checkpoint")
@@ -74,6 +74,8 @@ def test_smoke_plan_writes_every_table_with_its_command(study, files, tmp_path):
     assert cells.loc[cells["sampler"] == "ddim", "calibrated_w2_squared"].isna().all()
     assert cells.loc[cells["sampler"] != "ddim", "calibrated_w2_squared"].notna().all()
     assert len(pd.read_csv(f"{out}_rapsd.csv", comment="#")) == len(cells) * 4  # 8 px: 4 rings
+    text = Path(f"{out}_report.md").read_text()
+    assert "| dpmpp-2m | 5 |" in text and "## Answers per sampler and NFE" in text
     # a rerun finds every cell done and samples nothing
     assert study.main(_argv(files, out)) == 0
 
