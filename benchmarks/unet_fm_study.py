@@ -179,7 +179,8 @@ _WORKER = {}
 
 
 def _init_worker(checkpoint, batch_size, classifier, ref, kid_ref, rapsd_ref):
-    """Per-process state: the network (clipped and not), the classifier, the references."""
+    """Per-process state: the network (its clipping set per cell), the classifier, the
+    references."""
     import torch
 
     from specsched.metrics.features import load_or_train_classifier
@@ -187,12 +188,10 @@ def _init_worker(checkpoint, batch_size, classifier, ref, kid_ref, rapsd_ref):
 
     torch.set_num_threads(1)
     den = EDMDenoiser.from_checkpoint(checkpoint, batch_size=batch_size)
-    clipped = EDMDenoiser.from_checkpoint(checkpoint, batch_size=batch_size,
-                                          clip_denoised=True)
     clf = None
     if classifier:
         clf, _ = load_or_train_classifier(classifier, den.sample_shape[0], progress=False)
-    _WORKER.update(den={False: den, True: clipped}, clf=clf, ref=ref, kid_ref=kid_ref,
+    _WORKER.update(den=den, clf=clf, ref=ref, kid_ref=kid_ref,
                    rapsd_ref=rapsd_ref)
 
 
@@ -205,25 +204,18 @@ def score_images(x, clf, ref, kid_ref, rapsd_ref, seed) -> tuple[dict, np.ndarra
     return out, ring
 
 
-def _run_cell(sampler, sigmas, clip, n_samples, seeds):
-    """Scores of each seed's samples of one cell, per-ring errors, seconds."""
-    from specsched.sampling import sample
-    from specsched.sampling.ksamplers import sample_k
-    from specsched.schedules import alphas_cumprod_from_sigmas
+def _run_cell(sampler, ab, clip, n_samples, seeds):
+    """Scores of each seed's samples of one cell (one batch of ``n_samples`` per seed,
+    :func:`specsched.unet.denoiser.sample_edm`), per-ring errors, seconds."""
+    from specsched.unet.denoiser import sample_edm
 
-    den = _WORKER["den"][clip]
+    den = _WORKER["den"]
+    den.clip_denoised = clip
     t0 = time.perf_counter()
     per_seed, rings = [], []
-    dim = int(np.prod(den.sample_shape))
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        if sampler == "ddim":
-            ab = alphas_cumprod_from_sigmas(np.asarray(sigmas[:-1])[::-1])
-            x = sample(den, ab, n_samples, den.sample_shape, sampler="ddim", rng=rng,
-                       batch_size=n_samples, progress=False)
-        else:
-            x = sample_k(den, np.asarray(sigmas), sampler, n_samples, dim, rng=rng)
-            x = x.reshape(n_samples, *den.sample_shape)
+        x = sample_edm(den, ab, sampler, n_samples, rng=np.random.default_rng(seed),
+                       batch_size=n_samples)
         s, ring = score_images(x, _WORKER["clf"], _WORKER["ref"], _WORKER["kid_ref"],
                                _WORKER["rapsd_ref"], seed)
         per_seed.append(s)
@@ -294,6 +286,7 @@ def spearman_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure to ``path`` atomically (PNG, 110 dpi) and close it."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -304,6 +297,9 @@ def save_png(fig, path: Path) -> None:
 
 
 def plot_cells(df: pd.DataFrame, path: Path, floor: dict) -> None:
+    """``<out>.png``: each metric (rows) against NFE per sampler (columns), one line per
+    schedule with its s.e., the Wiener theory's W2^2 dashed in the pixel panels and the
+    held-out ``floor`` ({metric: value}) dotted; unclipped cells only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,6 +332,7 @@ def plot_cells(df: pd.DataFrame, path: Path, floor: dict) -> None:
 
 
 def plot_gap(gap: pd.DataFrame, path: Path) -> None:
+    """``<out>_gap.png``: the columns of :func:`gap_table` against sigma (log axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,8 +346,7 @@ def plot_gap(gap: pd.DataFrame, path: Path) -> None:
     axes[1].set(xscale="log", xlabel="sigma", title="residual variance / total variance")
     axes[2].plot(gap["sigma"], gap["bias_rms"], "o-")
     axes[2].set(xscale="log", yscale="log", xlabel="sigma", title="bias rms (eigenbasis)")
-    for ax in axes:
-        ax.legend(fontsize=7) if ax is axes[0] else None
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -374,6 +370,7 @@ def gap_table(cal, lam) -> pd.DataFrame:
 
 
 def main(argv=None):
+    """Command line (module docstring); exit code 0, or 2 with one ``error:`` line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True,
                         help="train-unet checkpoint trained with preconditioning='edm' (.pt)")
@@ -422,6 +419,8 @@ def main(argv=None):
 
 
 def run(args, command) -> int:
+    """The study on parsed ``args``: every check before any file is written, then the cells
+    in plan order (resumable), the floor and :func:`finish`."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -526,7 +525,7 @@ def run(args, command) -> int:
         th = evaluate_schedule(lam, mean, ab, sampler=sampler)
         tc = (evaluate_schedule(lam, mean, ab, sampler=sampler, calibration=cal)
               if sampler != "ddim" else None)
-        sched[key] = {"sigmas": sigmas, "steps": steps, "nfe": nfe_of(sampler, steps),
+        sched[key] = {"ab": ab, "sigmas": sigmas, "steps": steps, "nfe": nfe_of(sampler, steps),
                       "predicted_w2_squared": th.w2 ** 2, "predicted_kl": th.kl,
                       "calibrated_w2_squared": np.nan if tc is None else tc.w2 ** 2}
     # every schedule is checked: from here on files are written
@@ -565,7 +564,7 @@ def run(args, command) -> int:
     init = (args.checkpoint, args.batch_size, args.classifier, ref, kid_ref, rapsd_ref)
 
     def results():
-        work = [(c, (c[0], sched[c[:3]]["sigmas"], c[3], args.n_samples, args.seeds))
+        work = [(c, (c[0], sched[c[:3]]["ab"], c[3], args.n_samples, args.seeds))
                 for c in todo]
         if args.jobs == 1 or len(todo) <= 1:
             _init_worker(*init)

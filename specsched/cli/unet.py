@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from specsched.errors import InputError
 from specsched.fileio import atomic_write, check_writable
 from specsched.plots import save_grid
 from specsched.sampling import sample
-from specsched.sampling.ksamplers import sample_k, sample_k_batches
 from specsched.sampling.samplers import SAMPLER_NAMES
 from specsched.schedules import (
     BASELINES,
@@ -41,10 +39,9 @@ from specsched.schedules import (
     baseline_alphas_cumprod,
 )
 from specsched.theory.kclosed import kdiffusion_sigmas
-from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.samplers import resolve_eta, sampler_names
 from specsched.unet import require_torch
-from specsched.unet.denoiser import EDMDenoiser, UNetDenoiser
+from specsched.unet.denoiser import EDMDenoiser, UNetDenoiser, sample_edm
 from specsched.unet.train import TrainConfig, load_checkpoint, train_unet
 
 TRAIN_DESCRIPTION = """\
@@ -230,37 +227,13 @@ def resolve_schedule(schedule: str, steps: int | None, spacing: str = "linspace"
     return ab
 
 
-def sample_edm(den: EDMDenoiser, ab, sampler: str, n: int, *, eta=None,
-               rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """``n`` samples of an EDM network on the schedule ``ab``: (n, H, W, C), float64.
-
-    k-diffusion's samplers (:data:`specsched.theory.ksolvers.KSAMPLERS`) run
-    :func:`~specsched.sampling.ksamplers.sample_k_batches` on ``kdiffusion_sigmas(ab)``
-    (``eta`` as their option, where they have one); the discrete samplers run
-    :func:`specsched.sampling.sample`, which calls the VE denoiser at ``sigma_s =
-    sqrt((1 - ab_s) / ab_s)`` (docs/theory.md section 3). The levels are not checked here
-    (:meth:`EDMDenoiser.check_sigmas` is the caller's, before any sampling).
-    """
-    if sampler not in KSAMPLERS:
-        return sample(den, ab, n, den.sample_shape, sampler=sampler, eta=eta, rng=rng,
-                      batch_size=batch_size)
-    x = np.empty((n, *den.sample_shape))
-    for start, batch in sample_k_batches(den, kdiffusion_sigmas(ab), sampler, n,
-                                         math.prod(den.sample_shape), rng=rng,
-                                         options=None if eta is None else {"eta": eta},
-                                         batch_size=batch_size):
-        x[start:start + batch.shape[0]] = batch.reshape(-1, *den.sample_shape)
-    return x
-
-
 def _sample_to_grid(checkpoint, edm: bool, path, force, seed=0):
     rng = np.random.default_rng(seed)
     if edm:
         den = EDMDenoiser.from_checkpoint(checkpoint)
         ab = baseline_alphas_cumprod("karras", GRID_STEPS, sigma_range=den.sigma_range)
-        x = sample_k(den, kdiffusion_sigmas(ab), GRID_EDM_SAMPLER, GRID_SAMPLES,
-                     math.prod(den.sample_shape), rng=rng)
-        x = x.reshape(GRID_SAMPLES, *den.sample_shape)
+        x = sample_edm(den, ab, GRID_EDM_SAMPLER, GRID_SAMPLES, rng=rng,
+                       batch_size=GRID_SAMPLES)
     else:
         den = UNetDenoiser.from_checkpoint(checkpoint)
         x = sample(den, baseline_alphas_cumprod("linear", GRID_STEPS), GRID_SAMPLES,

@@ -293,15 +293,14 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
             ab = baseline_alphas_cumprod(name, num_steps, spacing=spacing or "linspace",
                                          **extra)
             label = f"{name}/{spacing}" if spacing else name
-            if calibration is not None:
-                s = sigmas_from_alphas_cumprod(ab)
+            s = sigmas_from_alphas_cumprod(ab)
+            if calibration is not None and not calibration.covers(s):
                 lo, hi = float(calibration.sigmas[0]), float(calibration.sigmas[-1])
-                if s.min() < lo * (1.0 - 1e-12) or s.max() > hi * (1.0 + 1e-12):
-                    out[label] = {"w2": np.nan, "kl": np.nan, "kl_data_gen": np.nan,
-                                  "alphas_cumprod": ab,
-                                  "note": f"levels {s.min():.4g} to {s.max():.4g} outside the "
-                                  f"calibrated range [{lo:.4g}, {hi:.4g}]"}
-                    continue
+                out[label] = {"w2": np.nan, "kl": np.nan, "kl_data_gen": np.nan,
+                              "alphas_cumprod": ab,
+                              "note": f"levels {s.min():.4g} to {s.max():.4g} outside the "
+                              f"calibrated range [{lo:.4g}, {hi:.4g}]"}
+                continue
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
                              kl_floor=kl_floor, options=options, calibration=calibration)
             out[label] = {**r, "alphas_cumprod": ab}

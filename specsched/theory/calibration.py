@@ -64,8 +64,7 @@ class LinearCalibration:
         s = np.atleast_1d(np.asarray(sigma)).reshape(-1)
         lo, hi = float(self.sigmas[0]), float(self.sigmas[-1])
         real = np.real(s)
-        if not np.all(np.isfinite(real)) or np.any(real < lo * (1.0 - 1e-12)) \
-                or np.any(real > hi * (1.0 + 1e-12)):
+        if not self.covers(real):
             raise InputError(f"{name}: levels from {real.min():.4g} to {real.max():.4g} reach "
                              f"outside the calibrated range [{lo:.4g}, {hi:.4g}]", param=name)
         rows = (self.gain, self.bias, self.residual_variance)
@@ -76,6 +75,14 @@ class LinearCalibration:
         j = np.clip(np.searchsorted(t, np.real(ls)), 1, t.size - 1)
         w = ((ls - t[j - 1]) / (t[j] - t[j - 1]))[:, None]
         return tuple((1.0 - w) * a[j - 1] + w * a[j] for a in rows)
+
+    def covers(self, sigma) -> bool:
+        """Whether every level of ``sigma`` (real, any shape) is finite and inside the grid
+        ``[sigmas[0], sigmas[-1]]`` (relative tolerance 1e-12): what :meth:`interpolate`
+        accepts."""
+        s = np.asarray(sigma, dtype=np.float64)
+        return bool(np.all(np.isfinite(s)) and np.all(s >= self.sigmas[0] * (1.0 - 1e-12))
+                    and np.all(s <= self.sigmas[-1] * (1.0 + 1e-12)))
 
     def at(self, sigma):
         """``(gain, bias, residual_variance)`` at one level ``sigma``, each of shape (d,)

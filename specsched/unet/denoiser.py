@@ -19,6 +19,8 @@ grid's ends see its end steps. The network runs in float32 (``torch.inference_mo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from specsched.errors import InputError
@@ -27,7 +29,7 @@ from specsched.schedules import logsnr_from_alphas_cumprod
 from specsched.unet.edm import edm_preconditioning
 from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
 
-__all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps"]
+__all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps", "sample_edm"]
 
 
 def nearest_timesteps(training_alphas_cumprod, alphas_cumprod) -> np.ndarray:
@@ -243,3 +245,48 @@ class EDMDenoiser:
                 self.calls += 1
         x0 = (c_skip * images + c_out * out).reshape(x.shape)
         return np.clip(x0, -1.0, 1.0) if self.clip_denoised else x0
+
+
+def sample_edm(den: EDMDenoiser, ab, sampler: str, n: int, *, eta=None,
+               rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """``n`` samples of an EDM network on the schedule ``ab``: (n, H, W, C), float64.
+
+    Parameters
+    ----------
+    den : EDMDenoiser
+    ab : ndarray of shape (S,)
+        alphas_cumprod, strictly decreasing, step 1 (least noisy) first.
+    sampler : str
+        A k-diffusion sampler (:data:`specsched.theory.ksolvers.KSAMPLERS`), run by
+        :func:`~specsched.sampling.ksamplers.sample_k_batches` on ``kdiffusion_sigmas(ab)``
+        (VE, start ``N(0, sigma_S^2)``), or a discrete one of :func:`specsched.sampling.sample`
+        (VP, start ``N(0, 1)``), which calls the VE denoiser at ``sigma_s = sqrt((1 - ab_s) /
+        ab_s)`` (docs/theory.md section 3).
+    eta : float or None
+        The sampler's eta (k-diffusion's option where it has one; DDIM-eta); None: its own.
+    rng : numpy.random.Generator
+        Source of every draw, batch after batch.
+    batch_size : int
+        Samples per batch; with ``batch_size >= n`` one batch of all ``n``.
+
+    Raises
+    ------
+    InputError
+        As the samplers (unknown sampler, bad eta or sizes). The levels are not checked here:
+        :meth:`EDMDenoiser.check_sigmas` is the caller's, before any sampling.
+    """
+    from specsched.sampling import sample
+    from specsched.sampling.ksamplers import sample_k_batches
+    from specsched.theory.kclosed import kdiffusion_sigmas
+    from specsched.theory.ksolvers import KSAMPLERS
+
+    if sampler not in KSAMPLERS:
+        return sample(den, ab, n, den.sample_shape, sampler=sampler, eta=eta, rng=rng,
+                      batch_size=batch_size, progress=False)
+    x = np.empty((n, *den.sample_shape))
+    for start, batch in sample_k_batches(den, kdiffusion_sigmas(ab), sampler, n,
+                                         math.prod(den.sample_shape), rng=rng,
+                                         options=None if eta is None else {"eta": eta},
+                                         batch_size=batch_size, progress=False):
+        x[start:start + batch.shape[0]] = batch.reshape(-1, *den.sample_shape)
+    return x
