@@ -261,7 +261,7 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, star
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
                     spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None, options=None,
-                    calibration=None):
+                    calibration=None, noise=None):
     """W2 and both KLs of every baseline family at ``num_steps`` steps.
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
@@ -269,7 +269,8 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
     have no spacing. The sigma baselines (:data:`specsched.schedules.SIGMA_BASELINES`) run
     between ``sigma_range = (sigma_min, sigma_max)``, EDM's 0.002 and 80 when None
     (:func:`specsched.schedules.sigma_range_from_bounds` gives the range of ``ab`` bounds).
-    ``options`` and ``calibration`` as in :func:`specsched.theory.evaluate_schedule`; with a
+    ``options``, ``calibration`` and ``noise`` as in
+    :func:`specsched.theory.evaluate_schedule`; with a
     calibration, a baseline whose levels reach outside the calibrated sigma range (the
     closed form has no measured denoiser there) is reported with NaN losses and a ``note``.
 
@@ -302,7 +303,8 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
                               f"calibrated range [{lo:.4g}, {hi:.4g}]"}
                 continue
             r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
-                             kl_floor=kl_floor, options=options, calibration=calibration)
+                             kl_floor=kl_floor, options=options, calibration=calibration,
+                             noise=noise)
             out[label] = {**r, "alphas_cumprod": ab}
     return out
 
@@ -472,6 +474,7 @@ def optimize_schedule(
     sigma_range=None,
     options=None,
     calibration=None,
+    noise=None,
 ) -> OptimizeResult:
     """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
 
@@ -542,6 +545,11 @@ def optimize_schedule(
         (:func:`specsched.sampling.calibration.calibrate_denoiser`; k-diffusion's samplers
         only): the network-calibrated closed form, on the exact spectrum (no quadrature), its
         levels within the calibrated sigma range (keep ``ab_min``/``ab_max`` inside it).
+    noise : str, NoiseSpectrum or None
+        The forward noise spectrum (:func:`specsched.theory.evaluate_schedule`; None is white):
+        the schedule is optimised for that forward process, its losses measured in x. A
+        coloured spectrum optimises on the exact spectrum (no quadrature: its nodes group
+        directions by eigenvalue, which the noise weights would split).
 
     Returns
     -------
@@ -570,7 +578,7 @@ def optimize_schedule(
             sampler=sampler, eta=eta, init=init, ab_min=ab_min, ab_max=ab_max, delta=delta,
             starts=starts, spacings=(), maxiter=maxiter, kl_floor=kl_floor,
             quadrature=quadrature, backend=backend, agree_rtol=agree_rtol, options=options,
-            calibration=calibration,
+            calibration=calibration, noise=noise,
         )
         x0, starts = warm_start(coarse.x, num_steps), tuple(starts[:1])
     if method == "auto":
@@ -578,12 +586,17 @@ def optimize_schedule(
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
+    if noise is not None:
+        from specsched.theory.noise import noise_spectrum
+
+        noise = noise_spectrum(noise, lam)  # the one parse (a file is read once)
+        noise = None if noise.is_white else noise
     kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options,
-              calibration=calibration)
+              calibration=calibration, noise=noise)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
                                 **kw)
-    n_bins = None if calibration is not None else _quadrature_bins(quadrature, lam.size,
-                                                                   sampler)
+    n_bins = None if calibration is not None or noise is not None else _quadrature_bins(
+        quadrature, lam.size, sampler)
     if n_bins is None:
         obj_lam, obj_m, obj_kw = lam, m, {}
     else:

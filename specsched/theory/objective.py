@@ -88,9 +88,39 @@ def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
     return float(value), grad_sigmas[:-1][::-1] * dsigma
 
 
+def _resolve_noise(noise, lam, sampler, calibration):
+    """The non-white :class:`~specsched.theory.noise.NoiseSpectrum` of ``noise``, or None."""
+    if noise is None:
+        return None
+    from specsched.theory.noise import noise_spectrum
+    from specsched.theory.varying import check_varying_sampler
+
+    ns = noise_spectrum(noise, lam)
+    if ns.is_white:
+        return None
+    if calibration is not None:
+        raise InputError(f"calibration: measured on a network trained with white noise; it "
+                         f"does not apply under the noise spectrum {ns.label}",
+                         param="calibration")
+    if ns.time_varying:
+        check_varying_sampler(sampler, ns)
+    return ns
+
+
+def _in_y(ns, lam, m, loss, kl_floor, weights, keep):
+    """The constant-colour reduction (docs/theory.md section 9) of an objective's arguments:
+    ``(lambda / c, m / sqrt(c), weights, keep)`` with W2's terms weighted by ``c`` and the
+    KL mask of the data's own eigenvalues."""
+    lam_y, m_y, c = ns.to_white(lam, m)
+    keep = kl_mask(lam, kl_floor) if keep is None else keep
+    if loss == "w2":
+        weights = c if weights is None else np.asarray(weights, dtype=np.float64) * c
+    return lam_y, m_y, weights, keep
+
+
 def evaluate_schedule(
     eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None, init="normal",
-    kl_floor=KL_FLOOR, options=None, calibration=None,
+    kl_floor=KL_FLOOR, options=None, calibration=None, noise=None,
 ) -> LossReport:
     """W2 and both KL divergences of a discrete sampler run on a schedule.
 
@@ -118,6 +148,13 @@ def evaluate_schedule(
     calibration : LinearCalibration, optional
         A measured denoiser in place of the Wiener filter (k-diffusion's samplers only;
         :func:`specsched.theory.kclosed.kclosed_form`): the network-calibrated closed form.
+    noise : str, NoiseSpectrum or None
+        The forward noise spectrum (:func:`specsched.theory.noise.noise_spectrum`: "white",
+        "equal-snr", "power:GAMMA", "fans[:GAMMA]" or a .npy path; None is white). A constant
+        spectrum runs every sampler through the reduction ``y = x / sqrt(c)``; FANS, which
+        changes with the level, runs ddim and ddpm on per-direction levels
+        (:mod:`specsched.theory.varying`). W2 and KL are measured in x, the per-direction
+        terms and ``variance`` too (docs/theory.md section 9).
 
     Returns
     -------
@@ -132,12 +169,25 @@ def evaluate_schedule(
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     options = check_sampler_options(sampler, eta, options)
     _check_calibration(sampler, calibration)
+    ns = _resolve_noise(noise, lam, sampler, calibration)
+    if ns is not None and ns.time_varying:
+        from specsched.theory.varying import varying_closed_form
+
+        gen = varying_closed_form(lam, alphas_cumprod, ns, sampler, eta, init)
+        return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer,
+                                       kl_floor)
+    lam_y, m_y, c = (lam, m, None) if ns is None else ns.to_white(lam, m)
     if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options,
+        gen = _k_generated(lam_y, alphas_cumprod, sampler, eta, init, options,
                            calibration=calibration)
     else:
-        gen = closed_form(lam, alphas_cumprod, sampler=sampler, eta=eta, init=init)
-    return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer, kl_floor)
+        gen = closed_form(lam_y, alphas_cumprod, sampler=sampler, eta=eta, init=init)
+    if c is None:
+        return LossReport.from_moments(lam, gen.variance, gen.mean_error(m), gen.transfer,
+                                       kl_floor)
+    # back to x: variance c v_y, mean error sqrt(c) e_y
+    return LossReport.from_moments(lam, c * gen.variance, np.sqrt(c) * gen.mean_error(m_y),
+                                   gen.transfer, kl_floor)
 
 
 #: ``backend="auto"`` compiles (numba) when S x d reaches this; below it the NumPy
@@ -191,6 +241,7 @@ def _value(system: LinearSystem, lam, m, loss, kl_floor, weights, keep, numba: b
 def loss_value(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
     kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None, calibration=None,
+    noise=None,
 ) -> float:
     """The optimiser's objective alone (``W2^2`` or a KL), without gradient.
 
@@ -203,6 +254,15 @@ def loss_value(
     _check_loss(loss)
     options = check_sampler_options(sampler, eta, options)
     _check_calibration(sampler, calibration)
+    ns = _resolve_noise(noise, lam, sampler, calibration)
+    if ns is not None:
+        if ns.time_varying:
+            from specsched.theory.varying import varying_loss
+
+            return varying_loss(lam, m, alphas_cumprod, ns, loss=loss, sampler=sampler, eta=eta,
+                                init=init, kl_floor=kl_floor, weights=weights, keep=keep,
+                                gradient=False)
+        lam, m, weights, keep = _in_y(ns, lam, m, loss, kl_floor, weights, keep)
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
                            calibration)
@@ -215,6 +275,7 @@ def loss_value(
 def loss_and_grad(
     eigenvalues, mean, alphas_cumprod, *, loss="w2", sampler="ddim", eta=None, init="normal",
     kl_floor=KL_FLOOR, weights=None, keep=None, backend="auto", options=None, calibration=None,
+    noise=None,
 ):
     """The optimiser's objective and its analytic gradient in ``alphas_cumprod``.
 
@@ -223,8 +284,8 @@ def loss_and_grad(
 
     Parameters
     ----------
-    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor, options, calibration
-        As in :func:`evaluate_schedule`.
+    eigenvalues, mean, alphas_cumprod, sampler, eta, init, kl_floor, options, calibration, noise
+        As in :func:`evaluate_schedule` (the objective of a coloured ``noise`` is in x).
     loss : {"w2", "kl", "kl-data-gen"}
     weights : ndarray of shape (n_directions,), optional
         Weight of each direction (quadrature nodes, :mod:`specsched.theory.quadrature`);
@@ -259,6 +320,14 @@ def loss_and_grad(
     _check_loss(loss)
     options = check_sampler_options(sampler, eta, options)
     _check_calibration(sampler, calibration)
+    ns = _resolve_noise(noise, lam, sampler, calibration)
+    if ns is not None:
+        if ns.time_varying:
+            from specsched.theory.varying import varying_loss
+
+            return varying_loss(lam, m, alphas_cumprod, ns, loss=loss, sampler=sampler, eta=eta,
+                                init=init, kl_floor=kl_floor, weights=weights, keep=keep)
+        lam, m, weights, keep = _in_y(ns, lam, m, loss, kl_floor, weights, keep)
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
                                 weights, keep, options, backend, calibration)
@@ -281,12 +350,13 @@ def loss_and_grad(
 
 def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
                  init="normal", kl_floor=KL_FLOOR, backend="auto", options=None,
-                 calibration=None) -> dict:
+                 calibration=None, noise=None) -> dict:
     """W2 and both KLs of a schedule, without per-direction terms.
 
     The same numbers as :func:`evaluate_schedule` (``w2``, ``kl``, ``kl_data_gen``), as
     :func:`loss_value` computes them, so through the compiled kernel for large S x d: what
-    tables of baselines need.
+    tables of baselines need. Under a coloured ``noise`` (as in :func:`evaluate_schedule`) it
+    is :func:`evaluate_schedule`'s summary.
 
     Returns
     -------
@@ -299,6 +369,9 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
     options = check_sampler_options(sampler, eta, options)
     _check_calibration(sampler, calibration)
+    if _resolve_noise(noise, lam, sampler, calibration) is not None:
+        return evaluate_schedule(lam, m, alphas_cumprod, sampler=sampler, eta=eta, init=init,
+                                 kl_floor=kl_floor, options=options, noise=noise).summary()
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
                            calibration)
