@@ -12,8 +12,8 @@ File layout (``format`` "specsched.schedule", ``version`` 1), validated against
 
     {"format": "specsched.schedule", "version": 1, "name": "optimized-w2", "steps": S,
      "alphas_cumprod": [...S floats, step 1 first...],
-     "sampler": "ddim", "eta": 0.0, "param": "vp", "loss": "w2", "loss_value": 1.23,
-     "baselines": {"linear/linspace": {"w2": 5.59}}, "spectrum": {...}, "optimizer": {...},
+     "sampler": "ddim", "eta": 0.0, "param": "vp", "noise_spectrum": "white",
+     "loss": "w2", "loss_value": 1.23, "baselines": {"linear/linspace": {"w2": 5.59}}, "spectrum": {...}, "optimizer": {...},
      "created": "2025-01-01T00:00:00+00:00", "specsched_version": "0.1.0",
      "sigmas": [...], "logsnr": [...], "betas": [...],
      "timesteps": {"training_schedule": "linear", "num_train_timesteps": 1000,
@@ -149,6 +149,12 @@ class Schedule:
         DDIM stochasticity (docs/theory.md section 3), >= 0.
     param : str
         Forward process, ``"vp"``.
+    noise_spectrum : str
+        The forward noise the schedule was designed under (docs/theory.md section 9):
+        ``"white"`` (also what a file without the field means), ``"equal-snr"``,
+        ``"power:GAMMA"``, ``"fans:GAMMA"`` or ``"file:sha256:HEX"``
+        (:attr:`specsched.theory.noise.NoiseSpectrum.label`); :meth:`check_noise_spectrum`
+        refuses another.
     loss : str or None
         Loss the schedule minimises (``"w2"``, ``"kl"``; docs/theory.md section 4).
     loss_value : float or None
@@ -186,6 +192,7 @@ class Schedule:
     sampler: str | None = None
     eta: float | None = None
     param: str = "vp"
+    noise_spectrum: str = "white"
     loss: str | None = None
     loss_value: float | None = None
     baselines: dict = field(default_factory=dict)
@@ -202,6 +209,9 @@ class Schedule:
             raise InputError(f"name: expected a non-empty string, got {self.name!r}")
         if not isinstance(self.param, str):
             raise InputError(f"param: expected a string, got {self.param!r}")
+        if not isinstance(self.noise_spectrum, str) or not self.noise_spectrum:
+            raise InputError(f"noise_spectrum: expected a non-empty string, got "
+                             f"{self.noise_spectrum!r}")
         for f in ("sampler", "loss", "created"):
             _optional_str(getattr(self, f), f)
         set_("eta", _optional_number(self.eta, "eta", minimum=0.0))
@@ -265,6 +275,30 @@ class Schedule:
             self.alphas_cumprod, TIMESTEPS_TRAINING_SCHEDULE, TIMESTEPS_NUM_TRAIN
         )[0]
 
+    def check_noise_spectrum(self, label: str, source: str = "schedule") -> None:
+        """Refuse to use the schedule under a forward noise other than its own.
+
+        Parameters
+        ----------
+        label : str
+            :attr:`specsched.theory.noise.NoiseSpectrum.label` of the noise asked for
+            (``"white"`` by default on the command line).
+        source : str
+            Name of the schedule in the message (its path).
+
+        Raises
+        ------
+        InputError
+            ``"SOURCE: noise_spectrum: ..."`` naming both spectra, when they differ: a schedule
+            optimised for one forward process says nothing about another.
+        """
+        if label != self.noise_spectrum:
+            raise InputError(
+                f"{source}: noise_spectrum: the schedule was made for the forward noise "
+                f"{self.noise_spectrum!r}, not {label!r}; evaluate it with --noise-spectrum "
+                f"matching {self.noise_spectrum!r} (a file's sha256 must match too), or "
+                "optimise one for this noise", param="noise_spectrum")
+
     # ---- file format ----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -286,6 +320,7 @@ class Schedule:
             "sampler": self.sampler,
             "eta": self.eta,
             "param": self.param,
+            "noise_spectrum": self.noise_spectrum,
             "loss": self.loss,
             "loss_value": self.loss_value,
             "baselines": _jsonable(self.baselines, "baselines"),
