@@ -180,7 +180,8 @@ def _fans_shape(eigenvalues, gamma: float) -> np.ndarray:
     order = np.argsort(-lam, kind="stable")
     bands = np.empty(lam.size, dtype=int)
     bands[order] = fans_bands(lam.size)
-    band_mean = np.bincount(bands, weights=lam) / np.bincount(bands)
+    counts = np.bincount(bands)  # a band may be empty when d < FANS_BANDS^2
+    band_mean = np.bincount(bands, weights=lam) / np.maximum(counts, 1)
     shape = band_mean[bands] ** gamma
     return shape / shape.mean()
 
@@ -206,7 +207,7 @@ def _from_file(path: str, d: int) -> NoiseSpectrum:
     if bad.size:
         i = int(bad[0])
         raise InputError(f"{path}: noise variances must be finite and > 0; entry {i} is "
-                         f"{c[i]!r} ({bad.size} bad entries)", param="noise_spectrum")
+                         f"{float(c[i])!r} ({bad.size} bad entries)", param="noise_spectrum")
     digest = hashlib.sha256(np.ascontiguousarray(c).tobytes()).hexdigest()
     return NoiseSpectrum(f"file:sha256:{digest}", c)
 

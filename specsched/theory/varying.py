@@ -25,6 +25,8 @@ not equivariant to the rescaling.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from specsched.errors import InputError
@@ -85,9 +87,14 @@ def _run(lam, m, alphas_cumprod, noise, sampler, eta, init, partials=None):
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     S, d = ab.size, lam.size
     noise.check_dimension(d)
-    a, v_normal = effective_levels(noise, ab)
-    ap = np.vstack([np.ones((1, d)), a[:-1]])
-    P = _scalars(spec, a, ap, eta)
+    # the levels depend on a direction only through its c_k: FANS has one per band, so the
+    # scalars are computed once per distinct c_k and spread to the directions
+    values, cols = np.unique(noise.variances, return_inverse=True)
+    distinct = replace(noise, variances=values)
+    a_u, vn_u = effective_levels(distinct, ab)
+    ap_u = np.vstack([np.ones((1, values.size)), a_u[:-1]])
+    a, v_normal = a_u[:, cols], vn_u[cols]
+    P = _scalars(spec, a_u, ap_u, eta)[:, :, cols]
     alpha, beta, gamma, delta, q = P[0], P[1], P[2], P[3], P[4]
     lam_ = lam[None, :]
     A, inv = mobius(alpha, beta, gamma, delta, lam_)
@@ -112,8 +119,8 @@ def _run(lam, m, alphas_cumprod, noise, sampler, eta, init, partials=None):
     value, grad_variance, grad_mean_gain = partials(out)
 
     # per-direction derivatives of the scalars (complex step on abeff and on its previous)
-    Da = _scalars(spec, a + 1j * _H, ap, eta).imag / _H
-    Dap = _scalars(spec, a, ap + 1j * _H, eta).imag / _H
+    Da = (_scalars(spec, a_u + 1j * _H, ap_u, eta).imag / _H)[:, :, cols]
+    Dap = (_scalars(spec, a_u, ap_u + 1j * _H, eta).imag / _H)[:, :, cols]
     dA_da = mobius_derivative(Da[0], Da[1], Da[2], Da[3], lam_, A, inv)
     dA_dap = mobius_derivative(Dap[0], Dap[1], Dap[2], Dap[3], lam_, A, inv)
     w_out = grad_variance * prefix * prefix
@@ -123,11 +130,11 @@ def _run(lam, m, alphas_cumprod, noise, sampler, eta, init, partials=None):
         dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
     g_eff = dL_dA * dA_da + w_out * Da[4]
     g_eff[:-1] += dL_dA[1:] * dA_dap[1:] + w_out[1:] * Dap[4][1:]
-    jac = effective_levels(noise, ab + 1j * _H)[0].imag / _H  # d abeff / d ab, (S, d)
+    jac = (effective_levels(distinct, ab + 1j * _H)[0].imag / _H)[:, cols]  # d abeff / d ab
     grad = np.sum(g_eff * jac, axis=1)
     # the start depends on ab_S directly (its variance and the true mean's scale)
-    a_c, vn_c = effective_levels(noise, ab[-1:] + 1j * _H)
-    v_c, c_c = start(a_c[-1], vn_c)
+    a_c, vn_c = effective_levels(distinct, ab[-1:] + 1j * _H)
+    v_c, c_c = start(a_c[-1][cols], vn_c[cols])
     grad[-1] += np.sum(grad_variance * H * H * (v_c.imag / _H))
     if normal:
         grad[-1] += np.sum(grad_mean_gain * (-(c_c.imag / _H)) * H)
