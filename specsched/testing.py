@@ -96,6 +96,31 @@ VALID_SCHEDULE = {"format": "specsched.schedule", "version": 1,
                   "alphas_cumprod": [0.99, 0.9, 0.5, 0.1, 0.01]}
 
 
+def noise_spectra(eigenvalues, time_varying=None):
+    """Strategy for forward noise spectra of a data spectrum (docs/theory.md section 9).
+
+    Draws ``white``, ``equal-snr``, ``power:GAMMA`` (GAMMA in [0, 2]), ``fans:GAMMA`` or a
+    free positive spectrum (entries log-uniform in [1e-2, 1e2]), as
+    :class:`specsched.theory.noise.NoiseSpectrum` values for ``eigenvalues`` (shape (d,),
+    largest first). ``time_varying`` True draws FANS only, False only constant spectra, None
+    both. FANS' closed form covers ddim and ddpm only; constant spectra every sampler.
+    """
+    from specsched.theory.noise import NoiseSpectrum, noise_spectrum
+
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    gammas = st.floats(0.0, 2.0)
+    free = st.lists(st.floats(np.log(1e-2), np.log(1e2)), min_size=lam.size,
+                    max_size=lam.size).map(
+        lambda xs: NoiseSpectrum("free", np.exp(np.asarray(xs, dtype=np.float64))))
+    constant = st.one_of(st.just(noise_spectrum("white", lam)),
+                         st.just(noise_spectrum("equal-snr", lam)),
+                         gammas.map(lambda g: noise_spectrum(f"power:{g!r}", lam)), free)
+    varying = gammas.map(lambda g: noise_spectrum(f"fans:{g!r}", lam))
+    if time_varying is None:
+        return st.one_of(constant, varying)
+    return varying if time_varying else constant
+
+
 def _finite_floats(lo=-1e3, hi=1e3):
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
 

@@ -274,3 +274,26 @@ def test_equal_snr_makes_one_problem_of_every_direction(problem):
     eq = optimize_schedule(lam, None, 4, starts=("linear",), spacings=(), noise="equal-snr")
     assert white.w2 > 1e-2
     assert eq.w2 < 1e-6 * white.w2
+
+
+# --- the shipped strategy: properties under any noise spectrum ---------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_noise_spectrum_gives_a_law_and_scales(data):
+    from specsched.testing import eigenvalue_arrays, noise_spectra, schedules
+
+    lam = np.sort(data.draw(eigenvalue_arrays(min_size=2, max_size=6)))[::-1]
+    ab = data.draw(schedules(max_steps=6))
+    ns = data.draw(noise_spectra(lam))
+    sampler = "ddpm" if ns.time_varying else data.draw(st.sampled_from(["ddpm", "euler",
+                                                                         "dpmpp-2m"]))
+    r = evaluate_schedule(lam, None, ab, sampler=sampler, noise=ns)
+    assert np.all(r.variance > 0) and np.isfinite(r.w2) and r.kl >= 0
+    if not ns.time_varying and not ns.is_white:
+        # data and noise both scaled by k: the same problem in y, W2 scales by sqrt(k)
+        k = data.draw(st.floats(0.1, 10.0))
+        scaled = evaluate_schedule(k * lam, None, ab, sampler=sampler,
+                                   noise=NoiseSpectrum("k c", k * ns.variances))
+        assert scaled.w2 == pytest.approx(np.sqrt(k) * r.w2, rel=1e-9)
+        assert scaled.kl == pytest.approx(r.kl, rel=1e-9, abs=1e-12)
