@@ -35,24 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 from tqdm.auto import tqdm
 
 from specsched.fileio import atomic_write
 from specsched.optimize import optimize_schedule, warm_start
+from specsched.optimize.exponent import optimize_power_exponent, power_label
 from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import evaluate_schedule
 
 COLUMNS = ["data", "steps", "sampler", "noise", "gamma", "loss", "w2", "kl", "kl_data_gen",
            "success", "w2_white_schedule", "w2_cosine"]
-GAMMA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 NOISES = ("white", "equal-snr", "best-gamma", "fans")
-
-
-def noise_label(gamma: float) -> str:
-    """The ``--noise-spectrum`` of power:GAMMA (0 white, 1 equal-snr)."""
-    return "white" if gamma == 0 else "equal-snr" if gamma == 1 else f"power:{gamma!r}"
 
 
 class Cell:
@@ -75,28 +69,15 @@ class Cell:
         return self.optima[key]
 
     def gamma_search(self):
-        """Optimised W2 of power:GAMMA on the grid, then refined: ``(best gamma, points)``."""
-        points = {}
-        x_prev = None
-        for g in GAMMA_GRID:
-            r = self.optimise(noise_label(g), x0=x_prev)
-            points[g], x_prev = r.w2, r.x
-        i = int(np.argmin([points[g] for g in GAMMA_GRID]))
-        lo = GAMMA_GRID[max(i - 1, 0)]
-        hi = GAMMA_GRID[min(i + 1, len(GAMMA_GRID) - 1)]
-        start = self.optimise(noise_label(GAMMA_GRID[i])).x
-
-        def w2(g):
-            g = float(g)
-            r = self.optimise(noise_label(g), x0=start)
-            points[g] = r.w2
-            return r.w2
-
-        if points[GAMMA_GRID[i]] > 1e-7 * max(points.values()):  # a zero needs no search
-            minimize_scalar(w2, bounds=(lo, hi), method="bounded",
-                            options={"xatol": 5e-3, "maxiter": 10})
-        best = min(points, key=points.get)
-        return best, points
+        """Optimised W2 of power:GAMMA over [0, 2]: ``(best gamma, points)``
+        (:func:`specsched.optimize.exponent.optimize_power_exponent`)."""
+        prev = self.previous.get(("white", "w2"))
+        found = optimize_power_exponent(
+            self.spectrum.eigenvalues, self.spectrum.mean, self.steps, sampler=self.sampler,
+            spacings=(), x0=None if prev is None else warm_start(prev, self.steps))
+        for gamma, r in found.optima.items():
+            self.optima[(power_label(gamma), "w2")] = r
+        return found.gamma, found.points
 
 
 def rows_of_cell(cell: Cell, data: str):
@@ -107,7 +88,7 @@ def rows_of_cell(cell: Cell, data: str):
     cosine = baseline_alphas_cumprod("cosine", cell.steps, spacing="linspace")
     rows = []
     for noise in NOISES:
-        label = noise_label(best_gamma) if noise == "best-gamma" else (
+        label = power_label(best_gamma) if noise == "best-gamma" else (
             "fans" if noise == "fans" else noise)
         gamma = best_gamma if noise == "best-gamma" else {"white": 0.0, "equal-snr": 1.0}.get(
             noise, np.nan)
@@ -174,7 +155,7 @@ def table(best: pd.DataFrame, loss: str) -> list[str]:
            "| --- | ---: | " + " | ".join("---:" for _ in NOISES) + " | ---: |"]
     sub = best[best.loss == loss]
     for (sampler, steps), g in sub.groupby(["sampler", "steps"], sort=True):
-        vals = {r.noise: r[loss] for r in g.itertuples()}
+        vals = {r.noise: getattr(r, loss) for r in g.itertuples()}
         gamma = g[g.noise == "best-gamma"].gamma.iloc[0]
         out.append(f"| {sampler} | {steps} | "
                    + " | ".join(f"{vals[n]:.4g}" for n in NOISES) + f" | {gamma:.3f} |")
@@ -182,20 +163,34 @@ def table(best: pd.DataFrame, loss: str) -> list[str]:
 
 
 def readme(best: pd.DataFrame, data: str, command: str, spectrum) -> str:
+    """README.md of one data set: the command, the tables, and the recommendations read off
+    them (every number in the prose is computed here from ``best``)."""
     lam = spectrum.eigenvalues
     mean_lam = float(lam.mean())
+    mean_sq = 0.0 if spectrum.mean is None else float(np.sum(spectrum.mean ** 2))
     w2 = best[best.loss == "w2"]
     piv = w2.pivot_table(index=["sampler", "steps"], columns="noise", values="w2")
-    eq_zero = piv[piv["equal-snr"] < 1e-6 * piv["white"]].index.tolist()
-    fans_vs_white = (piv["fans"] / piv["white"]).describe()
+    kl = best[best.loss == "kl"].pivot_table(index=["sampler", "steps"], columns="noise",
+                                             values="kl")
+    winners = piv[list(NOISES)].idxmin(axis=1)
+    eq_zero = int((piv["equal-snr"] < 1e-6 * piv["white"]).sum())
+    gammas = w2[w2.noise == "best-gamma"].gamma
+    ratio = lambda a, b: (piv[a] / piv[b])  # noqa: E731
+    eq_white = ratio("equal-snr", "white")
+    fans_white = ratio("fans", "white")
+    mismatch = w2[w2.noise != "white"]
+    white_own = piv["white"].reindex(pd.MultiIndex.from_frame(mismatch[["sampler", "steps"]]))
+    lost = int((mismatch.w2_white_schedule.to_numpy() > white_own.to_numpy()).sum())
     lines = [
         f"# Which forward process? `{data}`",
         "",
         "Closed-form W2 and KL(gen || data) of the Gaussian model of the data (exact Wiener",
         "denoiser; docs/theory.md sections 3, 4 and 9) for DDIM and DDPM, each forward noise",
         "spectrum with a schedule optimised for it: white, EqualSNR (`c ~ lambda`), the best",
-        "`power:GAMMA` (`c ~ lambda^GAMMA`, GAMMA in [0, 2], grid then a bounded 1-D search)",
-        "and FANS as docs/theory.md section 9 reads it (band shape annealed to white).",
+        "`power:GAMMA` (`c ~ lambda^GAMMA`, GAMMA in [0, 2]: a grid, then a bounded 1-D",
+        "search, `specsched.optimize.exponent`) and FANS as docs/theory.md section 9 reads",
+        "it (band shape annealed to white). Every W2 is measured in pixels (x), so the",
+        "columns compare like with like.",
         "",
         "**This is the Gaussian model's answer, not a trained network's**: with an exact",
         "denoiser the only error is the sampler's discretisation, so a forward process is",
@@ -205,7 +200,9 @@ def readme(best: pd.DataFrame, data: str, command: str, spectrum) -> str:
         "",
         f"    {command}",
         "",
-        f"Spectrum: {spectrum.source}, d = {lam.size}, mean eigenvalue {mean_lam:.4g}.",
+        f"Spectrum: {spectrum.source}, d = {lam.size}, mean eigenvalue {mean_lam:.4g}, "
+        f"squared norm of the data mean {mean_sq:.4g}.",
+        "Figure: `w2_vs_steps.png`; the GAMMA search: `gamma.csv`.",
         "",
         "## Optimised for W2: W2 of each forward process's own optimum",
         "",
@@ -223,22 +220,34 @@ def readme(best: pd.DataFrame, data: str, command: str, spectrum) -> str:
     for r in w2.sort_values(["sampler", "steps"]).itertuples():
         lines.append(f"| {r.sampler} | {r.steps} | {r.noise} | {r.w2:.4g} | "
                      f"{r.w2_white_schedule:.4g} | {r.w2_cosine:.4g} |")
+    count = winners.value_counts()
     lines += [
         "",
         "## What the theory recommends",
         "",
-        f"- EqualSNR reaches W2 below 1e-6 of white's at {len(eq_zero)} of {len(piv)} "
-        "(sampler, S) cells: under EqualSNR every direction of `y = x / sqrt(c)` has the same",
-        f"  variance (here {mean_lam:.4g}), so W2 is one scalar equation a schedule can meet",
-        "  (docs/theory.md section 9). Its optimum is GAMMA = 1 wherever that holds; the",
-        "  best-GAMMA column says where it does not.",
-        "- That perfection needs the schedule made for EqualSNR: the 'white's optimum' and",
-        "  'cosine' columns show what EqualSNR gives on schedules made for white noise.",
-        f"- FANS against white (W2 ratio over the cells): median {fans_vs_white['50%']:.3g}, "
-        f"range {fans_vs_white['min']:.3g} to {fans_vs_white['max']:.3g}.",
-        "- Whether a network trained with EqualSNR noise keeps this advantage is not a",
-        "  question the closed form answers: its errors are the network's, and Falck et al.",
-        "  (2025) report comparable FID for EqualSNR and DDPM.",
+        f"- Lowest W2 per (sampler, S), of {len(piv)} cells: "
+        + ", ".join(f"{n} {count.get(n, 0)}" for n in NOISES) + ". EqualSNR's W2 is "
+        f"{eq_white.min():.3g} to {eq_white.max():.3g} times white's; its KL "
+        f"{(kl['equal-snr'] / kl['white']).min():.3g} to "
+        f"{(kl['equal-snr'] / kl['white']).max():.3g} times.",
+        f"- The best exponent lies in [{gammas.min():.3g}, {gammas.max():.3g}]: EqualSNR "
+        "(GAMMA = 1) or next to it. Under EqualSNR every direction of `y = x / sqrt(c)`",
+        f"  has the same variance ({mean_lam:.4g} here), so one schedule fits all of them"
+        + (f"; W2 reaches zero (below 1e-6 of white's) at {eq_zero} of {len(piv)} cells."
+           if eq_zero else
+           "; what is left is the data mean, which the start N(0, C) lacks and which "
+           "shares the one transfer function with the variance (docs/theory.md section 9)."),
+        f"- FANS (as read here) against white: W2 ratio {fans_white.median():.3g} "
+        f"(median; {fans_white.min():.3g} to {fans_white.max():.3g}): between white and "
+        "EqualSNR, as its noise is banded EqualSNR at the noisy end and white at the clean.",
+        f"- Change the schedule with the noise: at {lost} of {len(mismatch)} coloured rows the "
+        "schedule optimised for white noise, run under that noise, does worse than white "
+        "noise on the same schedule: switching the forward process without re-optimising "
+        "the schedule can lose what the switch gains (table above).",
+        "- When the recommendation holds: only as far as the network's own errors are "
+        "small against these discretisation errors. The closed form does not model them;",
+        "  Falck et al. (2025) report comparable FID for EqualSNR and DDPM networks, and",
+        "  docs/unet.md (section \"Coloured forward noise\") measures it on Fashion-MNIST.",
         "",
     ]
     return "\n".join(lines)
