@@ -216,6 +216,18 @@ def test_batches_are_one_stream():
     assert first[0] == 0 and np.array_equal(first[1], whole)
 
 
+@pytest.mark.parametrize("spec", ["equal-snr", "fans"])
+def test_array_api_namespace_draws_the_same_coloured_samples(spec):
+    xps = pytest.importorskip("array_api_strict")
+    lam, m, U = _gaussian(D_FANS)
+    ns = noise_spectrum(spec, lam)
+    den = WienerDenoiser(lam, m, U, noise=ns)
+    kw = dict(sampler="ddpm", noise=ns, eigenvectors=U, progress=False)
+    ref = sample(den, AB, 6, (8, 8), rng=np.random.default_rng(0), **kw)
+    got = sample(den, AB, 6, (8, 8), rng=np.random.default_rng(0), xp=xps, **kw)
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-12, atol=1e-12)
+
+
 # ---- refusals -------------------------------------------------------------------------------
 
 

@@ -84,7 +84,7 @@ class NoiseBasis:
 
     def from_basis(self, v):
         """The batch ``(b, *shape)`` of eigenbasis coordinates ``v`` of shape (b, d)."""
-        x = v if self.eigenvectors is None else v @ self.xp.asarray(self.eigenvectors).T
+        x = v if self.eigenvectors is None else v @ self.eigenvectors.T
         return self.xp.reshape(x, (v.shape[0], *self.shape))
 
     def draw(self, rng: np.random.Generator, b: int, variances=None):
@@ -109,8 +109,9 @@ def check_noise(noise, denoise, shape, eigenvectors, sampler: str, xp=None):
     denoise : callable
         The denoiser (or k-diffusion model); its ``noise`` attribute (absent: white) must carry
         the same label (:func:`specsched.sampling.denoisers.denoiser_noise_label`); a
-        denoiser with an ``eigenvectors`` attribute (:class:`WienerDenoiser`) must agree with
-        ``eigenvectors`` on the coordinates (pixel space or eigenbasis).
+        denoiser with an ``eigenvectors`` attribute
+        (:class:`~specsched.sampling.WienerDenoiser`) must agree with ``eigenvectors`` on the
+        coordinates (pixel space or eigenbasis).
     shape : tuple of int
         Shape of one sample (``d = prod(shape)`` values).
     eigenvectors : array-like of shape (d, d) or None
