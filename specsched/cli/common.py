@@ -425,3 +425,24 @@ def steps_from_nfe(sampler: str, nfe) -> list[int]:
 def eta_text(eta):
     """``eta`` for a log line: ``-`` when the sampler has none."""
     return "-" if eta is None else f"{eta:g}"
+
+
+def add_noise_spectrum_arg(parser):
+    """``--noise-spectrum``: the forward noise (docs/theory.md section 9), dest
+    ``noise_spectrum``, default ``"white"``; resolved by :func:`noise_from_args`."""
+    parser.add_argument("--noise-spectrum", dest="noise_spectrum", default="white",
+                        metavar="white|equal-snr|power:GAMMA|fans[:GAMMA]|FILE.npy",
+                        help="forward noise covariance, diagonal in the data's eigenbasis: "
+                        "white (default), equal-snr (variances proportional to the "
+                        "eigenvalues), power:GAMMA (to eigenvalue**GAMMA, GAMMA in [0, 2]), "
+                        "fans[:GAMMA] (FANS-style band shape annealed to white, GAMMA default "
+                        "1), or FILE.npy of d positive variances, largest eigenvalue first")
+
+
+def noise_from_args(args, eigenvalues):
+    """The :class:`~specsched.theory.noise.NoiseSpectrum` of ``--noise-spectrum`` for a data
+    spectrum's eigenvalues (:func:`specsched.theory.noise.noise_spectrum`; InputError for a
+    bad name, GAMMA or file)."""
+    from specsched.theory.noise import noise_spectrum
+
+    return noise_spectrum(args.noise_spectrum, eigenvalues)

@@ -11,6 +11,14 @@ coordinates ``(n, d)`` otherwise), float64, batch by batch into a temporary file
 the end (memory O(batch_size x d)). ``--report`` prints one JSON object comparing the
 empirical W2 of the samples with the closed form (:mod:`specsched.sampling.stats` for the
 estimator and its Monte Carlo error).
+
+``--noise-spectrum`` (docs/theory.md section 9) draws coloured forward noise with the
+matching Wiener denoiser (:mod:`specsched.sampling.colour`): the start and every injected
+draw are ``C^(1/2) z`` in the eigenbasis (rotated to pixel space by the eigenvectors), for
+every sampler under a constant spectrum, and FANS' level-dependent shape runs ddim and ddpm
+per direction. A schedule file made for another forward noise is refused before any work
+(:meth:`specsched.schedules.Schedule.check_noise_spectrum`), and ``--report`` compares with
+:func:`specsched.theory.evaluate_schedule` under the same noise.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from pathlib import Path
 from specsched.cli.common import (
     add_eta_arg,
     add_ksampler_option_args,
+    add_noise_spectrum_arg,
     add_source_args,
     ksampler_options,
+    noise_from_args,
     nonnegative_int,
     positive_int,
     sampler_help,
@@ -40,6 +50,10 @@ BATCH_ARRAYS = 4
 #: tracemalloc measured, in arrays of one batch, is 12 for dpmpp-3m-sde (10 for dpmpp-sde and
 #: unipc, at most 7 for the others).
 KSAMPLER_BATCH_ARRAYS = 12
+#: Arrays of one batch that coloured noise adds to the peak (the coloured copy of a draw):
+#: tracemalloc measured +1 for k-diffusion's samplers and FANS' ddpm, 0 for the others
+#: (d = 256, batches of 4000, pixel space).
+COLOURED_BATCH_ARRAYS = 1
 
 
 def add_parser(sub):
@@ -63,6 +77,7 @@ def add_parser(sub):
                    help=sampler_help(names, None) + " (and its eta, when --eta is not given)")
     add_eta_arg(p)
     add_ksampler_option_args(p)
+    add_noise_spectrum_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=1024,
                    help="samples per batch (memory bound; default 1024)")
     p.add_argument("--report", action="store_true",
@@ -119,7 +134,8 @@ def check_sizes(n: int, batch_size: int, shape, out, arrays: int = BATCH_ARRAYS)
 def resolve_sampling(args, sched) -> tuple[str, float | None, dict]:
     """``(sampler, eta, options)`` to run: the flags, else the schedule file's sampler and
     eta, else ddim; checked before any work (errors name the flag, or the file for what it
-    holds).
+    holds). :func:`warn_other_sampler` says, once all is known to run, when the sampler is
+    not the file's.
 
     ``options`` are the k-diffusion options given (``s_noise``, ``r``, ``solver_type``;
     :func:`specsched.theory.samplers.check_sampler_options`). The file's eta is taken only
@@ -147,28 +163,38 @@ def resolve_sampling(args, sched) -> tuple[str, float | None, dict]:
             raise InputError(f"{args.schedule}: sampler {sampler!r}, eta {sched.eta!r} (from "
                              f"the file): {exc}; pass --sampler or --eta to choose "
                              "another") from None
-    options = check_sampler_options(sampler, eta, ksampler_options(args))
-    if sched.sampler is not None and sched.sampler != sampler:  # once all is known to run
+    return sampler, eta, check_sampler_options(sampler, eta, ksampler_options(args))
+
+
+def warn_other_sampler(args, sched, sampler: str) -> None:
+    """One warning when ``sampler`` is not the one the schedule file was made for; called
+    once every check has passed, so that a refusal is one line with no warning before it."""
+    if sched.sampler is not None and sched.sampler != sampler:
         warnings.warn(f"{args.schedule}: this schedule was made for the sampler "
                       f"{sched.sampler!r}; sampling it with {sampler!r} as --sampler asks",
                       stacklevel=2)
-    return sampler, eta, options
 
 
-def _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng):
+def _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng, noise):
     """``(start, batch)`` of a k-diffusion sampler, run in the eigenbasis: batches of shape
     ``(b, *shape)``, ``x = U v`` in pixel space when the spectrum has eigenvectors ``U`` (the
-    layout :func:`~specsched.sampling.sample_batches` gives)."""
+    layout :func:`~specsched.sampling.sample_batches` gives). The arguments are checked here,
+    before the first batch; ``noise``: the forward noise (its model the coloured Wiener
+    filter in VE form)."""
+    from specsched.sampling.denoisers import WienerDenoiser
     from specsched.sampling.ksamplers import WienerModel, sample_k_batches
     from specsched.theory.kclosed import kdiffusion_sigmas
 
-    model = WienerModel(spectrum.eigenvalues, spectrum.mean)  # the eigenbasis, mean m = U^T mu
+    # the eigenbasis, mean m = U^T mu
+    model = (WienerModel(spectrum.eigenvalues, spectrum.mean) if noise.is_white else
+             WienerDenoiser(spectrum.eigenvalues, spectrum.mean, None, "ve", noise))
     U = spectrum.eigenvectors
-    for start, v in sample_k_batches(model, kdiffusion_sigmas(sched.alphas_cumprod), sampler,
-                                     args.n, spectrum.dimension, rng=rng,
-                                     options={**options, "eta": eta},
-                                     batch_size=args.batch_size):
-        yield start, (v if U is None else v @ U.T).reshape(v.shape[0], *shape)
+    batches = sample_k_batches(model, kdiffusion_sigmas(sched.alphas_cumprod), sampler,
+                               args.n, spectrum.dimension, rng=rng,
+                               options={**options, "eta": eta}, batch_size=args.batch_size,
+                               noise_spectrum=noise)
+    return ((start, (v if U is None else v @ U.T).reshape(v.shape[0], *shape))
+            for start, v in batches)
 
 
 def run(args) -> int:
@@ -187,18 +213,24 @@ def run(args) -> int:
     sched = Schedule.load(args.schedule)
     sampler, eta, options = resolve_sampling(args, sched)
     spectrum = spectrum_from_args(args)
+    noise = noise_from_args(args, spectrum.eigenvalues)
+    sched.check_noise_spectrum(noise.label, str(args.schedule))
     pixel = spectrum.eigenvectors is not None
     shape = spectrum.sample_shape if pixel and spectrum.sample_shape else (spectrum.dimension,)
     k = sampler in KSAMPLERS
     check_sizes(args.n, args.batch_size, shape, args.out,
-                KSAMPLER_BATCH_ARRAYS if k else BATCH_ARRAYS)
+                (KSAMPLER_BATCH_ARRAYS if k else BATCH_ARRAYS)
+                + (0 if noise.is_white else COLOURED_BATCH_ARRAYS))
     moments = RunningMoments()
     rng = np.random.default_rng(args.seed)
     if k:
-        batches = _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng)
+        batches = _k_batches(spectrum, sched, sampler, eta, options, args, shape, rng, noise)
     else:
-        batches = sample_batches(WienerDenoiser.from_spectrum(spectrum), sched, args.n, shape,
-                                 sampler=sampler, eta=eta, rng=rng, batch_size=args.batch_size)
+        batches = sample_batches(WienerDenoiser.from_spectrum(spectrum, noise=noise), sched,
+                                 args.n, shape, sampler=sampler, eta=eta, rng=rng,
+                                 batch_size=args.batch_size, noise=noise,
+                                 eigenvectors=spectrum.eigenvectors)
+    warn_other_sampler(args, sched, sampler)  # the samplers checked their arguments
     with atomic_write(args.out, force=args.force, mode="wb") as fh:
         _write_npy_header(fh, (args.n, *shape))
         for _, batch in batches:
@@ -209,17 +241,18 @@ def run(args) -> int:
                 moments.partial_fit(flat @ spectrum.eigenvectors if pixel else flat)
     if not args.report:
         print(f"wrote {args.n} samples of shape {tuple(shape)} ({sampler}, S = {sched.steps}, "
-              f"seed {args.seed}) to {args.out}")
+              f"noise {noise.label}, seed {args.seed}) to {args.out}")
         return 0
     lam = spectrum.eigenvalues
     th = evaluate_schedule(lam, spectrum.mean, sched.alphas_cumprod, sampler=sampler, eta=eta,
-                           options=options)
+                           options=options, noise=noise)
     resolved = resolve_options(sampler, eta, **options) if k else {}
     record = {"sampler": sampler, "eta": eta,
               "options": {key: v for key, v in resolved.items() if key != "eta"},
               "steps": sched.steps, "seed": args.seed, "batch_size": args.batch_size,
               "schedule": str(args.schedule), "out": str(args.out),
-              "space": "pixel" if pixel else "eigenbasis", "w2_closed_form": th.w2}
+              "space": "pixel" if pixel else "eigenbasis", "noise_spectrum": noise.label,
+              "w2_closed_form": th.w2}
     if args.n >= 2:
         emp = empirical_w2(moments.mean_, moments.variance_, args.n, lam, spectrum.mean)
         record.update(emp.summary())

@@ -6,8 +6,11 @@
 - :mod:`~specsched.sampling.ksamplers`: k-diffusion's samplers (and diffusers' unipc) on
   arrays, running the very steps of :mod:`specsched.theory.ksolvers` the closed form is read
   from, one batch (``sample_k``) or batch by batch (``sample_k_batches``);
-- :mod:`~specsched.sampling.denoisers`: exact denoisers (Wiener filter of a Spectrum,
-  Gaussian-mixture posterior mean) and the eps <-> x0 wrappers;
+- :mod:`~specsched.sampling.denoisers`: exact denoisers (Wiener filter of a Spectrum, under
+  white or coloured forward noise; Gaussian-mixture posterior mean) and the eps <-> x0
+  wrappers;
+- :mod:`~specsched.sampling.colour`: coloured forward noise in the samplers (``noise=``,
+  docs/theory.md section 9): ``C^(1/2) z`` draws, FANS' per-direction DDIM-eta steps;
 - :mod:`~specsched.sampling.stats`: empirical W2 against the data Gaussian with a Monte
   Carlo standard error;
 - :mod:`~specsched.sampling.calibration`: a denoiser's (a network's) effective gain, bias

@@ -9,7 +9,11 @@ Every denoiser here predicts the CLEAN sample ``x0_hat = E[x_0 | x_t = x]``. Con
   ``x0_hat = m + g (x - sqrt(ab) m)``, ``g = sqrt(ab) lam / (ab lam + 1 - ab)`` in the
   eigenbasis, ``x0_hat = mu + U diag(g) U^T (x - sqrt(ab) mu)`` in pixel space when ``U`` is
   known; VE: ``g = lam / (lam + sigma^2)`` and ``sqrt(ab)`` replaced by 1 (the gain of
-  :func:`specsched.theory.wiener.wiener_gain`).
+  :func:`specsched.theory.wiener.wiener_gain`). Under coloured forward noise
+  ``C(ab) = diag(c_k(ab))`` (docs/theory.md section 9; :mod:`specsched.theory.noise`) the
+  noise term of each direction is ``(1 - ab) c_k`` (VE: ``sigma^2 c_k``), so
+  ``g = sqrt(ab) lam / (ab lam + (1 - ab) c_k(ab))`` and ``g = lam / (lam + sigma^2 c_k(ab))``
+  with ``ab = 1 / (1 + sigma^2)`` (:func:`noise_gain`).
 - :class:`GaussianMixtureDenoiser`: data ``sum_k w_k N(mu_k, C_k)``; the posterior mean is
   the responsibility-weighted sum of the components' Wiener filters, with responsibilities
   ``r_k(x) ∝ w_k N(x; sqrt(ab) mu_k, ab C_k + (1 - ab) I)`` computed with log-sum-exp.
@@ -27,9 +31,11 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from specsched.errors import InputError
+from specsched.theory.noise import NoiseSpectrum, noise_spectrum_label
 from specsched.theory.wiener import PARAMS, wiener_gain, wiener_gain_coefficients
 
-__all__ = ["GaussianMixtureDenoiser", "WienerDenoiser", "eps_from_x0", "x0_from_eps"]
+__all__ = ["GaussianMixtureDenoiser", "WienerDenoiser", "denoiser_noise_label", "eps_from_x0",
+           "noise_gain", "x0_from_eps"]
 
 
 def _namespace(x):
@@ -54,6 +60,46 @@ def _check_param(param: str) -> str:
     return param
 
 
+def noise_gain(eigenvalues, level: float, param: str = "vp", noise=None) -> np.ndarray:
+    """Wiener gain ``g`` under the forward noise ``noise`` (module docstring).
+
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (d,), float64
+        Data variances ``lam_k >= 0``, in the order of ``noise``'s variances (largest first).
+    level : float
+        VP ``ab`` in (0, 1] or VE ``sigma >= 0``; trusted.
+    param : {"vp", "ve"}
+    noise : NoiseSpectrum or None
+        None or white: :func:`specsched.theory.wiener.wiener_gain` itself (bit for bit);
+        otherwise ``g = s lam / (gamma lam + delta c(ab))`` with ``(s, gamma, delta)`` of
+        :func:`specsched.theory.wiener.wiener_gain_coefficients` and ``c`` from
+        :meth:`NoiseSpectrum.at` at the VP level ``ab`` (``1 / (1 + sigma^2)`` for VE).
+
+    Returns
+    -------
+    ndarray of shape (d,), float64
+
+    Notes
+    -----
+    docs/theory.md sections 2 and 9: the posterior mean of ``x_0 ~ N(m, lam)`` given
+    ``x = s x_0 + sqrt(delta c) eps``.
+    """
+    if noise is None or noise.is_white:
+        return wiener_gain(eigenvalues, level, param)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    ab = level if param == "vp" else 1.0 / (1.0 + level * level)
+    s, gamma, delta = (float(v) for v in wiener_gain_coefficients(level, param))
+    return s * lam / (gamma * lam + delta * noise.at(ab))
+
+
+def denoiser_noise_label(denoise) -> str:
+    """The forward noise a denoiser was made for: the label of its ``noise`` attribute
+    (:attr:`specsched.theory.noise.NoiseSpectrum.label`), ``"white"`` when it has none (a
+    plain callable, a network trained with white noise)."""
+    return noise_spectrum_label(getattr(denoise, "noise", None))
+
+
 @dataclass(frozen=True, eq=False)
 class WienerDenoiser:
     """The exact MMSE denoiser of Gaussian data (a Wiener filter), VP or VE.
@@ -72,6 +118,14 @@ class WienerDenoiser:
         ``"vp"``: call as ``denoise(x, ab)``, ``g = sqrt(ab) lam / (ab lam + 1 - ab)``;
         ``"ve"``: call as ``denoise(x, sigma)``, ``g = lam / (lam + sigma^2)`` and the
         mean is not scaled (docs/theory.md section 2).
+    noise : NoiseSpectrum or None
+        The forward noise ``C(ab) = diag(c_k(ab))`` in the eigenbasis
+        (:func:`specsched.theory.noise.noise_spectrum` of these eigenvalues, same order);
+        None or white: white noise, bit for bit the gains above. Coloured:
+        ``g = sqrt(ab) lam / (ab lam + (1 - ab) c(ab))``, VE ``lam / (lam + sigma^2 c(ab))``
+        (:func:`noise_gain`; docs/theory.md section 9); in pixel space the noise is
+        ``U diag(sqrt(c)) z``. The samplers read this attribute to check that the denoiser
+        was made for the noise they draw.
 
     Calling
     -------
@@ -82,17 +136,20 @@ class WienerDenoiser:
     ------
     InputError
         Shapes that do not match ``d``, negative or non-finite eigenvalues, unknown param,
-        a level outside (0, 1] (VP) or negative (VE).
+        a level outside (0, 1] (VP) or negative (VE), ``noise`` not a NoiseSpectrum or of
+        another dimension.
 
     Notes
     -----
-    docs/theory.md section 2; Wiener (1949). Pixel-space cost is two (n, d) x (d, d) products.
+    docs/theory.md sections 2 and 9; Wiener (1949). Pixel-space cost is two (n, d) x (d, d)
+    products.
     """
 
     eigenvalues: np.ndarray
     mean: np.ndarray | None = None
     eigenvectors: np.ndarray | None = None
     param: str = "vp"
+    noise: NoiseSpectrum | None = None
 
     def __post_init__(self):
         lam = np.array(self.eigenvalues, dtype=np.float64)
@@ -108,12 +165,19 @@ class WienerDenoiser:
             if U.shape != (d, d):
                 raise InputError(f"eigenvectors: expected shape ({d}, {d}), got {U.shape}")
         _check_param(self.param)
+        if self.noise is not None:
+            if not isinstance(self.noise, NoiseSpectrum):
+                raise InputError(f"noise: expected a NoiseSpectrum "
+                                 f"(specsched.theory.noise.noise_spectrum) or None, got "
+                                 f"{type(self.noise).__name__}", param="noise")
+            self.noise.check_dimension(d)
         object.__setattr__(self, "eigenvalues", lam)
         object.__setattr__(self, "mean", m)
         object.__setattr__(self, "eigenvectors", U)
 
     @classmethod
-    def from_spectrum(cls, spectrum, *, param: str = "vp", pixel_space: bool | None = None):
+    def from_spectrum(cls, spectrum, *, param: str = "vp", pixel_space: bool | None = None,
+                      noise: NoiseSpectrum | None = None):
         """The Wiener denoiser of a :class:`~specsched.spectrum.Spectrum`.
 
         Parameters
@@ -122,6 +186,8 @@ class WienerDenoiser:
         param : {"vp", "ve"}
         pixel_space : bool or None
             Use the eigenvectors (pixel-space inputs); None: whenever they are known.
+        noise : NoiseSpectrum or None
+            The forward noise (class docstring); None: white.
 
         Raises
         ------
@@ -134,7 +200,7 @@ class WienerDenoiser:
             raise InputError(f"spectrum {spectrum.source!r}: no eigenvectors, so no "
                              "pixel-space denoiser (use pixel_space=False: eigenbasis)")
         return cls(spectrum.eigenvalues, spectrum.mean,
-                   spectrum.eigenvectors if pixel_space else None, param)
+                   spectrum.eigenvectors if pixel_space else None, param, noise)
 
     @property
     def dimension(self) -> int:
@@ -149,9 +215,11 @@ class WienerDenoiser:
     def gain(self, level: float) -> np.ndarray:
         """(d,) float64 Wiener gain ``g`` at ``level`` (ab for VP, sigma for VE).
 
-        :func:`specsched.theory.wiener.wiener_gain`; InputError for a level out of range.
+        :func:`noise_gain` under this denoiser's noise (white:
+        :func:`specsched.theory.wiener.wiener_gain`); InputError for a level out of range.
         """
-        return wiener_gain(self.eigenvalues, _check_level(self.param, level), self.param)
+        return noise_gain(self.eigenvalues, _check_level(self.param, level), self.param,
+                          self.noise)
 
     def __call__(self, x, level):
         xp = _namespace(x)
@@ -162,7 +230,7 @@ class WienerDenoiser:
             raise InputError(f"x: expected {d} values per sample, got shape {tuple(x.shape)}")
         level = _check_level(self.param, level)
         scale = float(wiener_gain_coefficients(level, self.param)[0])  # E[x_t] = scale m
-        g = xp.asarray(wiener_gain(self.eigenvalues, level, self.param))
+        g = xp.asarray(noise_gain(self.eigenvalues, level, self.param, self.noise))
         mu = xp.asarray(self.pixel_mean)
         r = flat - scale * mu
         if self.eigenvectors is None:

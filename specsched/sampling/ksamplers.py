@@ -13,6 +13,14 @@ of one Brownian motion in sigma per sample (:class:`BrownianNoise`).
 
 :func:`sample_k` runs one batch; :func:`sample_k_batches` runs ``batch_size`` samples at a
 time (memory O(batch_size x dim), what ``specsched sample`` writes to its file).
+
+Coloured forward noise (``noise_spectrum=``, a constant spectrum ``c``; docs/theory.md
+section 9, :mod:`specsched.sampling.colour`): the start and every draw (independent or
+Brownian) are multiplied by ``sqrt(c)`` per direction, so in ``y = x / sqrt(c)`` the run is the
+white one on data of variance ``lam / c``; the model must be made for that noise
+(:class:`specsched.sampling.WienerDenoiser` with ``param="ve"`` and ``noise=``, not
+:class:`WienerModel`). The argument is not called ``noise``: that name already picks the kind
+of draws. A spectrum that changes with the level (FANS) has no k-diffusion sampler.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from specsched.errors import InputError
+from specsched.sampling.colour import check_noise
 from specsched.sampling.samplers import check_counts
 from specsched.theory.kclosed import check_sigmas
 from specsched.theory.ksolvers import get_ksampler, resolve_options
@@ -123,8 +132,9 @@ class _ArrayKit:
         self.sigmas, self.options, self.model, self.noise = sigmas, options, model, noise
 
 
-def _checked(model, sigmas, sampler, n, dim, options, noise, batch_size=1):
-    """The entry points' one validation: ``(spec, sigmas, options, noise kind)``."""
+def _checked(model, sigmas, sampler, n, dim, options, noise, batch_size=1, noise_spectrum=None):
+    """The entry points' one validation: ``(spec, sigmas, options, noise kind, root)``,
+    ``root`` the (dim,) ``sqrt(c)`` of a coloured ``noise_spectrum``, None when white."""
     spec = get_ksampler(sampler)
     if not callable(model):
         raise InputError(f"model: expected a callable model(x, sigma) -> x0_hat, got "
@@ -136,19 +146,29 @@ def _checked(model, sigmas, sampler, n, dim, options, noise, batch_size=1):
         raise InputError(f"options: expected a dict or None, got {type(options).__name__}")
     opts = resolve_options(sampler, **(options or {}))
     kind = spec.noise if noise == "default" else noise
-    return spec, check_sigmas(sigmas), opts, kind
+    basis = check_noise(noise_spectrum, model, (dim,), None, sampler)
+    root = None if basis is None else np.sqrt(basis.noise.variances)
+    return spec, check_sigmas(sigmas), opts, kind, root
 
 
-def _run(spec, sigmas, opts, kind, model, rng, n: int, dim: int) -> np.ndarray:
-    """One batch of ``n`` samples, on validated arguments (:func:`sample_k`)."""
+def _run(spec, sigmas, opts, kind, model, rng, n: int, dim: int, root=None) -> np.ndarray:
+    """One batch of ``n`` samples, on validated arguments (:func:`sample_k`); ``root``: the
+    (dim,) ``sqrt(c)`` colouring the start and every draw, None for white noise."""
     brownian = BrownianNoise((n, dim), rng) if kind == "brownian" else None
     if brownian is not None:
-        draw = brownian
+        white = brownian
+    else:
+        def white(sigma, sigma_next):
+            return rng.standard_normal((n, dim))
+    if root is None:
+        draw = white
     else:
         def draw(sigma, sigma_next):
-            return rng.standard_normal((n, dim))
+            return root * white(sigma, sigma_next)
     kit = _ArrayKit(sigmas, opts, model, draw)
     x = rng.standard_normal((n, dim)) * spec.start_std(sigmas[0])
+    if root is not None:
+        x = root * x
     history = ()
     for i in range(sigmas.size - 1):
         x, history = spec.step(kit, i, x, history)
@@ -158,7 +178,7 @@ def _run(spec, sigmas, opts, kind, model, rng, n: int, dim: int) -> np.ndarray:
 
 
 def sample_k(model, sigmas, sampler: str, n: int, dim: int, rng=None, options=None,
-             noise: str = "default") -> np.ndarray:
+             noise: str = "default", noise_spectrum=None) -> np.ndarray:
     """Run a k-diffusion sampler of :mod:`specsched.theory.ksolvers` on arrays.
 
     Parameters
@@ -179,19 +199,26 @@ def sample_k(model, sigmas, sampler: str, n: int, dim: int, rng=None, options=No
         the others taking the k-diffusion function's defaults.
     noise : {"default", "iid", "brownian"}
         The draws: the k-diffusion function's default, or forced (:data:`NOISES`).
+    noise_spectrum : NoiseSpectrum or None
+        The forward noise, constant (module docstring; docs/theory.md section 9), in the
+        eigenbasis of ``model``: start and draws coloured by ``sqrt(c)``; None or white: white,
+        the same samples bit for bit. ``model.noise`` must carry the same label (absent:
+        white).
 
     Returns
     -------
     ndarray of shape (n, dim), float64
         The samples the sampler generates from ``x ~ N(0, sigmas[0]^2)``
-        (``N(0, 1 + sigmas[0]^2)`` for ``unipc``: diffusers' VP start ``N(0, 1)``): VE states
-        at sigma = 0, i.e. the generated x0 itself.
+        (``N(0, 1 + sigmas[0]^2)`` for ``unipc``: diffusers' VP start ``N(0, 1)``; times ``C``
+        under coloured noise): VE states at sigma = 0, i.e. the generated x0 itself.
 
     Raises
     ------
     InputError
         Unknown sampler, noise or option, an option out of range, ``n`` or ``dim`` not a
-        positive integer, or sigmas not as expected.
+        positive integer, or sigmas not as expected; a ``noise_spectrum`` the model was not
+        made for, of another dimension, or that changes with the level
+        (:func:`specsched.sampling.colour.check_noise`).
 
     Notes
     -----
@@ -199,18 +226,19 @@ def sample_k(model, sigmas, sampler: str, n: int, dim: int, rng=None, options=No
     method's history, a few arrays of shape (n, dim); the Brownian path keeps only its lowest
     level between steps (:meth:`BrownianNoise.forget_all_but_lowest`).
     """
-    spec, s, opts, kind = _checked(model, sigmas, sampler, n, dim, options, noise)
+    spec, s, opts, kind, root = _checked(model, sigmas, sampler, n, dim, options, noise,
+                                         noise_spectrum=noise_spectrum)
     rng = np.random.default_rng() if rng is None else rng
-    return _run(spec, s, opts, kind, model, rng, n, dim)
+    return _run(spec, s, opts, kind, model, rng, n, dim, root)
 
 
-def _batches(spec, sigmas, opts, kind, model, n, dim, rng, batch_size, progress):
+def _batches(spec, sigmas, opts, kind, model, n, dim, rng, batch_size, progress, root=None):
     """The generator of :func:`sample_k_batches` on validated arguments."""
     with tqdm(total=n, desc=f"sampling ({spec.name}, S={sigmas.size - 1})", unit="sample",
               disable=(not progress) if progress is not None else None) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            batch = _run(spec, sigmas, opts, kind, model, rng, b, dim)
+            batch = _run(spec, sigmas, opts, kind, model, rng, b, dim, root)
             bar.update(b)
             yield start, batch
 
@@ -218,13 +246,14 @@ def _batches(spec, sigmas, opts, kind, model, n, dim, rng, batch_size, progress)
 def sample_k_batches(model: Callable, sigmas, sampler: str, n: int, dim: int, *,
                      rng: np.random.Generator, options: dict | None = None,
                      noise: str = "default", batch_size: int = 1024,
-                     progress: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                     progress: bool | None = None,
+                     noise_spectrum=None) -> Iterator[tuple[int, np.ndarray]]:
     """Generate ``n`` samples of a k-diffusion sampler batch by batch: ``(start, batch)``.
 
     Each batch is one :func:`sample_k` run of ``b = min(batch_size, n - start)`` samples
     from the same ``rng``, one after the other: with ``batch_size >= n`` the one batch is
-    ``sample_k(model, sigmas, sampler, n, dim, rng=rng, options=options, noise=noise)``
-    exactly.
+    ``sample_k(model, sigmas, sampler, n, dim, rng=rng, options=options, noise=noise,
+    noise_spectrum=noise_spectrum)`` exactly.
 
     Parameters
     ----------
@@ -250,6 +279,8 @@ def sample_k_batches(model: Callable, sigmas, sampler: str, n: int, dim: int, *,
         Samples per batch, >= 1; memory is O(batch_size x dim).
     progress : bool or None
         tqdm progress bar over samples; None shows it only on a terminal.
+    noise_spectrum : NoiseSpectrum or None
+        As :func:`sample_k`.
 
     Returns
     -------
@@ -275,5 +306,6 @@ def sample_k_batches(model: Callable, sigmas, sampler: str, n: int, dim: int, *,
     the law of the samples is :func:`specsched.theory.kclosed.kclosed_form` of the same
     sampler, options and sigmas (the same step definitions).
     """
-    spec, s, opts, kind = _checked(model, sigmas, sampler, n, dim, options, noise, batch_size)
-    return _batches(spec, s, opts, kind, model, n, dim, rng, batch_size, progress)
+    spec, s, opts, kind, root = _checked(model, sigmas, sampler, n, dim, options, noise,
+                                         batch_size, noise_spectrum)
+    return _batches(spec, s, opts, kind, model, n, dim, rng, batch_size, progress, root)

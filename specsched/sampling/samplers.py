@@ -34,6 +34,13 @@ Start ``x_S ~ N(0, I)`` (VP) or ``N(0, sigma_S^2 I)`` (VE). The output is a clea
 both parametrisations. With the exact Wiener denoiser of a Gaussian, the law of the output
 is the closed form :func:`specsched.theory.closed_form` of the same sampler and schedule.
 
+Coloured forward noise (``noise=``, docs/theory.md section 9; :mod:`specsched.sampling.colour`):
+a constant spectrum ``c`` multiplies the start and every injected draw by ``C^(1/2)`` (every
+sampler); FANS, whose ``c`` changes with the level, runs ddim and ddpm per direction on the
+levels ``abeff_k = ab / (ab + (1 - ab) c_k(ab))``. The denoiser must be made for the same
+noise (:class:`specsched.sampling.WienerDenoiser` with ``noise=``); the law of the output is
+then :func:`specsched.theory.evaluate_schedule` with ``noise=``.
+
 Arrays: ``x`` has shape ``(n, ...)``; arithmetic goes through an array namespace ``xp``
 (array-API style; numpy by default, ``array_api_compat.array_namespace`` of the denoiser's
 output otherwise). Random numbers come from a :class:`numpy.random.Generator` (float64) and
@@ -50,6 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from specsched.errors import InputError
+from specsched.sampling.colour import check_noise, varying_steps
 from specsched.schedules.conversions import as_alphas_cumprod
 from specsched.theory.samplers import SAMPLERS, get_sampler, resolve_eta
 
@@ -114,8 +122,11 @@ def check_counts(**counts) -> None:
             raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
 
 
-def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size):
-    """The entry points' one validation: ``(eta, shape, alphas_cumprod)``, resolved."""
+def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size, noise=None,
+                eigenvectors=None, xp=None):
+    """The entry points' one validation: ``(eta, shape, alphas_cumprod, basis)``, resolved
+    (``basis`` the :class:`~specsched.sampling.colour.NoiseBasis` of ``noise``, None when
+    white)."""
     if not callable(denoise):
         raise InputError(f"denoise: expected a callable denoise(x, level) -> x0_hat, got "
                          f"{type(denoise).__name__}")
@@ -127,25 +138,40 @@ def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size):
         raise InputError(f"sample_shape: expected a tuple of ints, got {sample_shape!r}") from None
     if any(s < 1 for s in shape):
         raise InputError(f"sample_shape: expected positive sizes, got {shape}")
-    return eta, shape, as_alphas_cumprod(schedule)
+    basis = check_noise(noise, denoise, shape, eigenvectors, sampler, xp)
+    return eta, shape, as_alphas_cumprod(schedule), basis
 
 
-def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress):
-    """The generator of :func:`sample_batches` on validated arguments."""
+def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress, basis=None):
+    """The generator of :func:`sample_batches` on validated arguments (``basis``: the
+    coloured noise, None when white)."""
     xp = np if xp is None else xp
     ve = get_sampler(sampler).param == "ve"
     stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
     start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
     levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
+    varying = (varying_steps(sampler, basis.noise, ab, eta)
+               if basis is not None and basis.time_varying else None)
+
+    def draw(b, variances=None):  # N(0, C) in the sample coordinates (white: N(0, I))
+        if basis is None:
+            return xp.asarray(rng.standard_normal((b, *shape)))
+        return basis.draw(rng, b, variances)
+
     with tqdm(total=n, desc=f"sampling ({sampler}, S={ab.size})", unit="sample",
               disable=(not progress) if progress is not None else None) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            x = xp.asarray(start_std * rng.standard_normal((b, *shape)))
-            for a, ap in reversed(levels):  # reverse time: step S first
+            x = start_std * draw(b, None if varying is None else varying.start_variance)
+            for s in range(ab.size, 0, -1):  # reverse time: step S first
+                a, ap = levels[s - 1]
                 x0_hat = _call_denoiser(denoise, x, a, ve)
-                z = xp.asarray(rng.standard_normal((b, *shape))) if stochastic else None
-                x = step(sampler, x, x0_hat, a, ap, eta, z)
+                if varying is None:
+                    x = step(sampler, x, x0_hat, a, ap, eta, draw(b) if stochastic else None)
+                else:  # per-direction levels (FANS), z in the eigenbasis
+                    z = (xp.asarray(rng.standard_normal((b, basis.dimension)))
+                         if stochastic else None)
+                    x = varying.step(basis, s, x, x0_hat, z)
             bar.update(b)
             yield start, x
 
@@ -162,6 +188,8 @@ def sample_batches(
     batch_size: int = 1024,
     xp=None,
     progress: bool | None = None,
+    noise=None,
+    eigenvectors=None,
 ) -> Iterator[tuple[int, object]]:
     """Generate ``n`` samples batch by batch: an iterator of ``(start, batch)``.
 
@@ -189,6 +217,16 @@ def sample_batches(
         Namespace of the arithmetic (numpy when None).
     progress : bool or None
         tqdm progress bar over samples; None shows it only on a terminal.
+    noise : NoiseSpectrum or None
+        The forward noise (:func:`specsched.theory.noise.noise_spectrum` of the data's
+        eigenvalues; module docstring, docs/theory.md section 9); None or white: white noise,
+        the same samples bit for bit as without it. ``denoise.noise`` must carry the same
+        label (absent: white). A level-dependent spectrum (FANS) takes ddim and ddpm only.
+    eigenvectors : ndarray of shape (d, d) or None
+        With coloured noise: ``U``, the samples are pixel values ``x = U v`` and the noise
+        ``U diag(sqrt(c)) z``; None: the samples are eigenbasis coordinates (the only layout
+        of a spectrum without eigenvectors, such as the Fourier model's). Must agree with the
+        denoiser's own ``eigenvectors`` where it has that attribute. Unused for white noise.
 
     Returns
     -------
@@ -205,10 +243,14 @@ def sample_batches(
     Raises
     ------
     InputError
-        Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``.
+        Bad schedule, sampler, eta, ``n``, ``sample_shape`` or ``batch_size``; a ``noise``
+        the denoiser was not made for, of another dimension, with eigenvectors that do not
+        fit, or level-dependent with a sampler other than ddim and ddpm
+        (:func:`specsched.sampling.colour.check_noise`).
     """
-    eta, shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size)
-    return _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress)
+    eta, shape, ab, basis = _check_args(denoise, schedule, n, sample_shape, sampler, eta,
+                                        batch_size, noise, eigenvectors, xp)
+    return _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress, basis)
 
 
 def sample(
@@ -224,6 +266,8 @@ def sample(
     out: np.ndarray | None = None,
     xp=None,
     progress: bool | None = None,
+    noise=None,
+    eigenvectors=None,
 ):
     """Generate ``n`` samples into a preallocated array (or a new one).
 
@@ -238,7 +282,8 @@ def sample(
     array of shape (n, *sample_shape), float64
         ``out``, filled with clean samples. With the Wiener denoiser of a Gaussian
         (:class:`specsched.sampling.WienerDenoiser`) their law is
-        :func:`specsched.theory.closed_form` of the same sampler and schedule.
+        :func:`specsched.theory.closed_form` of the same sampler and schedule
+        (:func:`specsched.theory.evaluate_schedule` with the same ``noise``).
 
     Raises
     ------
@@ -254,8 +299,8 @@ def sample(
     >>> x.shape
     (4, 2)
     """
-    eta, sample_shape, ab = _check_args(denoise, schedule, n, sample_shape, sampler, eta,
-                                        batch_size)
+    eta, sample_shape, ab, basis = _check_args(denoise, schedule, n, sample_shape, sampler,
+                                               eta, batch_size, noise, eigenvectors, xp)
     shape = (n, *sample_shape)
     if out is None:
         out = (np if xp is None else xp).zeros(shape, dtype=np.float64 if xp is None
@@ -263,6 +308,6 @@ def sample(
     elif tuple(out.shape) != shape:
         raise InputError(f"out: expected shape {shape}, got {tuple(out.shape)}")
     for start, batch in _batches(denoise, ab, n, sample_shape, sampler, eta, rng, batch_size,
-                                 xp, progress):
+                                 xp, progress, basis):
         out[start:start + batch.shape[0], ...] = batch
     return out
