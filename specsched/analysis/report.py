@@ -7,6 +7,12 @@ time), ``fmax.png``/``fmax.csv`` (maximal detectable frequency for several sched
 of the optimised schedule per step count) and ``summary.json`` (all scalar results). Sources
 given as eigenvalues only (``cifar10``, spectrum files) skip the image-space analyses
 (RAPSD, band powers, Fourier model) with a note in ``summary.json``.
+
+Under a coloured forward noise (``noise``, docs/theory.md section 9) the SNR and ``f_max`` maps
+use ``ab lam / ((1 - ab) c(ab))``, per RAPSD ring the ratio of the signal's to the noise's
+radially averaged spectra (:func:`specsched.analysis.snr.frequency_noise` gives the noise of
+each frequency); the optimised schedules are optimised for that noise, and ``summary.json``
+records its label as ``noise_spectrum``. White noise writes exactly what it always did.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from specsched.analysis import plots
 from specsched.analysis.bands import band_powers
 from specsched.analysis.powerlaw import fit_power_law
 from specsched.analysis.rapsd import rapsd
-from specsched.analysis.snr import max_detectable_frequency, snr_map
+from specsched.analysis.snr import frequency_noise, max_detectable_frequency, snr_map
 from specsched.data.arrays import read_array
 from specsched.data.sources import open_source
 from specsched.errors import InputError
@@ -29,7 +35,8 @@ from specsched.fileio import atomic_write, check_writable
 from specsched.optimize import optimize_schedule
 from specsched.schedules import TRAINING_FAMILIES, training_alphas_cumprod
 from specsched.spectrum import estimate_spectrum, load_spectrum
-from specsched.theory import closed_form
+from specsched.theory import closed_form, evaluate_schedule
+from specsched.theory.noise import NoiseSpectrum, noise_spectrum
 
 __all__ = ["FMAX_SCHEDULES", "FULL_MAX", "OUTPUT_FILES", "analyze"]
 
@@ -66,8 +73,15 @@ def _write_csv(path, header: str, columns: dict, force: bool) -> None:
         pd.DataFrame(columns).to_csv(fh, index=False, float_format="%.10g")
 
 
+def _radial_noise(noise_f: NoiseSpectrum, shape) -> NoiseSpectrum:
+    """The noise of each RAPSD ring: the radial average of the per-frequency variances (of
+    FANS' shape at ``ab = 0``, whose anneal ``(1 - ab) c + ab`` commutes with the average)."""
+    radial, _ = rapsd(noise_f.variances.reshape(shape))
+    return NoiseSpectrum(noise_f.label, radial, noise_f.time_varying)
+
+
 def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
-            chunk_size=4096, force=False, source_options=None) -> dict:
+            chunk_size=4096, force=False, source_options=None, noise=None) -> dict:
     """Run every analysis of ``specsched analyze`` and write its files.
 
     Parameters
@@ -92,18 +106,23 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
         Overwrite existing output files.
     source_options : dict, optional
         Passed to :func:`specsched.data.sources.open_source`.
+    noise : str, NoiseSpectrum or None
+        The forward noise spectrum (:func:`specsched.theory.noise.noise_spectrum`, for the
+        analysed spectrum's eigenvalues; None is white): the SNR and ``f_max`` maps and the
+        optimised schedules are those of that forward process (module docstring).
 
     Returns
     -------
     dict
         The content of ``summary.json``: source, kind, dimension, n_samples, power-law
         exponent and fit, band powers, Fourier-vs-full disagreement, optimised W2 per step
-        count, notes, files written.
+        count, notes, files written; ``noise_spectrum`` (its label) unless white.
 
     Raises
     ------
     InputError
-        As the loaders and estimators; an unknown schedule; ``--out`` not a folder.
+        As the loaders and estimators; an unknown schedule; ``--out`` not a folder; a bad
+        ``noise`` (before any file is written).
     OutputExistsError
         If an output file exists and ``force`` is false (checked before any work).
     """
@@ -158,6 +177,12 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
     summary.update(dimension=spectrum.dimension, n_samples=spectrum.n_samples,
                    method=spectrum.method)
     title = f"{src} ({spectrum.method}, d = {spectrum.dimension})"
+    noise = noise_spectrum(noise, spectrum.eigenvalues)  # refused here, before any file
+    under = ""
+    if not noise.is_white:
+        summary["noise_spectrum"] = noise.label
+        under = f" under forward noise {noise.label}"
+        title += f", noise {noise.label}"
 
     if power is not None:
         rate = getattr(source, "sample_rate", None)
@@ -179,29 +204,41 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
         plots.plot_bands(edges, pi, out / "bands.png", force=force, title=title)
         _write_csv(out / "bands.csv", f"normalised band powers of {src}; edges in {unit}",
                    {"low": edges[:-1], "high": edges[1:], "pi": pi}, force)
-        snr = snr_map(radial, ab_train[schedule])
+        rings = None
+        if not noise.is_white:
+            rings = _radial_noise(frequency_noise(noise, power, fourier.eigenvalues),
+                                  power.shape)
+            notes.append(
+                f"noise spectrum {noise.label}: the SNR and f_max maps divide by the noise's "
+                "RAPSD, " + ("the file's variances (in the order of the eigenvalues) mapped "
+                             "onto the frequencies by the rank of their power" if
+                             noise.label.startswith("file:") else
+                             "its shape made by the same rule from the per-frequency power")
+                + " (docs/theory.md section 9)")
+        snr = snr_map(radial, ab_train[schedule], rings)
         plots.plot_snr(times, freq[1:], snr[:, 1:], out / "snr.png",
                        xlabel=f"frequency ({unit}, RAPSD rings, DC left out)",
                        force=force, logx=True,
                        title=f"{title}, schedule {schedule}")
-        curves = {f: max_detectable_frequency(freq, radial, ab, tau)
+        curves = {f: max_detectable_frequency(freq, radial, ab, tau, rings)
                   for f, ab in ab_train.items()}
         ylabel = f"f_max ({unit})"
         written += ["rapsd.png", "rapsd.csv", "bands.png", "bands.csv"]
     else:
         lam = spectrum.eigenvalues
-        snr = snr_map(lam, ab_train[schedule])
+        snr = snr_map(lam, ab_train[schedule], noise)
         plots.plot_snr(times, np.arange(1, lam.size + 1), snr, out / "snr.png",
                        xlabel="eigen-direction rank k", force=force, logx=True,
                        title=f"{title}, schedule {schedule}")
         # without frequencies: the share of directions detectable at SNR >= tau
-        curves = {f: (snr_map(lam, ab) >= tau).mean(axis=1) for f, ab in ab_train.items()}
+        curves = {f: (snr_map(lam, ab, noise) >= tau).mean(axis=1)
+                  for f, ab in ab_train.items()}
         ylabel = "fraction of directions with SNR >= tau"
         notes.append("fmax: without frequencies, the fraction of eigen-directions with "
                      "SNR >= tau is shown instead of f_max")
     plots.plot_fmax(times, curves, out / "fmax.png", tau=tau, force=force, title=title,
                     ylabel=ylabel)
-    _write_csv(out / "fmax.csv", f"{ylabel} at SNR threshold tau = {tau:g}, T = {T}",
+    _write_csv(out / "fmax.csv", f"{ylabel} at SNR threshold tau = {tau:g}, T = {T}{under}",
                {"t": times, **curves}, force)
     plots.plot_eigenvalues(spectra, out / "eigenvalues.png", force=force, title=title)
     _write_csv(out / "eigenvalues.csv", f"eigenvalues of {src}, descending",
@@ -209,15 +246,21 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
 
     transfers, w2 = {}, {}
     for S in steps:
-        res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, S, loss="w2")
-        transfers[S] = closed_form(spectrum.eigenvalues, res.x).transfer
+        if noise.is_white:
+            res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, S, loss="w2")
+            transfers[S] = closed_form(spectrum.eigenvalues, res.x).transfer
+        else:
+            res = optimize_schedule(spectrum.eigenvalues, spectrum.mean, S, loss="w2",
+                                    noise=noise)
+            transfers[S] = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, res.x,
+                                             noise=noise).transfer
         w2[str(S)] = {"optimized": res.w2, "success": bool(res.success),
                       **{k: v["w2"] for k, v in res.baselines.items()}}
     summary["w2"] = w2
     plots.plot_transfer(spectrum.eigenvalues, transfers, out / "transfer.png", force=force,
                         title=f"{title}: optimised DDIM (W2)")
     _write_csv(out / "transfer.csv", "transfer function H(lambda) of the optimised DDIM "
-               "schedule (W2) per step count S",
+               f"schedule (W2) per step count S{under}",
                {"lambda": spectrum.eigenvalues, **{f"H_S{S}": H for S, H in transfers.items()}},
                force)
     written += ["snr.png", "fmax.png", "fmax.csv", "eigenvalues.png", "eigenvalues.csv",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from specsched.analysis.report import analyze
 from specsched.cli.common import (
+    add_noise_spectrum_arg,
     add_source_args,
     check_steps_fit_training_grid,
     positive_float,
@@ -38,6 +39,7 @@ def add_parser(sub):
                    help="SNR threshold of f_max, > 0 (default 1)")
     p.add_argument("--bands", type=positive_int, default=8,
                    help="number of radial bands (default 8)")
+    add_noise_spectrum_arg(p)
     add_source_args(p)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(run=run)
@@ -50,10 +52,12 @@ def run(args) -> int:
     check_output_folder(args.out)
     s = analyze(args.src, args.out, steps=args.steps, schedule=args.schedule, tau=args.tau,
                 n_bands=args.bands, chunk_size=args.chunk_size, force=args.force,
-                source_options=source_options(args))
+                source_options=source_options(args), noise=args.noise_spectrum)
     line = f"{s['source']}: d = {s['dimension']}, n_samples = {s['n_samples']}"
     if "power_law" in s:
         line += f", power-law exponent {s['power_law']['exponent']:.3f}"
+    if "noise_spectrum" in s:
+        line += f", forward noise {s['noise_spectrum']}"
     if "fourier_vs_full" in s:
         line += f", Fourier vs full relative L1 {s['fourier_vs_full']['relative_l1']:.3g}"
     print(line)

@@ -26,7 +26,12 @@ EXIT_RESOURCES = 4
 PARAM_FLAGS = {"ab_min": "--ab-min", "ab_max": "--ab-max", "delta": "--delta",
                "maxiter": "--maxiter", "num_steps": "--steps", "steps": "--steps",
                "eta": "--eta", "nfe": "--nfe", "s_noise": "--s-noise", "r": "--r",
-               "solver_type": "--solver-type"}
+               "solver_type": "--solver-type", "sampler": "--sampler",
+               "noise_spectrum": "--noise-spectrum"}
+#: Parameters whose library messages start with the value at fault (a noise spectrum's name,
+#: a file) rather than with ``"<param>: "``: the flag is put before the message (a leading
+#: ``"noise spectrum"`` dropped), so that it reads ``--noise-spectrum: power:3: ...``.
+FLAG_FIRST = ("noise_spectrum",)
 #: Largest ``--maxiter``: SciPy's solvers take a C int, and a million iterations of a start
 #: (each at least one loss evaluation) is already hours.
 MAX_ITERATIONS = 1_000_000
@@ -45,6 +50,11 @@ def error_message(exc: Exception) -> str:
     param = getattr(exc, "param", None)
     if param in PARAM_FLAGS and text.startswith(f"{param}:"):
         text = PARAM_FLAGS[param] + text[len(param):]
+    elif param in FLAG_FIRST:
+        words = param.replace("_", " ")
+        if text.startswith(words):
+            text = text[len(words):].lstrip(": ")
+        text = f"{PARAM_FLAGS[param]}: {text}"
     return one_line(text)
 
 
@@ -427,22 +437,45 @@ def eta_text(eta):
     return "-" if eta is None else f"{eta:g}"
 
 
-def add_noise_spectrum_arg(parser):
-    """``--noise-spectrum``: the forward noise (docs/theory.md section 9), dest
-    ``noise_spectrum``, default ``"white"``; resolved by :func:`noise_from_args`."""
-    parser.add_argument("--noise-spectrum", dest="noise_spectrum", default="white",
-                        metavar="white|equal-snr|power:GAMMA|fans[:GAMMA]|FILE.npy",
-                        help="forward noise covariance, diagonal in the data's eigenbasis: "
-                        "white (default), equal-snr (variances proportional to the "
-                        "eigenvalues), power:GAMMA (to eigenvalue**GAMMA, GAMMA in [0, 2]), "
-                        "fans[:GAMMA] (FANS-style band shape annealed to white, GAMMA default "
-                        "1), or FILE.npy of d positive variances, largest eigenvalue first")
+NOISE_SPECTRUM_HELP = (
+    "forward noise spectrum, diagonal in the data's eigenbasis (the Fourier basis under the "
+    "Fourier model; docs/theory.md section 9): white (the default, the usual process), "
+    "equal-snr (variances proportional to the eigenvalues: every direction at the same SNR), "
+    "power:GAMMA (proportional to eigenvalue**GAMMA, GAMMA in [0, 2]; 0 white, 1 EqualSNR), "
+    "fans or fans:GAMMA (FANS-style band shape annealed from low to high frequency; ddim and "
+    "ddpm only), or FILE.npy (d positive variances in the order of the spectrum's "
+    "eigenvalues, largest first, used as given). Named shapes have mean variance 1")
+
+
+def add_noise_spectrum_arg(p):
+    """``--noise-spectrum SPEC``: the forward noise (:func:`noise_from_args` reads it once the
+    spectrum, and so its dimension, is known)."""
+    p.add_argument("--noise-spectrum", dest="noise_spectrum", default="white", metavar="SPEC",
+                   help=NOISE_SPECTRUM_HELP)
 
 
 def noise_from_args(args, eigenvalues):
     """The :class:`~specsched.theory.noise.NoiseSpectrum` of ``--noise-spectrum`` for a data
-    spectrum's eigenvalues (:func:`specsched.theory.noise.noise_spectrum`; InputError for a
-    bad name, GAMMA or file)."""
+    spectrum (eigenvalues, ndarray of shape (d,), largest first).
+
+    Raises
+    ------
+    InputError
+        As :func:`specsched.theory.noise.noise_spectrum` (``param="noise_spectrum"``: shown as
+        ``--noise-spectrum: ...``): an unknown name, GAMMA outside [0, 2], a file that is
+        missing or of the wrong length, a variance that is not finite and > 0.
+    """
     from specsched.theory.noise import noise_spectrum
 
     return noise_spectrum(args.noise_spectrum, eigenvalues)
+
+
+def check_noise_samplers(noise, samplers) -> None:
+    """Refuse, before any work, a sampler without a closed form under ``noise``: a noise
+    spectrum that changes with the level (FANS) runs ddim and ddpm only
+    (:func:`specsched.theory.varying.check_varying_sampler`, shown as ``--sampler: ...``)."""
+    if noise.time_varying:
+        from specsched.theory.varying import check_varying_sampler
+
+        for sampler in samplers:
+            check_varying_sampler(sampler, noise)

@@ -11,11 +11,14 @@ import numpy as np
 
 from specsched.cli.common import (
     add_ksampler_option_args,
+    add_noise_spectrum_arg,
     add_sampler_args,
     add_sigma_range_arg,
     add_source_args,
+    check_noise_samplers,
     eta_text,
     ksampler_options,
+    noise_from_args,
     positive_int,
     resolve_sampler,
     resolve_sigma_range,
@@ -65,6 +68,7 @@ def add_parser(sub):
     add_ksampler_option_args(p)
     p.add_argument("--param", choices=["vp", "ve"], default=None,
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
+    add_noise_spectrum_arg(p)
     p.add_argument("--t-eps", type=float, default=0.0,
                    help="truncation time eps of the continuous-time solvers (default 0)")
     p.add_argument("--beta-min", type=float, default=BETA_MIN,
@@ -159,6 +163,14 @@ def _file_sampler(lv, sampler, eta, param):
                          f"file): {exc}; pass --sampler to choose another") from None
 
 
+def _check_file_noise(lv, noise) -> None:
+    """Refuse a schedule file made for another forward noise than ``--noise-spectrum``
+    (:meth:`specsched.schedules.Schedule.check_noise_spectrum`); an export's arrays record
+    none and are evaluated as asked."""
+    if lv.schedule is not None:
+        lv.schedule.check_noise_spectrum(noise.label, lv.source)
+
+
 def _levels_extra(lv) -> dict:
     extra = {"levels": lv.levels}
     if lv.timesteps is not None:
@@ -166,7 +178,7 @@ def _levels_extra(lv) -> dict:
     return extra
 
 
-def _evaluate_diffusers_ddpm(args, spectrum):
+def _evaluate_diffusers_ddpm(args, spectrum, noise):
     from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
     from specsched.schedules.export import export_diffusers
     from specsched.theory.unchained import diffusers_ddpm_levels, evaluate_diffusers_ddpm
@@ -192,6 +204,7 @@ def _evaluate_diffusers_ddpm(args, spectrum):
             lv = None
         else:
             lv = _read_file(args, want_ve=False)
+            _check_file_noise(lv, noise)
             ab, label = lv.alphas_cumprod, lv.source
             extra.update(_levels_extra(lv))
         if lv is not None and lv.levels == "timesteps":
@@ -216,7 +229,7 @@ def _sigma_range(args):
     return resolve_sigma_range(args, baseline=args.schedule or "no --schedule")
 
 
-def _evaluate_discrete(args, sampler, eta, spectrum):
+def _evaluate_discrete(args, sampler, eta, spectrum, noise):
     from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
     from specsched.theory import evaluate_schedule, resolve_eta
     from specsched.theory.samplers import sampler_param
@@ -237,14 +250,16 @@ def _evaluate_discrete(args, sampler, eta, spectrum):
         want_ve = args.param == "ve" or (sampler is not None
                                          and sampler_param(sampler) == "ve")
         lv = _read_file(args, want_ve)
+        _check_file_noise(lv, noise)
         sampler, eta = _file_sampler(lv, sampler, eta, args.param)
         ab, label, spacing = lv.alphas_cumprod, lv.source, None
         extra = _levels_extra(lv)
     sampler = resolve_sampler(sampler or "ddim", args.param)
     eta = resolve_eta(sampler, eta)
     options = {k: v for k, v in ksampler_options(args).items() if v is not None}
+    check_noise_samplers(noise, [sampler])
     r = evaluate_schedule(spectrum.eigenvalues, spectrum.mean, ab, sampler=sampler, eta=eta,
-                          init=args.init, options=options)
+                          init=args.init, options=options, noise=noise)
     return r, int(ab.size), eta, label, spacing, {"sampler": sampler, **extra}
 
 
@@ -255,6 +270,12 @@ def run(args) -> int:
     if args.sigma_range is not None:  # refused before the spectrum is read
         _sigma_range(args)
     spectrum = spectrum_from_args(args)
+    noise = noise_from_args(args, spectrum.eigenvalues)
+    if not noise.is_white and args.sampler in (*SDE_SOLVERS, "diffusers-ddim",
+                                               "diffusers-ddpm-large"):
+        raise InputError(f"--noise-spectrum: {noise.label}: the closed form of "
+                         f"{args.sampler!r} is derived for white noise only; use a discrete "
+                         "or k-diffusion sampler (--sampler ddim, ...)")
     if args.sampler in SDE_SOLVERS:
         r, steps, eta, label, spacing, extra = _evaluate_sde(args, args.sampler, spectrum)
         sampler = args.sampler
@@ -262,11 +283,11 @@ def run(args) -> int:
         r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddim(args, spectrum)
         sampler = args.sampler
     elif args.sampler == "diffusers-ddpm-large":
-        r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddpm(args, spectrum)
+        r, steps, eta, label, spacing, extra = _evaluate_diffusers_ddpm(args, spectrum, noise)
         sampler = args.sampler
     else:
         r, steps, eta, label, spacing, extra = _evaluate_discrete(
-            args, args.sampler, args.eta, spectrum
+            args, args.sampler, args.eta, spectrum, noise
         )
         sampler = extra.pop("sampler")
     bad = {k: v for k, v in (("w2", r.w2), ("kl", r.kl), ("kl_data_gen", r.kl_data_gen))
@@ -283,7 +304,7 @@ def run(args) -> int:
         "w2": r.w2, "kl": r.kl, "kl_data_gen": r.kl_data_gen,
         "kl_excluded_directions": r.kl_excluded, "steps": steps, "sampler": sampler,
         "eta": eta, "init": args.init, "schedule": label, "spacing": spacing,
-        "spectrum": spectrum.provenance(), **extra,
+        "noise_spectrum": noise.label, "spectrum": spectrum.provenance(), **extra,
     }
     if args.sigma_range not in (None, "edm"):
         record["sigma_range"] = list(_sigma_range(args))
@@ -291,7 +312,9 @@ def run(args) -> int:
         print(json.dumps(record, allow_nan=False))
     else:
         where = f"{label}/{spacing}" if spacing else label
-        print(f"{where}, S = {steps}, {sampler} (eta = {eta_text(eta)}) on {spectrum.source}: "
+        forward = "" if noise.is_white else f" under forward noise {noise.label}"
+        print(f"{where}, S = {steps}, {sampler} (eta = {eta_text(eta)}) on {spectrum.source}"
+              f"{forward}: "
               f"W2 = {r.w2:.6g}, KL(gen||data) = {r.kl:.6g}, KL(data||gen) = "
               f"{r.kl_data_gen:.6g} nats ({r.kl_excluded} directions below the KL floor)")
     return 0

@@ -78,6 +78,12 @@ def run(args) -> int:
         print(line)
     for message in report.warnings:
         warnings.warn(message, stacklevel=1)
+    if sched.noise_spectrum != "white" and args.to != "schedule":
+        # the levels are right only under that forward noise (docs/export.md)
+        warnings.warn(f"{args.schedule}: made for the forward noise {sched.noise_spectrum!r}; "
+                      "its levels are exported as they are, but the sampler and the model's "
+                      "training must draw that same noise (diffusers and k-diffusion draw "
+                      "white noise)", stacklevel=1)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in report.paths))

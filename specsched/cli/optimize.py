@@ -9,12 +9,15 @@ from specsched.cli.common import (
     add_bounds_args,
     add_data_args,
     add_ksampler_option_args,
+    add_noise_spectrum_arg,
     add_sampler_args,
     add_sigma_range_arg,
     add_source_args,
+    check_noise_samplers,
     check_steps_fit_training_grid,
     eta_text,
     ksampler_options,
+    noise_from_args,
     positive_int,
     resolve_sampler,
     resolve_sigma_range,
@@ -48,6 +51,7 @@ def add_parser(sub):
                    help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
     p.add_argument("--loss", choices=list(LOSSES), default="w2",
                    help="loss to minimise: W2, KL(gen || data) or KL(data || gen)")
+    add_noise_spectrum_arg(p)
     p.add_argument("--method", choices=list(METHODS), default="auto",
                    help="auto (default: slsqp-logsnr up to 200 steps, lbfgs-logsnr above), "
                    "slsqp (the paper's SLSQP on alphas_cumprod), slsqp-logsnr, lbfgs-logsnr")
@@ -93,9 +97,12 @@ def run(args) -> int:
         check_writable(path, args.force)
 
     spectrum = spectrum_from_args(args)
+    noise = noise_from_args(args, spectrum.eigenvalues)
+    check_noise_samplers(noise, [sampler])
+    forward = "" if noise.is_white else f", forward noise {noise.label}"
     print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "
           f"n_samples = {spectrum.n_samples}; sampler {sampler} (eta = {eta_text(eta)}), "
-          f"loss {args.loss}, method {args.method}")
+          f"loss {args.loss}, method {args.method}{forward}")
     loss_col = args.loss.replace("-", "_")
     rows, panels, failed = [], [], []
     for S in tqdm(steps, desc="optimising", unit="S", disable=None):
@@ -104,22 +111,24 @@ def run(args) -> int:
             init=args.init, ab_min=args.ab_min, ab_max=args.ab_max, delta=args.delta,
             method=args.method, spacings=tuple(args.spacing), maxiter=args.maxiter,
             options=options or None,
-            sigma_range=srange,
+            sigma_range=srange, noise=noise,
         )
         if not res.success:
             failed.append((S, res.message))
         sched = Schedule(
             alphas_cumprod=res.x, name=f"optimized-{args.loss}", sampler=sampler, eta=eta,
-            param=sampler_param(sampler), loss=args.loss, loss_value=res.fun,
+            param=sampler_param(sampler), noise_spectrum=noise.label, loss=args.loss,
+            loss_value=res.fun,
             baselines=res.baselines, spectrum=spectrum.provenance(), optimizer=res.summary(),
         )
         sched.save(names[S], force=args.force)
         rows.append({"steps": S, "schedule": f"optimized-{args.loss}", "w2": res.w2,
                      "kl": res.kl, "kl_data_gen": res.kl_data_gen, "optimized": True,
-                     "success": res.success, "file": names[S].name})
+                     "success": res.success, "file": names[S].name,
+                     "noise_spectrum": noise.label})
         for name, vals in res.baselines.items():
             rows.append({"steps": S, "schedule": name, **vals, "optimized": False,
-                         "success": None, "file": ""})
+                         "success": None, "file": "", "noise_spectrum": noise.label})
         base_abs = {}
         for name in res.baselines:
             fam, _, spacing = name.partition("/")
@@ -132,7 +141,7 @@ def run(args) -> int:
     with atomic_write(csv_path, force=args.force) as fh:
         table.to_csv(fh, index=False, float_format="%.10g")
     plot_schedules(panels, png_path, force=args.force,
-                   title=f"{spectrum.source}: {sampler}, loss {args.loss}")
+                   title=f"{spectrum.source}: {sampler}, loss {args.loss}{forward}")
     shown = ["w2", loss_col] if loss_col != "w2" else ["w2", "kl"]
     wide = table.pivot(index="schedule", columns="steps", values=shown)
     wide = wide.sort_values((loss_col, steps[0]))

@@ -14,9 +14,12 @@ from concurrent.futures.process import BrokenProcessPool
 from specsched.cli.common import (
     add_bounds_args,
     add_data_args,
+    add_noise_spectrum_arg,
     add_sigma_range_arg,
     add_source_args,
+    check_noise_samplers,
     check_steps_fit_training_grid,
+    noise_from_args,
     positive_int,
     resolve_sigma_range,
     spectrum_from_args,
@@ -62,6 +65,7 @@ def add_parser(sub):
                    metavar="NAME", help=f"baselines to compare ({', '.join(BASELINES)})")
     p.add_argument("--losses", nargs="+", choices=list(LOSSES), default=["w2", "kl"],
                    help="losses to optimise, one optimised schedule each")
+    add_noise_spectrum_arg(p)
     p.add_argument("--spacing", nargs="+", choices=list(SPACINGS), default=["linspace"])
     p.add_argument("--init", choices=["normal", "marginal"], default="normal")
     p.add_argument("--method", choices=list(METHODS), default="auto")
@@ -162,17 +166,22 @@ def run(args) -> int:
     check_bounds(max(all_steps), args.ab_min, args.ab_max, args.delta)
     out = check_output_folder(args.out)
     spectrum = spectrum_from_args(args)
+    noise = noise_from_args(args, spectrum.eigenvalues)
+    check_noise_samplers(noise, args.samplers)
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,
                "maxiter": args.maxiter}
     srange = resolve_sigma_range(args)
     if srange is not None:  # only then: a default sweep's manifest stays what it was
         options["sigma_range"] = list(srange)
+    if not noise.is_white:  # likewise: a white sweep's manifest is what it was
+        options["noise_spectrum"] = noise.label
     # the problem each cell solves; the starts only steer the search, so a sweep resumed
     # with other --starts keeps its finished cells
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "spectrum": spectrum.provenance(),
                 "options": options}
-    options = {**options, "starts": list(args.starts)}
+    options = {**options, "starts": list(args.starts),
+               "noise": None if noise.is_white else noise}  # pickled to the workers
     cell_dir, sched_dir = out / "cells", out / "schedules"
     _prepare_folder(out, manifest, args.force)
     with atomic_write(out / "sweep.json", force=True) as fh:  # creates out/ too
@@ -186,7 +195,7 @@ def run(args) -> int:
 
     wanted = [(S, smp, loss) for smp in args.samplers for S in _steps_of(args, smp)
               for loss in args.losses]
-    done = load_cells(cell_dir)
+    done = load_cells(cell_dir, noise.label)
     todo = [c for c in wanted if cell_name(*c) not in done]
     lam, m = spectrum.eigenvalues, spectrum.mean
     chains = {}
@@ -198,7 +207,8 @@ def run(args) -> int:
             if any(cell_name(S, smp, loss) not in done for S in steps)]
     processes, cores = worker_count(args.jobs, len(jobs))
     jobs_text = f"--jobs {args.jobs}, " if args.jobs is not None else ""
-    print(f"sweep of {spectrum.source}: {len(wanted)} cells, {len(wanted) - len(todo)} "
+    forward = "" if noise.is_white else f" under forward noise {noise.label}"
+    print(f"sweep of {spectrum.source}{forward}: {len(wanted)} cells, {len(wanted) - len(todo)} "
           f"already done, {len(todo)} to run: {len(jobs)} chain(s) on {processes} "
           f"process(es) ({jobs_text}{cores} core(s))")
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc="cells", unit="cell",
@@ -216,7 +226,7 @@ def run(args) -> int:
         for stale in stale_temporaries(out):  # a stopped worker's, should it have left one
             with contextlib.suppress(OSError):
                 stale.unlink()
-    done = load_cells(cell_dir)
+    done = load_cells(cell_dir, noise.label)
 
     cells = [done[cell_name(*c)] for c in wanted]
     table = pd.DataFrame(sweep_rows(cells, set(args.schedules)))

@@ -1,7 +1,8 @@
 """Sweeps over step counts, samplers and losses: the cells, their chains and the summary table.
 
-A sweep is a grid of *cells* (steps S, sampler, loss). Each cell optimises one schedule
-(:func:`specsched.optimize.optimize_schedule`) and evaluates every baseline at the same
+A sweep is a grid of *cells* (steps S, sampler, loss), all under one forward noise spectrum
+(``--noise-spectrum``, docs/theory.md section 9; white by default). Each cell optimises one
+schedule (:func:`specsched.optimize.optimize_schedule`) and evaluates every baseline at the same
 (S, sampler); its result is written at once, atomically, to ``OUT/cells/`` and its schedule
 to ``OUT/schedules/``. The cells of one (sampler, loss) form a chain over increasing S, each
 warm-started from the previous optimum (:func:`specsched.optimize.warm_start`); chains run
@@ -13,9 +14,10 @@ configuration is refused (``--force`` starts over, deleting only the files a swe
 :func:`sweep_files`).
 
 Outputs: ``OUT/sweep.csv``, one row per (steps, sampler, schedule, loss) with the schedule's
-W2, KL(gen || data) and KL(data || gen), its value of ``loss`` and the optimised schedule's
-value of the same loss; ``OUT/sweep.png``, loss against steps (log-log) per sampler, one line
-per schedule. Both are derived from the cells and rewritten by every run.
+W2, KL(gen || data) and KL(data || gen), its value of ``loss``, the optimised schedule's
+value of the same loss and the noise spectrum's label; ``OUT/sweep.png``, loss against steps
+(log-log) per sampler, one line per schedule. Both are derived from the cells and rewritten
+by every run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.fileio import temporary_files
+from specsched.theory.noise import noise_spectrum_label
 from specsched.theory.samplers import nfe_of
 
 CELL_FORMAT = "specsched.sweep-cell"
@@ -55,6 +58,7 @@ CELL_SCHEMA = {
         "format": {"const": CELL_FORMAT},
         "steps": {"type": "integer", "minimum": 1},
         "sampler": {"type": "string"}, "loss": {"type": "string"},
+        "noise_spectrum": {"type": "string"},
         "eta": {"type": ["number", "null"]},
         "success": {"type": "boolean"},
         "optimized": {
@@ -94,17 +98,20 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
     loss : {"w2", "kl", "kl-data-gen"}
     options : dict
         ``init``, ``method``, ``spacings`` (list), ``ab_min``, ``ab_max``, ``delta``,
-        ``maxiter`` and optionally ``starts`` and ``sigma_range`` (``[sigma_min,
-        sigma_max]`` of the sigma baselines) for :func:`~specsched.optimize.optimize_schedule`.
+        ``maxiter`` and optionally ``starts``, ``sigma_range`` (``[sigma_min,
+        sigma_max]`` of the sigma baselines) and ``noise`` (a
+        :class:`~specsched.theory.noise.NoiseSpectrum` or None for white) for
+        :func:`~specsched.optimize.optimize_schedule`.
     x0 : ndarray of shape (steps,), optional
         A warm start.
 
     Returns
     -------
     dict
-        ``format``, ``steps``, ``sampler``, ``eta``, ``loss``, ``optimized``
-        (``alphas_cumprod`` list, ``w2``, ``kl``, ``kl_data_gen``, ``value``), ``optimizer``
-        summary, ``success``, ``baselines`` (name -> w2/kl/kl_data_gen).
+        ``format``, ``steps``, ``sampler``, ``eta``, ``loss``, ``noise_spectrum`` (the
+        noise's label), ``optimized`` (``alphas_cumprod`` list, ``w2``, ``kl``,
+        ``kl_data_gen``, ``value``), ``optimizer`` summary, ``success``, ``baselines``
+        (name -> w2/kl/kl_data_gen).
     """
     from specsched.optimize import STARTS, optimize_schedule
 
@@ -113,11 +120,12 @@ def run_cell(eigenvalues, mean, steps, sampler, loss, options, x0=None) -> dict:
         method=options["method"], spacings=tuple(options["spacings"]),
         ab_min=options["ab_min"], ab_max=options["ab_max"], delta=options["delta"],
         maxiter=options["maxiter"], x0=x0, starts=tuple(options.get("starts", STARTS)),
-        sigma_range=options.get("sigma_range"),
+        sigma_range=options.get("sigma_range"), noise=options.get("noise"),
     )
     return {
         "format": CELL_FORMAT, "steps": steps, "sampler": sampler, "eta": res.eta,
-        "loss": loss, "success": bool(res.success),
+        "loss": loss, "noise_spectrum": noise_spectrum_label(options.get("noise")),
+        "success": bool(res.success),
         "optimized": {"alphas_cumprod": res.x.tolist(), "w2": res.w2, "kl": res.kl,
                       "kl_data_gen": res.kl_data_gen, "value": res.fun},
         "optimizer": res.summary(), "baselines": res.baselines,
@@ -133,7 +141,8 @@ def _write_cell(record, cell_dir: Path, sched_dir: Path, provenance: dict) -> No
     sched = Schedule(
         alphas_cumprod=np.asarray(record["optimized"]["alphas_cumprod"]),
         name=f"optimized-{record['loss']}", sampler=record["sampler"], eta=record["eta"],
-        param=sampler_param(record["sampler"]), loss=record["loss"],
+        param=sampler_param(record["sampler"]), noise_spectrum=cell_noise(record),
+        loss=record["loss"],
         loss_value=record["optimized"]["value"], baselines=record["baselines"],
         spectrum=provenance, optimizer=record["optimizer"],
     )
@@ -149,9 +158,10 @@ def run_chain(args):
     from specsched.optimize import warm_start
 
     lam, m, steps, sampler, loss, options, cell_dir, sched_dir, provenance = args
+    noise = noise_spectrum_label(options.get("noise"))
     prev = None
     for S in steps:
-        record = read_cell(Path(cell_dir) / f"{cell_name(S, sampler, loss)}.json")
+        record = read_cell(Path(cell_dir) / f"{cell_name(S, sampler, loss)}.json", noise)
         if record is None:
             x0 = None if prev is None else warm_start(prev, S)
             with np.errstate(all="ignore"):
@@ -165,7 +175,8 @@ def sweep_rows(cells, schedules) -> list[dict]:
     """Rows of ``sweep.csv`` from cell records, keeping the baseline families ``schedules``.
 
     One row per (steps, sampler, schedule, loss), with ``nfe`` the network evaluations the
-    sampler spends in those steps (:func:`specsched.theory.samplers.nfe_of`): the optimised
+    sampler spends in those steps (:func:`specsched.theory.samplers.nfe_of`) and
+    ``noise_spectrum`` the forward noise of the cell (:func:`cell_noise`): the optimised
     schedule of the cell's loss
     (``schedule = "optimized-<loss>"``) and each baseline, with ``value`` its value of the
     cell's loss and ``optimized_value`` the optimised schedule's.
@@ -175,7 +186,8 @@ def sweep_rows(cells, schedules) -> list[dict]:
         key = c["loss"].replace("-", "_")
         base = {"steps": c["steps"], "nfe": nfe_of(c["sampler"], c["steps"]),
                 "sampler": c["sampler"], "eta": c["eta"],
-                "loss": c["loss"], "optimized_value": c["optimized"]["value"]}
+                "loss": c["loss"], "noise_spectrum": cell_noise(c),
+                "optimized_value": c["optimized"]["value"]}
         opt = c["optimized"]
         rows.append({**base, "schedule": f"optimized-{c['loss']}", "w2": opt["w2"],
                      "kl": opt["kl"], "kl_data_gen": opt["kl_data_gen"], "value": opt["value"],
@@ -247,9 +259,16 @@ def read_json(path: Path):
         raise InputError(f"{path}: invalid JSON ({exc})") from None
 
 
-def read_cell(path: Path) -> dict | None:
+def cell_noise(record: dict) -> str:
+    """The forward noise label of a cell record (a cell of an earlier version, without the
+    field, is white)."""
+    return record.get("noise_spectrum", "white")
+
+
+def read_cell(path: Path, noise_spectrum: str = "white") -> dict | None:
     """A finished cell's record, or None: absent, unreadable, malformed (:data:`CELL_SCHEMA`),
-    or not the cell its name says. Such a cell is redone."""
+    not the cell its name says, or of another forward noise than ``noise_spectrum`` (a
+    :attr:`~specsched.theory.noise.NoiseSpectrum.label`). Such a cell is redone."""
     try:
         record = read_json(path)
     except InputError:
@@ -260,16 +279,17 @@ def read_cell(path: Path) -> dict | None:
     ab = record["optimized"]["alphas_cumprod"]
     if (record["steps"], record["sampler"], record["loss"]) != \
             (int(m["steps"]), m["sampler"], m["loss"]) or len(ab) != record["steps"] \
-            or not np.all(np.diff(ab) < 0):
+            or not np.all(np.diff(ab) < 0) or cell_noise(record) != noise_spectrum:
         return None
     return record
 
 
-def load_cells(cell_dir: Path) -> dict:
-    """Every finished cell in ``cell_dir``: ``{file stem: record}`` (see :func:`read_cell`)."""
+def load_cells(cell_dir: Path, noise_spectrum: str = "white") -> dict:
+    """Every finished cell in ``cell_dir`` of the forward noise ``noise_spectrum``:
+    ``{file stem: record}`` (see :func:`read_cell`)."""
     done = {}
     for path in sorted(cell_dir.glob("S*.json")):
-        record = read_cell(path)
+        record = read_cell(path, noise_spectrum)
         if record is not None:
             done[path.stem] = record
     return done
