@@ -151,7 +151,7 @@ def plot(best: pd.DataFrame, path: Path, title: str):
 
 def table(best: pd.DataFrame, loss: str) -> list[str]:
     """Markdown: the optimum of ``loss`` per (sampler, steps) and forward process."""
-    out = ["| sampler | S | " + " | ".join(NOISES) + " | best GAMMA |",
+    out = ["| sampler | S | " + " | ".join(NOISES) + " | best GAMMA (for W2) |",
            "| --- | ---: | " + " | ".join("---:" for _ in NOISES) + " | ---: |"]
     sub = best[best.loss == loss]
     for (sampler, steps), g in sub.groupby(["sampler", "steps"], sort=True):
@@ -294,7 +294,7 @@ def main(argv=None):
         from specsched.analysis.report import analyze
 
         for noise in ("white", "equal-snr", "fans"):
-            analyze(args.data, out / f"maps_{noise}", noise_spectrum=noise, force=True)
+            analyze(args.data, out / f"maps_{noise}", noise=noise, force=True)
     with atomic_write(out / "README.md", force=True, mode="w") as fh:
         fh.write(readme(best, data, command, spectrum))
     print(f"wrote {out}", file=sys.stderr)
