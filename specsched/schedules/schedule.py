@@ -296,7 +296,7 @@ class Schedule:
         if label != self.noise_spectrum:
             raise InputError(
                 f"{source}: noise_spectrum: the schedule was made for the forward noise "
-                f"{self.noise_spectrum!r}, not {label!r}; evaluate it with --noise-spectrum "
+                f"{self.noise_spectrum!r}, not {label!r}; use it with --noise-spectrum "
                 f"matching {self.noise_spectrum!r} (a file's sha256 must match too), or "
                 "optimise one for this noise", param="noise_spectrum")
 
