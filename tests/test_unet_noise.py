@@ -177,8 +177,8 @@ def test_white_training_is_the_old_training_and_colour_only_changes_eps(torch, t
     a = train_unet(cfg, tmp_path / "a.pt", images=images, progress=False)
     assert a.loss_history[0] == (1, _first_step_loss(torch, cfg, images))  # bit for bit
     assert load_checkpoint(tmp_path / "a.pt")["noise_spectrum"] is None
-    b = train_unet(TrainConfig(**TINY, steps=3, noise_spectrum="white"), tmp_path / "b.pt",
-                   images=images, progress=False)
+    train_unet(TrainConfig(**TINY, steps=3, noise_spectrum="power:0"), tmp_path / "b.pt",
+               images=images, progress=False)  # GAMMA = 0 is white: the same weights
     ka, kb = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
     for name, value in ka["model"].items():
         assert torch.equal(value, kb["model"][name]), name
@@ -239,3 +239,42 @@ def test_equal_snr_network_trains_saves_samples_and_refuses(torch, tmp_path, cap
     code, _, err = run(["train-unet", "--checkpoint", tmp_path / "f.pt", "--noise-spectrum",
                         "fans"], capsys)
     assert refused(code, err, "noise_spectrum: a network trains with")
+
+
+def _study(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("unet_noise_study")
+
+
+def test_noise_study_paired_differences_and_verdicts(monkeypatch):
+    import pandas as pd
+
+    study = _study(monkeypatch)
+    seeds = {"white": "2 2.5 1.5", "equal-snr": "1.5 1.7 1.3"}
+    df = pd.DataFrame([dict(model=m, sampler="ddim", steps=10, **{
+        f"{k}_seeds": s for k in study.METRICS}, **{
+        f"{k}_mean": np.mean(np.array(s.split(), float)) for k in study.METRICS})
+        for m, s in seeds.items()])
+    p = study.paired(df).set_index("metric").loc["fd_pixels"]
+    d = np.array([1.5, 1.7, 1.3]) - np.array([2, 2.5, 1.5])
+    assert p["diff"] == pytest.approx(d.mean())
+    assert p["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert p["ratio"] == pytest.approx(1.5 / 2.0)
+    assert study.verdict(-0.5, 0.2) == "better" and study.verdict(0.5, 0.2) == "worse"
+    assert study.verdict(-0.39, 0.2) == "tie"
+    assert study.noise_label(0) == "white" and study.noise_label(1) == "equal-snr"
+    assert study.noise_label(0.5) == "power:0.5"
+
+
+def test_noise_study_gamma_search_finds_the_grid_minimum_or_better(monkeypatch):
+    study = _study(monkeypatch)
+    lam = 5.0 * np.arange(1, 17, dtype=float) ** -2.0  # a power law, 16 directions
+    best, points = study.gamma_search(lam, np.zeros(16), 5, "ddim", (1e-4, 0.9999))
+    grid = [points[g] for g in study.GAMMA_GRID]
+    assert points[best] <= min(grid) and set(study.GAMMA_GRID) < set(points)
+    assert 0.0 <= best <= 2.0
+    white = study.optimised(lam, np.zeros(16), 5, "ddim", "white", (1e-4, 0.9999)).w2
+    assert points[0.0] == pytest.approx(white)
