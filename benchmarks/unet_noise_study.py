@@ -100,6 +100,17 @@ def score(x, clf, ref, rapsd_ref, seed):
     return out, ring
 
 
+def theory_rings(power, ab, sampler, noise) -> np.ndarray:
+    """The theory's RAPSD error per ring (dB) of a schedule: the closed form's generated
+    variance per DFT frequency (eigenvalues in frequency order, the noise rule applied
+    frequency by frequency, docs/theory.md section 9) ring-averaged against the data's."""
+    from specsched.analysis.rapsd import rapsd
+    from specsched.theory import evaluate_schedule
+
+    var = evaluate_schedule(power.ravel(), None, ab, sampler=sampler, noise=noise).variance
+    return 10.0 * np.log10(rapsd(var.reshape(power.shape))[0] / rapsd(power)[0])
+
+
 def paired(df: pd.DataFrame, base: str = "white") -> pd.DataFrame:
     """Model minus ``base`` per (sampler, steps, metric), paired over seeds: mean, s.e."""
     rows = []
@@ -150,14 +161,15 @@ def plot(df, rings, floor, path: Path) -> None:
         for model in models:
             g = rings[(rings.model == model) & (rings.sampler == sampler)
                       & (rings.steps == steps)]
-            ax.errorbar(g.freq, g.err_db_mean, yerr=2 * g.err_db_se, marker="o", ms=3,
-                        label=model, capsize=2)
+            line = ax.errorbar(g.freq, g.err_db_mean, yerr=2 * g.err_db_se, marker="o", ms=3,
+                               label=model, capsize=2)
+            ax.plot(g.freq, g.theory_err_db, ls="--", lw=0.8, color=line[0].get_color())
         fl = rings[rings.model == "held-out"]
         ax.plot(fl.freq, fl.err_db_mean, "k:", lw=0.8, label="held-out images")
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("frequency (cycles / pixel)")
         ax.set_ylabel("RAPSD error (dB)")
-        ax.set_title(f"{sampler}, S = {steps}")
+        ax.set_title(f"{sampler}, S = {steps} (dashed: theory)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -196,14 +208,16 @@ def report(df, rings, pairs, floor, gamma, steps_of, command) -> str:
         lines.append(f"| {p.model} | {p.sampler} | {p.steps} | {p.metric} | "
                      f"{_pm(p['diff'], p.se)} | {p.ratio:.2f} | {verdict(p['diff'], p.se)} |")
     hi = rings[rings.ring >= rings.ring.max() - 2]
-    lines += ["", "RAPSD error (dB) in the three highest rings (mean ± s.e. over seeds):", "",
+    lines += ["", "RAPSD error (dB) in the three highest rings (mean ± s.e. over seeds; the "
+              "theory's in brackets):", "",
               "| model | sampler | S | " + " | ".join(f"f = {f:.3f}" for f in
                                                        sorted(set(hi.freq))) + " |",
               "|---|---|---|" + "---|" * len(set(hi.freq))]
     for (model, sampler, steps), g in hi.groupby(["model", "sampler", "steps"], sort=False):
         lines.append(f"| {model} | {sampler} | {steps} | "
-                     + " | ".join(_pm(a, b, 2) for a, b in zip(g.err_db_mean, g.err_db_se,
-                                                                strict=True))
+                     + " | ".join(f"{_pm(a, b, 2)} [{t:.2f}]" for a, b, t in zip(
+                         g.err_db_mean, g.err_db_se, g.theory_err_db.fillna(np.nan),
+                         strict=True))
                      + " |")
     return "\n".join(lines) + "\n"
 
@@ -230,7 +244,7 @@ def main(argv=None):
     from specsched.data.fashion_mnist import fashion_mnist_images
     from specsched.metrics.features import classifier_features, load_or_train_classifier
     from specsched.metrics.frechet import gaussian_fit
-    from specsched.spectrum import estimate_spectrum
+    from specsched.spectrum import FourierEstimator, estimate_spectrum
     from specsched.theory import evaluate_schedule
     from specsched.theory.noise import noise_spectrum
     from specsched.unet.denoiser import UNetDenoiser, sample_eps
@@ -249,6 +263,7 @@ def main(argv=None):
     test = fashion_mnist_images(16, "test").astype(np.float64)
     spectrum = estimate_spectrum(train[..., 0], method="fourier")
     lam, mean = spectrum.eigenvalues, spectrum.mean
+    power = FourierEstimator().fit(train[..., 0]).power_
     clf, _ = load_or_train_classifier(args.classifier, 16, progress=False)
     ref = {"pixels": gaussian_fit(train.reshape(len(train), -1)),
            "classifier": gaussian_fit(classifier_features(train, clf))}
@@ -338,10 +353,12 @@ def main(argv=None):
                                  **summarise(per_seed), seconds=secs,
                                  alphas_cumprod=" ".join(f"{a:.8g}" for a in ab)))
                 pr = np.array(per_ring)
+                pred = theory_rings(power, ab, sampler, den.noise_label)
                 ring_rows.extend(dict(model=name, sampler=sampler, steps=steps, ring=k,
                                       freq=freq[k], err_db_mean=pr[:, k].mean(),
                                       err_db_se=pr[:, k].std(ddof=1) / np.sqrt(len(pr)),
-                                      err_db_seeds=" ".join(f"{v:.5g}" for v in pr[:, k]))
+                                      err_db_seeds=" ".join(f"{v:.5g}" for v in pr[:, k]),
+                                      theory_err_db=pred[k])
                                  for k in range(pr.shape[1]))
                 df, rg = results()
                 write_csv(df, out, command)
