@@ -27,7 +27,8 @@ spectrum used here.
 Outputs (first line of each CSV: the command): ``--out`` (results/unet_noise.csv, one row per
 model x sampler x S), ``<out>_rapsd.csv`` (per ring), ``<out>_gamma.csv``, ``<out>_floor.csv``
 (held-out test images scored alike: the metrics' floor), ``<out>.png`` and
-``<out>_report.md``. Resumable: cells already in the CSV (same n and seeds) are skipped.
+``<out>_report.md`` (``--report-only`` rebuilds these three from the CSVs). Resumable:
+cells already in the CSV (same n and seeds) are skipped.
 
     python benchmarks/unet_noise_study.py --classifier clf16.pt \\
         --checkpoints white=noise_white.pt equal-snr=noise_equal-snr.pt \\
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import shlex
 import sys
 import time
@@ -207,6 +209,7 @@ def report(df, rings, pairs, floor, gamma, steps_of, command) -> str:
     for _, p in pairs.iterrows():
         lines.append(f"| {p.model} | {p.sampler} | {p.steps} | {p.metric} | "
                      f"{_pm(p['diff'], p.se)} | {p.ratio:.2f} | {verdict(p['diff'], p.se)} |")
+    lines += ["", "## Answer", ""] + answer(df, rings, pairs, steps_of)
     hi = rings[rings.ring >= rings.ring.max() - 2]
     lines += ["", "RAPSD error (dB) in the three highest rings (mean ± s.e. over seeds; the "
               "theory's in brackets):", "",
@@ -222,6 +225,58 @@ def report(df, rings, pairs, floor, gamma, steps_of, command) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer(df, rings, pairs, steps_of) -> list[str]:
+    """The verdicts, counted, the high-frequency comparison and what the budget limits."""
+    out = []
+    for model, g in pairs.groupby("model", sort=False):
+        counts = g.assign(v=[verdict(d, e) for d, e in zip(g["diff"], g.se, strict=True)])
+        c = counts.groupby("v").size().to_dict()
+        out.append(f"- **{model} against white**: better in {c.get('better', 0)}, tie in "
+                   f"{c.get('tie', 0)}, worse in {c.get('worse', 0)} of {len(g)} "
+                   "(sampler x S x metric) cells, at 2 standard errors of the paired "
+                   "differences over seeds.")
+    top = rings[(rings.ring >= rings.ring.max() - 1) & (rings.model != "held-out")]
+    hf = top.assign(a=top.err_db_mean.abs()).groupby(["sampler", "steps", "model"],
+                                                      sort=False).a.mean()
+    for (sampler, steps), g in hf.groupby(level=[0, 1], sort=False):
+        g = g.droplevel([0, 1])
+        out.append(f"- highest two rings, {sampler} S = {steps}: mean |RAPSD error| "
+                   + ", ".join(f"{m} {v:.2f} dB" for m, v in g.items())
+                   + f"; smallest: {g.idxmin()}.")
+    out += ["- Budget: each network trained 12 minutes on a shared 2-core CPU ("
+            + ", ".join(f"{m} {s} steps" for m, s in steps_of.items())
+            + "); the white model trained equally long is the fair baseline. These are "
+            "early-training networks (pixel FD "
+            f"{(df.fd_pixels_mean / df.theory_w2).min():.0f} to "
+            f"{(df.fd_pixels_mean / df.theory_w2).max():.0f} times the theory's W2^2): the "
+            "comparison is of what each forward noise learns in ~300 steps, not "
+            "of converged models.",
+            "- The standard errors are over sampling seeds of one network each: training "
+            "randomness is not in them. Where two models of nearly the same noise but another "
+            "training seed differ (equal-snr and power:1.02 with seed 1), that difference "
+            "is the scale of the training noise."]
+    return out
+
+
+def finish(out: Path, command: str) -> None:
+    """Rebuild the paired table, the figure and the report from the CSVs of a run."""
+    stem = str(out.with_suffix(""))
+    df, rg = read_rows(out), read_rows(Path(f"{stem}_rapsd.csv"))
+    fl = read_rows(Path(f"{stem}_floor.csv")).iloc[0]
+    floor = {m: fl[f"{m}_mean"] for m in METRICS} | {f"{m}_se": fl[f"{m}_se"] for m in METRICS}
+    gold = read_rows(Path(f"{stem}_gamma.csv"))
+    gbest = gold[gold.best].iloc[0]
+    gamma = dict(steps=int(gbest.steps), best=float(gbest.gamma), w2_best=float(gbest.w2),
+                 w2_white=float(gold[gold.gamma == 0].w2.iloc[0]),
+                 w2_esnr=float(gold[gold.gamma == 1].w2.iloc[0]))
+    steps_of = dict(zip(df.model, df.train_steps, strict=True))
+    pairs = paired(df, base=df.model.iloc[0])
+    write_csv(pairs, Path(f"{stem}_paired.csv"), command)
+    plot(df, rg, floor, Path(f"{stem}.png"))
+    with atomic_write(Path(f"{stem}_report.md"), force=True) as fh:
+        fh.write(report(df, rg, pairs, floor, gamma, steps_of, command))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", required=True, metavar="NAME=FILE.pt",
@@ -235,9 +290,15 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--gamma-steps", type=int, default=10)
     parser.add_argument("--out", default="results/unet_noise.csv")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the paired table, figure and report from the CSVs")
     args = parser.parse_args(argv)
     command = "python benchmarks/unet_noise_study.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        first = Path(args.out).read_text().splitlines()[0].lstrip("# ")
+        finish(Path(args.out), first)
+        return 0
 
     import torch
 
@@ -305,8 +366,6 @@ def main(argv=None):
         fl_rings.append(ring)
     frow = summarise(fl)
     write_csv(pd.DataFrame([frow]), Path(f"{stem}_floor.csv"), command)
-    floor = {m: frow[f"{m}_mean"] for m in METRICS} | {
-        f"{m}_se": frow[f"{m}_se"] for m in METRICS}
 
     old = read_rows(out)
     rows = [] if old is None else old.to_dict("records")
@@ -329,52 +388,48 @@ def main(argv=None):
         rg = pd.DataFrame(ring_rows + floor_rings)
         return df, rg
 
-    for name, den in dens.items():
-        for sampler in args.samplers:
-            for steps in args.steps:
-                if done(name, sampler, steps):
-                    continue
-                r = optimised(lam, mean, steps, sampler, den.noise_label, bounds)
-                ab = np.asarray(r.x)
-                theory = evaluate_schedule(lam, mean, ab, sampler=sampler,
-                                           noise=den.noise_label)
-                t0 = time.perf_counter()
-                per_seed, per_ring = [], []
-                for seed in args.seeds:
-                    x = sample_eps(den, ab, args.n_samples, sampler=sampler,
-                                   rng=np.random.default_rng(seed), batch_size=args.batch_size)
-                    s, ring = score(x, clf, ref, rapsd_ref, seed)
-                    per_seed.append(s)
-                    per_ring.append(ring)
-                secs = time.perf_counter() - t0
-                rows.append(dict(model=name, noise=den.noise_label, train_steps=steps_of[name],
-                                 sampler=sampler, steps=steps, theory_w2=theory.w2,
-                                 n_samples=args.n_samples, seeds=" ".join(map(str, args.seeds)),
-                                 **summarise(per_seed), seconds=secs,
-                                 alphas_cumprod=" ".join(f"{a:.8g}" for a in ab)))
-                pr = np.array(per_ring)
-                pred = theory_rings(power, ab, sampler, den.noise_label)
-                ring_rows.extend(dict(model=name, sampler=sampler, steps=steps, ring=k,
-                                      freq=freq[k], err_db_mean=pr[:, k].mean(),
-                                      err_db_se=pr[:, k].std(ddof=1) / np.sqrt(len(pr)),
-                                      err_db_seeds=" ".join(f"{v:.5g}" for v in pr[:, k]),
-                                      theory_err_db=pred[k])
-                                 for k in range(pr.shape[1]))
-                df, rg = results()
-                write_csv(df, out, command)
-                write_csv(rg, Path(f"{stem}_rapsd.csv"), command)
-                print(f"{name} {sampler} S={steps}: pixel FD "
-                      f"{rows[-1]['fd_pixels_mean']:.3f}, classifier FD "
-                      f"{rows[-1]['fd_classifier_mean']:.3f} (theory {theory.w2:.3f}), "
-                      f"{secs:.0f} s", flush=True)
+    cells = [(sampler, steps) for steps in args.steps for sampler in args.samplers]
+    # every model of a (sampler, S) cell before the next: a stopped run still compares
+    for (sampler, steps), (name, den) in itertools.product(cells, dens.items()):
+        if done(name, sampler, steps):
+            continue
+        r = optimised(lam, mean, steps, sampler, den.noise_label, bounds)
+        ab = np.asarray(r.x)
+        theory = evaluate_schedule(lam, mean, ab, sampler=sampler,
+                                   noise=den.noise_label)
+        t0 = time.perf_counter()
+        per_seed, per_ring = [], []
+        for seed in args.seeds:
+            x = sample_eps(den, ab, args.n_samples, sampler=sampler,
+                           rng=np.random.default_rng(seed), batch_size=args.batch_size)
+            s, ring = score(x, clf, ref, rapsd_ref, seed)
+            per_seed.append(s)
+            per_ring.append(ring)
+        secs = time.perf_counter() - t0
+        rows.append(dict(model=name, noise=den.noise_label, train_steps=steps_of[name],
+                         sampler=sampler, steps=steps, theory_w2=theory.w2,
+                         n_samples=args.n_samples, seeds=" ".join(map(str, args.seeds)),
+                         **summarise(per_seed), seconds=secs,
+                         alphas_cumprod=" ".join(f"{a:.8g}" for a in ab)))
+        pr = np.array(per_ring)
+        pred = theory_rings(power, ab, sampler, den.noise_label)
+        ring_rows.extend(dict(model=name, sampler=sampler, steps=steps, ring=k,
+                              freq=freq[k], err_db_mean=pr[:, k].mean(),
+                              err_db_se=pr[:, k].std(ddof=1) / np.sqrt(len(pr)),
+                              err_db_seeds=" ".join(f"{v:.5g}" for v in pr[:, k]),
+                              theory_err_db=pred[k])
+                         for k in range(pr.shape[1]))
+        df, rg = results()
+        write_csv(df, out, command)
+        write_csv(rg, Path(f"{stem}_rapsd.csv"), command)
+        print(f"{name} {sampler} S={steps}: pixel FD "
+              f"{rows[-1]['fd_pixels_mean']:.3f}, classifier FD "
+              f"{rows[-1]['fd_classifier_mean']:.3f} (theory {theory.w2:.3f}), "
+              f"{secs:.0f} s", flush=True)
     df, rg = results()
     write_csv(df, out, command)
     write_csv(rg, Path(f"{stem}_rapsd.csv"), command)
-    pairs = paired(df, base=next(iter(models)))
-    write_csv(pairs, Path(f"{stem}_paired.csv"), command)
-    plot(df, rg, floor, Path(f"{stem}.png"))
-    with atomic_write(Path(f"{stem}_report.md"), force=True) as fh:
-        fh.write(report(df, rg, pairs, floor, gamma, steps_of, command))
+    finish(out, command)
     return 0
 
 
