@@ -41,7 +41,7 @@ from specsched.schedules import (
 from specsched.theory.kclosed import kdiffusion_sigmas
 from specsched.theory.samplers import resolve_eta, sampler_names
 from specsched.unet import require_torch
-from specsched.unet.denoiser import EDMDenoiser, UNetDenoiser, sample_edm
+from specsched.unet.denoiser import EDMDenoiser, UNetDenoiser, sample_edm, sample_eps
 from specsched.unet.train import TrainConfig, load_checkpoint, train_unet
 
 TRAIN_DESCRIPTION = """\
@@ -71,7 +71,10 @@ training step nearest in logSNR to each level. An edm checkpoint (train-unet
 --preconditioning edm) is evaluated at each level's own sigma and also runs k-diffusion's
 samplers (euler, heun, dpmpp-2m, euler-ancestral, ...); the karras, exponential and
 kl_optimal baselines then run within its trained sigma range, and a schedule reaching
-outside that range is refused before any sampling."""
+outside that range is refused before any sampling. An eps checkpoint trained with coloured
+noise (train-unet --noise-spectrum) samples under its own noise (start N(0, C), every draw
+coloured by FFT; VP samplers ddim, ddpm, ddpm-large) and refuses a schedule file made for
+another forward noise (the file's noise_spectrum)."""
 
 #: The grid ``train-unet --sample-grid`` writes: samples, steps, and the edm checkpoint's
 #: sampler (k-diffusion's euler on a Karras rho = 7 schedule within the trained range).
@@ -120,6 +123,11 @@ def add_parser(sub):
     p.add_argument("--p-std", type=positive_float, default=d.p_std,
                    help=f"edm: standard deviation of ln sigma of the training levels "
                    f"(default {d.p_std:g})")
+    p.add_argument("--noise-spectrum", default=d.noise_spectrum, metavar="NAME",
+                   help="eps: forward noise: white (default), equal-snr (c_f proportional to "
+                   "the training images' power P(f), Falck et al. 2025) or power:GAMMA (c_f "
+                   "proportional to P(f)**GAMMA, GAMMA in [0, 2]); mean(c) = 1, drawn by FFT; "
+                   "the network predicts the coloured noise (not with edm)")
     p.add_argument("--training-schedule", default=d.training_schedule, metavar="NAME|FILE",
                    help="eps: training grid: linear (default), scaled_linear, cosine, sigmoid, "
                    "a schedule .json or an alphas_cumprod .npy (unused with edm)")
@@ -236,9 +244,8 @@ def _sample_to_grid(checkpoint, edm: bool, path, force, seed=0):
                        batch_size=GRID_SAMPLES)
     else:
         den = UNetDenoiser.from_checkpoint(checkpoint)
-        x = sample(den, baseline_alphas_cumprod("linear", GRID_STEPS), GRID_SAMPLES,
-                   den.sample_shape, sampler="ddim", rng=rng, batch_size=GRID_SAMPLES,
-                   progress=False)
+        x = sample_eps(den, baseline_alphas_cumprod("linear", GRID_STEPS), GRID_SAMPLES,
+                       sampler="ddim", rng=rng, batch_size=GRID_SAMPLES)
     save_grid(x, path, force=force)
 
 
@@ -258,7 +265,8 @@ def run_train(args) -> int:
         steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, seed=args.seed,
         checkpoint_every=args.checkpoint_every, preconditioning=args.preconditioning,
-        sigma_data=args.sigma_data, p_mean=args.p_mean, p_std=args.p_std)
+        sigma_data=args.sigma_data, p_mean=args.p_mean, p_std=args.p_std,
+        noise_spectrum=args.noise_spectrum)
     result = train_unet(config, args.checkpoint, resume=args.resume, force=args.force,
                         minutes=args.minutes, torch_threads=args.threads)
     edm = config.preconditioning == "edm"
@@ -319,9 +327,16 @@ def run_sample(args) -> int:
         ab = resolve_schedule(args.schedule, args.steps, args.spacing)
         den = UNetDenoiser.from_checkpoint(args.checkpoint, ema=not args.raw,
                                            batch_size=args.batch_size, clip_denoised=args.clip)
-        x = sample(den, ab, args.n, den.sample_shape, sampler=sampler, eta=args.eta,
-                   rng=rng, batch_size=args.batch_size)
-        kind = ""
+        if args.schedule not in BASELINES:  # a file made for another forward noise: refused
+            den.check_schedule(Schedule.load(args.schedule), args.schedule)
+        if den.colour is None:
+            x = sample(den, ab, args.n, den.sample_shape, sampler=sampler, eta=args.eta,
+                       rng=rng, batch_size=args.batch_size)
+            kind = ""
+        else:
+            x = sample_eps(den, ab, args.n, sampler=sampler, eta=args.eta, rng=rng,
+                           batch_size=args.batch_size)
+            kind = f"{den.noise_label} noise, "
     with atomic_write(args.out, force=args.force, mode="wb") as fh:
         np.save(fh, x)
     if args.grid:

@@ -18,7 +18,10 @@ missing torch into an :class:`~specsched.errors.InputError` saying how to instal
   k-diffusion's samplers at any level of its trained range (``sample_k``);
 - :mod:`~specsched.unet.denoiser`: :class:`UNetDenoiser`, the network as a denoiser
   ``denoise(x, ab) -> x0_hat`` for :func:`specsched.sampling.sample` (nearest training step in
-  logSNR for levels off the grid);
+  logSNR for levels off the grid), and :func:`sample_eps`, which samples a network trained
+  with coloured noise under its own noise;
+- :mod:`~specsched.unet.colour`: coloured forward noise drawn by FFT (:class:`FourierColour`,
+  ``c_f`` from the training images' power per frequency; ``TrainConfig(noise_spectrum=...)``);
 - ``specsched train-unet`` and ``specsched sample-unet`` are :mod:`specsched.cli.unet`.
 """
 
@@ -31,6 +34,7 @@ from specsched.errors import InputError
 __all__ = [
     "TORCH_INSTALL_HINT",
     "EDMDenoiser",
+    "FourierColour",
     "TrainConfig",
     "TrainResult",
     "UNet",
@@ -39,6 +43,7 @@ __all__ = [
     "load_checkpoint",
     "nearest_timesteps",
     "require_torch",
+    "sample_eps",
     "train_unet",
 ]
 
@@ -56,6 +61,8 @@ _LAZY = {
     "UNetDenoiser": "specsched.unet.denoiser",
     "EDMDenoiser": "specsched.unet.denoiser",
     "nearest_timesteps": "specsched.unet.denoiser",
+    "sample_eps": "specsched.unet.denoiser",
+    "FourierColour": "specsched.unet.colour",
 }
 
 

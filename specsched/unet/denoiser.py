@@ -15,6 +15,12 @@ therefore evaluated exactly as trained; a schedule off it (karras, logSNR-unifor
 optimised one) sees the network at the nearest trained noise level, and levels beyond the
 grid's ends see its end steps. The network runs in float32 (``torch.inference_mode``),
 ``batch_size`` states at a time; the arithmetic around it is float64.
+
+A network trained with coloured forward noise (``train-unet --noise-spectrum``, docs/theory.md
+section 9) predicts the coloured ``eps_hat`` and the same formula gives ``x0_hat``;
+:func:`sample_eps` then starts from ``N(0, C)`` and colours every injected draw by FFT
+(:class:`specsched.unet.colour.FourierColour`), through the samplers' own step
+(:func:`specsched.sampling.samplers.step`): in ``y = C^(-1/2) x`` this is the white sampler.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.sampling.denoisers import x0_from_eps
-from specsched.schedules import logsnr_from_alphas_cumprod
+from specsched.sampling.samplers import as_alphas_cumprod, check_counts, sample, step
+from specsched.schedules import Schedule, logsnr_from_alphas_cumprod
+from specsched.theory.samplers import get_sampler, resolve_eta
 from specsched.unet.edm import edm_preconditioning
-from specsched.unet.train import ARCHITECTURE_FIELDS, load_checkpoint
+from specsched.unet.train import ARCHITECTURE_FIELDS, checkpoint_colour, load_checkpoint
 
-__all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps", "sample_edm"]
+__all__ = ["EDMDenoiser", "UNetDenoiser", "nearest_timesteps", "sample_edm", "sample_eps"]
 
 
 def nearest_timesteps(training_alphas_cumprod, alphas_cumprod) -> np.ndarray:
@@ -68,6 +76,9 @@ class UNetDenoiser:
     clip_denoised : bool
         Clip ``x0_hat`` to [-1, 1] (DDPM's ``clip_denoised``; off by default so the sampler
         sees the network as it is, as the theory's linear denoiser is unclipped).
+    colour : FourierColour or None
+        The forward noise the network was trained with (None: white); read by
+        :func:`sample_eps`, which colours the sampler's draws with it.
 
     Attributes
     ----------
@@ -82,8 +93,9 @@ class UNetDenoiser:
     param = "vp"
 
     def __init__(self, model, training_alphas_cumprod, *, batch_size: int = 500,
-                 clip_denoised: bool = False):
+                 clip_denoised: bool = False, colour=None):
         self.model = model.eval()
+        self.colour = colour
         self.training_alphas_cumprod = np.asarray(training_alphas_cumprod, dtype=np.float64)
         self.batch_size = int(batch_size)
         self.clip_denoised = bool(clip_denoised)
@@ -100,7 +112,18 @@ class UNetDenoiser:
         ck = load_checkpoint(path)
         model = UNet(**{k: ck["config"][k] for k in ARCHITECTURE_FIELDS})
         model.load_state_dict(ck["ema" if ema else "model"])
-        return cls(model, ck["training_alphas_cumprod"].numpy(), **kwargs)
+        return cls(model, ck["training_alphas_cumprod"].numpy(), colour=checkpoint_colour(ck),
+                   **kwargs)
+
+    @property
+    def noise_label(self) -> str:
+        """The forward noise's label (``"white"``, ``"equal-snr"``, ``"power:GAMMA"``), as a
+        schedule file records it (:meth:`specsched.schedules.Schedule.check_noise_spectrum`)."""
+        return "white" if self.colour is None else self.colour.label
+
+    def check_schedule(self, schedule: Schedule, source: str) -> None:
+        """InputError unless ``schedule`` was made for this network's forward noise."""
+        schedule.check_noise_spectrum(self.noise_label, source)
 
     def timestep(self, ab: float) -> int:
         """Training step used for level ``ab`` (nearest in logSNR)."""
@@ -290,3 +313,58 @@ def sample_edm(den: EDMDenoiser, ab, sampler: str, n: int, *, eta=None,
                                          batch_size=batch_size, progress=False):
         x[start:start + batch.shape[0]] = batch.reshape(-1, *den.sample_shape)
     return x
+
+
+def sample_eps(den: UNetDenoiser, ab, n: int, *, sampler: str = "ddim", eta=None,
+               rng: np.random.Generator, batch_size: int = 500) -> np.ndarray:
+    """``n`` samples of an eps network under its own forward noise: (n, H, W, C), float64.
+
+    White networks (``den.colour`` None) go through :func:`specsched.sampling.sample`
+    unchanged. Coloured ones run the same VP update (:func:`specsched.sampling.samplers.step`,
+    docs/theory.md sections 3 and 9) from ``x_S = C^(1/2) z`` with every injected draw
+    ``C^(1/2) z`` (``z ~ N(0, I)`` from ``rng`` in the order :func:`sample` draws them: the
+    start, then one per step of a stochastic sampler), ``C^(1/2)`` by FFT
+    (:meth:`specsched.unet.colour.FourierColour.colour`).
+
+    Parameters
+    ----------
+    den : UNetDenoiser
+    ab : array-like of shape (S,)
+        alphas_cumprod, step 1 (least noisy) first, ``ab_0 = 1`` implied.
+    n : int
+        Number of samples, >= 1.
+    sampler : {"ddim", "ddpm", "ddpm-large"}
+        A VP sampler (coloured networks; white ones take every sampler of :func:`sample`).
+    eta : float or None
+        DDIM-eta (None: the sampler's own, :func:`specsched.theory.resolve_eta`).
+    rng : numpy.random.Generator
+    batch_size : int
+        Samples per batch (the samples depend on it as on the seed).
+
+    Raises
+    ------
+    InputError
+        Bad schedule, sampler, eta or sizes; a VE sampler with a coloured network.
+    """
+    if den.colour is None:
+        return sample(den, ab, n, den.sample_shape, sampler=sampler, eta=eta, rng=rng,
+                      batch_size=batch_size, progress=False)
+    eta = resolve_eta(sampler, eta)
+    if get_sampler(sampler).param != "vp":
+        raise InputError(f"sampler: a network trained with {den.colour.label} noise runs the "
+                         f"VP samplers ddim, ddpm and ddpm-large, not {sampler!r}",
+                         param="sampler")
+    check_counts(n=n, batch_size=batch_size)
+    ab = as_alphas_cumprod(ab)
+    stochastic = sampler in ("ddpm", "ddpm-large") or (eta or 0.0) > 0.0
+    levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
+    out = np.empty((n, *den.sample_shape))
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        x = den.colour.colour(rng.standard_normal((b, *den.sample_shape)))  # x_S ~ N(0, C)
+        for a, ap in reversed(levels):  # reverse time: step S first
+            z = den.colour.colour(rng.standard_normal((b, *den.sample_shape))) if (
+                stochastic) else None
+            x = step(sampler, x, den(x, a), a, ap, eta, z)
+        out[start:start + b] = x
+    return out

@@ -56,11 +56,14 @@ from specsched.schedules import (
     training_alphas_cumprod,
     validate_alphas_cumprod,
 )
+from specsched.theory.noise import noise_spectrum
 from specsched.unet import require_torch
+from specsched.unet.colour import FourierColour, check_trainable_noise, fourier_colour
 from specsched.unet.edm import edm_loss_weight, edm_preconditioning
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "checkpoint_colour",
     "MEASURED_SECONDS_PER_STEP",
     "TrainConfig",
     "TrainResult",
@@ -81,7 +84,7 @@ ARCHITECTURE_FIELDS = ("image_size", "image_channels", "base_channels", "channel
                        "num_res_blocks", "attention_resolutions", "dropout", "groups")
 #: Fields that define the training problem (must match to resume).
 PROBLEM_FIELDS = ("data", "training_schedule", "num_train_timesteps", "seed", "preconditioning",
-                  "sigma_data", "p_mean", "p_std")
+                  "sigma_data", "p_mean", "p_std", "noise_spectrum")
 PRECONDITIONINGS = ("eps", "edm")
 #: Quantile of the log-normal training levels that bounds the trained sigma range of an EDM
 #: network on each side (0.1%: ``exp(p_mean -+ 3.09 p_std)``).
@@ -145,6 +148,11 @@ class TrainConfig:
         ``ln sigma ~ N(p_mean, p_std^2)``); ``training_schedule`` is then unused.
     sigma_data, p_mean, p_std : float
         EDM's data standard deviation and log-normal training levels (0.5, -1.2, 1.2).
+    noise_spectrum : str
+        Forward noise of an eps network: ``"white"`` (default, ``eps ~ N(0, I)``),
+        ``"equal-snr"`` or ``"power:GAMMA"``: ``eps ~ N(0, C)`` drawn by FFT with ``c_f``
+        from the training images' power per frequency (:mod:`specsched.unet.colour`,
+        docs/theory.md section 9); the network predicts that coloured ``eps``.
     """
 
     data: str = "fashion-mnist"
@@ -171,6 +179,7 @@ class TrainConfig:
     sigma_data: float = 0.5
     p_mean: float = -1.2
     p_std: float = 1.2
+    noise_spectrum: str = "white"
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -202,6 +211,12 @@ class TrainConfig:
                 and math.isfinite(float(self.p_mean))):
             raise InputError(f"sigma_data, p_std: expected numbers > 0 and a finite p_mean, got "
                              f"{self.sigma_data!r}, {self.p_std!r}, {self.p_mean!r}")
+
+        white = noise_spectrum(check_trainable_noise(self.noise_spectrum), np.ones(1)).is_white
+        if not white and self.preconditioning != "eps":
+            raise InputError(f"noise_spectrum: {self.noise_spectrum!r} forward noise is built for "
+                             "eps preconditioning only; edm trains with white noise",
+                             param="noise_spectrum")
 
     def trained_sigma_range(self) -> tuple[float, float]:
         """An EDM network's trained noise levels: the central ``1 - 2 q`` of its log-normal
@@ -331,6 +346,15 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
+def checkpoint_colour(ck: dict) -> FourierColour | None:
+    """The forward noise a checkpoint was trained with: a :class:`FourierColour`, or None
+    for white (also for checkpoints written before coloured noise existed)."""
+    rec = ck.get("noise_spectrum")
+    if rec is None:
+        return None
+    return FourierColour(str(rec["label"]), rec["variances"].numpy().astype(np.float64))
+
+
 def _check_resumable(ck: dict, config: TrainConfig, path: Path) -> None:
     defaults = TrainConfig().to_dict()  # fields a checkpoint of an older version lacks
     old = {**defaults, **ck["config"]}
@@ -426,6 +450,7 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
     T = ab_train.size
     sqrt_ab = torch.from_numpy(np.sqrt(ab_train)).float()
     sqrt_1m_ab = torch.from_numpy(np.sqrt(1.0 - ab_train)).float()
+    colour = fourier_colour(config.noise_spectrum, x_all)  # None: white
 
     torch.manual_seed(config.seed)
     model = UNet(**config.model_kwargs())
@@ -456,6 +481,8 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
             "loss_history": [list(h) for h in history], "seconds": seconds_total,
             "n_train_images": int(data.shape[0]), "n_parameters": count_parameters(model),
             "sigma_range": list(config.trained_sigma_range()) if edm else None,
+            "noise_spectrum": None if colour is None else {
+                "label": colour.label, "variances": torch.from_numpy(colour.variances)},
         }, path, force=True)
 
     n_params = count_parameters(model)
@@ -481,6 +508,8 @@ def train_unet(config: TrainConfig, checkpoint, *, images: np.ndarray | None = N
                 else:
                     t = torch.randint(0, T, (config.batch_size,), generator=gen)
                     eps = torch.randn(x0.shape, generator=gen)
+                    if colour is not None:  # eps ~ N(0, C), docs/theory.md section 9
+                        eps = colour.colour_torch(eps)
                     xt = sqrt_ab[t, None, None, None] * x0 + sqrt_1m_ab[t, None, None, None] * eps
                     loss = (model(xt, t.float()) - eps).square().mean()  # Ho et al., Alg. 1
                 opt.zero_grad(set_to_none=True)
