@@ -238,7 +238,7 @@ def test_equal_snr_network_trains_saves_samples_and_refuses(torch, tmp_path, cap
     assert refused(code, err, "eps preconditioning only")
     code, _, err = run(["train-unet", "--checkpoint", tmp_path / "f.pt", "--noise-spectrum",
                         "fans"], capsys)
-    assert refused(code, err, "noise_spectrum: a network trains with")
+    assert refused(code, err, "--noise-spectrum: a network trains with")
 
 
 def _study(monkeypatch):
