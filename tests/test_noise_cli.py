@@ -86,7 +86,8 @@ def test_fans_with_a_sampler_it_has_no_closed_form_for_is_refused_first(tmp_path
         dest = tmp_path / "o"
         code, _, err = run([*argv, "--spectrum", "cifar10", "--steps", "3", "--out", dest,
                             "--noise-spectrum", "fans:0.5"], capsys)
-        assert refused(code, err, "--sampler: under the noise spectrum fans:0.5")
+        flag = "--samplers" if argv[0] == "sweep" else "--sampler"  # the flag typed
+        assert refused(code, err, f"{flag}: under the noise spectrum fans:0.5")
         assert not dest.exists() or not any(dest.iterdir())
     # the continuous-time and diffusers-as-it-behaves solvers have no coloured closed form
     for argv in (["--sampler", "pg-euler", "--steps", "4"],

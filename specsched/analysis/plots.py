@@ -67,15 +67,19 @@ def plot_bands(edges, pi, path, *, force=False, title=None):
     _save(plt, fig, path, force)
 
 
-def plot_snr(times, xvalues, snr, path, *, xlabel, force=False, title=None, logx=False):
-    """Heatmap of ``log10 SNR`` over diffusion time (rows) and frequency or direction."""
+def plot_snr(times, xvalues, snr, path, *, xlabel, force=False, title=None, logx=False,
+             coloured=False):
+    """Heatmap of ``log10 SNR`` over diffusion time (rows) and frequency or direction;
+    ``coloured``: the SNR of a coloured forward noise, ``ab lam / ((1 - ab) c)``
+    (docs/theory.md section 9)."""
     plt, fig, ax = _figure(figsize=(5.5, 4))
     with np.errstate(divide="ignore"):
         z = np.log10(snr)
     z = np.clip(z, -6, 6)
     mesh = ax.pcolormesh(xvalues, times, z, shading="nearest", cmap="viridis")
     ax.contour(xvalues, times, z, levels=[0.0], colors="w", linewidths=1)
-    fig.colorbar(mesh, ax=ax, label="log10 SNR = log10(ab lam / (1 - ab))")
+    noise = "(1 - ab) c" if coloured else "(1 - ab)"
+    fig.colorbar(mesh, ax=ax, label=f"log10 SNR = log10(ab lam / {noise})")
     if logx:
         import matplotlib.ticker as mticker  # loaded by _figure already
 

@@ -218,7 +218,7 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
         snr = snr_map(radial, ab_train[schedule], rings)
         plots.plot_snr(times, freq[1:], snr[:, 1:], out / "snr.png",
                        xlabel=f"frequency ({unit}, RAPSD rings, DC left out)",
-                       force=force, logx=True,
+                       force=force, logx=True, coloured=not noise.is_white,
                        title=f"{title}, schedule {schedule}")
         curves = {f: max_detectable_frequency(freq, radial, ab, tau, rings)
                   for f, ab in ab_train.items()}
@@ -229,7 +229,7 @@ def analyze(src, out, *, steps=(10, 20), schedule="linear", tau=1.0, n_bands=8,
         snr = snr_map(lam, ab_train[schedule], noise)
         plots.plot_snr(times, np.arange(1, lam.size + 1), snr, out / "snr.png",
                        xlabel="eigen-direction rank k", force=force, logx=True,
-                       title=f"{title}, schedule {schedule}")
+                       coloured=not noise.is_white, title=f"{title}, schedule {schedule}")
         # without frequencies: the share of directions detectable at SNR >= tau
         curves = {f: (snr_map(lam, ab, noise) >= tau).mean(axis=1)
                   for f, ab in ab_train.items()}

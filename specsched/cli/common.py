@@ -470,12 +470,18 @@ def noise_from_args(args, eigenvalues):
     return noise_spectrum(args.noise_spectrum, eigenvalues)
 
 
-def check_noise_samplers(noise, samplers) -> None:
+def check_noise_samplers(noise, samplers, flag: str = "--sampler") -> None:
     """Refuse, before any work, a sampler without a closed form under ``noise``: a noise
     spectrum that changes with the level (FANS) runs ddim and ddpm only
-    (:func:`specsched.theory.varying.check_varying_sampler`, shown as ``--sampler: ...``)."""
+    (:func:`specsched.theory.varying.check_varying_sampler`), shown as ``FLAG: ...`` with
+    the flag the command takes (``--sampler``, or ``--samplers`` for sweep)."""
     if noise.time_varying:
         from specsched.theory.varying import check_varying_sampler
 
         for sampler in samplers:
-            check_varying_sampler(sampler, noise)
+            try:
+                check_varying_sampler(sampler, noise)
+            except InputError as exc:
+                text = str(exc)
+                raise InputError(flag + text[len("sampler"):] if text.startswith("sampler:")
+                                 else text) from None

@@ -167,7 +167,7 @@ def run(args) -> int:
     out = check_output_folder(args.out)
     spectrum = spectrum_from_args(args)
     noise = noise_from_args(args, spectrum.eigenvalues)
-    check_noise_samplers(noise, args.samplers)
+    check_noise_samplers(noise, args.samplers, flag="--samplers")
     options = {"init": args.init, "method": args.method, "spacings": list(args.spacing),
                "ab_min": args.ab_min, "ab_max": args.ab_max, "delta": args.delta,
                "maxiter": args.maxiter}
