@@ -689,11 +689,67 @@ def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="nor
                      eigenvalues)
 
 
+def forward_pass(A, q, start_variance, mean_scale, normal: bool):
+    """The generated Gaussian of per-step gains, keeping what the adjoint needs.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_steps, n_directions)
+        Gains ``A_s`` (array row s is step s + 1).
+    q : ndarray of shape (n_steps, 1) or (n_steps, n_directions)
+        Injected noise variances.
+    start_variance : ndarray of shape (n_directions,)
+        ``v_S``.
+    mean_scale : float or ndarray of shape (n_directions,)
+        ``c_S``, the true mean's scale at step S.
+    normal : bool
+        Normal start (mean error ``-c_S H m``) or the marginal (none).
+
+    Returns
+    -------
+    gen : GeneratedGaussian
+    v_in : ndarray of shape (n_steps, n_directions)
+        The variance entering each array step.
+    prefix : ndarray of shape (n_steps, n_directions)
+        ``prod_{j<s} A_j``: the gain of the steps run after array step s.
+    """
+    S, d = A.shape
+    v_in = np.empty((S, d))  # v_in[s]: the variance entering array step s (step s + 1)
+    v = start_variance
+    for s in range(S - 1, -1, -1):  # reverse time: step S first
+        v_in[s] = v
+        v = A[s] * A[s] * v + q[s]
+    prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
+    H = prefix[-1] * A[-1]
+    gain = -mean_scale * H if normal else np.zeros(d)
+    return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain), v_in, prefix
+
+
+def gain_adjoint(A, v_in, prefix, mean_scale, normal: bool, grad_variance, grad_mean_gain):
+    """Reverse mode of :func:`forward_pass`: ``dL/dA`` and ``dL/dq`` per step and direction.
+
+    The adjoint of ``v_{s-1} = A_s^2 v_s + q_s`` and, for the normal start, of
+    ``mean_gain = -c_S prod_j A_j`` (product rule); docs/theory.md section 5.
+
+    Returns
+    -------
+    dL_dA, dL_dq : ndarray of shape (n_steps, n_directions)
+    """
+    d = A.shape[1]
+    w_out = grad_variance * prefix * prefix  # dL / d(variance leaving array step s) = dL/dq
+    dL_dA = w_out * 2.0 * A * v_in
+    if normal:
+        # mean_gain = -c_S prod_j A_j; d/dA_s = -c_S prod_{j != s} A_j
+        suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
+        dL_dA += grad_mean_gain * (-mean_scale) * prefix * suffix
+    return dL_dA, w_out
+
+
 def propagate_vjp(system: LinearSystem, eigenvalues, loss_partials):
     """:func:`closed_form_vjp` on a :class:`LinearSystem` built with ``derivatives=True``."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     P, Da, Dap = system.scalars, system.scalars_da, system.scalars_dap
-    S, d = P.shape[1], lam.shape[0]
+    S = P.shape[1]
     lam_ = lam[None, :]
 
     def rows(M):
@@ -705,25 +761,12 @@ def propagate_vjp(system: LinearSystem, eigenvalues, loss_partials):
     dA_dap = mobius_derivative(*rows(Dap)[:4], lam_, A, inv)
     dq_da, dq_dap = Da[4][:, None], Dap[4][:, None]
     c_S, normal = system.mean_scale, system.normal
-    v_in = np.empty((S, d))  # v_in[s]: the variance entering array step s (step s + 1)
-    v = system.start_variance
-    for s in range(S - 1, -1, -1):
-        v_in[s] = v
-        v = A[s] * A[s] * v + q[s]
-    # prefix[s] = prod_{j<s} A_j: the gain of the steps run after array step s
-    prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
-    H = prefix[-1] * A[-1]
-    gain = -c_S * H if normal else np.zeros_like(lam)
-    out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
+    out, v_in, prefix = forward_pass(A, q, system.start_variance, c_S, normal)
     value, grad_variance, grad_mean_gain = loss_partials(out)
-
+    dL_dA, w_out = gain_adjoint(A, v_in, prefix, c_S, normal, grad_variance, grad_mean_gain)
+    H = out.transfer
     grad = np.zeros(S)
-    w_out = grad_variance * prefix * prefix  # dL / d(variance leaving array step s)
-    dL_dA = w_out * 2.0 * A * v_in
     if normal:
-        # mean_gain = -c_S prod_j A_j; d/dA_s = -c_S prod_{j != s} A_j
-        suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
-        dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
         grad[-1] += np.sum(grad_mean_gain * (-system.mean_scale_d) * H)
     grad[-1] += np.sum(grad_variance * H * H * system.start_variance_d)  # v_S depends on ab_S
     grad += np.sum(dL_dA * dA_da + w_out * dq_da, axis=1)

@@ -11,8 +11,10 @@ it is the white VP sampler on the per-direction levels
 and ``x = x / r`` at the clean end (``ab_0 = 1``, ``r = 1``). The reverse process starts from
 ``N(0, C(ab_S))``, variance ``c_k / r_k^2`` in the rescaled state (the white start ``N(0, 1)``
 when ``c = 1``). Every per-step scalar of :func:`specsched.theory.samplers.step_scalars` is
-then an (n_steps, n_directions) array, and the closed form and its reverse-mode gradient of
-:func:`specsched.theory.samplers.propagate_vjp` carry over with the chain rule through
+then an (n_steps, n_directions) array, and the closed form and its reverse-mode gradient are
+the white ones (:func:`specsched.theory.samplers.forward_pass` and
+:func:`~specsched.theory.samplers.gain_adjoint`, shared with ``propagate_vjp``), with the chain
+rule through
 ``d abeff_k / d ab`` (complex step, exact to rounding). With a constant ``c`` this equals the
 constant-colour reduction ``y = x / sqrt(c)`` (tests/test_noise_spectrum.py checks it).
 
@@ -35,6 +37,8 @@ from specsched.theory.samplers import (
     GeneratedGaussian,
     _scalars,
     check_init,
+    forward_pass,
+    gain_adjoint,
     get_sampler,
     mobius,
     mobius_derivative,
@@ -85,7 +89,7 @@ def _run(lam, m, alphas_cumprod, noise, sampler, eta, init, partials=None):
     eta = resolve_eta(sampler, eta)
     check_init(init)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    S, d = ab.size, lam.size
+    d = lam.size
     noise.check_dimension(d)
     # the levels depend on a direction only through its c_k: FANS has one per band, so the
     # scalars are computed once per distinct c_k and spread to the directions
@@ -105,29 +109,18 @@ def _run(lam, m, alphas_cumprod, noise, sampler, eta, init, partials=None):
         return v, np.sqrt(a_S)
 
     v_S, c_S = start(a[-1], v_normal)
-    v_in = np.empty((S, d))
-    v = v_S
-    for s in range(S - 1, -1, -1):
-        v_in[s] = v
-        v = A[s] * A[s] * v + q[s]
-    prefix = np.cumprod(np.vstack([np.ones((1, d)), A[:-1]]), axis=0)
-    H = prefix[-1] * A[-1]
-    gain = -c_S * H if normal else np.zeros(d)
-    out = GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
+    out, v_in, prefix = forward_pass(A, q, v_S, c_S, normal)
     if partials is None:
         return out
     value, grad_variance, grad_mean_gain = partials(out)
+    H = out.transfer
 
     # per-direction derivatives of the scalars (complex step on abeff and on its previous)
     Da = (_scalars(spec, a_u + 1j * _H, ap_u, eta).imag / _H)[:, :, cols]
     Dap = (_scalars(spec, a_u, ap_u + 1j * _H, eta).imag / _H)[:, :, cols]
     dA_da = mobius_derivative(Da[0], Da[1], Da[2], Da[3], lam_, A, inv)
     dA_dap = mobius_derivative(Dap[0], Dap[1], Dap[2], Dap[3], lam_, A, inv)
-    w_out = grad_variance * prefix * prefix
-    dL_dA = w_out * 2.0 * A * v_in
-    if normal:
-        suffix = np.vstack([np.cumprod(A[::-1], axis=0)[::-1][1:], np.ones((1, d))])
-        dL_dA += grad_mean_gain * (-c_S) * prefix * suffix
+    dL_dA, w_out = gain_adjoint(A, v_in, prefix, c_S, normal, grad_variance, grad_mean_gain)
     g_eff = dL_dA * dA_da + w_out * Da[4]
     g_eff[:-1] += dL_dA[1:] * dA_dap[1:] + w_out[1:] * Dap[4][1:]
     jac = (effective_levels(distinct, ab + 1j * _H)[0].imag / _H)[:, cols]  # d abeff / d ab
