@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
 from specsched.optimize import optimize_schedule, warm_start
 from specsched.optimize.exponent import optimize_power_exponent, power_label
@@ -143,10 +144,7 @@ def plot(best: pd.DataFrame, path: Path, title: str):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_write(path, force=True, mode="wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, force=True)
 
 
 def table(best: pd.DataFrame, loss: str) -> list[str]:

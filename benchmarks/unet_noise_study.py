@@ -38,7 +38,6 @@ cells already in the CSV (same n and seeds) are skipped.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import shlex
 import sys
@@ -51,6 +50,7 @@ from unet_fm_study import image_rapsd
 from unet_sweep import read_rows, summarise, write_csv
 from unet_sweep import scores as fd_scores
 
+from specsched.analysis.plots import save_figure
 from specsched.errors import InputError
 from specsched.fileio import atomic_write
 
@@ -173,12 +173,7 @@ def plot(df, rings, floor, path: Path) -> None:
         ax.set_ylabel("RAPSD error (dB)")
         ax.set_title(f"{sampler}, S = {steps} (dashed: theory)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path, force=True, mode="wb") as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, force=True)
 
 
 def _pm(mean, se, digits=3):

@@ -54,7 +54,6 @@ rewritten after every cell.
 from __future__ import annotations
 
 import argparse
-import io
 import shlex
 import sys
 import time
@@ -63,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
 
 SCHEDULES = ("linear", "cosine", "karras", "logsnr", "optimized-w2", "optimized-kl")
@@ -173,12 +173,7 @@ def plot(df: pd.DataFrame, path: Path, floor: dict | None = None) -> None:
                    ylabel=f"FD ({feat})", title=f"{sampler}, {feat}"
                    + (" (dashed: theory W2^2)" if feat == "pixels" else ""))
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path, force=True, mode="wb") as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, force=True)
 
 
 _WORKER = {}

@@ -20,7 +20,17 @@ def _figure(*args, **kwargs):
     return plt, *plt.subplots(*args, **kwargs)
 
 
-def _save(plt, fig, path, force):
+def save_figure(fig, path, force: bool = False) -> None:
+    """Lay out, write as PNG (110 dpi) through :func:`specsched.fileio.atomic_write` (no
+    partial file on failure) and close a matplotlib figure.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``force`` is false.
+    """
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_write(path, force=force, mode="wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
@@ -51,7 +61,7 @@ def plot_rapsd(freq, radial, fit, path, *, force=False, title=None, unit="cycles
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
 
 
 def plot_bands(edges, pi, path, *, force=False, title=None):
@@ -64,7 +74,7 @@ def plot_bands(edges, pi, path, *, force=False, title=None):
     ax.set_ylabel("pi_b (share of variance)")
     if title:
         ax.set_title(title, fontsize=9)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
 
 
 def plot_snr(times, xvalues, snr, path, *, xlabel, force=False, title=None, logx=False,
@@ -89,7 +99,7 @@ def plot_snr(times, xvalues, snr, path, *, xlabel, force=False, title=None, logx
     ax.set_ylabel("training timestep t (T = 1000)")
     if title:
         ax.set_title(title, fontsize=9)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
 
 
 def plot_fmax(times, curves, path, *, tau, force=False, title=None, ylabel="f_max"):
@@ -102,7 +112,7 @@ def plot_fmax(times, curves, path, *, tau, force=False, title=None, ylabel="f_ma
     ax.set_title((title + "\n" if title else "") + f"SNR threshold tau = {tau:g}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
 
 
 def plot_eigenvalues(spectra, path, *, force=False, title=None):
@@ -117,7 +127,7 @@ def plot_eigenvalues(spectra, path, *, force=False, title=None):
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
 
 
 def plot_transfer(lam, transfers, path, *, force=False, title=None):
@@ -133,4 +143,4 @@ def plot_transfer(lam, transfers, path, *, force=False, title=None):
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    _save(plt, fig, path, force)
+    save_figure(fig, path, force)
