@@ -55,6 +55,20 @@ for to in diffusers k-diffusion sigmas ab betas; do
   specsched export specsched-out/schedule_ddim_w2_S10.json --to "$to" --out "export-$to"
 done
 
+step "coloured forward noise (--noise-spectrum) on the commands that take it"
+specsched optimize --spectrum cifar10 --steps 5 --noise-spectrum equal-snr --out opt-eq
+specsched evaluate --spectrum cifar10 --schedule opt-eq/schedule_ddim_w2_S5.json \
+  --noise-spectrum equal-snr --json | tee eval-eq.json
+"$py" -c "import json; d = json.load(open('eval-eq.json')); assert d['noise_spectrum'] == 'equal-snr' and d['w2'] < 1e-6, d"
+"$py" -c "import numpy as np; np.save('c.npy', np.linspace(0.5, 2.0, 36))"
+specsched optimize --data samples.npy --steps 5 --noise-spectrum fans --out opt-fans
+specsched sample --schedule opt-fans/schedule_ddim_w2_S5.json --spectrum samples.npy --n 64 \
+  --noise-spectrum fans --out samples-fans.npy --report
+specsched evaluate --spectrum samples.npy --schedule cosine --steps 5 --noise-spectrum c.npy --json
+specsched analyze digits --steps 5 --noise-spectrum fans --out analysis-fans
+specsched sweep --spectrum cifar10 --steps 5 --samplers ddim --losses w2 --jobs 1 \
+  --noise-spectrum power:0.5 --out sweep-power
+
 step "optional extras fail only where used, naming the extra"
 expect_extra() {  # expect_extra EXTRA COMMAND...: exit 2 and a message naming the extra
   local extra=$1; shift

@@ -369,9 +369,10 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     keys = (("w2", "w2"), ("kl", "kl"), ("kl_data_gen", "kl-data-gen"))
     options = check_sampler_options(sampler, eta, options)
     _check_calibration(sampler, calibration)
-    if _resolve_noise(noise, lam, sampler, calibration) is not None:
+    ns = _resolve_noise(noise, lam, sampler, calibration)
+    if ns is not None:  # the parsed spectrum: a file is read once
         return evaluate_schedule(lam, m, alphas_cumprod, sampler=sampler, eta=eta, init=init,
-                                 kl_floor=kl_floor, options=options, noise=noise).summary()
+                                 kl_floor=kl_floor, options=options, noise=ns).summary()
     if sampler in KSAMPLERS:
         gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
                            calibration)
