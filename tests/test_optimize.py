@@ -26,6 +26,12 @@ def test_cifar10_ddim_w2_optimum_is_global(cifar10_lam, S):
     # global; the paper's SLSQP on ab never finds a lower one
     assert max(slsqp.starts.values()) == pytest.approx(slsqp.fun, rel=1e-6)
     assert lbfgs.fun == pytest.approx(slsqp.fun, rel=1e-6)
+    # L-BFGS on the log-increments reaches it from every start, also from cosine and karras,
+    # whose end levels sit on the bounds (zero increments, raised by the start floor)
+    loginc = optimize_schedule(cifar10_lam, None, S, method="lbfgs-log-increments",
+                               agree_rtol=None, quadrature=None)
+    assert loginc.success
+    assert max(loginc.starts.values()) == pytest.approx(slsqp.fun, rel=1e-8)
     # the reported loss is the loss of the returned schedule
     assert evaluate_schedule(cifar10_lam, None, slsqp.x).w2 == pytest.approx(slsqp.fun, rel=1e-12)
     paper = optimize_schedule(cifar10_lam, None, S, method="slsqp", starts=("linear",))
@@ -158,3 +164,47 @@ def test_practitioner_baselines_are_reported_on_the_range_asked_for(cifar10_lam)
     assert ranged.baselines["linear/linspace"] == default.baselines["linear/linspace"]
     with pytest.raises(InputError, match="^sigma_min"):
         optimize_schedule(cifar10_lam, None, 4, sigma_range=(1.0, 0.5))
+
+
+def test_staged_quadrature_reaches_the_exact_optimum():
+    """Above 50 steps auto runs the starts on a 64-bin quadrature of the 3072 CIFAR-10
+    directions (106 nodes) and polishes on the exact spectrum: the same optimum, to 1e-9, as
+    L-BFGS on the exact spectrum throughout and as SLSQP on logSNR (slow at this S)."""
+    from specsched.spectrum import load_spectrum
+
+    spectrum = load_spectrum("cifar10")
+    lam, mean = spectrum.eigenvalues, spectrum.mean
+    staged = optimize_schedule(lam, mean, 120, spacings=())
+    exact = optimize_schedule(lam, mean, 120, method="lbfgs-log-increments", quadrature=None,
+                              spacings=(), starts=("linear",))
+    slsqp = optimize_schedule(lam, mean, 120, method="slsqp-logsnr", starts=("linear",),
+                              spacings=())
+    assert staged.method == "lbfgs-log-increments" and staged.success
+    q = staged.quadrature
+    assert q["polished"] and q["bins"] == 64 and q["nodes"] < 3072 // 10
+    assert q["objective_exact"] <= q["objective_before_polish"]
+    assert np.sqrt(q["objective_exact"]) == pytest.approx(staged.fun, rel=1e-12)
+    assert staged.fun == pytest.approx(exact.fun, rel=1e-9)
+    assert staged.fun == pytest.approx(slsqp.fun, rel=1e-9)
+    assert evaluate_schedule(lam, mean, staged.x).w2 == pytest.approx(staged.fun, rel=1e-12)
+    assert np.all(-np.diff(staged.x) >= 1e-7 * (1 - 1e-9))
+
+
+def test_margin_map_covers_the_feasible_set_exactly():
+    """Any increments give a feasible schedule (bounds and margin), and every feasible
+    schedule, one with levels on both bounds and on the margin included, maps back to
+    itself: L-BFGS on the increments works on the feasible set, nothing projected after."""
+    from specsched.optimize.problem import _MarginMap
+
+    rng = np.random.default_rng(3)
+    S, delta = 40, 1e-4
+    levels = _MarginMap(S, AB_MIN, AB_MAX, delta)
+    for _ in range(20):
+        ab = levels.levels(np.exp(rng.normal(0.0, 3.0, S + 1)))[0]
+        assert AB_MIN <= ab[-1] and ab[0] <= AB_MAX
+        assert np.all(-np.diff(ab) >= delta * (1 - 1e-9))
+    x = project_feasible(np.linspace(1.0, 0.0, S) ** 3, AB_MIN, AB_MAX, delta)
+    assert x[0] == AB_MAX and np.isclose(x[-1], AB_MIN, rtol=1e-9, atol=0)
+    assert np.isclose(x[-2] - x[-1], delta)
+    back = levels.levels(levels.increments(x))[0]
+    np.testing.assert_allclose(back, x, rtol=1e-9, atol=1e-15)

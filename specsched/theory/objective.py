@@ -191,8 +191,9 @@ def evaluate_schedule(
 
 
 #: ``backend="auto"`` compiles (numba) when S x d reaches this; below it the NumPy
-#: reference is as fast and needs no compilation.
-NUMBA_MIN_WORK = 100_000
+#: reference is about as fast and needs no compilation (at S x d = 21200, 106 quadrature nodes
+#: and S = 200, the kernel takes 0.45 ms and NumPy 1.75 ms).
+NUMBA_MIN_WORK = 20_000
 BACKENDS = ("auto", "numpy", "numba")
 
 
