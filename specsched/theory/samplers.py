@@ -406,12 +406,19 @@ def step_scalar_derivatives(spec: Sampler, alphas_cumprod, eta, ap=None):
         ``d_dap`` of a step with ``ap = 1`` (the chained step 1, ``ab_0 = 1`` a constant) is
         not meaningful and is never used.
     """
+    return _scalars_and_derivatives(spec, alphas_cumprod, eta, ap)[1:]
+
+
+def _scalars_and_derivatives(spec: Sampler, alphas_cumprod, eta, ap=None):
+    """:func:`step_scalars` and :func:`step_scalar_derivatives` from one complex evaluation:
+    the real part of the ``a + i h`` half is the scalars to O(h^2) = 1e-60 (relative)."""
     a, ap = _previous_levels(alphas_cumprod, ap)
     h, n = 1e-30, a.shape[0]
     # both perturbations in one evaluation: (a + i h, ap) then (a, ap + i h)
-    d = _scalars(spec, np.concatenate([a + 1j * h, a]), np.concatenate([ap, ap + 1j * h]),
-                 eta).imag / h
-    return d[:, :n], d[:, n:]
+    z = _scalars(spec, np.concatenate([a + 1j * h, a]), np.concatenate([ap, ap + 1j * h]),
+                 eta)
+    d = z.imag / h
+    return np.ascontiguousarray(z.real[:, :n]), d[:, :n], d[:, n:]
 
 
 def mobius(alpha, beta, gamma, delta, lam):
@@ -596,14 +603,17 @@ def linear_system(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="n
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     v, c = _start(spec, lam, ab[-1], init)
-    system = dict(sampler=spec, eta=eta, init=init, scalars=step_scalars(spec, ab, eta),
+    if derivatives:
+        scalars, *partials = _scalars_and_derivatives(spec, ab, eta)
+    else:
+        scalars = step_scalars(spec, ab, eta)
+    system = dict(sampler=spec, eta=eta, init=init, scalars=scalars,
                   start_variance=np.asarray(v, dtype=np.float64), mean_scale=float(c),
                   scalars_da=None, scalars_dap=None, start_variance_d=None, mean_scale_d=None)
     if derivatives:
         h = 1e-30
         vd, cd = _start(spec, lam, ab[-1] + 1j * h, init)
-        system.update(zip(("scalars_da", "scalars_dap"), step_scalar_derivatives(spec, ab, eta),
-                          strict=True))
+        system.update(zip(("scalars_da", "scalars_dap"), partials, strict=True))
         system.update(start_variance_d=np.imag(vd) / h * np.ones_like(lam),
                       mean_scale_d=float(np.imag(cd) / h))
     return LinearSystem(**system)
