@@ -30,6 +30,7 @@ rebuilt, in a checkout as after an upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numba as nb
@@ -57,6 +58,28 @@ _CACHE = numba_cache_enabled(__file__)
 #: ~100x slower. Keeping every factor at 0 or above 1e-100 keeps products of three of them
 #: normal; a variance, gain or adjoint this small changes no loss or gradient in float64.
 TINY = 1e-100
+
+
+#: Below this many (iteration, direction) pairs the kernels run on one thread: a parallel
+#: launch costs more than the work, and on a busy machine waiting for a descheduled worker
+#: thread can cost 10x the work (measured: 26 s instead of 5 s for ``optimize --sampler
+#: dpmpp-2m --nfe 10`` beside another process; the DDIM kernels on 106 quadrature nodes
+#: likewise). Shared by these kernels and :mod:`specsched.theory.kkernels`.
+PARALLEL_MIN_WORK = 200_000
+
+
+@contextlib.contextmanager
+def threads_for(work: int):
+    """Run the kernels called inside on one thread when ``work`` (S x d) is small."""
+    if work >= PARALLEL_MIN_WORK:
+        yield
+        return
+    before = nb.get_num_threads()
+    nb.set_num_threads(1)
+    try:
+        yield
+    finally:
+        nb.set_num_threads(before)
 
 
 _mobius = nb.njit(inline="always", fastmath=_FASTMATH)(mobius)

@@ -30,13 +30,11 @@ from :mod:`specsched.theory.kernels`, tied to this file by :data:`COMPILED_CALLE
 
 from __future__ import annotations
 
-import contextlib
-
 import numba as nb
 import numpy as np
 
 from specsched.caches import numba_cache_enabled
-from specsched.theory.kernels import _term
+from specsched.theory.kernels import PARALLEL_MIN_WORK, _term, threads_for
 
 __all__ = ["BLOCK", "PARALLEL_MIN_WORK", "corner_forward", "corner_vjp", "scratch_rows",
            "threads_for", "workspace"]
@@ -50,27 +48,6 @@ _TINY = 1e-100  # as specsched.theory.kernels.TINY
 #: which :func:`corner_vjp` compiles. numba's cache sees only this file: update this with
 #: ``_term`` (``tests/test_kkernels.py`` checks it) so an edit there rebuilds the cache.
 COMPILED_CALLEES_SHA256 = "0698b26c1da58239"
-#: Below this many (iteration, direction) pairs the kernels run on one thread: a parallel
-#: launch costs more than the work, and on a busy machine waiting for a descheduled worker
-#: thread can cost 10x the work (measured: 26 s instead of 5 s for ``optimize --sampler
-#: dpmpp-2m --nfe 10`` beside another process).
-PARALLEL_MIN_WORK = 200_000
-
-
-@contextlib.contextmanager
-def threads_for(work: int):
-    """Run the kernels called inside on one thread when ``work`` (S x d) is small."""
-    if work >= PARALLEL_MIN_WORK:
-        yield
-        return
-    before = nb.get_num_threads()
-    nb.set_num_threads(1)
-    try:
-        yield
-    finally:
-        nb.set_num_threads(before)
-
-
 @nb.njit(inline="always", fastmath=_FASTMATH)
 def _ftz(x):
     return x if abs(x) >= _TINY else 0.0

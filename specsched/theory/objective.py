@@ -230,10 +230,11 @@ def _value(system: LinearSystem, lam, m, loss, kl_floor, weights, keep, numba: b
            gen=None) -> float:
     """The objective of a validated system; ``gen`` reuses a NumPy forward pass."""
     if numba:
-        from specsched.theory.kernels import loss_value_kernel  # numba: imported on first use
+        from specsched.theory.kernels import loss_value_kernel, threads_for  # numba
 
-        return float(loss_value_kernel(*_kernel_args(system, lam, m, loss, kl_floor, weights,
-                                                     keep)))
+        with threads_for(lam.size * system.scalars.shape[1]):
+            return float(loss_value_kernel(*_kernel_args(system, lam, m, loss, kl_floor,
+                                                         weights, keep)))
     gen = propagate(system, lam) if gen is None else gen
     return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                    weights, keep)[0]
@@ -334,9 +335,11 @@ def loss_and_grad(
                                 weights, keep, options, backend, calibration)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
-        from specsched.theory.kernels import loss_grad  # numba: imported on first use
+        from specsched.theory.kernels import loss_grad, threads_for  # numba: on first use
 
-        value, grad = loss_grad(*_kernel_args(system, lam, m, loss, kl_floor, weights, keep))
+        with threads_for(lam.size * system.scalars.shape[1]):
+            value, grad = loss_grad(*_kernel_args(system, lam, m, loss, kl_floor, weights,
+                                                  keep))
         return float(value), grad
 
     def partials(gen):
