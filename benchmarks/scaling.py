@@ -8,10 +8,11 @@ with :func:`resource.getrusage` above the process's footprint after the imports,
 - ``optimiser``: :func:`specsched.optimize.optimize_schedule` with its defaults on the same
   spectra (quadrature above 20000 directions, the staged quadrature + exact polish between
   1025 and 20000 and above 50 steps; baselines evaluated exactly);
-- ``estimator``: :func:`specsched.spectrum.estimate_spectrum` on n = 2048 random float32
-  samples: ``full`` (streaming covariance + ``eigh``) for d = 1024 ... 4096 (``eigh`` is
-  O(d^3): d = 1e4 takes minutes here, d = 1e5 needs an 80 GB covariance), ``fourier`` (gray
-  images of side sqrt(d)) for d = 1e3 ... 1e6.
+- ``estimator``: :func:`specsched.spectrum.estimate_spectrum` on random float32 samples:
+  ``full`` (streaming covariance + ``eigh``; n = 2048 in chunks of 512) for d = 1024 ... 4096
+  (``eigh`` is O(d^3): d = 1e4 takes minutes here, d = 1e5 needs an 80 GB covariance),
+  ``fourier`` (gray images of side sqrt(d), sides 32 ... 1000; n = 256 in chunks of 32) for
+  d = 1e3 ... 1e6. The memory above the start is then bounded by the chunk, not by n.
 
 Exponents: least squares of log time (and log memory) on log d at each fixed S (and on log S
 at each fixed d), in ``results/scaling_exponents.csv``; the cases in ``results/scaling.csv``;
@@ -41,8 +42,10 @@ from specsched.fileio import atomic_write
 DIMS = (1_000, 10_000, 100_000, 1_000_000)
 STEPS = (10, 100, 1000)
 FULL_DIMS = (1_024, 2_048, 4_096)
-FOURIER_DIMS = (1_024, 10_000, 99_856, 1_000_000)  # squares: 32^2, 100^2, 316^2, 1000^2
-N_SAMPLES = 2048
+FOURIER_DIMS = (1_024, 10_000, 102_400, 1_000_000)  # 32^2, 100^2, 320^2, 1000^2 (fast FFTs)
+#: Samples and chunk size of the estimator cases: (n, chunk_size).
+FULL_SAMPLES = (2048, 512)
+FOURIER_SAMPLES = (256, 32)
 #: Best of this many runs for the loss; the optimiser and the estimator run once (minutes at
 #: the largest sizes), all after a warm-up on a small problem of the same kind.
 REPEATS = 3
@@ -56,19 +59,21 @@ from specsched.optimize import optimize_schedule
 from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import estimate_spectrum
 lam = np.arange(1, d + 1, dtype=np.float64) ** -1.5
-ab = baseline_alphas_cumprod("linear", min(S, 1000)) if S <= 1000 else None
+ab = baseline_alphas_cumprod("linear", S) if kind == "loss" else None
 if kind == "estimator-fourier":
     side = int(round(d ** 0.5))
-    x = np.random.default_rng(0).standard_normal((N, side, side)).astype(np.float32)
+    n, chunk = FOURIER
+    x = np.random.default_rng(0).standard_normal((n, side, side)).astype(np.float32)
 elif kind == "estimator-full":
-    x = np.random.default_rng(0).standard_normal((N, d)).astype(np.float32)
+    n, chunk = FULL
+    x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
 def run(small=False):
     k = 1000 if small else d
     if kind == "loss":
         return loss_and_grad(lam[:k], None, ab, backend="numba")
     if kind == "optimiser":
         return optimize_schedule(lam[:k], None, 60 if small else S, spacings=())
-    return estimate_spectrum(x[:64] if small else x, kind.split("-")[1])
+    return estimate_spectrum(x[:64] if small else x, kind.split("-")[1], chunk_size=chunk)
 run(small=True)  # warm-up: numba compilation or its cache, imports of the solvers
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 best = float("inf")
@@ -77,13 +82,15 @@ for _ in range(repeats):
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": best, "peak_rss_mib": peak / 1024,
                   "peak_above_start_mib": max(peak - base, 0) / 1024}))
-""".replace("N, ", f"{N_SAMPLES}, ")
+""".replace("FOURIER", repr(FOURIER_SAMPLES)).replace("FULL", repr(FULL_SAMPLES))
 
 
 def case(kind, d, S, repeats):
     """Time and memory of one case in a fresh Python process."""
     out = subprocess.run([sys.executable, "-c", _CHILD, kind, str(d), str(S), str(repeats)],
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"case {kind} d={d} S={S} failed:\n{out.stderr}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     return {"workload": kind, "d": d, "steps": S, **row}
 
