@@ -19,14 +19,13 @@ from specsched.spectrum import Spectrum, estimate_spectrum
 from specsched.spectrum import cluster as cluster_module
 
 distributed = pytest.importorskip("distributed")
-dask = pytest.importorskip("dask")
 
 
 @pytest.fixture(scope="module")
 def client():
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None) as cluster, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None,
+                                  scheduler_kwargs={"allowed_failures": 0}) as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -89,6 +88,15 @@ def test_cli_spectrum_on_a_scheduler_address_equals_in_process(tmp_path, capsys,
                         "--chunk-size", "20"], capsys)
     assert code == 0, err
     _assert_same(Spectrum.load(tmp_path / "d.npz"), Spectrum.load(tmp_path / "p.npz"))
+    # what only a read shows (a NaN) is the loader's message, saying which worker read it
+    bad = np.load(tmp_path / "shards" / "shard01.npy")
+    bad[3, 0, 0, 0] = np.nan
+    np.save(tmp_path / "shards" / "shard01.npy", bad)
+    code, _, err = run(["spectrum", tmp_path / "shards", "--out", tmp_path / "n.npz",
+                        "--dask", client.scheduler.address], capsys)
+    assert refused(code, err, "shard01.npy: 1 non-finite values (NaN or Inf); first in sample "
+                   "3 (on dask worker tcp://")
+    assert not (tmp_path / "n.npz").exists()
 
 
 def test_in_memory_samples_are_scattered_once_with_a_warning(client):
@@ -170,7 +178,8 @@ def test_a_file_that_a_worker_does_not_see_is_named_before_any_task(tmp_path, cl
     client.run(os.chdir, "/")
     try:
         with pytest.raises(InputError, match=r"shards/shard00.npy: not found on dask worker "
-                                             r"tcp://.*every worker must see the data"):
+                                             r"tcp://.*every worker must see the data.*"
+                                             r"give an absolute path"):
             estimate_spectrum(src, dask=client)
     finally:
         for cwd in set(workers_cwd.values()):
@@ -209,6 +218,55 @@ def test_worker_killed_mid_run_names_the_part(tmp_path, client):
         client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead one
 
 
+@dataclass(frozen=True)
+class _DyingOncePart:
+    """A shard whose first reader dies (SIGKILL); the next attempt reads it."""
+
+    part: object
+    marker: str
+
+    @property
+    def path(self):
+        return self.part.path
+
+    @property
+    def label(self):
+        return self.part.label
+
+    @property
+    def n(self):
+        return self.part.n
+
+    def iter_chunks(self, chunk_size):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield from self.part.iter_chunks(chunk_size)
+
+
+def test_a_worker_death_is_survived_under_dasks_default_retries(tmp_path):
+    # the scheduler's default allowed-failures (3): the part is recomputed on a live worker
+    # and the result is exact, since a task only reads its rows
+    import cloudpickle
+
+    _write_shards(tmp_path / "shards", shape=(4,))
+    src = open_source(tmp_path / "shards")
+    once = DataSource("once", (4,), src.n_samples,
+                      (_DyingOncePart(src.parts[0], str(tmp_path / "died")),) + src.parts[1:])
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as lc, \
+                distributed.Client(lc) as c:
+            assert c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) \
+                == 3
+            got = estimate_spectrum(once, "full", chunk_size=16, dask=c)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert (tmp_path / "died").exists()  # a worker did die
+    _assert_same(got, estimate_spectrum(src, "full", chunk_size=16))
+
+
 def test_no_worker_left_is_an_error_after_the_stated_time(monkeypatch):
     # every worker gone (a batch job's time ran out): the wait ends after NO_WORKER_TIMEOUT
     monkeypatch.setattr(cluster_module, "NO_WORKER_TIMEOUT", 0.02)
@@ -222,13 +280,12 @@ def test_no_worker_left_is_an_error_after_the_stated_time(monkeypatch):
         def nthreads():
             return {}
 
-    class Pending:
-        @staticmethod
-        def result(timeout):
-            raise TimeoutError
+    def pending(future, timeout):  # distributed.wait on a task that never ends
+        raise TimeoutError
 
+    monkeypatch.setattr(distributed, "wait", pending)
     ex = cluster_module.Executor()
     ex.client = Lost()
     with pytest.raises(ResourceError, match=r"--dask: the cluster tcp://127.0.0.1:8786 has had "
                                             r"no worker for 0.02 s"):
-        ex._result(Pending(), [], {})
+        ex._result(object(), [], {})

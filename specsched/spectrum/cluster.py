@@ -85,9 +85,15 @@ def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     host, _, port = rest.rpartition(":")
     host = host.strip("[]")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except (OSError, ValueError) as exc:  # refused at once, or no answer within timeout
+        raise InputError(f"--dask: cannot reach the scheduler {address!r} "
+                         f"({getattr(exc, 'strerror', None) or exc}; waited at most "
+                         f"{timeout:g} s)") from None
+    head = b""
+    try:
+        with sock:
             sock.settimeout(timeout)
-            head = b""
             while len(head) < 8:
                 got = sock.recv(8 - len(head))
                 if not got:
@@ -96,9 +102,8 @@ def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     except TimeoutError:
         raise InputError(f"--dask: {address} does not answer as a dask scheduler (no greeting "
                          f"within {timeout:g} s); check the address and port") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--dask: cannot reach the scheduler {address!r} "
-                         f"({exc.strerror or exc}; waited at most {timeout:g} s)") from None
+    except OSError:
+        pass  # reset by the peer: judged by what came
     if len(head) < 8 or struct.unpack("<Q", head)[0] > _HANDSHAKE_MAX:
         raise InputError(f"--dask: {address} answers, but not as a dask scheduler (its first "
                          "bytes are not a dask handshake); check the address and port")
@@ -109,10 +114,11 @@ def _missing_paths(paths):
     return [p for p in paths if not os.path.exists(p)]
 
 
-def _on_worker(fn, part, *args):
-    """``fn(part, *args)`` on a worker; an InputError says which worker read the part."""
+def _on_worker(fn, prev, part, *args):
+    """``fn(prev, part, *args)`` on a worker; an InputError says which worker read the
+    part."""
     try:
-        return fn(part, *args)
+        return fn(prev, part, *args)
     except InputError as exc:
         from distributed import get_worker
 
@@ -122,8 +128,9 @@ def _on_worker(fn, part, *args):
 
 def _killed(exc, every: list, described: dict) -> ResourceError:
     """The error for a worker that died holding tasks: dask names one of them, but every
-    task the worker was given (running or queued there) failed with it; the parts come
-    first, in order, then the merges."""
+    task the worker was given (running or queued there) failed with it, and each failure
+    reaches the end of its chain (in ``every``); the parts come first, in order, then the
+    merges."""
     from distributed import KilledWorker
 
     keys = {exc.task}
@@ -236,20 +243,26 @@ class Executor:
         missing = self.client.run(_missing_paths, paths)
         for worker, gone in sorted(missing.items()):
             if gone:
+                relative = "" if os.path.isabs(gone[0]) else "; give an absolute path"
                 raise InputError(
                     f"{gone[0]}: not found on dask worker {worker} ({len(gone)} of the "
                     f"{len(paths)} files of {source.name}); every worker must see the data "
                     "at the path the client gives (a shared file system, mounted at the same "
-                    "path)")
+                    f"path){relative}")
 
     # ------------------------------------------------------------------ map and reduce
 
     def map_reduce(self, fn, source: DataSource, combine, *args):
-        """``combine``-reduction of ``fn(part, *args)`` over the parts of ``source``.
+        """Fold the parts of ``source`` with ``fn`` and reduce the folds with ``combine``.
 
-        On dask: one task per part (keys ``specsched-FN-RUN-I``), then a pairwise tree of
-        ``combine`` tasks on the cluster; NumPy arrays among ``args`` are broadcast to every
-        worker once per call. Returns the reduced value (on the client).
+        ``fn(prev, part, *args)`` returns ``prev`` (None for the first part) updated with
+        one part, as a new value; ``combine(a, b)`` merges two such values. In process:
+        one fold over every part. On dask: one task per part, in as many chains as the
+        cluster has threads (parts ``c, c + T, c + 2T, ...`` in chain ``c``; each task takes
+        the previous one's value, so a worker holds about two estimator states, not one
+        per part), then a pairwise tree of ``combine`` over the chains' ends. NumPy arrays
+        among ``args`` are broadcast to every worker once per call. Returns the reduced
+        value (on the client).
 
         Raises
         ------
@@ -263,8 +276,7 @@ class Executor:
         if self.client is None:
             out = None
             for part in source.parts:
-                r = fn(part, *args)
-                out = r if out is None else combine(out, r)
+                out = fn(out, part, *args)
             return out
         c = self.client
         inputs = self._placed(source)
@@ -273,24 +285,33 @@ class Executor:
         described = {}
         shared = [c.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) else a
                   for a in args]
-        futures = []
-        for i, (inp, what) in enumerate(inputs):
-            key = f"{prefix}-{i}"
-            described[key] = what
-            futures.append(c.submit(_on_worker, fn, inp, *shared, key=key))
-        every = list(futures)
+        n_chains = min(len(inputs), max(sum(c.nthreads().values()), 1))
+        futures, covered = [], {}
+        for chain in range(n_chains):
+            prev = None  # only the chain's end is held here: a link's value is released
+            for i in range(chain, len(inputs), n_chains):  # once the next link has it
+                inp, what = inputs[i]
+                key = f"{prefix}-{i}"
+                described[key] = what
+                prev = c.submit(_on_worker, fn, prev, inp, *shared, key=key)
+            futures.append(prev)
+            covered[prev.key] = list(range(chain, len(inputs), n_chains))
+        every = list(futures)  # the chains' ends: a failed link's error reaches them
         level = 0
         while len(futures) > 1:  # pairwise tree reduction on the cluster
             level += 1
             nxt = []
             for j, (a, b) in enumerate(zip(futures[::2], futures[1::2], strict=False)):
                 key = f"{prefix}-merge{level}-{j}"
-                described[key] = f"the merge of {described[a.key]} and {described[b.key]}"
+                parts = sorted(covered[a.key] + covered[b.key])
+                covered[key] = parts
+                described[key] = (f"the merge of the moments of {len(parts)} parts "
+                                  f"({inputs[parts[0]][1]}, ...)")
                 nxt.append(c.submit(combine, a, b, key=key))
             if len(futures) % 2:
                 nxt.append(futures[-1])
             futures = nxt
-            every += nxt
+        every.append(futures[0])
         try:
             return self._result(futures[0], every, described)
         except BaseException:
@@ -298,14 +319,15 @@ class Executor:
             raise
 
     def _result(self, future, every: list, described: dict):
-        """The value of ``future`` (the root of the tree of ``every`` task), watching the
-        cluster; dask's failures made plain."""
-        from distributed import KilledWorker
+        """The value of ``future`` (the root of the merges; ``every``: the futures held),
+        watching the cluster; dask's failures made plain."""
+        from distributed import KilledWorker, wait
 
         idle = 0.0
         while True:
             try:
-                return future.result(timeout=_POLL)
+                wait(future, timeout=_POLL)  # only the state: the value is fetched once
+                return future.result()  # (a timed result would restart its transfer)
             except TimeoutError:
                 pass
             except KilledWorker as exc:

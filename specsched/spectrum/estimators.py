@@ -118,9 +118,10 @@ def randomized_eigh(matmat, d: int, rank: int, *, n_oversamples: int = 10, n_ite
 
 # ---------------------------------------------------------------- map-reduce over parts
 
-def _fit_part(part, cls, sample_shape, chunk_size):
-    """One estimator fitted on one part (a dask task; NumPy on the worker)."""
-    est = cls()
+def _fit_part(prev, part, cls, sample_shape, chunk_size):
+    """``prev`` (an estimator, or None) updated with one part's chunks, as a new estimator
+    (a dask task; NumPy on the worker; ``prev`` is left untouched, dask may hold it)."""
+    est = cls() if prev is None else copy.deepcopy(prev)
     for chunk in checked_chunks(part, sample_shape, chunk_size):
         est.partial_fit(chunk, part.label)
     return est
@@ -131,9 +132,10 @@ def _merged(a, b):
     return copy.deepcopy(a).merge(b)
 
 
-def _part_covariance_product(part, sample_shape, mean, Q, chunk_size):
-    """``sum_i (x_i - mu)(x_i - mu)^T Q`` over one part: (d, l) float64."""
-    Y = np.zeros_like(Q)
+def _part_covariance_product(prev, part, sample_shape, mean, Q, chunk_size):
+    """``prev + sum_i (x_i - mu)(x_i - mu)^T Q`` over one part: (d, l) float64 (``prev``
+    None: zero; left untouched)."""
+    Y = np.zeros_like(Q) if prev is None else prev.copy()
     for chunk in checked_chunks(part, sample_shape, chunk_size):
         Xc = np.subtract(chunk.reshape(chunk.shape[0], -1), mean, dtype=np.float64)
         Y += Xc.T @ (Xc @ Q)
