@@ -32,7 +32,9 @@ Measured (columns of ``results/dask_shards.csv``):
   entry) from the in-process estimate (target 1e-10).
 - ``accumulate_s``, ``samples_per_s``: the map-reduce on the cluster (tasks, the tree of
   merges, the merged state's transfer to the client), timed in the client around
-  ``Executor.map_reduce``; ``command_s``: the whole command (connection, eigh, save).
+  ``Executor.map_reduce``; ``command_s``: the whole command (connection, eigh, save);
+  ``task_compute_s``: the seconds the workers spent computing specsched's ``tasks`` (dask's
+  task stream), so ``task_compute_s / accumulate_s`` is the parallelism reached.
 
 This machine has 2 cores, shared with other work: 2 workers can at best double one
 worker's rate, and a busy neighbour shows in the seconds. Deletes the shards afterwards.
@@ -157,7 +159,7 @@ def _errors(got: Spectrum, ref: Spectrum) -> tuple[float, float]:
 
 
 def _dask(folder: Path, tmp: Path, workers: int, chunk: int) -> tuple[dict, Spectrum]:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     out = tmp / f"dask{workers}.npz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -166,15 +168,20 @@ def _dask(folder: Path, tmp: Path, workers: int, chunk: int) -> tuple[dict, Spec
         c.run(_import_specsched)  # code is not data: the baseline has it loaded
         before = c.run(_memory)
         c.run(_reset_peak)
-        child = subprocess.run(
-            [sys.executable, "-c", CLIENT, "spectrum", str(folder), "--out", str(out),
-             "--dask", cluster.scheduler_address, "--chunk-size", str(chunk)],
-            capture_output=True, text=True, env=env, check=False)
+        with get_task_stream(c) as stream:  # every task on the scheduler, any client's
+            child = subprocess.run(
+                [sys.executable, "-c", CLIENT, "spectrum", str(folder), "--out", str(out),
+                 "--dask", cluster.scheduler_address, "--chunk-size", str(chunk)],
+                capture_output=True, text=True, env=env, check=False)
         after = c.run(_memory)
     if child.returncode != 0:
         raise SystemExit(f"the client failed:\n{child.stdout}\n{child.stderr}")
     row = json.loads(child.stdout.strip().splitlines()[-1])
     row["warnings"] = child.stderr.count("warning")
+    computes = [x["stop"] - x["start"] for task in stream.data for x in task["startstops"]
+                if x["action"] == "compute" and "specsched-" in str(task["key"])]
+    row["task_compute_s"] = sum(computes)
+    row["tasks"] = len(computes)
     row["worker_rss_mib"] = max(v["VmRSS"] for v in before.values()) / 1024
     row["worker_peak_mib"] = max(v["VmHWM"] for v in after.values()) / 1024
     row["worker_increase_mib"] = max(after[w]["VmHWM"] - before[w]["VmRSS"]
@@ -219,7 +226,8 @@ def main(argv=None) -> int:
             rows.append({**common, "mode": "dask", "workers": k, "blas_threads": 1,
                          "accumulate_s": f"{r['accumulate_s']:.2f}",
                          "samples_per_s": f"{n_total / r['accumulate_s']:.0f}",
-                         "command_s": f"{r['command_s']:.2f}",
+                         "command_s": f"{r['command_s']:.2f}", "tasks": r["tasks"],
+                         "task_compute_s": f"{r['task_compute_s']:.2f}",
                          "client_sent_bytes": r["sent_bytes"],
                          "client_writes": r["writes"], "graph_parts_bytes": parts_bytes,
                          "worker_rss_mib": f"{r['worker_rss_mib']:.0f}",
@@ -231,7 +239,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fields = ["mode", "workers", "blas_threads", "n", "d", "shards", "parts", "chunk_size",
-              "data_bytes", "accumulate_s", "samples_per_s", "command_s", "client_sent_bytes",
+              "data_bytes", "accumulate_s", "samples_per_s", "command_s", "tasks",
+              "task_compute_s", "client_sent_bytes",
               "client_writes", "graph_parts_bytes", "worker_rss_mib", "worker_peak_mib",
               "worker_increase_mib", "bound_mib", "eig_rel_err", "mean_rel_err",
               "client_warnings"]

@@ -289,3 +289,9 @@ def test_no_worker_left_is_an_error_after_the_stated_time(monkeypatch):
     with pytest.raises(ResourceError, match=r"--dask: the cluster tcp://127.0.0.1:8786 has had "
                                             r"no worker for 0.02 s"):
         ex._result(object(), [], {})
+
+
+def test_a_dask_argument_of_another_type_is_refused():
+    with pytest.raises(InputError, match=r"^dask: expected None, True, 'local', a scheduler "
+                                         r"address or a distributed.Client, got 3"):
+        estimate_spectrum(np.zeros((4, 2)), dask=3)

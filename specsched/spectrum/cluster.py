@@ -169,7 +169,7 @@ class Executor:
     InputError
         dask.distributed missing (naming the extra ``distributed``), an address that does
         not answer as a scheduler within ``CONNECT_TIMEOUT`` s, a scheduler with no worker
-        after ``CONNECT_TIMEOUT`` s.
+        after ``CONNECT_TIMEOUT`` s, a ``dask`` of another type.
     """
 
     def __init__(self, dask=None):
@@ -180,6 +180,9 @@ class Executor:
         self._count = 0
         if dask is None or dask is False:
             return
+        address = isinstance(dask, str) and dask != "local"
+        if address:
+            probe_scheduler(dask)  # before importing distributed: a bad address fails at once
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:
@@ -194,21 +197,23 @@ class Executor:
             self.client = Client(cluster)
             self._own = [self.client, cluster]
             return
-        else:
-            probe_scheduler(str(dask))
+        elif address:
             try:
-                self.client = Client(str(dask), timeout=f"{CONNECT_TIMEOUT:g}s")
+                self.client = Client(dask, timeout=f"{CONNECT_TIMEOUT:g}s")
             except (OSError, TimeoutError, ValueError, MemoryError) as exc:
                 raise InputError(f"--dask: cannot reach the scheduler {dask!r} ({exc})") from exc
             self._own = [self.client]
+        else:
+            raise InputError(f"dask: expected None, True, 'local', a scheduler address or a "
+                             f"distributed.Client, got {dask!r}", param="dask")
         try:
             self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         except TimeoutError:
-            address = self.client.scheduler.address
+            where = self.client.scheduler.address
             self.close()
-            raise InputError(f"--dask: the scheduler {address} has no worker (waited "
+            raise InputError(f"--dask: the scheduler {where} has no worker (waited "
                              f"{CONNECT_TIMEOUT:g} s); start workers on machines that see "
-                             f"the data: dask worker {address}") from None
+                             f"the data: dask worker {where}") from None
 
     # ------------------------------------------------------------------ placing the parts
 
