@@ -239,7 +239,7 @@ def _server(greeting: bytes | None):
 def test_dask_address_of_a_server_that_is_not_a_scheduler(greeting, needle):
     # distributed.Client waits for ever on the first and tries to allocate exabytes on the
     # second; the probe refuses both within its timeout, naming --dask and the address
-    from specsched.spectrum.estimators import probe_scheduler
+    from specsched.spectrum.cluster import probe_scheduler
 
     address = _server(greeting)
     with pytest.raises(InputError, match="--dask: " + re.escape(address)) as info:
@@ -249,7 +249,7 @@ def test_dask_address_of_a_server_that_is_not_a_scheduler(greeting, needle):
 
 def test_dask_probe_accepts_a_real_scheduler():
     distributed = pytest.importorskip("distributed")
-    from specsched.spectrum.estimators import probe_scheduler
+    from specsched.spectrum.cluster import probe_scheduler
 
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp",
                                   dashboard_address=None) as cluster:

@@ -13,9 +13,10 @@ def add_parser(sub):
                        "spectrum .npz.")
     p.add_argument("src", metavar="SRC",
                    help=".npy / .npz samples, IDX (.gz) file, folder of images / audio / "
-                   ".npy shards / CIFAR-10 batches, or a built-in dataset (natural-patches, "
-                   "digits, fashion-mnist, sonic-pi-samples); read --chunk-size samples at a "
-                   "time, integer pixels mapped to [-1, 1] (docs/formats.md)")
+                   ".npy shards / CIFAR-10 batches, a zarr array (extra zarr), or a built-in "
+                   "dataset (natural-patches, digits, fashion-mnist, sonic-pi-samples); read "
+                   "--chunk-size samples at a time, integer pixels mapped to [-1, 1] "
+                   "(docs/formats.md)")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     p.add_argument("--method", choices=["full", "pca", "fourier"], default="full",
                    help="full covariance + eigh; pca: top --rank eigenpairs, tail as its "
@@ -25,8 +26,10 @@ def add_parser(sub):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="accumulate on the CPU or on a GPU with CuPy")
     p.add_argument("--dask", nargs="?", const=True, default=None, metavar="ADDR", type=dask_address,
-                   help="accumulate on a dask cluster: a scheduler address, or none for a "
-                   "local 2-worker cluster")
+                   help="accumulate on a dask cluster: a scheduler address (each worker "
+                   "reads its own parts of SRC at the same path and sends back only their "
+                   "moments; in-memory built-ins are sent once; timeouts in docs/spectra.md), "
+                   "or none for a local 2-worker cluster")
     add_source_args(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(run=run)

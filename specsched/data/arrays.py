@@ -67,6 +67,8 @@ class ArrayHeader:
         Stored dtype (any byte order).
     fortran : bool
         Stored in Fortran (column-major) order.
+    offset : int
+        Bytes before the data in the ``.npy`` file or ``.npz`` member (the header's length).
     """
 
     path: str
@@ -74,6 +76,7 @@ class ArrayHeader:
     shape: tuple[int, ...]
     dtype: np.dtype
     fortran: bool
+    offset: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -84,6 +87,11 @@ class ArrayHeader:
     def sample_shape(self) -> tuple[int, ...]:
         """``shape[1:]``."""
         return tuple(self.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data the header announces, ``prod(shape) x itemsize``."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 @contextlib.contextmanager
@@ -199,11 +207,12 @@ def array_header(path: str | os.PathLike) -> ArrayHeader:
             member = _choose_member(path, headers)
         with _open_stream(str(path), member) as fh:
             shape, fortran, dtype = _read_header(fh)
+            offset = fh.tell()
     except InputError:
         raise
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: not a readable {suffix} file ({exc})") from exc
-    return ArrayHeader(str(path), member, shape, dtype, fortran)
+    return ArrayHeader(str(path), member, shape, dtype, fortran, offset)
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:

@@ -42,6 +42,7 @@ from specsched.data.cifar import cifar10_batch_files, read_cifar10_batch
 from specsched.data.idx import check_idx_images, iter_idx_rows, read_idx_header
 from specsched.data.images import IMAGE_SUFFIXES, read_image
 from specsched.data.scaling import pixel_max, to_unit_interval, warn_scaling
+from specsched.data.zarrs import ZarrPart, is_zarr, zarr_header
 from specsched.errors import InputError
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "NpyPart",
     "ImageFilesPart",
     "AudioFilesPart",
+    "ZarrPart",
+    "check_stored",
     "checked_chunks",
     "fashion_mnist_source",
     "open_source",
@@ -82,14 +85,26 @@ def _ranges(n: int, size: int):
 
 @dataclass(frozen=True)
 class ArrayPart:
-    """An in-memory samples array (values used as given, see :mod:`specsched.data.scaling`)."""
+    """An in-memory samples array (values used as given, see :mod:`specsched.data.scaling`).
+
+    The one part without a file (``path`` is None): a dask run must send its values to the
+    workers (:class:`specsched.spectrum.cluster.Executor` scatters them once).
+    """
 
     array: np.ndarray = field(repr=False)
     label: str = "array"
+    path = None
 
     @property
     def n(self) -> int:
         return int(self.array.shape[0])
+
+    def blocks(self, n_blocks: int) -> tuple[ArrayPart, ...]:
+        """The rows cut into at most ``n_blocks`` consecutive parts of near-equal size (views,
+        no copy), labelled ``LABEL rows A:B``."""
+        size = -(-self.n // max(1, min(n_blocks, self.n)))
+        return tuple(ArrayPart(self.array[a:b], f"{self.label} rows {a}:{b}")
+                     for a, b in _ranges(self.n, size))
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         for a, b in _ranges(self.n, chunk_size):
@@ -144,6 +159,11 @@ class ImageFilesPart:
     def label(self) -> str:
         return self.paths[0] if self.paths else "images"
 
+    @property
+    def path(self) -> str | None:
+        """The first file (the one a worker is checked to see)."""
+        return self.paths[0] if self.paths else None
+
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         for a, b in _ranges(self.n, chunk_size):
             out = None
@@ -177,6 +197,11 @@ class AudioFilesPart:
     @property
     def label(self) -> str:
         return self.paths[0] if self.paths else "audio"
+
+    @property
+    def path(self) -> str | None:
+        """The first file (the one a worker is checked to see)."""
+        return self.paths[0] if self.paths else None
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         buf, count = [], 0
@@ -246,10 +271,13 @@ class DataSource:
     n_samples : int
         Number of samples ``N`` (from headers; the estimators count what they really read).
     parts : tuple
-        Picklable parts, each with ``n``, ``label`` and ``iter_chunks(chunk_size)``.
+        Picklable parts, each with ``n``, ``label``, ``path`` (a file it reads; None for an
+        in-memory :class:`ArrayPart`) and ``iter_chunks(chunk_size)``. A part holds paths
+        and row ranges, never samples (except :class:`ArrayPart`), so a dask worker that
+        sees the same paths reads its own part.
     kind : str
-        ``"array"``, ``"npy"`` (``.npy``/``.npz`` files), ``"images"``, ``"audio"``,
-        ``"idx"`` or ``"cifar10"``.
+        ``"array"``, ``"npy"`` (``.npy``/``.npz`` files), ``"zarr"``, ``"images"``,
+        ``"audio"``, ``"idx"`` or ``"cifar10"``.
     sample_rate : float or None
         Samples per second for audio (frequencies in cycles per sample times this are Hz).
     itemsize : int
@@ -312,6 +340,33 @@ def checked_chunks(part, sample_shape: tuple, chunk_size: int) -> Iterator[np.nd
         yield chunk
 
 
+def check_stored(source: DataSource) -> None:
+    """Check from the file sizes that every ``.npy`` file of ``source`` holds the data its
+    header announces (one ``stat`` per file; no data read).
+
+    Run before a dask run submits its tasks, so that a truncated shard is refused on the
+    client instead of failing on a worker (in process the read fails naming the file too).
+
+    Raises
+    ------
+    InputError
+        Naming the first file shorter than ``header offset + prod(shape) x itemsize``.
+    """
+    seen = set()
+    for part in source.parts:
+        header = getattr(part, "header", None)
+        if not isinstance(header, ArrayHeader) or header.member is not None \
+                or header.path in seen:
+            continue
+        seen.add(header.path)
+        need, have = header.offset + header.nbytes, os.path.getsize(header.path)
+        if have < need:
+            raise InputError(
+                f"{header.path}: truncated file: its header announces shape {header.shape} "
+                f"{header.dtype} ({need} bytes with the header), the file holds {have}"
+            )
+
+
 def source_from_array(x, name: str = "array") -> DataSource:
     """Wrap an in-memory samples array ``(N, ...)`` as a :class:`DataSource`.
 
@@ -332,7 +387,7 @@ def _array_file_source(files: list[Path], name: str, part_size: int) -> DataSour
     """``.npy`` / ``.npz`` files (shards of one dataset) from their headers; warns once when
     their integers are read as pixels."""
     parts, first = [], None
-    total = 0
+    total, itemsize = 0, 0
     for f in files:
         h = array_header(f)
         scale = pixel_max(h.dtype, str(f))  # refuses dtypes without a reading
@@ -362,11 +417,22 @@ def _array_file_source(files: list[Path], name: str, part_size: int) -> DataSour
             )
         parts += [NpyPart(h, a, b) for a, b in _ranges(h.shape[0], part_size)]
         total += h.shape[0]
+        itemsize = max(itemsize, 8 if scale is not None else h.dtype.itemsize)
     f, h, scale = first
     warn_scaling(h.dtype, name)
-    itemsize = 8 if scale is not None else h.dtype.itemsize
     return DataSource(name, h.sample_shape, total, tuple(parts), kind="npy",
                       itemsize=itemsize)
+
+
+def _zarr_source(path: Path, name: str, part_size: int) -> DataSource:
+    """A zarr array ``(N, ...)`` from its header; parts cut at multiples of its chunk rows."""
+    h = zarr_header(path)
+    scale = pixel_max(h.dtype, str(path))  # refuses dtypes without a reading
+    size = max(h.chunk_rows, part_size // h.chunk_rows * h.chunk_rows)
+    parts = tuple(ZarrPart(h, a, b) for a, b in _ranges(h.shape[0], size))
+    warn_scaling(h.dtype, name)
+    return DataSource(name, h.sample_shape, h.shape[0], parts, kind="zarr",
+                      itemsize=8 if scale is not None else h.dtype.itemsize)
 
 
 def _group(items, size):
@@ -481,11 +547,11 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
         ``.npz`` file (rows read at their offset), an IDX file (``.gz`` or not), or a folder
         of: images (``.png``/``.jpg``), audio (``.wav``/``.flac``/``.ogg``), ``.npy`` shards
         of the same sample shape and dtype, IDX image files, or CIFAR-10 python batches
-        (``data_batch_*``, ``test_batch``). Folders are read in file-name order; hidden files
-        are ignored. Stored values are read by the dtype rule of
-        :mod:`specsched.data.scaling`: uint8 / uint16 / bool ``.npy``/``.npz`` samples are
-        taken as pixels and mapped to ``[-1, 1]`` with one
-        :class:`~specsched.data.scaling.DataScalingWarning`.
+        (``data_batch_*``, ``test_batch``), or a zarr array's folder (optional extra
+        ``zarr``). Folders are read in file-name order; hidden files are ignored. Stored
+        values are read by the dtype rule of :mod:`specsched.data.scaling`: uint8 / uint16 /
+        bool ``.npy``/``.npz``/zarr samples are taken as pixels and mapped to ``[-1, 1]``
+        with one :class:`~specsched.data.scaling.DataScalingWarning`.
     grayscale, crop, size :
         Image options (see :func:`specsched.data.images.read_image`); ``size`` is
         ``(H, W)`` in pixels.
@@ -494,7 +560,8 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
     frame_length : int
         Audio samples per frame (one sample of the dataset).
     part_size : int
-        Samples per part of a ``.npy`` file (one dask task each).
+        Samples per part of a ``.npy`` file or zarr array (one dask task each; a zarr
+        array's parts are whole multiples of its chunk rows).
     files_per_part : int
         Image or audio files per part.
 
@@ -510,7 +577,8 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
         a file that is not data (naming it), files of different sample shapes or scalings
         (naming the file), a stored dtype without a reading (signed integers, complex), an
         array that is not ``(N, ...)``, an absent Debian dataset (saying how to install
-        it), unreadable headers.
+        it), unreadable headers, a zarr array without the ``zarr`` extra (naming it) or a
+        zarr group.
     """
     if isinstance(src, str):
         if src == "natural-patches":
@@ -537,6 +605,8 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
             )
     path = Path(src)
     name = str(src)
+    if is_zarr(path):
+        return _zarr_source(path, name, part_size)
     if path.is_dir():
         kind, files = _classify_folder(path)
         if kind == "cifar10":

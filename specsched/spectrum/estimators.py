@@ -45,9 +45,10 @@ import numbers
 import numpy as np
 import scipy.linalg
 
-from specsched.data.sources import DataSource, checked_chunks, source_from_array
+from specsched.data.sources import DataSource, check_stored, checked_chunks, source_from_array
 from specsched.errors import InputError
 from specsched.spectrum.chunked import check_chunk_size
+from specsched.spectrum.cluster import Executor
 from specsched.spectrum.covariance import StreamingCovariance
 from specsched.spectrum.fourier import DiagonalVariance, FourierEstimator
 from specsched.spectrum.memory import check_memory, plan_memory
@@ -117,9 +118,10 @@ def randomized_eigh(matmat, d: int, rank: int, *, n_oversamples: int = 10, n_ite
 
 # ---------------------------------------------------------------- map-reduce over parts
 
-def _fit_part(part, cls, sample_shape, chunk_size):
-    """One estimator fitted on one part (a dask task; NumPy on the worker)."""
-    est = cls()
+def _fit_part(prev, part, cls, sample_shape, chunk_size):
+    """``prev`` (an estimator, or None) updated with one part's chunks, as a new estimator
+    (a dask task; NumPy on the worker; ``prev`` is left untouched, dask may hold it)."""
+    est = cls() if prev is None else copy.deepcopy(prev)
     for chunk in checked_chunks(part, sample_shape, chunk_size):
         est.partial_fit(chunk, part.label)
     return est
@@ -130,9 +132,10 @@ def _merged(a, b):
     return copy.deepcopy(a).merge(b)
 
 
-def _part_covariance_product(part, sample_shape, mean, Q, chunk_size):
-    """``sum_i (x_i - mu)(x_i - mu)^T Q`` over one part: (d, l) float64."""
-    Y = np.zeros_like(Q)
+def _part_covariance_product(prev, part, sample_shape, mean, Q, chunk_size):
+    """``prev + sum_i (x_i - mu)(x_i - mu)^T Q`` over one part: (d, l) float64 (``prev``
+    None: zero; left untouched)."""
+    Y = np.zeros_like(Q) if prev is None else prev.copy()
     for chunk in checked_chunks(part, sample_shape, chunk_size):
         Xc = np.subtract(chunk.reshape(chunk.shape[0], -1), mean, dtype=np.float64)
         Y += Xc.T @ (Xc @ Q)
@@ -143,117 +146,6 @@ def _add(a, b):
     return a + b
 
 
-#: Seconds to wait for a dask scheduler to accept a connection and to greet it.
-CONNECT_TIMEOUT = 20.0
-#: Largest first frame a dask scheduler's greeting can announce (its handshake is ~60 bytes).
-_HANDSHAKE_MAX = 1 << 20
-
-
-def probe_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Check that a TCP address answers as a dask scheduler before a Client is made.
-
-    ``distributed.Client`` can wait for ever on a server that is not a scheduler (an HTTP
-    server never answers its handshake) or try to allocate whatever a stranger's first
-    bytes announce. A scheduler greets every connection at once with a frame whose 8-byte
-    little-endian length prefix is small (distributed's TCP comm); this reads those 8 bytes.
-
-    Parameters
-    ----------
-    address : str
-        ``tcp://HOST:PORT`` or ``HOST:PORT``; other protocols (``tls``, ``ws``, ``ucx``) are
-        not probed.
-    timeout : float
-        Seconds for the connection and for the greeting, each.
-
-    Raises
-    ------
-    InputError
-        Naming ``--dask`` and the address: refused or unreachable within ``timeout``, no
-        greeting within ``timeout``, or a greeting that is not a dask frame.
-    """
-    import socket
-    import struct
-
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        scheme, rest = "tcp", address
-    if scheme != "tcp":
-        return
-    host, _, port = rest.rpartition(":")
-    host = host.strip("[]")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            head = b""
-            while len(head) < 8:
-                got = sock.recv(8 - len(head))
-                if not got:
-                    break
-                head += got
-    except TimeoutError:
-        raise InputError(f"--dask: {address} does not answer as a dask scheduler (no greeting "
-                         f"within {timeout:g} s); check the address and port") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--dask: cannot reach the scheduler {address!r} "
-                         f"({exc.strerror or exc}; waited at most {timeout:g} s)") from None
-    if len(head) < 8 or struct.unpack("<Q", head)[0] > _HANDSHAKE_MAX:
-        raise InputError(f"--dask: {address} answers, but not as a dask scheduler (its first "
-                         "bytes are not a dask handshake); check the address and port")
-
-
-class _Executor:
-    """Map a function over the parts and reduce the results, in-process or on dask."""
-
-    def __init__(self, dask=None):
-        self.client = None
-        self._own = []
-        if dask is None or dask is False:
-            return
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as exc:
-            raise InputError(
-                "--dask: dask.distributed is not installed; pip install 'specsched[distributed]'"
-            ) from exc
-        if isinstance(dask, Client):
-            self.client = dask
-        elif dask is True or dask == "local":
-            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                   dashboard_address=None)
-            self.client = Client(cluster)
-            self._own = [self.client, cluster]
-        else:
-            probe_scheduler(str(dask))
-            try:
-                self.client = Client(str(dask), timeout=f"{CONNECT_TIMEOUT:g}s")
-            except (OSError, TimeoutError, ValueError, MemoryError) as exc:
-                raise InputError(f"--dask: cannot reach the scheduler {dask!r} ({exc})") from exc
-            self._own = [self.client]
-
-    def map_reduce(self, fn, parts, combine, *args):
-        if self.client is None:
-            out = None
-            for part in parts:
-                r = fn(part, *args)
-                out = r if out is None else combine(out, r)
-            return out
-        c = self.client
-        shared = [c.scatter(a, broadcast=True, hash=False) if isinstance(a, np.ndarray) else a
-                  for a in args]
-        futures = [c.submit(fn, p, *shared, pure=False) for p in parts]
-        while len(futures) > 1:  # pairwise tree reduction on the cluster
-            nxt = [c.submit(combine, a, b) for a, b in zip(futures[::2], futures[1::2],
-                                                          strict=False)]
-            if len(futures) % 2:
-                nxt.append(futures[-1])
-            futures = nxt
-        return futures[0].result()
-
-    def close(self):
-        for obj in self._own:
-            obj.close()
-
-
 def _fit(cls, source: DataSource, chunk_size, device, xp, executor):
     """An estimator of class ``cls`` fitted on every chunk of ``source``."""
     if executor.client is None:
@@ -261,7 +153,7 @@ def _fit(cls, source: DataSource, chunk_size, device, xp, executor):
     else:
         if device != "cpu" or xp is not None:
             raise InputError("--dask: the dask path runs NumPy on the workers; use --device cpu")
-        est = executor.map_reduce(_fit_part, source.parts, _merged, cls, source.sample_shape,
+        est = executor.map_reduce(_fit_part, source, _merged, cls, source.sample_shape,
                                   chunk_size)
     if est.n_samples_seen_ < 2:
         raise InputError(f"{source.name}: needs at least 2 samples, got {est.n_samples_seen_}")
@@ -285,7 +177,7 @@ def _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter, n_oversamp
         trace = float(est.variances_.sum())
 
         def matmat(Q):
-            Y = executor.map_reduce(_part_covariance_product, source.parts, _add,
+            Y = executor.map_reduce(_part_covariance_product, source, _add,
                                     source.sample_shape, mu, np.ascontiguousarray(Q),
                                     chunk_size)
             return Y / (n - 1)
@@ -406,8 +298,10 @@ def estimate_spectrum(
     dask : None, True, str or distributed.Client
         Run the chunked accumulation on a dask cluster: ``True`` starts a local in-process
         cluster (2 workers), a string is a scheduler address (``tcp://host:8786``), a
-        Client is used as is. The parts (files) must be readable by the workers at the same
-        paths. None: in-process.
+        Client is used as is (:class:`specsched.spectrum.cluster.Executor`). Each worker
+        reads its own parts (files, zarr rows) at the paths the client sees, checked on every
+        worker first, and returns only the estimator's state; in-memory samples are
+        scattered once, with a warning. None: in-process.
     rng : numpy.random.Generator, optional
         Randomness of the randomized PCA (large ``d`` only); default ``default_rng(0)``.
     n_iter, n_oversamples : int
@@ -432,7 +326,12 @@ def estimate_spectrum(
     InputError
         As :func:`check_estimate` (before reading); fewer than 2 samples, a chunk whose
         dimension differs (naming its file), float64 overflow or underflow (saying how to
-        rescale), an unreachable dask scheduler.
+        rescale), a ``.npy`` file shorter than its header says (before reading), an
+        unreachable dask scheduler or one without workers, a file a dask worker does not
+        see.
+    ResourceError
+        A dask worker died while it read a part (naming the part), or the cluster lost every
+        worker for :data:`specsched.spectrum.cluster.NO_WORKER_TIMEOUT` s.
     """
     if not isinstance(source, DataSource):
         source = source_from_array(source)
@@ -441,7 +340,8 @@ def estimate_spectrum(
     chunk_size, rank = check_estimate(source, method, rank=rank, chunk_size=chunk_size,
                                       device=device, xp=xp, n_oversamples=n_oversamples,
                                       pca_solver=pca_solver)
-    executor = _Executor(dask)
+    check_stored(source)
+    executor = Executor(dask)
     try:
         if method == "pca":
             return _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter,
