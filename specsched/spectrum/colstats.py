@@ -80,7 +80,7 @@ def _max(a, b):  # pragma: no cover - compiled
     return a if a > b else b
 
 
-@nb.njit(cache=_CACHE, error_model="numpy")
+@nb.njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _column_stats(X):  # pragma: no cover - compiled; tested against NumPy in test_spectrum.py
     n, d = X.shape
     first = np.empty(d)

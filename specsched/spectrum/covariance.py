@@ -46,7 +46,6 @@ from specsched.data.arrays import check_samples
 from specsched.data.sources import DataSource, source_from_array
 from specsched.errors import InputError
 from specsched.spectrum.chunked import ChunkedEstimator, check_chunk_size, clip_roundoff
-from specsched.spectrum.colstats import column_stats
 from specsched.spectrum.memory import check_memory, plan_memory
 from specsched.spectrum.moments import Moments, merge_moments, to_numpy
 from specsched.spectrum.spectrum import Spectrum
@@ -125,6 +124,8 @@ class StreamingCovariance(ChunkedEstimator):
         if not self._on_host:
             super()._fold_chunk(X, n, name)
             return
+        from specsched.spectrum.colstats import column_stats  # numba: imported on first use
+
         d = self.n_features_in_
         flat = X.reshape(n, d)
         stats = column_stats(flat)  # read 1: means, range, finiteness
@@ -209,13 +210,22 @@ class StreamingCovariance(ChunkedEstimator):
         upper += np.triu(self._m2, 1).T
         return upper
 
+    def _diagonal(self):
+        """``diag(M2)`` (a view on the host, an array of the namespace otherwise)."""
+        if self._on_host:
+            return np.diagonal(self._m2)
+        return self._ns().linalg.diagonal(self._m2)
+
     def _largest_second_moment(self) -> float:
         if self._m2 is None:
             return 0.0
-        if self._on_host:
-            return float(np.max(np.diagonal(self._m2)))
-        xp = self._ns()
-        return float(xp.max(xp.linalg.diagonal(self._m2)))
+        return float(self._ns().max(self._diagonal()))
+
+    def _denominator(self, name: str) -> int:
+        """``n - 1`` of the unbiased estimates, or an InputError naming ``name``."""
+        if self.n_samples_seen_ < 2:
+            raise InputError(f"{name}: needs at least 2 samples, got {self.n_samples_seen_}")
+        return self.n_samples_seen_ - 1
 
     @property
     def covariance_(self):
@@ -226,9 +236,7 @@ class StreamingCovariance(ChunkedEstimator):
         InputError
             If fewer than 2 samples were seen.
         """
-        if self.n_samples_seen_ < 2:
-            raise InputError(f"covariance: needs at least 2 samples, got {self.n_samples_seen_}")
-        return self._full_m2() / (self.n_samples_seen_ - 1)
+        return self._full_m2() / self._denominator("covariance")
 
     @property
     def variances_(self) -> np.ndarray:
@@ -240,11 +248,8 @@ class StreamingCovariance(ChunkedEstimator):
         InputError
             If fewer than 2 samples were seen.
         """
-        if self.n_samples_seen_ < 2:
-            raise InputError(f"variances: needs at least 2 samples, got {self.n_samples_seen_}")
-        xp = self._ns()
-        diag = np.diagonal(self._m2) if self._on_host else xp.linalg.diagonal(self._m2)
-        return np.array(to_numpy(diag), dtype=np.float64) / (self.n_samples_seen_ - 1)
+        n1 = self._denominator("variances")
+        return np.array(to_numpy(self._diagonal()), dtype=np.float64) / n1
 
     def eigh(self, rank: int | None = None, source: str = "samples"):
         """Eigenpairs of :attr:`covariance_`, largest first, on the device of the estimator.
@@ -275,17 +280,14 @@ class StreamingCovariance(ChunkedEstimator):
             If fewer than 2 samples were seen, or the sums overflowed or the variances
             underflowed float64 (the message says how to rescale).
         """
-        n = self.n_samples_seen_
-        if n < 2:
-            raise InputError(f"{source}: needs at least 2 samples to estimate a covariance, "
-                             f"got {n}")
+        n1 = self._denominator(source)
         self.check_range(source)
         self._drop_scratch()
         d = self.n_features_in_
         k = d if rank is None else int(rank)
         if self._on_host:
             cov = np.empty((d, d), dtype=np.float64, order="F")
-            np.divide(self._m2, n - 1, out=cov)
+            np.divide(self._m2, n1, out=cov)
             # the upper triangle is valid; the eigenvectors overwrite cov (a 2 d^2 workspace)
             subset = None if k == d else [d - k, d - 1]
             lam, U = scipy.linalg.eigh(cov, lower=False, overwrite_a=True, check_finite=False,
@@ -293,7 +295,7 @@ class StreamingCovariance(ChunkedEstimator):
                                        subset_by_index=subset)
         else:
             xp = self._ns()
-            lam, U = xp.linalg.eigh(self._m2 / (n - 1))
+            lam, U = xp.linalg.eigh(self._m2 / n1)
             lam, U = to_numpy(lam[d - k:]), to_numpy(U[:, d - k:])
         return lam[::-1], U[:, ::-1]
 
