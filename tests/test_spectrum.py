@@ -121,7 +121,7 @@ def test_offset_1e6_matches_numpy_cov_at_every_chunk_size(dtype, xp):
 
 
 def test_chunks_far_apart_merge_to_round_off():
-    # each chunk centred on its own mean: the Chan row carries the 1e6 between the chunks
+    # the Chan term, through the centre of each chunk, carries the 1e6 between the chunks
     rng = np.random.default_rng(12)
     parts = [rng.normal(size=(50, 4)) + shift for shift in (0.0, 1e6, -1e6, 3.0)]
     X = np.concatenate(parts)
@@ -177,7 +177,7 @@ def test_chunk_buffer_is_reused_and_never_shipped():
     est = StreamingCovariance().partial_fit(X[:32])
     buf = est._chunk_buffer
     est.partial_fit(X[32:])
-    assert est._chunk_buffer is buf  # room for 32 samples and the Chan row, kept
+    assert est._chunk_buffer is buf  # room for 32 samples, kept
     assert "_chunk_buffer" not in pickle.loads(pickle.dumps(est)).__dict__
     assert "_chunk_buffer" not in copy.deepcopy(est).__dict__
     assert "_chunk_buffer" not in StreamingCovariance().fit(X, chunk_size=8).__dict__

@@ -16,15 +16,23 @@ Never forming ``sum x x^T`` keeps it accurate for data far from the origin, wher
 (unbiased, as :func:`numpy.cov`); :func:`scipy.linalg.eigh` then gives
 ``Sigma = U diag(lam) U^T``.
 
+One product per chunk carries both terms of the update. Centring chunk ``B`` on
+``c = xbar_B - u`` instead of its mean, the cross terms vanish (``sum_i (x_i - xbar_B) = 0``)::
+
+    sum_i (x_i - c)(x_i - c)^T = M2_B + n_B u u^T,   and with u = delta sqrt(n_A / n):
+                               = M2_B + outer(delta, delta) n_A n_B / n,
+
+exactly what Chan's update adds to ``M2_A`` (docs/theory.md section 6). The first chunk
+(``n_A = 0``) is centred on its own mean.
+
 Implementation: on the CPU with NumPy, ``M2`` is one Fortran-ordered ``d x d`` float64 array
 updated in place by BLAS. A chunk is read twice: once by
 :func:`specsched.spectrum.colstats.column_stats` (column means, minima, maxima, and the proof
-that every value is finite, in one compiled pass), once by the subtraction that writes the
-centred float64 copy (converting float32 on the way) into a buffer kept from chunk to chunk.
-The Chan term rides along as one more row of that buffer, ``sqrt(n_A n_B / n) delta``, so a
-single ``dsyrk`` (``M2 += Xc^T Xc``, upper triangle) adds both: no ``d x d`` temporary, no
+that every value is finite, in one compiled pass), once by the subtraction of ``c`` that
+writes the centred float64 copy (converting float32 on the way) into a buffer kept from chunk
+to chunk; then one ``dsyrk`` (``M2 += Xc^T Xc``, upper triangle): no ``d x d`` temporary, no
 rank-one update of its own. Other array-API namespaces (CuPy, array-api-strict) run the same
-algebra as array expressions (``matmul`` of the same augmented chunk), and
+algebra as array expressions (``M2 += matmul(Xc^T, Xc)``), and
 :meth:`StreamingCovariance.eigh` decomposes on the device with ``xp.linalg.eigh``
 (:func:`scipy.linalg.eigh` on the NumPy path).
 
@@ -112,13 +120,21 @@ class StreamingCovariance(ChunkedEstimator):
         return self._on_host  # column_stats's sums do
 
     def _rows(self, n: int, d: int) -> np.ndarray:
-        """A C-ordered (n + 1, d) float64 view of the buffer kept between chunks (grown as
-        needed): a chunk of ``n`` samples and the Chan row. Its transpose is the
-        Fortran-ordered operand ``dsyrk`` reads without a copy."""
+        """A C-ordered (n, d) float64 view of the buffer kept between chunks (grown as
+        needed). Its transpose is the Fortran-ordered operand ``dsyrk`` reads without a copy."""
         buf = self.__dict__.get("_chunk_buffer")
-        if buf is None or buf.shape[0] <= n or buf.shape[1] != d:
-            buf = self._chunk_buffer = np.empty((n + 1, d), dtype=np.float64)
-        return buf[:n + 1]
+        if buf is None or buf.shape[0] < n or buf.shape[1] != d:
+            buf = self._chunk_buffer = np.empty((n, d), dtype=np.float64)
+        return buf[:n]
+
+    def _centre(self, mean_b, n: int):
+        """The centre ``c`` of a chunk of ``n`` samples of mean ``mean_b`` and the mean of
+        all samples after it (module docstring: ``c = xbar_B - delta sqrt(n_A / n)``)."""
+        n_a = self.n_samples_seen_
+        if n_a == 0:
+            return mean_b, mean_b
+        delta = mean_b - self.mean_
+        return mean_b - delta * math.sqrt(n_a / (n_a + n)), self.mean_ + delta * (n / (n_a + n))
 
     def _fold_chunk(self, X, n: int, name: str) -> None:
         if not self._on_host:
@@ -135,17 +151,10 @@ class StreamingCovariance(ChunkedEstimator):
         if self._m2 is None:
             self._allocate(d)
         self._extend_range(stats.low, stats.high)
-        mean_b, n_a = stats.mean, self.n_samples_seen_
+        centre, self.mean_ = self._centre(stats.mean, n)
         Xc = self._rows(n, d)
-        np.subtract(flat, mean_b, out=Xc[:n], dtype=np.float64)  # read 2: the centred copy
-        if n_a:  # Chan et al.: the row sqrt(n_a n / (n_a + n)) delta adds the rank-one term
-            delta = mean_b - self.mean_
-            np.multiply(delta, math.sqrt(n_a * n / (n_a + n)), out=Xc[n])
-            mean_b = self.mean_ + delta * (n / (n_a + n))
-        else:
-            Xc = Xc[:n]
+        np.subtract(flat, centre, out=Xc, dtype=np.float64)  # read 2: the centred copy
         self._m2 = dsyrk(1.0, Xc.T, beta=1.0, c=self._m2, lower=0, overwrite_c=1)
-        self.mean_ = mean_b
 
     def _update(self, X, n: int) -> None:
         """Namespace path (CuPy, array-api-strict): the host algebra as array expressions."""
@@ -156,15 +165,9 @@ class StreamingCovariance(ChunkedEstimator):
         flat = xp.astype(xp.reshape(X, (n, d)), xp.float64)
         first = flat[0, :]
         mean_b = first + xp.mean(flat - first, axis=0)  # about the first row, as column_stats
-        rows = [flat - mean_b]
-        n_a = self.n_samples_seen_
-        if n_a:
-            delta = mean_b - self.mean_
-            rows.append(xp.reshape(delta * math.sqrt(n_a * n / (n_a + n)), (1, d)))
-            mean_b = self.mean_ + delta * (n / (n_a + n))
-        Xc = xp.concat(rows, axis=0) if n_a else rows[0]
+        centre, self.mean_ = self._centre(mean_b, n)
+        Xc = flat - centre
         self._m2 += xp.matmul(xp.matrix_transpose(Xc), Xc)  # the state owns _m2: no alias
-        self.mean_ = mean_b
 
     def _rank_one(self, n_a: int, n_b: int, mean_b: np.ndarray) -> None:
         """Host path: ``M2 += outer(delta, delta) n_a n_b / n``, ``mean`` update (Chan)."""
