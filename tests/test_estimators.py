@@ -116,6 +116,31 @@ def test_array_api_strict_same_as_numpy(method):
                                atol=1e-14)
 
 
+@pytest.mark.parametrize("method, rank", [("full", None), ("pca", 5)])
+def test_array_api_eigh_runs_in_the_namespace(monkeypatch, method, rank):
+    # the --device cuda route on the CPU: accumulation AND eigh in the array namespace
+    import scipy.linalg
+
+    rng = np.random.default_rng(8)
+    X = 1e3 + rng.standard_normal((200, 4, 5)) @ rng.standard_normal((5, 5))
+    ref = estimate_spectrum(X, method, rank=rank, chunk_size=64)  # NumPy + scipy.linalg.eigh
+    calls = []
+    eigh = array_api_strict.linalg.eigh
+    monkeypatch.setattr(array_api_strict.linalg, "eigh", lambda a: calls.append(a) or eigh(a))
+    monkeypatch.setattr(scipy.linalg, "eigh", lambda *a, **k: pytest.fail("scipy eigh called"))
+    got = estimate_spectrum(X, method, rank=rank, chunk_size=64, xp=array_api_strict)
+    assert len(calls) == 1 and type(calls[0]).__module__.startswith("array_api_strict")
+    top = ref.eigenvalues[0]
+    assert np.abs(got.eigenvalues - ref.eigenvalues).max() <= 1e-10 * top
+    # the mean in the eigenbasis: signs of eigenvectors are the solver's, magnitudes are not
+    k = rank or 20
+    np.testing.assert_allclose(np.abs(got.mean[:k]), np.abs(ref.mean[:k]), rtol=1e-10,
+                               atol=1e-10 * np.abs(ref.mean).max())
+    if method == "full":  # the same covariance from both eigendecompositions
+        C = [s.eigenvectors @ np.diag(s.eigenvalues) @ s.eigenvectors.T for s in (got, ref)]
+        assert np.abs(C[0] - C[1]).max() <= 1e-10 * np.abs(C[1]).max()
+
+
 def test_cuda_absent_is_a_clear_error():
     pytest.importorskip  # noqa: B018 - no GPU on CI: CuPy missing or no device
     try:

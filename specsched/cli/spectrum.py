@@ -24,7 +24,8 @@ def add_parser(sub):
     p.add_argument("--rank", type=positive_int, default=None, metavar="K",
                    help="exact eigenpairs of --method pca")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="accumulate on the CPU or on a GPU with CuPy")
+                   help="where the sums are accumulated and the covariance eigendecomposed "
+                   "(full, pca): the CPU, or a GPU with CuPy (pip install 'specsched[gpu]')")
     p.add_argument("--dask", nargs="?", const=True, default=None, metavar="ADDR", type=dask_address,
                    help="accumulate on a dask cluster: a scheduler address (each worker "
                    "reads its own parts of SRC at the same path and sends back only their "

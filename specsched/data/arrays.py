@@ -295,7 +295,7 @@ def iter_rows(header: ArrayHeader, start: int, stop: int,
         raise InputError(f"{name}: not a readable file ({exc})") from exc
 
 
-def check_samples(x: np.ndarray, name: str) -> np.ndarray:
+def check_samples(x: np.ndarray, name: str, *, finite: bool = True) -> np.ndarray:
     """Check a samples array and return it as floating point, values as given.
 
     Parameters
@@ -304,6 +304,10 @@ def check_samples(x: np.ndarray, name: str) -> np.ndarray:
         Samples along axis 0; bool, integer or real floating dtype.
     name : str
         The file or argument name quoted in error messages.
+    finite : bool
+        Scan floating values for NaN and infinity (two reads of ``x``). False for a caller
+        that finds them in its own pass over the data (then calls this again, with
+        ``finite=True``, for the message).
 
     Returns
     -------
@@ -315,7 +319,8 @@ def check_samples(x: np.ndarray, name: str) -> np.ndarray:
     ------
     InputError
         If ``x`` is 0-d, has no samples (``N == 0``), a non-numeric or complex dtype, or
-        non-finite values (the message gives their count and the first bad sample index).
+        non-finite values with ``finite`` (the message gives their count and the first bad
+        sample index).
     """
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
@@ -326,11 +331,12 @@ def check_samples(x: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name}: the array holds no samples (shape {x.shape})")
     if not np.issubdtype(x.dtype, np.floating):
         return x.astype(np.float64)
-    if x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):  # NaN propagates
-        finite = np.isfinite(x)
-        bad_rows = ~finite.reshape(x.shape[0], -1).all(axis=1)
+    # NaN propagates through min and max
+    if finite and x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):
+        ok = np.isfinite(x)
+        bad_rows = ~ok.reshape(x.shape[0], -1).all(axis=1)
         raise InputError(
-            f"{name}: {int(x.size - finite.sum())} non-finite values (NaN or Inf); "
+            f"{name}: {int(x.size - ok.sum())} non-finite values (NaN or Inf); "
             f"first in sample {int(np.argmax(bad_rows))}"
         )
     return x

@@ -109,6 +109,35 @@ class ChunkedEstimator(abc.ABC):
     def _check_sample_shape(self, shape: tuple[int, ...], name: str) -> None:  # noqa: B027
         """Refuse sample shapes the estimator cannot read (override; every shape by default)."""
 
+    #: Attributes that are scratch space: neither pickled (dask) nor deep-copied.
+    _SCRATCH: tuple[str, ...] = ()
+
+    @property
+    def _finds_non_finite(self) -> bool:
+        """Whether :meth:`_fold_chunk` finds non-finite host values in its own pass (then
+        :meth:`_as_array` does not scan for them)."""
+        return False
+
+    def _fold_chunk(self, X, n: int, name: str) -> None:
+        """Check ``X`` (n samples, namespace array) for non-finite values, extend the range,
+        fold it in (override to do all three in fewer passes over the chunk)."""
+        xp = self._ns()
+        flat = xp.reshape(X, (n, -1))
+        lo, hi = xp.min(flat, axis=0), xp.max(flat, axis=0)
+        if not bool(xp.all(xp.isfinite(lo)) and xp.all(xp.isfinite(hi))):
+            raise InputError(f"{name}: non-finite values (NaN or Inf) in the samples")
+        self._extend_range(lo, hi)
+        self._update(X, n)
+
+    def _extend_range(self, lo, hi) -> None:
+        """``data_min_``, ``data_max_`` extended by per-coordinate minima ``lo``, maxima ``hi``."""
+        if self.data_min_ is None:
+            self.data_min_, self.data_max_ = lo, hi
+        else:
+            xp = self._ns()
+            self.data_min_ = xp.minimum(self.data_min_, lo)
+            self.data_max_ = xp.maximum(self.data_max_, hi)
+
     # -------------------------------------------------------------- shared machinery
     @property
     def _on_host(self) -> bool:
@@ -124,12 +153,15 @@ class ChunkedEstimator(abc.ABC):
 
     def __getstate__(self):  # picklable for dask: the namespace module is resolved again
         state = self.__dict__.copy()
-        state.pop("_namespace", None)
+        for key in ("_namespace",) + self._SCRATCH:
+            state.pop(key, None)
         return state
 
     def __deepcopy__(self, memo):  # modules (xp, the namespace) are shared, arrays copied
         new = object.__new__(type(self))
         for key, value in self.__dict__.items():
+            if key in self._SCRATCH:
+                continue
             shared = key in ("xp", "_namespace")
             new.__dict__[key] = value if shared else copy.deepcopy(value, memo)
         return new
@@ -163,7 +195,7 @@ class ChunkedEstimator(abc.ABC):
                 raise InputError(f"{name}: expected samples of shape (n, ...), got a scalar")
             if X.shape[0] == 0:
                 return X
-            X = check_samples(X, name)
+            X = check_samples(X, name, finite=not self._finds_non_finite)
             return X if self._on_host else xp.asarray(X)
         if not xp.isdtype(X.dtype, "real floating"):
             X = xp.astype(X, xp.float64)
@@ -196,18 +228,8 @@ class ChunkedEstimator(abc.ABC):
         n = int(X.shape[0])
         if n == 0:
             return self
-        xp = self._ns()
-        flat = xp.reshape(X, (n, -1))
-        lo, hi = xp.min(flat, axis=0), xp.max(flat, axis=0)
-        if not bool(xp.all(xp.isfinite(lo)) and xp.all(xp.isfinite(hi))):
-            raise InputError(f"{name}: non-finite values (NaN or Inf) in the samples")
-        if self.data_min_ is None:
-            self.data_min_, self.data_max_ = lo, hi
-        else:
-            self.data_min_ = xp.minimum(self.data_min_, lo)
-            self.data_max_ = xp.maximum(self.data_max_, hi)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-            self._update(X, n)
+            self._fold_chunk(X, n, name)
         self.n_samples_seen_ += n
         if not math.isfinite(self._largest_second_moment()):
             self.check_range(name)
@@ -238,12 +260,7 @@ class ChunkedEstimator(abc.ABC):
         if other.n_samples_seen_ == 0:
             return self
         xp = self._ns()
-        lo, hi = (xp.asarray(to_numpy(a)) for a in (other.data_min_, other.data_max_))
-        if self.data_min_ is None:
-            self.data_min_, self.data_max_ = lo, hi
-        else:
-            self.data_min_ = xp.minimum(self.data_min_, lo)
-            self.data_max_ = xp.maximum(self.data_max_, hi)
+        self._extend_range(*(xp.asarray(to_numpy(a)) for a in (other.data_min_, other.data_max_)))
         with np.errstate(over="ignore", invalid="ignore"):
             self._merge_state(other)
         self.n_samples_seen_ += other.n_samples_seen_
@@ -291,7 +308,13 @@ class ChunkedEstimator(abc.ABC):
             for chunk, label in chunks:
                 self.partial_fit(chunk, label)
                 bar.update()
+        self._drop_scratch()
         return self
+
+    def _drop_scratch(self) -> None:
+        """Free the scratch space (:attr:`_SCRATCH`); it is made again when needed."""
+        for key in self._SCRATCH:
+            self.__dict__.pop(key, None)
 
     def check_range(self, name: str) -> None:
         """Refuse second moments that float64 cannot hold (docs/theory.md section 6).

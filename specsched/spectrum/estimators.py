@@ -43,7 +43,6 @@ import copy
 import numbers
 
 import numpy as np
-import scipy.linalg
 
 from specsched.data.sources import DataSource, check_stored, checked_chunks, source_from_array
 from specsched.errors import InputError
@@ -164,12 +163,8 @@ def _pca(source, rank, chunk_size, device, xp, executor, rng, n_iter, n_oversamp
     d = source.dimension
     if dense:
         est = _fit(StreamingCovariance, source, chunk_size, device, xp, executor)
-        est.check_range(source.name)
-        cov = to_numpy(est.covariance_)
-        trace, mu, n = float(np.trace(cov)), to_numpy(est.mean_), est.n_samples_seen_
-        lam, V = scipy.linalg.eigh(cov, subset_by_index=[d - rank, d - 1], overwrite_a=True,
-                                   check_finite=False)
-        lam, V = lam[::-1], V[:, ::-1]
+        lam, V = est.eigh(rank, source=source.name)  # on the device of the estimator
+        trace, mu, n = float(est.variances_.sum()), to_numpy(est.mean_), est.n_samples_seen_
     else:
         est = _fit(DiagonalVariance, source, chunk_size, device, xp, executor)
         est.check_range(source.name)
