@@ -95,6 +95,9 @@ LBFGS_MEMORY = 50
 #: Lower bound of a log-increment (``"lbfgs-log-increments"``): an increment of e^-30 = 1e-13
 #: of the logSNR span stands for 0 (a level on its bound).
 LOG_INCREMENT_MIN = -30.0
+#: Upper bound of a log-increment: the map is scale-free (increments are normalised), and the
+#: bound keeps a line search's trial step from overflowing exp (seen with dpmpp-2m at S = 500).
+LOG_INCREMENT_MAX = 30.0
 #: ``"lbfgs-log-increments"`` restarts L-BFGS from its result (fresh memory) while a run lowers
 #: the start-scaled objective by more than this (relative), at most MAX_RESTARTS runs.
 RESTART_RTOL = 1e-11
@@ -116,6 +119,10 @@ QUADRATURE_STAGE_BINS = 64
 #: Iterations of that exact polish at most (CIFAR-10, S = 200 and 1000: it gains 7e-11 of the
 #: objective; it is there for spectra the stage's nodes fit worse).
 POLISH_MAXITER = 20
+#: The staged multi-start stops once two converged starts agree to this (relative) on the
+#: quadrature: the polish settles the last digits, and at S = 1000 L-BFGS's starts agree to
+#: about 6e-9 there, so AGREE_RTOL (1e-9) ran all five starts.
+STAGE_AGREE_RTOL = 1e-7
 #: Multi-start stops when two converged starts agree to this relative tolerance.
 AGREE_RTOL = 1e-9
 #: Largest ``maxiter``: SciPy's SLSQP and L-BFGS-B take it as a C int.
@@ -548,7 +555,7 @@ def _run_lbfgs_log_increments(obj, x0, ab_min, ab_max, delta, maxiter, gtol,
     # an increment at (or near) 0 has no gradient in u = log r: a cold start raises every one
     # to start_floor of the mean (a start on a bound would stay there); a polish keeps them
     u = np.log(np.maximum(r0, max(start_floor * r0.mean(), np.exp(LOG_INCREMENT_MIN))))
-    bounds = [(LOG_INCREMENT_MIN, None)] * u.size
+    bounds = [(LOG_INCREMENT_MIN, LOG_INCREMENT_MAX)] * u.size
     nit, best, res = 0, np.inf, None
     for _ in range(MAX_RESTARTS):
         res = sopt.minimize(fun, u, jac=True, method="L-BFGS-B", bounds=bounds,
@@ -724,8 +731,10 @@ def optimize_schedule(
         # SLSQP's BLAS threads spin between calls and starve the numba kernel's threads:
         # with them limited, S = 100 optimises 30x faster on 2 cores.
         okw = dict(loss=loss, backend=backend, **kw, **obj_kw)
+        stage_rtol = (max(agree_rtol, STAGE_AGREE_RTOL)
+                      if polish and agree_rtol is not None else agree_rtol)
         best, start_losses = _multi_start(named, obj_lam, obj_m, okw, method, ab_min, ab_max,
-                                          delta, maxiter, ftol, agree_rtol)
+                                          delta, maxiter, ftol, stage_rtol)
         if polish:  # the quadrature's optimum, polished on the exact spectrum
             staged = best
             okw = dict(loss=loss, backend=backend, **kw)
