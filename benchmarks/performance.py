@@ -146,20 +146,22 @@ def bench_optimiser(rows, quick):
 OFFSET = 1e6
 
 
-def best_times(fns, repeat, warm=True):
-    """Best wall time of each of ``fns`` over ``repeat`` rounds, the calls interleaved.
+def best_times(fns, repeat, warm=True, clock=time.perf_counter):
+    """Best time of each of ``fns`` over ``repeat`` rounds, the calls interleaved.
 
     Interleaving puts every side under the same load of a shared machine. With ``warm``,
     each function is called once before timing (numba compilation, page faults of first use).
+    ``clock``: wall time by default; :func:`time.process_time` counts the CPU time of this
+    process (all its threads), which other processes on the machine do not inflate.
     """
     for fn in fns if warm else ():
         fn()
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], clock() - t0)
     return best
 
 
@@ -197,73 +199,101 @@ def offset_accuracy(chunks):
     return errors
 
 
-def bench_covariance(rows, quick, threads=2):
-    """Accumulation throughput at d = 3072 (and 12288) for float64 and float32 chunks, and
-    the command line on a float32 .npy; ``threads`` BLAS threads for every side."""
+def covariance_sides(chunks, d):
+    """The estimator and its baselines on ``chunks`` (name -> function)."""
     from scipy.linalg.blas import dsyrk
 
     from specsched.spectrum import StreamingCovariance
 
-    cases = [(3072, 3 if quick else 6, 4096, 5)] + ([] if quick else [(12288, 2, 4096, 2)])
+    def ours():
+        est = StreamingCovariance()
+        for c in chunks:
+            est.partial_fit(c)
+        return est
+
+    def bare64():  # the arithmetic the estimator does: float64 products
+        acc = np.zeros((d, d))
+        for c in chunks:
+            c = c if c.dtype == np.float64 else c.astype(np.float64)
+            acc += c.T @ c  # NumPy calls syrk for X.T @ X
+        return acc
+
+    def bare32():  # float32 products: faster, and inexact
+        acc = np.zeros((d, d), dtype=np.float32)
+        for c in chunks:
+            acc += c.T @ c
+        return acc
+
+    def dsyrk_only():  # the floor: in-place dsyrk of the raw chunks, no centring
+        acc = np.zeros((d, d), order="F")
+        for c in chunks:
+            c = c if c.dtype == np.float64 else c.astype(np.float64)
+            acc = dsyrk(1.0, c.T, beta=1.0, c=acc, lower=0, overwrite_c=1)
+        return acc
+
+    sides = {"ours": ours, "bare64": bare64, "dsyrk": dsyrk_only}
+    if chunks[0].dtype == np.float32:
+        sides["bare32"] = bare32
+    return sides
+
+
+def bench_covariance(rows, quick, threads=2):
+    """Accumulation throughput at d = 3072 (and 12288) for float64 and float32 chunks, and
+    the command line on a float32 .npy.
+
+    Two clocks: wall time with ``threads`` BLAS threads on every side (best of ``repeat``,
+    interleaved), and at d = 3072 the CPU time of this process with 1 BLAS thread on every
+    side, a measure of work that the other users of a shared machine do not inflate.
+    """
+    # d, chunks, samples per chunk, wall repeats, CPU-time repeats (0: not measured)
+    cases = [(3072, 3 if quick else 6, 4096, 5, 3 if quick else 5)]
+    if not quick:
+        cases.append((12288, 2, 2048, 3, 0))  # single-threaded CPU time: minutes per run
     rng = np.random.default_rng(0)
-    for d, n_chunks, chunk, repeat in cases:
+    for d, n_chunks, chunk, repeat, cpu_repeat in cases:
         chunks64 = [rng.standard_normal((chunk, d)) for _ in range(n_chunks)]
         for dtype in (np.float64, np.float32):
             chunks = chunks64 if dtype == np.float64 else [c.astype(dtype) for c in chunks64]
-
-            def ours(chunks=chunks):
-                est = StreamingCovariance()
-                for c in chunks:
-                    est.partial_fit(c)
-                return est
-
-            def bare64(chunks=chunks, d=d):  # what we compute: float64 products
-                acc = np.zeros((d, d))
-                for c in chunks:
-                    c = c if c.dtype == np.float64 else c.astype(np.float64)
-                    acc += c.T @ c  # NumPy calls syrk for X.T @ X
-                return acc
-
-            def bare32(chunks=chunks, d=d):  # float32 products: faster, and inexact
-                acc = np.zeros((d, d), dtype=np.float32)
-                for c in chunks:
-                    acc += c.T @ c
-                return acc
-
-            def syrk(chunks=chunks, d=d):  # the floor: in-place dsyrk, no centring
-                acc = np.zeros((d, d), order="F")
-                for c in chunks:
-                    c = c if c.dtype == np.float64 else c.astype(np.float64)
-                    acc = dsyrk(1.0, c.T, beta=1.0, c=acc, lower=0, overwrite_c=1)
-                return acc
-
-            fns = [ours, bare64, syrk] + ([bare32] if dtype == np.float32 else [])
+            sides = covariance_sides(chunks, d)
             with threadpool_limits(threads, user_api="blas"):
-                times = best_times(fns, repeat)
+                wall = dict(zip(sides, best_times(list(sides.values()), repeat), strict=True))
+            cpu = dict.fromkeys(sides, float("nan"))
+            if cpu_repeat:
+                with threadpool_limits(1, user_api="blas"):
+                    cpu = dict(zip(sides, best_times(list(sides.values()), cpu_repeat,
+                                                     warm=False, clock=time.process_time),
+                                   strict=True))
+            del sides
             errs = offset_accuracy(chunks[:2])
-            name = np.dtype(dtype).name
-            case = f"d={d}, {n_chunks} x {chunk} {name}"
+            case = f"d={d}, {n_chunks} x {chunk} {np.dtype(dtype).name}"
             base = "float64 X.T @ X" + ("" if dtype == np.float64 else " of the converted chunks")
+            common = {"case": case, "specsched_s": wall["ours"],
+                      "cpu_specsched_s": cpu["ours"], "relative_error": errs[0]}
             rows.append({
-                "benchmark": "covariance", "case": case, "specsched_s": times[0],
-                "baseline_s": times[1], "speedup": times[1] / times[0],
-                "relative_error": errs[0], "baseline_relative_error": errs[1],
-                "note": f"TARGET (>= 0.9): throughput of the chunked estimator (centred, Chan "
-                        f"merge) relative to bare {base} (acc += X.T @ X; NumPy calls syrk), "
-                        f"{threads} BLAS threads both; in-place dsyrk alone (no centring, no "
-                        f"d x d temporary): {times[2]:.4g} s, ratio {times[2] / times[0]:.3f}; "
-                        f"errors at offset {OFFSET:g} + N(0,1) on 2 chunks, vs numpy.cov"})
+                "benchmark": "covariance", **common, "baseline_s": wall["bare64"],
+                "speedup": wall["bare64"] / wall["ours"], "cpu_baseline_s": cpu["bare64"],
+                "cpu_speedup": cpu["bare64"] / cpu["ours"], "dsyrk_s": wall["dsyrk"],
+                "cpu_dsyrk_s": cpu["dsyrk"], "baseline_relative_error": errs[1],
+                "note": f"TARGET (speedup >= 0.9): throughput of the chunked estimator "
+                        f"(centred, Chan merge, float64) relative to bare {base} "
+                        f"(acc += X.T @ X; NumPy calls syrk): wall time with {threads} BLAS "
+                        f"threads both (best of {repeat}); cpu_*: CPU time with 1 BLAS thread "
+                        f"both; dsyrk_s: in-place dsyrk of the raw chunks (no centring, no "
+                        f"d x d temporary), the floor; errors: max relative, at offset "
+                        f"{OFFSET:g} + N(0,1) on 2 chunks, vs numpy.cov; the baseline's is the "
+                        f"uncentred sum of squares"})
             print(rows[-1])
             if dtype == np.float32:
                 rows.append({
-                    "benchmark": "covariance (float32 BLAS)", "case": case,
-                    "specsched_s": times[0], "baseline_s": times[3],
-                    "speedup": times[3] / times[0],
-                    "relative_error": errs[0], "baseline_relative_error": errs[2],
-                    "note": "not the target: bare float32 X.T @ X (float32 accumulation). At "
-                            f"offset {OFFSET:g} it loses every digit (baseline_relative_error);"
-                            f" a float32 syrk of data centred first still errs by {errs[3]:.2g}"
-                            " (relative); the estimator's float64 path keeps the offset test"})
+                    "benchmark": "covariance (float32 BLAS)", **common,
+                    "baseline_s": wall["bare32"], "speedup": wall["bare32"] / wall["ours"],
+                    "cpu_baseline_s": cpu["bare32"], "cpu_speedup": cpu["bare32"] / cpu["ours"],
+                    "baseline_relative_error": errs[2],
+                    "note": "not the target: bare float32 X.T @ X (float32 products and "
+                            f"accumulation); at offset {OFFSET:g} it loses every digit "
+                            f"(baseline_relative_error), and a float32 syrk of data centred "
+                            f"first still errs by {errs[3]:.2g} (relative), where the "
+                            "estimator's float64 path meets numpy.cov"})
                 print(rows[-1])
             del chunks
         del chunks64
@@ -276,6 +306,9 @@ def bench_covariance_cli(rows, quick, threads, d=3072, chunk=4096):
     import os
     import subprocess
     import tempfile
+
+    from specsched.data.sources import open_source
+    from specsched.spectrum import StreamingCovariance
 
     n = chunk * (6 if quick else 12)
     rng = np.random.default_rng(1)
@@ -301,19 +334,25 @@ def bench_covariance_cli(rows, quick, threads, d=3072, chunk=4096):
                 acc += c.T @ c
             return acc
 
+        def reader():  # the command's accumulation alone: its reader, in this process
+            return StreamingCovariance().fit(open_source(str(path)), chunk)
+
         def eigh():
             return scipy.linalg.eigh(np.eye(d) + np.full((d, d), 1e-3), driver="evd")
 
         with threadpool_limits(threads, user_api="blas"):
-            t_cmd, t_bare = best_times([command, bare], 2, warm=False)  # the file is cached
+            # the file was just written (page cache); the reader is warm from bench_covariance
+            t_cmd, t_bare, t_read = best_times([command, bare, reader], 2, warm=False)
             (t_eigh,) = best_times([eigh], 1, warm=False)
     rows.append({"benchmark": "covariance (command line)",
                  "case": f"specsched spectrum on a {n} x {d} float32 .npy",
                  "specsched_s": t_cmd, "baseline_s": t_bare, "speedup": t_bare / t_cmd,
                  "note": "wall time of the command (start-up, imports, reading, accumulation, "
                          f"eigh, writing the .npz) vs reading the same file + bare float64 "
-                         f"X.T @ X in process; {threads} BLAS threads; the eigh of d={d} "
-                         f"alone takes {t_eigh:.3g} s"})
+                         f"X.T @ X in process; {threads} BLAS threads. Of the command: the "
+                         f"accumulation through its reader (in process) {t_read:.3g} s, ratio "
+                         f"{t_bare / t_read:.3f} to the bare read + X.T @ X; the eigh of "
+                         f"d={d} {t_eigh:.3g} s"})
     print(rows[-1])
 
 

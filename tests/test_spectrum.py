@@ -14,6 +14,8 @@ import skimage.io
 from specsched.data import cifar10_eigenvalues
 from specsched.errors import InputError, OutputExistsError
 from specsched.spectrum import (
+    DiagonalVariance,
+    FourierEstimator,
     Spectrum,
     StreamingCovariance,
     load_spectrum,
@@ -170,6 +172,23 @@ def test_non_finite_chunk_found_by_the_one_pass_leaves_the_state():
     huge = np.array([[1.5e308, 1.0], [-1.5e308, 2.0], [1e308, 3.0]])
     with pytest.raises(InputError, match="overflowed float64: samples reach"):
         StreamingCovariance().partial_fit(huge, "huge")
+
+
+@pytest.mark.parametrize("make", [
+    StreamingCovariance, lambda: StreamingCovariance(xp=array_api_strict),
+    FourierEstimator, DiagonalVariance,
+], ids=["blas", "array-api-strict", "fourier", "diagonal"])
+def test_one_finiteness_check_per_chunk_names_the_sample(make):
+    # every estimator checks a chunk once (no separate scan before it), with the full message
+    X = _data(n=8, shape=(3, 4))
+    X[3, 1, 2] = np.nan
+    est = make()
+    with pytest.raises(InputError, match=r"x.npy: 1 non-finite values \(NaN or Inf\); first in "
+                                         r"sample 3"):
+        est.partial_fit(X, "x.npy")
+    assert est.sample_shape_ is None and est.n_samples_seen_ == 0  # nothing fixed by it
+    est.partial_fit(_data(n=8, shape=(2, 6)))  # another shape is still welcome
+    assert est.n_samples_seen_ == 8
 
 
 def test_chunk_buffer_is_reused_and_never_shipped():

@@ -112,20 +112,20 @@ class ChunkedEstimator(abc.ABC):
     #: Attributes that are scratch space: neither pickled (dask) nor deep-copied.
     _SCRATCH: tuple[str, ...] = ()
 
-    @property
-    def _finds_non_finite(self) -> bool:
-        """Whether :meth:`_fold_chunk` finds non-finite host values in its own pass (then
-        :meth:`_as_array` does not scan for them)."""
-        return False
-
     def _fold_chunk(self, X, n: int, name: str) -> None:
         """Check ``X`` (n samples, namespace array) for non-finite values, extend the range,
-        fold it in (override to do all three in fewer passes over the chunk)."""
+        fold it in (override to do all three in fewer passes over the chunk).
+
+        The one finiteness check of a chunk (:meth:`_as_array` does not scan): NaN
+        propagates through the minima and maxima, which the range needs anyway, on the
+        device of the estimator; only a failing chunk is scanned again, on the host, for the
+        message.
+        """
         xp = self._ns()
         flat = xp.reshape(X, (n, -1))
         lo, hi = xp.min(flat, axis=0), xp.max(flat, axis=0)
         if not bool(xp.all(xp.isfinite(lo)) and xp.all(xp.isfinite(hi))):
-            raise InputError(f"{name}: non-finite values (NaN or Inf) in the samples")
+            check_samples(to_numpy(flat), name)  # raises, with the count and first sample
         self._extend_range(lo, hi)
         self._update(X, n)
 
@@ -195,7 +195,7 @@ class ChunkedEstimator(abc.ABC):
                 raise InputError(f"{name}: expected samples of shape (n, ...), got a scalar")
             if X.shape[0] == 0:
                 return X
-            X = check_samples(X, name, finite=not self._finds_non_finite)
+            X = check_samples(X, name, finite=False)  # _fold_chunk finds NaN and Inf
             return X if self._on_host else xp.asarray(X)
         if not xp.isdtype(X.dtype, "real floating"):
             X = xp.astype(X, xp.float64)
@@ -228,8 +228,13 @@ class ChunkedEstimator(abc.ABC):
         n = int(X.shape[0])
         if n == 0:
             return self
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-            self._fold_chunk(X, n, name)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+                self._fold_chunk(X, n, name)
+        except InputError:
+            if self.n_samples_seen_ == 0:  # a refused first chunk fixes no sample shape
+                self._reset()
+            raise
         self.n_samples_seen_ += n
         if not math.isfinite(self._largest_second_moment()):
             self.check_range(name)

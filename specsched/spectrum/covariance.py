@@ -115,10 +115,6 @@ class StreamingCovariance(ChunkedEstimator):
         else:
             self._m2 = xp.zeros((d, d), dtype=xp.float64)
 
-    @property
-    def _finds_non_finite(self) -> bool:
-        return self._on_host  # column_stats's sums do
-
     def _rows(self, n: int, d: int) -> np.ndarray:
         """A C-ordered (n, d) float64 view of the buffer kept between chunks (grown as
         needed). Its transpose is the Fortran-ordered operand ``dsyrk`` reads without a copy."""

@@ -287,7 +287,8 @@ def estimate_spectrum(
     chunk_size : int
         Samples per chunk: memory ``O(chunk_size x d)`` for the data.
     device : {"cpu", "cuda"}
-        Accumulate on the CPU or with CuPy on a GPU.
+        Accumulate on the CPU or with CuPy on a GPU (``"full"`` and dense ``"pca"``
+        eigendecompose there too).
     xp : module, optional
         Array-API namespace on the CPU (tests use :mod:`array_api_strict`).
     dask : None, True, str or distributed.Client
@@ -303,7 +304,9 @@ def estimate_spectrum(
         Power iterations and oversampling of the randomized PCA.
     pca_solver : {"auto", "dense", "randomized"}
         PCA eigensolver: ``"dense"`` accumulates the d x d covariance and calls
-        :func:`scipy.linalg.eigh` on the top ``rank`` indices (exact); ``"randomized"`` runs
+        :func:`scipy.linalg.eigh` on the top ``rank`` indices (exact; off NumPy,
+        ``xp.linalg.eigh`` of the whole matrix on the device, see
+        :meth:`~specsched.spectrum.StreamingCovariance.eigh`); ``"randomized"`` runs
         :func:`randomized_eigh` with one pass over the data per product; ``"auto"`` picks
         dense when ``d <= PCA_DENSE_MAX``.
     return_power : bool
