@@ -96,7 +96,7 @@ def bench_cli(rows):
     with tempfile.TemporaryDirectory() as tmp:
         for S in CLI_STEPS:
             out = Path(tmp) / f"s{S}"
-            cmd = [sys.executable, "-m", "specsched", "optimize", "--spectrum", "cifar10",
+            cmd = [sys.executable, "-m", "specsched.cli", "optimize", "--spectrum", "cifar10",
                    "--steps", str(S), "--out", str(out), "--force"]
             subprocess.run(cmd, check=True, capture_output=True)  # warm the numba cache
             _, wall = timed(lambda cmd=cmd: subprocess.run(cmd, check=True,
