@@ -408,14 +408,15 @@ def merged(path, table, parts, command):
     and its comment lines followed by ``command`` (naming the parts it replaced)."""
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
-    comments = [line for line in lines if line.startswith("#")]
+    note = f": the {', '.join(parts)} rows (the others as above)"
+    comments = [line for line in lines if line.startswith("#") and not line.endswith(note)]
     old = pd.read_csv(io.StringIO("\n".join(line for line in lines
                                              if not line.startswith("#"))))
     keep = old[[part_of(b) not in parts for b in old["benchmark"]]]
     both = pd.concat([keep, table], ignore_index=True)
     order = [PARTS.index(part_of(b)) for b in both["benchmark"]]
     both = both.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
-    return comments + [f"{command}: the {', '.join(parts)} rows (the others as above)"], both
+    return comments + [command + note], both
 
 
 def main(argv=None):
