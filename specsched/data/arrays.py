@@ -32,6 +32,7 @@ __all__ = [
     "NPZ_KEYS",
     "SPECTRUM_LIKE_KEYS",
     "ArrayHeader",
+    "RowRange",
     "array_header",
     "check_samples",
     "decode_samples",
@@ -49,6 +50,38 @@ SPECTRUM_LIKE_KEYS = ("eigenvalues", "eigvals", "eigs", "evals", "lam", "lams", 
                       "explained_variance", "power")
 
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows ``start:stop`` (``stop`` excluded) of a stored array: the part of a data source
+    that one task reads (:mod:`specsched.data.sources`). Subclasses add ``iter_chunks``.
+
+    Attributes
+    ----------
+    header : ArrayHeader or specsched.data.zarrs.ZarrHeader
+        The array's header; its ``path`` names the part in messages.
+    start, stop : int
+    """
+
+    header: object
+    start: int
+    stop: int
+
+    @property
+    def n(self) -> int:
+        """Number of rows (samples)."""
+        return self.stop - self.start
+
+    @property
+    def path(self) -> str:
+        """The file (or zarr folder) the rows are read from."""
+        return self.header.path
+
+    @property
+    def label(self) -> str:
+        """Name used in error messages: the path."""
+        return self.header.path
 
 
 @dataclass(frozen=True)

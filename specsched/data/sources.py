@@ -31,6 +31,7 @@ import numpy as np
 
 from specsched.data.arrays import (
     ArrayHeader,
+    RowRange,
     array_header,
     check_samples,
     decode_samples,
@@ -112,29 +113,14 @@ class ArrayPart:
 
 
 @dataclass(frozen=True)
-class NpyPart:
-    """Rows ``start:stop`` of a ``.npy`` file or ``.npz`` member, read chunk by chunk.
+class NpyPart(RowRange):
+    """Rows ``start:stop`` of a ``.npy`` file or ``.npz`` member (``header`` an
+    :class:`~specsched.data.arrays.ArrayHeader`), read chunk by chunk.
 
     Each chunk's rows are read at their offset (:func:`specsched.data.arrays.iter_rows`; no
     mapping of the whole file, which would count touched pages in the resident set), so
     resident memory stays ``O(chunk_size x d)`` even for files larger than RAM.
     """
-
-    header: ArrayHeader
-    start: int
-    stop: int
-
-    @property
-    def n(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def path(self) -> str:
-        return self.header.path
-
-    @property
-    def label(self) -> str:
-        return self.header.path
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         for raw in iter_rows(self.header, self.start, self.stop, chunk_size):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specsched.data.arrays import decode_samples
+from specsched.data.arrays import RowRange, decode_samples
 from specsched.errors import InputError
 
 __all__ = ["ZarrHeader", "ZarrPart", "is_zarr", "zarr_header"]
@@ -128,31 +128,9 @@ def zarr_header(path: str | os.PathLike) -> ZarrHeader:
 
 
 @dataclass(frozen=True)
-class ZarrPart:
-    """Rows ``start:stop`` of a zarr array, read ``chunk_size`` rows at a time.
-
-    Attributes
-    ----------
-    header : ZarrHeader
-    start, stop : int
-        Row range (``stop`` excluded).
-    """
-
-    header: ZarrHeader
-    start: int
-    stop: int
-
-    @property
-    def n(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def path(self) -> str:
-        return self.header.path
-
-    @property
-    def label(self) -> str:
-        return self.header.path
+class ZarrPart(RowRange):
+    """Rows ``start:stop`` of a zarr array (``header`` a :class:`ZarrHeader`), read
+    ``chunk_size`` rows at a time."""
 
     def iter_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         """Chunks ``(n <= chunk_size, *sample_shape)``, read by the dtype rule.
