@@ -439,31 +439,19 @@ def _run_slsqp_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, ftol):
     return x, bool(res.success), int(res.status), str(res.message), int(res.nit)
 
 
-def _increments_to_ab(r, L_max, L_min):
-    w = r / r.sum()
-    logsnr = L_max - (L_max - L_min) * np.cumsum(w[:-1])
-    return expit(logsnr), w
-
-
-def _increment_objective(obj, L_max, L_min):
-    """The scaled objective and its gradient in the logSNR increments ``r`` (S + 1,)."""
-    span = L_max - L_min
+def _increment_objective(obj, levels):
+    """The scaled objective and its gradient in the logSNR increments ``r`` (S + 1,), mapped
+    to levels by ``levels`` (a :class:`_MarginMap`)."""
+    span = levels.L_max - levels.L_min
 
     def fun(r):
-        ab, w = _increments_to_ab(r, L_max, L_min)
+        ab, w, dab = levels.levels(r)
         v, g_ab = obj(ab)
-        g_logsnr = g_ab * ab * (1.0 - ab)  # d ab / d logsnr = ab (1 - ab)
         g_w = np.zeros_like(w)  # logsnr_s depends on w_j for j < s
-        g_w[:-1] = -span * np.cumsum(g_logsnr[::-1])[::-1]
+        g_w[:-1] = -span * np.cumsum((g_ab * dab)[::-1])[::-1]
         return v, (g_w - np.dot(w, g_w)) / r.sum()  # through w = r / sum(r)
 
     return fun
-
-
-def _start_increments(x0, L_max, L_min):
-    logsnr0 = np.clip(logsnr_from_alphas_cumprod(x0), L_min, L_max)
-    return np.maximum(-np.diff(np.concatenate([[L_max], logsnr0, [L_min]])) / (L_max - L_min),
-                      1e-9)
 
 
 def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, gtol):
@@ -473,15 +461,13 @@ def _run_lbfgs_logsnr(obj, x0, ab_min, ab_max, delta, maxiter, gtol):
     bounds by construction, and ``r_0 = 0`` (``ab_1 = ab_max``) or ``r_S = 0``
     (``ab_S = ab_min``) are reachable exactly, as optima on the bounds need.
     """
-    L_max = float(logsnr_from_alphas_cumprod(ab_max))
-    L_min = float(logsnr_from_alphas_cumprod(ab_min))
-    fun = _increment_objective(obj, L_max, L_min)
-    r0 = _start_increments(x0, L_max, L_min)
+    levels = _MarginMap(x0.size, ab_min, ab_max, 0.0)  # no margin: the plain expit map
+    fun = _increment_objective(obj, levels)
+    r0 = np.maximum(levels.increments(project_feasible(x0, ab_min, ab_max, delta)), 1e-9)
     res = sopt.minimize(fun, r0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * r0.size,
                         options={"maxiter": maxiter, "gtol": gtol, "ftol": LBFGS_FTOL,
                                  "maxls": 50, "maxcor": LBFGS_MEMORY})
-    ab, _ = _increments_to_ab(res.x, L_max, L_min)
-    ab = project_feasible(ab, ab_min, ab_max, delta)  # zero increments: restore the margin
+    ab = project_feasible(levels.levels(res.x)[0], ab_min, ab_max, delta)  # restore the margin
     ok, msg = bool(res.success), str(res.message)
     grad_norm = float(np.max(np.abs(res.jac)))
     if not ok and res.nit < maxiter and grad_norm < LBFGS_ACCEPT_GRAD:
@@ -498,9 +484,10 @@ class _MarginMap:
     ``kappa = (ab_max - ab_min - (S - 1) delta) / (ab_max - ab_min)``: for any
     ``L_min <= logsnr_S <= ... <= logsnr_1 <= L_max`` every bound and every margin
     ``ab_s - ab_{s+1} >= delta`` holds, and every feasible schedule is reached, so the
-    optimiser works on the feasible set itself: no projection afterwards moves its result
-    (with the plain map of :func:`_run_lbfgs_logsnr`, levels closer than ``delta`` are
-    pushed apart after the optimisation).
+    optimiser works on the feasible set itself: no projection afterwards moves its result.
+    With ``delta = 0`` it is the plain map ``ab_s = expit(logsnr_s)`` of
+    :func:`_run_lbfgs_logsnr`, whose levels closer than the margin are pushed apart after
+    the optimisation.
     """
 
     def __init__(self, S, ab_min, ab_max, delta):
@@ -539,17 +526,13 @@ def _run_lbfgs_log_increments(obj, x0, ab_min, ab_max, delta, maxiter, gtol,
     a fresh memory until a restart gains less than :data:`RESTART_RTOL` (at most
     :data:`MAX_RESTARTS` runs).
     """
-    S = x0.size
-    levels = _MarginMap(S, ab_min, ab_max, delta)
-    span = levels.L_max - levels.L_min
+    levels = _MarginMap(x0.size, ab_min, ab_max, delta)
+    fun_r = _increment_objective(obj, levels)
 
     def fun(u):
         r = np.exp(u)
-        ab, w, dab = levels.levels(r)
-        v, g_ab = obj(ab)
-        g_w = np.zeros_like(w)  # logsnr_s depends on w_j for j < s
-        g_w[:-1] = -span * np.cumsum((g_ab * dab)[::-1])[::-1]
-        return v, (g_w - np.dot(w, g_w)) / r.sum() * r  # through w = r / sum(r), r = e^u
+        v, g = fun_r(r)
+        return v, g * r  # through r = e^u
 
     r0 = levels.increments(project_feasible(x0, ab_min, ab_max, delta))
     # an increment at (or near) 0 has no gradient in u = log r: a cold start raises every one
