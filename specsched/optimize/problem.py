@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize as sopt
@@ -721,15 +722,17 @@ def optimize_schedule(
         if polish:  # the quadrature's optimum, polished on the exact spectrum
             staged = best
             okw = dict(loss=loss, backend=backend, **kw)
-            before = loss_value(lam, m, staged[2], **okw)
-            best, _ = _multi_start([(staged[1], staged[2])], lam, m, okw, method, ab_min,
-                                   ab_max, delta, POLISH_MAXITER, ftol, None, start_floor=0.0)
-            if not best[0] < before:  # the polish found nothing lower: keep the stage's
-                best = (before, *best[1:2], staged[2], *best[3:])
-            # the stage's verdict stands: the polish is capped, and its gain reported
-            best = (best[0], staged[1], best[2], staged[3], staged[4],
-                    f"{staged[5]}; polished on the exact spectrum ({best[6]} iterations)",
-                    staged[6] + best[6], staged[7] + best[7])
+            before = loss_value(lam, m, staged.x, **okw)
+            polished, _ = _multi_start([(staged.start, staged.x)], lam, m, okw, method, ab_min,
+                                       ab_max, delta, POLISH_MAXITER, ftol, None, start_floor=0.0)
+            # the stage's verdict stands (the polish is capped); its schedule only if lower
+            better = polished.value < before
+            best = staged._replace(
+                value=polished.value if better else before,
+                x=polished.x if better else staged.x,
+                message=f"{staged.message}; polished on the exact spectrum "
+                        f"({polished.nit} iterations)",
+                nit=staged.nit + polished.nit, nfev=staged.nfev + polished.nfev)
     _, name, x, ok, status, msg, nit, nfev = best
     _check_result_levels(x, ab_min, ab_max, delta)
     report = loss_summary(lam, m, x, **kw)
@@ -774,6 +777,20 @@ def _check_result_levels(x, ab_min, ab_max, delta):
         )
 
 
+class _Run(NamedTuple):
+    """One optimiser run: its objective on the spectrum it saw, start name, schedule and
+    SciPy's report."""
+
+    value: float
+    start: str
+    x: np.ndarray
+    success: bool
+    status: int
+    message: str
+    nit: int
+    nfev: int
+
+
 def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, ftol,
                  agree_rtol, start_floor=START_INCREMENT_FLOOR):
     """Run every start (or until two converged ones agree); the best and all starts' values."""
@@ -797,8 +814,8 @@ def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, fto
                                                                 start_floor)
         value = obj.value(x) * scale
         values[name] = value
-        if best is None or value < best[0]:
-            best = (value, name, x, ok, status, msg, nit, obj.nfev)
+        if best is None or value < best.value:
+            best = _Run(value, name, x, ok, status, msg, nit, obj.nfev)
         if agree_rtol is not None and ok:
             if any(abs(value - v) <= agree_rtol * abs(v) for v in agreed):
                 break
