@@ -53,7 +53,7 @@ REPEATS = 3
 _CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-kind, d, S, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+kind, (d, S, repeats, n, chunk) = sys.argv[1], map(int, sys.argv[2:7])
 from specsched.theory import loss_and_grad
 from specsched.optimize import optimize_schedule
 from specsched.schedules import baseline_alphas_cumprod
@@ -62,10 +62,8 @@ lam = np.arange(1, d + 1, dtype=np.float64) ** -1.5
 ab = baseline_alphas_cumprod("linear", S) if kind == "loss" else None
 if kind == "estimator-fourier":
     side = int(round(d ** 0.5))
-    n, chunk = FOURIER
     x = np.random.default_rng(0).standard_normal((n, side, side)).astype(np.float32)
 elif kind == "estimator-full":
-    n, chunk = FULL
     x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
 def run(small=False):
     k = 1000 if small else d
@@ -82,12 +80,14 @@ for _ in range(repeats):
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": best, "peak_rss_mib": peak / 1024,
                   "peak_above_start_mib": max(peak - base, 0) / 1024}))
-""".replace("FOURIER", repr(FOURIER_SAMPLES)).replace("FULL", repr(FULL_SAMPLES))
+"""
 
 
 def case(kind, d, S, repeats):
     """Time and memory of one case in a fresh Python process."""
-    out = subprocess.run([sys.executable, "-c", _CHILD, kind, str(d), str(S), str(repeats)],
+    n, chunk = FOURIER_SAMPLES if kind == "estimator-fourier" else FULL_SAMPLES
+    args = [str(v) for v in (d, S, repeats, n, chunk)]
+    out = subprocess.run([sys.executable, "-c", _CHILD, kind, *args],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"case {kind} d={d} S={S} failed:\n{out.stderr}")
