@@ -179,7 +179,7 @@ def test_staged_quadrature_reaches_the_exact_optimum():
                               spacings=(), starts=("linear",))
     slsqp = optimize_schedule(lam, mean, 120, method="slsqp-logsnr", starts=("linear",),
                               spacings=())
-    assert staged.method == "lbfgs-log-increments" and staged.success
+    assert staged.method == "newton-logsnr" and staged.success
     q = staged.quadrature
     assert q["polished"] and q["bins"] == 64 and q["nodes"] < 3072 // 10
     assert q["objective_exact"] <= q["objective_before_polish"]
@@ -208,3 +208,87 @@ def test_margin_map_covers_the_feasible_set_exactly():
     assert np.isclose(x[-2] - x[-1], delta)
     back = levels.levels(levels.increments(x))[0]
     np.testing.assert_allclose(back, x, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("sampler, init, loss", [
+    ("ddim", "normal", "w2"), ("ddim-ve", "normal", "w2"), ("ddim", "normal", "kl"),
+])
+def test_newton_reaches_the_optimum_of_the_first_order_methods(sampler, init, loss):
+    """Newton's method in logSNR (exact spectrum, every start run) lands on the value SLSQP on
+    logSNR and L-BFGS on the log-increments reach, with a data mean (the last level couples
+    to every direction), from every start; the KL runs L-BFGS first and Newton from its end."""
+    from specsched.spectrum import load_spectrum
+
+    spectrum = load_spectrum("natural-patches")
+    lam, mean = spectrum.eigenvalues, spectrum.mean
+    kw = dict(sampler=sampler, init=init, loss=loss, spacings=(), quadrature=None)
+    newton = optimize_schedule(lam, mean, 60, method="newton-logsnr", agree_rtol=None, **kw)
+    lbfgs = optimize_schedule(lam, mean, 60, method="lbfgs-log-increments", **kw)
+    slsqp = optimize_schedule(lam, mean, 60, method="slsqp-logsnr", starts=("linear",), **kw)
+    assert newton.success and newton.method == "newton-logsnr"
+    best = min(lbfgs.fun, slsqp.fun)
+    assert newton.fun <= best * (1 + 1e-10)
+    assert newton.fun == pytest.approx(best, rel=1e-8)
+    assert np.all(-np.diff(newton.x) >= 1e-7 * (1 - 1e-9))
+    assert ("L-BFGS" in newton.message) == (loss != "w2")
+    if loss == "w2":  # every start converges to the one optimum
+        assert max(newton.starts.values()) == pytest.approx(newton.fun, rel=1e-9)
+
+
+def test_newton_holds_a_level_on_its_bound(cifar10_lam):
+    """Within the linear training range the least noisy level of the DDIM W2 optimum sits on
+    ab_max (its gradient points outside): Newton keeps it there and agrees with SLSQP."""
+    from specsched.optimize import LINEAR_AB_MAX, LINEAR_AB_MIN
+
+    kw = dict(ab_min=LINEAR_AB_MIN, ab_max=LINEAR_AB_MAX, starts=("linear", "cosine"),
+              spacings=(), quadrature=None)
+    newton = optimize_schedule(cifar10_lam, None, 80, method="newton-logsnr", **kw)
+    slsqp = optimize_schedule(cifar10_lam, None, 80, method="slsqp-logsnr", **kw)
+    assert newton.x[0] == LINEAR_AB_MAX and newton.success
+    assert newton.fun == pytest.approx(slsqp.fun, rel=1e-9)
+
+
+def test_auto_uses_newton_for_deterministic_samplers_only(cifar10_lam):
+    assert optimize_schedule(cifar10_lam, None, 60, starts=("linear",)).method == "newton-logsnr"
+    for kw in ({"sampler": "ddpm"}, {"eta": 0.5}, {"noise": "equal-snr"}):
+        r = optimize_schedule(cifar10_lam, None, 60, starts=("linear",), maxiter=3, **kw)
+        assert r.method == "lbfgs-log-increments"
+    with pytest.raises(InputError, match="^method: newton-logsnr needs a sampler that injects "
+                       "no noise.*'ddpm'") as exc:
+        optimize_schedule(cifar10_lam, None, 60, sampler="ddpm", method="newton-logsnr")
+    assert exc.value.param == "method"
+
+
+def test_dpmpp_2m_has_distinct_local_minima(cifar10_lam):
+    """Why no method can promise dpmpp-2m's optimum (docs/theory.md section 5): from the karras
+    and logsnr starts at S = 10 SLSQP stops at two schedules that are both strict local minima
+    (free gradient ~1e-4 of the loss, positive-definite Hessian in logSNR) with W2 0.0594 and
+    0.0445, and from the linear start it finds 0.0315 with two levels almost merged."""
+    from scipy.special import expit
+
+    from specsched.schedules import logsnr_from_alphas_cumprod
+    from specsched.theory import loss_and_grad
+
+    def fg(y):
+        ab = expit(y)
+        v, g = loss_and_grad(cifar10_lam, None, ab, sampler="dpmpp-2m")
+        return v, g * ab * (1 - ab)
+
+    values = {}
+    for start in ("karras", "logsnr"):
+        r = optimize_schedule(cifar10_lam, None, 10, sampler="dpmpp-2m", starts=(start,),
+                              spacings=())
+        y = logsnr_from_alphas_cumprod(r.x)
+        v, g = fg(y)
+        free = slice(0, 9)  # the last level sits on ab_min, its gradient pointing outside
+        assert y[-1] == pytest.approx(logsnr_from_alphas_cumprod(AB_MIN), abs=1e-6)
+        assert g[-1] > 0
+        h = 1e-5
+        H = np.stack([(fg(y + h * e)[1] - fg(y - h * e)[1]) / (2 * h) for e in np.eye(10)])
+        H = ((H + H.T) / 2)[free, free]
+        assert np.linalg.eigvalsh(H).min() > 0.1 * v  # strictly convex there
+        # a Newton step from there gains at most 1e-5 of the loss: a local minimum
+        assert g[free] @ np.linalg.solve(H, g[free]) / 2 < 1e-5 * v
+        values[start] = r.fun
+    assert values["karras"] == pytest.approx(0.0594, abs=1e-4)
+    assert values["logsnr"] == pytest.approx(0.0445, abs=1e-4)

@@ -53,9 +53,11 @@ def add_parser(sub):
                    help="loss to minimise: W2, KL(gen || data) or KL(data || gen)")
     add_noise_spectrum_arg(p)
     p.add_argument("--method", choices=list(METHODS), default="auto",
-                   help="auto (default: slsqp-logsnr up to 50 steps, lbfgs-log-increments above), "
+                   help="auto (default: slsqp-logsnr up to 50 steps; above, newton-logsnr for a "
+                   "sampler that injects no noise, lbfgs-log-increments for the others), "
                    "slsqp (the paper's SLSQP on alphas_cumprod), slsqp-logsnr, lbfgs-logsnr, "
-                   "lbfgs-log-increments (L-BFGS on the logs of the logSNR increments)")
+                   "lbfgs-log-increments (L-BFGS on the logs of the logSNR increments), "
+                   "newton-logsnr (Newton's method in logSNR: ddim with eta = 0, ddim-ve)")
     p.add_argument("--spacing", choices=list(SPACINGS), nargs="+", default=["linspace"],
                    help="spacings at which baselines are reported (default linspace)")
     add_bounds_args(p)

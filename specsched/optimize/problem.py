@@ -7,7 +7,7 @@ discrete sampler (any of :data:`specsched.theory.SAMPLERS`, VP or VE) and spectr
 
     ab_min <= ab_s <= ab_max,        ab_s - ab_{s+1} >= delta   (s = 1..S-1).
 
-Three methods share the objective and its analytic gradient
+The methods share the objective and its analytic gradient
 (:func:`specsched.theory.loss_and_grad`):
 
 - ``"slsqp"`` (the paper's method): SciPy's SLSQP on ``ab`` itself, with the bounds and
@@ -23,8 +23,13 @@ Three methods share the objective and its analytic gradient
   serves as an independent cross-check;
 - ``"lbfgs-log-increments"``: L-BFGS on ``log r`` (the same map), far better conditioned:
   7x fewer iterations than ``"lbfgs-logsnr"`` at S = 1000;
+- ``"newton-logsnr"``: Newton's method in logSNR (:mod:`specsched.optimize.newton`) for
+  samplers that inject no noise, whose Hessian is tridiagonal plus low rank
+  (:mod:`specsched.theory.curvature`): 9 to 32 iterations from every start at S = 1000;
 - ``"auto"`` (default): ``slsqp-logsnr`` up to :data:`AUTO_SLSQP_MAX_STEPS` steps,
-  ``lbfgs-log-increments`` above, where a spectrum of :data:`QUADRATURE_STAGE_MIN_DIM` to
+  ``newton-logsnr`` above for a deterministic sampler (white noise, no calibration) and
+  ``lbfgs-log-increments`` for the others, where a spectrum of
+  :data:`QUADRATURE_STAGE_MIN_DIM` to
   :data:`QUADRATURE_MIN_DIM` directions is optimised on :data:`QUADRATURE_STAGE_BINS`
   quadrature bins and the best start polished on the exact spectrum (docs/theory.md
   section 5, "Methods").
@@ -45,6 +50,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from specsched.errors import InputError
+from specsched.optimize.newton import newton_logsnr
 from specsched.schedules import (
     TRAINING_FAMILIES,
     baseline_alphas_cumprod,
@@ -60,6 +66,7 @@ from specsched.theory import (
     loss_value,
     resolve_eta,
 )
+from specsched.theory.curvature import is_deterministic, loss_curvature
 from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.quadrature import compress_spectrum, error_estimate
 
@@ -79,10 +86,19 @@ LINEAR_AB_MIN = float(training_alphas_cumprod("linear")[-1])
 DELTA = 1e-7
 #: Default starts of the multi-start search.
 STARTS = ("linear", "cosine", "karras", "logsnr", "scaled_linear")
-METHODS = ("auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr", "lbfgs-log-increments")
-#: ``method="auto"`` uses SLSQP on logSNR up to this many steps, L-BFGS on logSNR above
+METHODS = ("auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr", "lbfgs-log-increments",
+           "newton-logsnr")
+#: ``method="auto"`` uses SLSQP on logSNR up to this many steps; above, Newton's method in
+#: logSNR for deterministic samplers and L-BFGS on the log-increments for the others
 #: (SLSQP's dense quadratic subproblem costs O(S^3) per iteration).
 AUTO_SLSQP_MAX_STEPS = 50
+#: ``"newton-logsnr"`` builds its Hessian on a quadrature of this many bins (at most two nodes
+#: each) when the spectrum it optimises on has more directions than nodes: O(S K^2) per
+#: Newton step with K nodes; the value and gradient stay those of the spectrum optimised.
+NEWTON_HESSIAN_BINS = 64
+#: Newton iterations at most per start (CIFAR-10 DDIM W2: 9 to 32 from the five starts at
+#: S = 200 and 1000).
+NEWTON_MAXITER = 200
 #: L-BFGS's gradient tolerance on the start-scaled objective, and the largest gradient at
 #: which its "abnormal" line-search stop (no further decrease at rounding level) is accepted.
 LBFGS_GTOL = 1e-9
@@ -128,6 +144,8 @@ STAGE_AGREE_RTOL = 1e-7
 AGREE_RTOL = 1e-9
 #: Largest ``maxiter``: SciPy's SLSQP and L-BFGS-B take it as a C int.
 MAX_ITER = 2**31 - 1
+#: Levels on which :func:`specsched.theory.curvature.is_deterministic` probes a sampler.
+_PROBE_LEVELS = np.array([0.99, 0.5, 0.01])
 #: Training grid T of the baselines (and starts) on a discrete-time grid (docs/theory.md
 #: section 1): at most this many steps when they are reported or used.
 TRAINING_GRID = 1000
@@ -559,6 +577,83 @@ def _run_lbfgs_log_increments(obj, x0, ab_min, ab_max, delta, maxiter, gtol,
     return ab, ok, int(res.status), msg, nit
 
 
+
+class _NewtonSetup(NamedTuple):
+    """Where ``"newton-logsnr"`` takes its Hessian: the nodes (eigenvalues, mean, weights and
+    KL mask) of :func:`specsched.theory.curvature.loss_curvature`, the loss options, and
+    whether they are the nodes the objective is evaluated on (then the curvature's value and
+    gradient serve as the objective's)."""
+
+    eigenvalues: np.ndarray
+    mean: np.ndarray | None
+    kwargs: dict
+    same_nodes: bool
+
+
+def _newton_setup(obj_lam, obj_m, obj_kw, lam, m, loss, sampler, eta, init, kl_floor):
+    """The Hessian's nodes: the objective's when they are few (a quadrature stage), else a
+    :data:`NEWTON_HESSIAN_BINS`-bin quadrature of the spectrum."""
+    kw = dict(loss=loss, sampler=sampler, eta=eta, init=init, kl_floor=kl_floor)
+    if obj_lam.size <= 2 * NEWTON_HESSIAN_BINS + 2:
+        return _NewtonSetup(obj_lam, obj_m, {**kw, **obj_kw}, True)
+    q = compress_spectrum(lam, m, NEWTON_HESSIAN_BINS, kl_floor)
+    return _NewtonSetup(q.eigenvalues, q.mean, {**kw, **q.loss_kwargs()}, False)
+
+
+def _run_newton(obj, x0, ab_min, ab_max, delta, maxiter, setup, lbfgs_first, fallback=True,
+                start_floor=START_INCREMENT_FLOOR):
+    """Newton's method in logSNR (:mod:`specsched.optimize.newton`; docs/theory.md section 5,
+    "Newton's method") from ``x0``.
+
+    ``lbfgs_first``: start Newton from the end of :func:`_run_lbfgs_log_increments` (the KLs:
+    from cold starts Newton's steps crawl through their landscape, from L-BFGS's end it
+    converges in a few). ``fallback``: when Newton alone does not converge, rerun the start
+    that way.
+    """
+    L_max = float(logsnr_from_alphas_cumprod(ab_max))
+    L_min = float(logsnr_from_alphas_cumprod(ab_min))
+    cache = {}
+
+    def curvature(y):
+        key = y.tobytes()
+        if key not in cache:
+            cache.clear()
+            with np.errstate(all="ignore"):
+                cache[key] = loss_curvature(setup.eigenvalues, setup.mean, y,
+                                            **setup.kwargs).scaled(1.0 / obj.scale)
+        return cache[key]
+
+    def fun(y):
+        if setup.same_nodes:
+            c = curvature(y)
+            obj.nfev += 1
+            return c.value, c.grad
+        ab = expit(y)
+        v, g = obj(ab)
+        return v, g * ab * (1.0 - ab)
+
+    nit0 = 0
+    start = project_feasible(x0, ab_min, ab_max, delta)
+    if lbfgs_first:
+        start, ok0, status0, msg0, nit0 = _run_lbfgs_log_increments(
+            obj, start, ab_min, ab_max, delta, maxiter, LBFGS_GTOL, start_floor)
+    res = newton_logsnr(fun, curvature, logsnr_from_alphas_cumprod(start), L_min, L_max, delta,
+                        maxiter=max(1, min(maxiter - nit0, NEWTON_MAXITER)))
+    if not res.success and fallback and not lbfgs_first:
+        x, ok, status, msg, nit = _run_newton(obj, x0, ab_min, ab_max, delta, maxiter, setup,
+                                              True, False, start_floor)
+        return x, ok, status, f"{msg} (after Newton alone: {res.message})", nit + res.nit
+    # Newton accepts only decreasing steps: its point is never worse than its start
+    x = project_feasible(expit(res.y), ab_min, ab_max, delta)  # rounding
+    if not lbfgs_first:
+        return x, res.success, 0 if res.success else 1, f"Newton: {res.message}", res.nit
+    if res.success:
+        return x, True, 0, f"L-BFGS ({nit0} iterations), then Newton: {res.message}", \
+            nit0 + res.nit
+    # an optimum on the margin (merging levels) stops Newton: L-BFGS's verdict stands
+    return x, ok0, status0, f"{msg0}; then Newton: {res.message}", nit0 + res.nit
+
+
 def optimize_schedule(
     eigenvalues,
     mean,
@@ -609,8 +704,10 @@ def optimize_schedule(
         Bounds on every ``ab_s`` and the monotonicity margin (module docstring). Defaults:
         the range spanned by the baseline families (:data:`AB_MIN`, :data:`AB_MAX`), margin
         1e-7.
-    method : {"auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr", "lbfgs-log-increments"}
-        See the module docstring; "slsqp" is the paper's SLSQP on ``ab``.
+    method : {"auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr", "lbfgs-log-increments", \
+"newton-logsnr"}
+        See the module docstring; "slsqp" is the paper's SLSQP on ``ab``; "newton-logsnr"
+        needs a sampler that injects no noise, white noise and no calibration.
     starts : sequence of str
         Baseline names to start from (projected into the feasible set), in this order; the
         best is kept (see ``agree_rtol``).
@@ -685,9 +782,6 @@ def optimize_schedule(
     Schedule Design"; docs/theory.md section 5.
     """
     _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings)
-    if method == "auto":
-        method = ("slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS
-                  else "lbfgs-log-increments")
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
@@ -696,6 +790,19 @@ def optimize_schedule(
 
         noise = noise_spectrum(noise, lam)  # the one parse (a file is read once)
         noise = None if noise.is_white else noise
+    newton_ok = (calibration is None and noise is None
+                 and is_deterministic(sampler, _PROBE_LEVELS, eta))
+    if method == "auto":
+        method = ("slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS
+                  else "newton-logsnr" if newton_ok else "lbfgs-log-increments")
+    elif method == "newton-logsnr" and not newton_ok:
+        raise InputError(
+            f"method: newton-logsnr needs a sampler that injects no noise (ddim with eta = 0, "
+            f"ddim-ve), white forward noise and no calibration; got sampler {sampler!r}"
+            f"{f' with eta = {eta:g}' if eta else ''}"
+            f"{', a coloured noise spectrum' if noise is not None else ''}"
+            f"{', a calibration' if calibration is not None else ''}; use "
+            "lbfgs-log-increments", param="method")
     kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options,
               calibration=calibration, noise=noise)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
@@ -707,6 +814,8 @@ def optimize_schedule(
     else:
         q = compress_spectrum(lam, m, n_bins, kl_floor)
         obj_lam, obj_m, obj_kw = q.eigenvalues, q.mean, q.loss_kwargs()
+    newton = (_newton_setup(obj_lam, obj_m, obj_kw, lam, m, loss, sampler, eta, init, kl_floor)
+              if method == "newton-logsnr" else None)
     named = [(name, baseline_alphas_cumprod(name, num_steps, spacing="linspace"))
              for name in starts]
     if x0 is not None:  # the warm start first: it usually needs the fewest iterations
@@ -718,13 +827,15 @@ def optimize_schedule(
         stage_rtol = (max(agree_rtol, STAGE_AGREE_RTOL)
                       if polish and agree_rtol is not None else agree_rtol)
         best, start_losses = _multi_start(named, obj_lam, obj_m, okw, method, ab_min, ab_max,
-                                          delta, maxiter, ftol, stage_rtol)
+                                          delta, maxiter, ftol, stage_rtol, newton=newton)
         if polish:  # the quadrature's optimum, polished on the exact spectrum
             staged = best
             okw = dict(loss=loss, backend=backend, **kw)
             before = loss_value(lam, m, staged.x, **okw)
             polished, _ = _multi_start([(staged.start, staged.x)], lam, m, okw, method, ab_min,
-                                       ab_max, delta, POLISH_MAXITER, ftol, None, start_floor=0.0)
+                                       ab_max, delta, POLISH_MAXITER, ftol, None, start_floor=0.0,
+                                       newton=newton and newton._replace(same_nodes=False),
+                                       polish=True)
             # the stage's verdict stands (the polish is capped); its schedule only if lower
             better = polished.value < before
             best = staged._replace(
@@ -792,8 +903,12 @@ class _Run(NamedTuple):
 
 
 def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, ftol,
-                 agree_rtol, start_floor=START_INCREMENT_FLOOR):
-    """Run every start (or until two converged ones agree); the best and all starts' values."""
+                 agree_rtol, start_floor=START_INCREMENT_FLOOR, newton=None, polish=None):
+    """Run every start (or until two converged ones agree); the best and all starts' values.
+
+    ``newton``: the :class:`_NewtonSetup` of ``"newton-logsnr"``; ``polish``: not None when
+    this run polishes a stage's optimum (Newton then goes straight from it, no fallback).
+    """
     best, values, agreed = None, {}, []
     for name, start in named:
         start = project_feasible(start, ab_min, ab_max, delta)
@@ -808,6 +923,10 @@ def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, fto
         elif method == "lbfgs-logsnr":
             x, ok, status, msg, nit = _run_lbfgs_logsnr(obj, start, ab_min, ab_max, delta,
                                                         maxiter, LBFGS_GTOL)
+        elif method == "newton-logsnr":
+            x, ok, status, msg, nit = _run_newton(obj, start, ab_min, ab_max, delta, maxiter,
+                                                  newton, okw["loss"] != "w2" and not polish,
+                                                  not polish, start_floor)
         else:
             x, ok, status, msg, nit = _run_lbfgs_log_increments(obj, start, ab_min, ab_max,
                                                                 delta, maxiter, LBFGS_GTOL,
@@ -830,7 +949,7 @@ def _quadrature_plan(quadrature, d, sampler, method):
     :data:`QUADRATURE_MIN_DIM` directions)."""
     bins = _quadrature_bins(quadrature, d, sampler)
     staged = (isinstance(quadrature, str) and quadrature == "auto"
-              and method == "lbfgs-log-increments"
+              and method in ("lbfgs-log-increments", "newton-logsnr")
               and QUADRATURE_STAGE_MIN_DIM < d <= QUADRATURE_MIN_DIM)
     return (QUADRATURE_STAGE_BINS, True) if staged else (bins, False)
 
