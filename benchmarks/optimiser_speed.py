@@ -1,20 +1,25 @@
-"""Optimiser speed: today's default against the previous default, in one process.
+"""Optimiser speed: today's default against the slow paths it replaced, in one process.
 
 For the CIFAR-10 spectrum with its mean (what ``specsched optimize --spectrum cifar10`` uses),
 W2, at S = 10 ... 1000 steps, for DDIM and k-diffusion's ``dpmpp-2m``:
 
 - ``specsched``: :func:`specsched.optimize.optimize_schedule` with its defaults
-  (``method="auto"``: SLSQP on logSNR up to 50 steps; above, L-BFGS on the log-increments on
-  a 64-bin quadrature polished on the exact spectrum);
-- ``baseline``: the previous default, re-created from public options: SLSQP on logSNR up to
-  200 steps; above, the optimum at S/10 steps resampled (``warm_start``) and L-BFGS-B on the
-  logSNR increments from it (``lbfgs-logsnr``), exact for DDIM and on 512 quadrature bins for
-  dpmpp-2m (the old ``quadrature="auto"`` rule of k-diffusion's samplers).
+  (``method="auto"``: SLSQP on logSNR up to 50 steps; above, on a 64-bin quadrature polished
+  on the exact spectrum, Newton's method in logSNR for DDIM and L-BFGS on the log-increments
+  for dpmpp-2m);
+- ``lbfgs``: the default before Newton's method, ``method="lbfgs-log-increments"`` with the
+  same quadrature stage and polish (DDIM only: for dpmpp-2m it is the default);
+- ``baseline``: the slow path of issue 16 (the default before the log-increments),
+  re-created from public options: SLSQP on logSNR up to 200 steps; above, the optimum at S/10
+  steps resampled (``warm_start``) and L-BFGS-B on the logSNR increments from it
+  (``lbfgs-logsnr``), exact for DDIM and on 512 quadrature bins for dpmpp-2m (the old
+  ``quadrature="auto"`` rule of k-diffusion's samplers).
 
-Both report the exact W2 of their schedule, so ``relative_gap = (W2 - W2_baseline) /
-W2_baseline`` compares the optima (negative: today's default found a lower one). A third set
-of rows times the command line a user runs (``specsched optimize --spectrum cifar10
---steps S``, a subprocess, start-up and file writing included).
+All report the exact W2 of their schedule, so ``relative_gap = (W2 - W2_baseline) /
+W2_baseline`` compares the optima (negative: today's default found a lower one), and
+``lbfgs_gap`` likewise against ``lbfgs``. A third set of rows times the command line a
+user runs (``specsched optimize --spectrum cifar10 --steps S``, a subprocess, start-up and
+file writing included).
 
 Writes results/optimiser_speed.csv and results/optimiser_speed.png.
 
@@ -76,9 +81,15 @@ def bench_in_process(rows, quick):
             else:
                 base, t_base = timed(lambda S=S, s=sampler: previous_default(lam, m, S, s))
             w2_base = base.fun if base is not None else float("nan")
+            lbfgs, t_lbfgs = (timed(lambda S=S: optimize_schedule(
+                lam, m, S, method="lbfgs-log-increments")) if sampler == "ddim" and S > 50
+                else (None, float("nan")))
+            w2_lbfgs = lbfgs.fun if lbfgs is not None else float("nan")
             rows.append({
                 "benchmark": "in process", "sampler": sampler, "steps": S,
                 "specsched_s": t_ours, "baseline_s": t_base, "speedup": t_base / t_ours,
+                "lbfgs_s": t_lbfgs, "lbfgs_w2": w2_lbfgs,
+                "lbfgs_gap": (ours.fun - w2_lbfgs) / w2_lbfgs,
                 "specsched_w2": ours.fun, "baseline_w2": w2_base,
                 "relative_gap": (ours.fun - w2_base) / w2_base,
                 "specsched_method": ours.method, "specsched_nit": ours.nit,
@@ -118,8 +129,10 @@ def plot(table, path):
     t = table[table["benchmark"] == "in process"]
     for sampler, ax in zip(SAMPLERS, axes, strict=True):
         u = t[t["sampler"] == sampler]
-        ax.loglog(u["steps"], u["specsched_s"], "o-", label="default (log-increments)")
-        ax.loglog(u["steps"], u["baseline_s"], "s--", label="previous default")
+        ax.loglog(u["steps"], u["specsched_s"], "o-", label="default")
+        if u["lbfgs_s"].notna().any():
+            ax.loglog(u["steps"], u["lbfgs_s"], "^:", label="L-BFGS log-increments")
+        ax.loglog(u["steps"], u["baseline_s"], "s--", label="slow path (SLSQP, L-BFGS logSNR)")
         ax.set_title(f"CIFAR-10, {sampler}, W2")
         ax.set_xlabel("steps S")
         ax.set_ylabel("optimisation time (s)")
