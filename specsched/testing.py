@@ -73,7 +73,7 @@ def schedules(draw, min_steps=1, max_steps=12, min_logsnr=-9.0, max_logsnr=9.0,
 def samplers(param=None):
     """Strategy for discrete sampler names of :data:`specsched.theory.SAMPLERS`.
 
-    ``param`` = "vp" or "ve" restricts to one parametrisation.
+    ``param`` = "vp", "ve" or "fm" restricts to one parametrisation.
     """
     names = [n for n, s in SAMPLERS.items() if param is None or s.param == param]
     return st.sampled_from(names)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from specsched.errors import InputError
 from specsched.testing import eigenvalue_arrays, samplers, schedules
 from specsched.theory import (
+    SAMPLERS,
     closed_form,
     evaluate_schedule,
     loss_and_grad,
@@ -63,12 +64,18 @@ def test_ddpm_gain_identity(lam, ab):
 def test_every_step_maps_the_exact_mean_to_the_exact_mean(lam, ab, sampler):
     # The Wiener denoiser is unbiased, so a step started at the true mean c_s m of its level
     # lands on the true mean c_{s-1} m of the next: A_s c_s + B_s = c_{s-1}, with
-    # c = sqrt(ab) (VP) or 1 (VE). This checks B_s, which the chained closed form never uses.
-    ve = sampler.endswith("-ve")
+    # c = sqrt(ab) (VP), 1 (VE) or 1 - t (FM, t = sigma / (1 + sigma)). This checks B_s, which
+    # the chained closed form never uses.
+    param = SAMPLERS[sampler].param
+
+    def scale(level):
+        t = np.sqrt(1 - level) / (np.sqrt(level) + np.sqrt(1 - level))
+        return {"vp": np.sqrt(level), "ve": 1.0, "fm": 1.0 - t}[param]
+
     for s in range(ab.size):
         a, ap = ab[s], (ab[s - 1] if s > 0 else 1.0)
         A, B, _ = step_coefficients(lam, a, ap, sampler=sampler)
-        c, cp = (1.0, 1.0) if ve else (np.sqrt(a), np.sqrt(ap))
+        c, cp = scale(a), scale(ap)
         np.testing.assert_allclose(A * c + B, cp, rtol=1e-9, atol=1e-12)
 
 

@@ -126,11 +126,17 @@ def _damped_solve(diag, off, J, c, b, e_last, mu, rhs):
     """``(T + G^T C G + mu I)^{-1} rhs`` by the Woodbury identity: ``T = tridiag(diag, off)``,
     ``G = [J; e_last e_n^T]`` (the row only if ``e_last`` is not None),
     ``C = [[diag(c), b], [b^T, 0]]``; None if a factor is singular."""
+    n = diag.size
+    G = J if e_last is None else np.vstack([J, e_last * np.eye(1, n, n - 1)])
+    if n == 1:  # one free level: the 1 x 1 system itself
+        K = c.size
+        Gk = G[:K, 0]
+        h = diag[0] + mu + c @ (Gk * Gk) + (2.0 * (b @ Gk) * G[K, 0] if e_last is not None
+                                             else 0.0)
+        return None if not (h != 0.0 and np.isfinite(h)) else rhs / h
     lo, d, up, up2, piv, info = lapack.dgttrf(off, diag + mu, off)
     if info != 0:
         return None
-    n = diag.size
-    G = J if e_last is None else np.vstack([J, e_last * np.eye(1, n, n - 1)])
     X, info = lapack.dgttrs(lo, d, up, up2, piv, np.column_stack([rhs, G.T]))
     if info != 0:
         return None

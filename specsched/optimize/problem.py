@@ -52,12 +52,16 @@ from threadpoolctl import threadpool_limits
 from specsched.errors import InputError
 from specsched.optimize.newton import newton_logsnr
 from specsched.schedules import (
+    BASELINES,
+    SIGMA_BASELINES,
     TRAINING_FAMILIES,
     baseline_alphas_cumprod,
     karras_alphas_cumprod,
     logsnr_from_alphas_cumprod,
+    sigmas_from_alphas_cumprod,
     training_alphas_cumprod,
 )
+from specsched.schedules.flow import FM_BASELINES, fm_baseline_alphas_cumprod
 from specsched.theory import (
     KL_FLOOR,
     LOSSES,
@@ -67,8 +71,10 @@ from specsched.theory import (
     resolve_eta,
 )
 from specsched.theory.curvature import is_deterministic, loss_curvature
+from specsched.theory.flow import PRODUCT_SAMPLERS
 from specsched.theory.ksolvers import KSAMPLERS
 from specsched.theory.quadrature import compress_spectrum, error_estimate
+from specsched.theory.samplers import sampler_param
 
 #: Default bounds: the range spanned by the baseline families (:data:`BASELINES`), so that no
 #: baseline is ever better for lack of room: the least noisy level is Karras/EDM's
@@ -86,6 +92,11 @@ LINEAR_AB_MIN = float(training_alphas_cumprod("linear")[-1])
 DELTA = 1e-7
 #: Default starts of the multi-start search.
 STARTS = ("linear", "cosine", "karras", "logsnr", "scaled_linear")
+#: Default starts of a flow-matching sampler (:mod:`specsched.schedules.flow`).
+FM_STARTS = ("fm-uniform", "sd3-shift", "shifted-cosine")
+#: ``terminal``: the noisiest level is optimised within the bounds ("free"), or fixed at
+#: pure noise, ``ab_S = 0`` (``t_S = 1``, zero terminal SNR: where flow-matching models start).
+TERMINALS = ("free", "zero-snr")
 METHODS = ("auto", "slsqp", "slsqp-logsnr", "lbfgs-logsnr", "lbfgs-log-increments",
            "newton-logsnr")
 #: ``method="auto"`` uses SLSQP on logSNR up to this many steps; above, Newton's method in
@@ -290,9 +301,14 @@ def check_bounds(num_steps: int, ab_min: float, ab_max: float, delta: float) -> 
         )
 
 
-def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings):
+def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings,
+                   n_free=None):
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise InputError(f"steps: expected an integer >= 1, got {num_steps!r}", param="steps")
+    unknown = [n for n in starts if n not in BASELINES and n not in FM_BASELINES]
+    if unknown:
+        raise InputError(f"starts: expected names of {BASELINES + FM_BASELINES}, got "
+                         f"{unknown[0]!r}", param="starts")
     if num_steps > TRAINING_GRID and (spacings or set(starts) & set(TRAINING_FAMILIES)):
         raise InputError(
             f"steps: {num_steps} sampling steps do not fit on the training grid of T = "
@@ -305,13 +321,41 @@ def _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, star
     if not isinstance(maxiter, (int, np.integer)) or not 1 <= maxiter <= MAX_ITER:
         raise InputError(f"maxiter: expected an integer in [1, {MAX_ITER}], got {maxiter!r}",
                          param="maxiter")
-    check_bounds(num_steps, ab_min, ab_max, delta)
+    check_bounds(max(num_steps if n_free is None else n_free, 1), ab_min, ab_max, delta)
+
+
+def _start_schedule(name, num_steps, fm_kwargs):
+    """A start's alphas_cumprod: a baseline family, or a flow-matching baseline (``t_S = 1``)."""
+    if name in FM_BASELINES:
+        return fm_baseline_alphas_cumprod(name, num_steps, **fm_kwargs)
+    return baseline_alphas_cumprod(name, num_steps, spacing="linspace")
+
+
+def _one_step_from_noise(lam, m, loss, method, kw, baselines, ab_min, ab_max, delta):
+    """The :class:`OptimizeResult` of S = 1 from pure noise: the data mean, whatever the
+    schedule (no level to choose)."""
+    x = np.zeros(1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the KLs of a point mass: inf
+        report = loss_summary(lam, m, x, **kw)
+    return OptimizeResult(
+        x=x, fun=report[loss.replace("-", "_")], w2=report["w2"], kl=report["kl"],
+        kl_data_gen=report["kl_data_gen"], success=True, status=0,
+        message="one step from pure noise (t = 1): no level to optimise", nit=0, nfev=0,
+        method=method, start="pure noise", loss=loss, sampler=kw["sampler"], eta=kw["eta"],
+        init=kw["init"], bounds=(float(ab_min), float(ab_max), float(delta)), starts={},
+        baselines={k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")}
+                   for k, v in baselines.items()})
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
                     spacings=("linspace",), kl_floor=KL_FLOOR, sigma_range=None, options=None,
-                    calibration=None, noise=None):
+                    calibration=None, noise=None, fm_kwargs=None):
     """W2 and both KLs of every baseline family at ``num_steps`` steps.
+
+    A flow-matching sampler (``fm-euler``, ``fm-heun``) is compared with the flow-matching
+    baselines instead (:data:`specsched.schedules.flow.FM_BASELINES`, ``t_S = 1``), built
+    with ``fm_kwargs`` (``shift``, ``resolution``, ``tokens`` of
+    :func:`specsched.schedules.flow.fm_baseline_times`).
 
     Families on the T = 1000 training grid are evaluated at each of ``spacings``
     (named ``"family/spacing"``); ``karras``, ``exponential``, ``kl_optimal`` and ``logsnr``
@@ -329,14 +373,14 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
         ``{name: {"w2": float, "kl": float, "kl_data_gen": float,
         "alphas_cumprod": ndarray[, "note": str]}}``.
     """
-    from specsched.schedules import (
-        BASELINES,
-        SIGMA_BASELINES,
-        TRAINING_FAMILIES,
-        sigmas_from_alphas_cumprod,
-    )
-
     out = {}
+    if sampler_param(sampler) == "fm":  # the flow-matching baselines, t_S = 1
+        for name in FM_BASELINES:
+            ab = fm_baseline_alphas_cumprod(name, num_steps, **(fm_kwargs or {}))
+            r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
+                             kl_floor=kl_floor, options=options, noise=noise)
+            out[name] = {**r, "alphas_cumprod": ab}
+        return out
     for name in BASELINES:
         for spacing in spacings if name in TRAINING_FAMILIES else (None,):
             extra = {"sigma_range": sigma_range} if name in SIGMA_BASELINES else {}
@@ -358,16 +402,22 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
     return out
 
 
+def _full(ab, terminal: bool):
+    """The schedule of optimised levels ``ab``, with the fixed ``ab_S = 0`` when ``terminal``."""
+    return np.append(ab, 0.0) if terminal else ab
+
+
 class _Objective:
     """Objective scaled by its value at the start; caches value and gradient per point.
 
     Line searches ask for values only, which cost about half of value + gradient.
     """
 
-    def __init__(self, eigenvalues, mean, scale, **kw):
+    def __init__(self, eigenvalues, mean, scale, terminal=False, **kw):
         self.args = (eigenvalues, mean)
         self.kw = kw
         self.scale = scale
+        self.terminal = terminal  # a fixed last level ab_S = 0 after the optimised ones
         self.nfev = 0
         self._value_cache = (None, None)
         self._grad_cache = (None, None, None)
@@ -379,7 +429,7 @@ class _Objective:
         x, v = self._value_cache
         if x is None or not np.array_equal(ab, x):
             with np.errstate(all="ignore"):
-                v = loss_value(*self.args, ab, **self.kw) / self.scale
+                v = loss_value(*self.args, _full(ab, self.terminal), **self.kw) / self.scale
             self._value_cache = (np.array(ab, copy=True), v)
             self.nfev += 1
         return v
@@ -389,8 +439,8 @@ class _Objective:
         x, v, g = self._grad_cache
         if x is None or not np.array_equal(ab, x):
             with np.errstate(all="ignore"):
-                v, g = loss_and_grad(*self.args, ab, **self.kw)
-            v, g = v / self.scale, g / self.scale
+                v, g = loss_and_grad(*self.args, _full(ab, self.terminal), **self.kw)
+            v, g = v / self.scale, (g[:-1] if self.terminal else g) / self.scale
             self._grad_cache = (np.array(ab, copy=True), v, g)
             self.nfev += 1
         return v, g
@@ -619,8 +669,10 @@ def _run_newton(obj, x0, ab_min, ab_max, delta, maxiter, setup, lbfgs_first, fal
         if key not in cache:
             cache.clear()
             with np.errstate(all="ignore"):
-                cache[key] = loss_curvature(setup.eigenvalues, setup.mean, y,
-                                            **setup.kwargs).scaled(1.0 / obj.scale)
+                c = loss_curvature(setup.eigenvalues, setup.mean,
+                                   np.append(y, -np.inf) if obj.terminal else y,
+                                   **setup.kwargs).scaled(1.0 / obj.scale)
+            cache[key] = c.without_last() if obj.terminal else c
         return cache[key]
 
     def fun(y):
@@ -680,6 +732,8 @@ def optimize_schedule(
     options=None,
     calibration=None,
     noise=None,
+    terminal: str | None = None,
+    fm_kwargs: dict | None = None,
 ) -> OptimizeResult:
     """Optimise a monotone alphas_cumprod schedule for a spectrum, sampler and loss.
 
@@ -762,6 +816,15 @@ def optimize_schedule(
         the schedule is optimised for that forward process, its losses measured in x. A
         coloured spectrum optimises on the exact spectrum (no quadrature: its nodes group
         directions by eigenvalue, which the noise weights would split).
+    terminal : {"free", "zero-snr"} or None
+        "zero-snr" fixes the last level at pure noise, ``ab_S = 0`` (``t_S = 1``, where
+        flow-matching models start) and optimises the other S - 1 within the bounds; "free"
+        optimises all S. None: "zero-snr" for a flow-matching sampler (``fm-euler``,
+        ``fm-heun``), "free" otherwise. With "zero-snr" and S = 1 there is nothing to
+        optimise: the result is the one step from pure noise.
+    fm_kwargs : dict, optional
+        ``shift``, ``resolution`` and ``tokens`` of the flow-matching baselines and starts
+        (:func:`specsched.schedules.flow.fm_baseline_times`).
 
     Returns
     -------
@@ -781,7 +844,17 @@ def optimize_schedule(
     Benita, Elad, Keshet (2025), "Spectral Analysis of Diffusion Models with Application to
     Schedule Design"; docs/theory.md section 5.
     """
-    _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings)
+    fm = sampler_param(sampler) == "fm"
+    terminal = ("zero-snr" if fm else "free") if terminal is None else terminal
+    if terminal not in TERMINALS:
+        raise InputError(f"terminal: expected one of {TERMINALS}, got {terminal!r}",
+                         param="terminal")
+    zero = terminal == "zero-snr"
+    if fm and tuple(starts) == STARTS:
+        starts = FM_STARTS
+    fm_kwargs = dict(fm_kwargs or {})
+    _check_problem(num_steps, loss, ab_min, ab_max, delta, method, maxiter, starts, spacings,
+                   num_steps - 1 if zero else num_steps)
     eta = resolve_eta(sampler, eta)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = None if mean is None else np.asarray(mean, dtype=np.float64)
@@ -792,13 +865,15 @@ def optimize_schedule(
         noise = None if noise.is_white else noise
     newton_ok = (calibration is None and noise is None
                  and is_deterministic(sampler, _PROBE_LEVELS, eta))
-    if method == "auto":
-        method = ("slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS
+    if method == "auto":  # a product sampler's gradient costs its Hessian: Newton at any S
+        method = ("newton-logsnr" if sampler in PRODUCT_SAMPLERS
+                  else "slsqp-logsnr" if num_steps <= AUTO_SLSQP_MAX_STEPS
                   else "newton-logsnr" if newton_ok else "lbfgs-log-increments")
     elif method == "newton-logsnr" and not newton_ok:
         raise InputError(
             f"method: newton-logsnr needs a sampler that injects no noise (ddim with eta = 0, "
-            f"ddim-ve), white forward noise and no calibration; got sampler {sampler!r}"
+            f"ddim-ve, fm-euler, fm-heun), white forward noise and no calibration; got sampler "
+            f"{sampler!r}"
             f"{f' with eta = {eta:g}' if eta else ''}"
             f"{', a coloured noise spectrum' if noise is not None else ''}"
             f"{', a calibration' if calibration is not None else ''}; use "
@@ -806,7 +881,9 @@ def optimize_schedule(
     kw = dict(sampler=sampler, eta=eta, init=init, kl_floor=kl_floor, options=options,
               calibration=calibration, noise=noise)
     baselines = baseline_losses(lam, m, num_steps, spacings=spacings, sigma_range=sigma_range,
-                                **kw)
+                                fm_kwargs=fm_kwargs, **kw)
+    if zero and num_steps == 1:  # one step from pure noise: nothing to choose
+        return _one_step_from_noise(lam, m, loss, method, kw, baselines, ab_min, ab_max, delta)
     n_bins, polish = (None, False) if calibration is not None or noise is not None else \
         _quadrature_plan(quadrature, lam.size, sampler, method)
     if n_bins is None:
@@ -816,22 +893,24 @@ def optimize_schedule(
         obj_lam, obj_m, obj_kw = q.eigenvalues, q.mean, q.loss_kwargs()
     newton = (_newton_setup(obj_lam, obj_m, obj_kw, lam, m, loss, sampler, eta, init, kl_floor)
               if method == "newton-logsnr" else None)
-    named = [(name, baseline_alphas_cumprod(name, num_steps, spacing="linspace"))
-             for name in starts]
+    named = [(name, _start_schedule(name, num_steps, fm_kwargs)) for name in starts]
     if x0 is not None:  # the warm start first: it usually needs the fewest iterations
         named.insert(0, ("warm", np.asarray(x0, dtype=np.float64)))
+    if zero:  # the optimised levels: all but the fixed ab_S = 0
+        named = [(name, ab[:-1]) for name, ab in named]
     with threadpool_limits(1, user_api="blas"):
         # SLSQP's BLAS threads spin between calls and starve the numba kernel's threads:
         # with them limited, S = 100 optimises 30x faster on 2 cores.
-        okw = dict(loss=loss, backend=backend, **kw, **obj_kw)
+        okw = dict(loss=loss, backend=backend, terminal=zero, **kw, **obj_kw)
         stage_rtol = (max(agree_rtol, STAGE_AGREE_RTOL)
                       if polish and agree_rtol is not None else agree_rtol)
         best, start_losses = _multi_start(named, obj_lam, obj_m, okw, method, ab_min, ab_max,
                                           delta, maxiter, ftol, stage_rtol, newton=newton)
         if polish:  # the quadrature's optimum, polished on the exact spectrum
             staged = best
-            okw = dict(loss=loss, backend=backend, **kw)
-            before = loss_value(lam, m, staged.x, **okw)
+            okw = dict(loss=loss, backend=backend, terminal=zero, **kw)
+            before = loss_value(lam, m, _full(staged.x, zero), loss=loss, backend=backend,
+                                **kw)
             polished, _ = _multi_start([(staged.start, staged.x)], lam, m, okw, method, ab_min,
                                        ab_max, delta, POLISH_MAXITER, ftol, None, start_floor=0.0,
                                        newton=newton and newton._replace(same_nodes=False),
@@ -846,6 +925,7 @@ def optimize_schedule(
                 nit=staged.nit + polished.nit, nfev=staged.nfev + polished.nfev)
     _, name, x, ok, status, msg, nit, nfev = best
     _check_result_levels(x, ab_min, ab_max, delta)
+    x = _full(x, zero)
     report = loss_summary(lam, m, x, **kw)
     value = report[loss.replace("-", "_")]
     if ok and not np.isfinite(value):  # never a NaN/inf loss reported as success
@@ -910,10 +990,12 @@ def _multi_start(named, lam, m, okw, method, ab_min, ab_max, delta, maxiter, fto
     this run polishes a stage's optimum (Newton then goes straight from it, no fallback).
     """
     best, values, agreed = None, {}, []
+    kw = {k: v for k, v in okw.items() if k != "terminal"}
+    terminal = okw.get("terminal", False)
     for name, start in named:
         start = project_feasible(start, ab_min, ab_max, delta)
-        scale = max(loss_value(lam, m, start, **okw), 1e-300)
-        obj = _Objective(lam, m, scale, **okw)
+        scale = max(loss_value(lam, m, _full(start, terminal), **kw), 1e-300)
+        obj = _Objective(lam, m, scale, terminal, **kw)
         if method == "slsqp":
             x, ok, status, msg, nit = _run_slsqp(obj, start, ab_min, ab_max, delta, maxiter,
                                                  ftol)

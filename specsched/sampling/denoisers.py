@@ -44,11 +44,16 @@ def _namespace(x):
 
 
 def _check_level(param: str, level) -> float:
-    """``level`` as a float: alphas_cumprod in (0, 1] for VP, sigma >= 0 for VE."""
+    """``level`` as a float: alphas_cumprod in [0, 1] for VP (0: pure noise, the posterior
+    mean is the data mean), sigma >= 0 for VE, t in [0, 1] for FM."""
     level = float(level)
     if param == "vp":
-        if not 0.0 < level <= 1.0:
-            raise InputError(f"level: expected alphas_cumprod in (0, 1], got {level!r}")
+        if not 0.0 <= level <= 1.0:
+            raise InputError(f"level: expected alphas_cumprod in [0, 1], got {level!r}")
+    elif param == "fm":
+        if not 0.0 <= level <= 1.0:
+            raise InputError(f"level: expected a flow-matching time t in [0, 1], got "
+                             f"{level!r}")
     elif not level >= 0.0:
         raise InputError(f"level: expected sigma >= 0, got {level!r}")
     return level
@@ -88,7 +93,8 @@ def noise_gain(eigenvalues, level: float, param: str = "vp", noise=None) -> np.n
     if noise is None or noise.is_white:
         return wiener_gain(eigenvalues, level, param)
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    ab = level if param == "vp" else 1.0 / (1.0 + level * level)
+    ab = (level if param == "vp" else 1.0 / (1.0 + level * level) if param == "ve"
+          else (1.0 - level) ** 2 / ((1.0 - level) ** 2 + level * level))
     s, gamma, delta = (float(v) for v in wiener_gain_coefficients(level, param))
     return s * lam / (gamma * lam + delta * noise.at(ab))
 

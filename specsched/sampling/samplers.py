@@ -58,13 +58,15 @@ from tqdm.auto import tqdm
 
 from specsched.errors import InputError
 from specsched.sampling.colour import check_noise, varying_steps
-from specsched.schedules.conversions import as_alphas_cumprod
-from specsched.theory.samplers import SAMPLERS, get_sampler, resolve_eta
+from specsched.schedules.conversions import _fm_alphas_cumprod, _fm_times, as_alphas_cumprod
+from specsched.theory.flow import PRODUCT_SAMPLERS
+from specsched.theory.samplers import SAMPLERS, get_sampler, resolve_eta, sampler_param
 
 __all__ = ["SAMPLER_NAMES", "as_alphas_cumprod", "sample", "sample_batches", "step"]
 
-#: Samplers implemented here: every one of :data:`specsched.theory.SAMPLERS`.
-SAMPLER_NAMES = tuple(SAMPLERS)
+#: Samplers implemented here: every one of :data:`specsched.theory.SAMPLERS` and the
+#: flow-matching product samplers (:data:`specsched.theory.flow.PRODUCT_SAMPLERS`).
+SAMPLER_NAMES = (*SAMPLERS, *PRODUCT_SAMPLERS)
 
 
 def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
@@ -105,12 +107,38 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
     return out + math.sqrt(q) * z if q > 0.0 else out
 
 
-def _call_denoiser(denoise: Callable, x, a: float, ve_state: bool):
-    """``x0_hat`` from ``denoise`` at VP level ``a`` for a VP or VE state ``x``."""
-    if getattr(denoise, "param", "vp") == "ve":
-        sigma = math.sqrt((1.0 - a) / a)
-        return denoise(x if ve_state else x / math.sqrt(a), sigma)
-    return denoise(math.sqrt(a) * x if ve_state else x, a)
+def _call_denoiser(denoise: Callable, x, a: float, state: str):
+    """``x0_hat`` from ``denoise`` at VP level ``a`` for a VP, VE or FM state ``x`` (``state``).
+
+    The states of one point are ``x_vp = sqrt(a) x_ve = x_fm / sqrt((1 - t)^2 + t^2)``;
+    ``a = 0`` (FM ``t = 1``, pure noise) has no VE state.
+    """
+    kind = getattr(denoise, "param", "vp")
+    if kind == state:
+        level = a if kind == "vp" else (math.sqrt((1.0 - a) / a) if kind == "ve"
+                                        else float(_fm_times(a)))
+        return denoise(x, level)
+    if state == "fm":  # to VP
+        t = float(_fm_times(a))
+        x, state = x / math.sqrt((1.0 - t) ** 2 + t * t), "vp"
+        if kind == "vp":
+            return denoise(x, a)
+    if kind == "fm":
+        t = float(_fm_times(a))
+        scale = math.sqrt((1.0 - t) ** 2 + t * t)
+        return denoise(scale * (x if state == "vp" else math.sqrt(a) * x), t)
+    if kind == "ve":
+        if a == 0.0:
+            raise InputError("denoise: a VE denoiser cannot be called at pure noise (t = 1, "
+                             "sigma = inf); use a VP or FM denoiser (WienerDenoiser(param="
+                             "'fm'))", param="denoise")
+        return denoise(x / math.sqrt(a), math.sqrt((1.0 - a) / a))
+    return denoise(math.sqrt(a) * x, a)  # a VE state to a VP denoiser
+
+
+def _velocity(denoise: Callable, x, t: float):
+    """Flow-matching velocity ``(x - x0_hat) / t`` of an FM state at time ``t`` (section 10)."""
+    return (x - _call_denoiser(denoise, x, float(_fm_alphas_cumprod(t)), "fm")) * (1.0 / t)
 
 
 def check_counts(**counts) -> None:
@@ -139,16 +167,18 @@ def _check_args(denoise, schedule, n, sample_shape, sampler, eta, batch_size, no
     if any(s < 1 for s in shape):
         raise InputError(f"sample_shape: expected positive sizes, got {shape}")
     basis = check_noise(noise, denoise, shape, eigenvectors, sampler, xp)
-    return eta, shape, as_alphas_cumprod(schedule), basis
+    return eta, shape, as_alphas_cumprod(
+        schedule, zero_terminal=sampler_param(sampler) in ("vp", "fm")), basis
 
 
 def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress, basis=None):
     """The generator of :func:`sample_batches` on validated arguments (``basis``: the
     coloured noise, None when white)."""
     xp = np if xp is None else xp
-    ve = get_sampler(sampler).param == "ve"
+    state = sampler_param(sampler)
+    product = PRODUCT_SAMPLERS.get(sampler)
     stochastic = sampler in ("ddpm", "ddpm-large", "ddpm-ve") or (eta or 0.0) > 0.0
-    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if ve else 1.0
+    start_std = math.sqrt((1.0 - ab[-1]) / ab[-1]) if state == "ve" else 1.0
     levels = [(float(ab[s]), 1.0 if s == 0 else float(ab[s - 1])) for s in range(ab.size)]
     varying = (varying_steps(sampler, basis.noise, ab, eta)
                if basis is not None and basis.time_varying else None)
@@ -165,7 +195,11 @@ def _batches(denoise, ab, n, shape, sampler, eta, rng, batch_size, xp, progress,
             x = start_std * draw(b, None if varying is None else varying.start_variance)
             for s in range(ab.size, 0, -1):  # reverse time: step S first
                 a, ap = levels[s - 1]
-                x0_hat = _call_denoiser(denoise, x, a, ve)
+                if product is not None:  # several model calls: through the velocity
+                    x = product.step(x, float(_fm_times(a)), float(_fm_times(ap)),
+                                     lambda x_, t_: _velocity(denoise, x_, t_))
+                    continue
+                x0_hat = _call_denoiser(denoise, x, a, state)
                 if varying is None:
                     x = step(sampler, x, x0_hat, a, ap, eta, draw(b) if stochastic else None)
                 else:  # per-direction levels (FANS), z in the eigenbasis

@@ -7,6 +7,9 @@ Notation (variance preserving, ``x_s = sqrt(ab_s) x_0 + sqrt(1 - ab_s) eps``):
 - ``beta``   ``beta_s = 1 - ab_s / ab_{s-1}``          (per-step variance, diffusers' ``betas``)
 - ``sigma``  ``sigma_s = sqrt((1 - ab_s) / ab_s)``     (VE / EDM / k-diffusion noise level)
 - ``logsnr`` ``logsnr_s = log(ab_s / (1 - ab_s)) = -2 log sigma_s``
+- ``t``      flow-matching time, ``x_t = (1 - t) x_0 + t eps`` (docs/theory.md section 10):
+  ``t / (1 - t) = sigma``, so ``ab = (1 - t)^2 / ((1 - t)^2 + t^2)``; ``t_1 < ... < t_S``,
+  and ``t_S = 1`` (pure noise) is ``ab_S = 0``, zero terminal SNR
 
 Every function takes an array-like and returns a new float64 ndarray. The maps are written to
 keep full relative accuracy at both ends (``ab`` near 0 and near 1): differences of nearby
@@ -43,6 +46,10 @@ __all__ = [
     "alphas_cumprod_from_sigmas",
     "logsnr_from_alphas_cumprod",
     "alphas_cumprod_from_logsnr",
+    "fm_times_from_alphas_cumprod",
+    "alphas_cumprod_from_fm_times",
+    "validate_fm_times",
+    "sd3_shift",
 ]
 
 
@@ -98,7 +105,8 @@ def check_int(value, name: str, minimum: int, maximum: int | None = None) -> int
     return value
 
 
-def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.ndarray:
+def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod", *,
+                            zero_terminal: bool = False) -> np.ndarray:
     """Check a sampling schedule and return it as a new float64 array.
 
     Parameters
@@ -107,6 +115,9 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
         ``ab_1, ..., ab_S``, step 1 (least noisy) first (docs/theory.md section 1, VP).
     name : str
         Field or argument name used in error messages.
+    zero_terminal : bool
+        Also accept ``ab_S = 0`` (pure noise, zero terminal SNR: a flow-matching schedule
+        ending at ``t = 1``, docs/theory.md section 10); never a 0 before the last step.
 
     Returns
     -------
@@ -121,7 +132,16 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
         the first offending index and value.
     """
     ab = _as_float64(alphas_cumprod, name, one_d=True)
-    _check_open_interval(ab, name, 0.0, 1.0)
+    if ab[-1] == 0.0 and ab.size > 1 and np.all((ab[:-1] > 0.0) & (ab[:-1] < 1.0)) \
+            and not zero_terminal:
+        raise InputError(f"{name}[{ab.size - 1}]: expected a value in the open interval (0, 1), "
+                         "got 0.0: pure noise (zero terminal SNR, t_S = 1) is a flow-matching "
+                         "schedule's last level, allowed with param fm (--param fm)")
+    if zero_terminal and ab[-1] == 0.0:
+        if ab.size > 1:
+            _check_open_interval(ab[:-1], name, 0.0, 1.0)
+    else:
+        _check_open_interval(ab, name, 0.0, 1.0)
     bad = np.flatnonzero(np.diff(ab) >= 0)
     if bad.size:
         i = int(bad[0]) + 1
@@ -137,13 +157,15 @@ def validate_alphas_cumprod(alphas_cumprod, name: str = "alphas_cumprod") -> np.
 # --------------------------------------------------------------------------------------------
 
 
-def as_alphas_cumprod(schedule) -> np.ndarray:
+def as_alphas_cumprod(schedule, *, zero_terminal: bool = False) -> np.ndarray:
     """The ``alphas_cumprod`` of a :class:`~specsched.schedules.Schedule` or an array.
 
     Parameters
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
         Step 1 (least noisy) first, strictly decreasing in (0, 1); ``ab_0 = 1`` implied.
+    zero_terminal : bool
+        Accept an array ending with ``ab_S = 0`` (:func:`validate_alphas_cumprod`).
 
     Returns
     -------
@@ -160,7 +182,7 @@ def as_alphas_cumprod(schedule) -> np.ndarray:
     if getattr(type(schedule), "VALIDATED_ON_CONSTRUCTION", False):
         return schedule.alphas_cumprod
     ab = getattr(schedule, "alphas_cumprod", schedule)
-    return validate_alphas_cumprod(ab, "alphas_cumprod")
+    return validate_alphas_cumprod(ab, "alphas_cumprod", zero_terminal=zero_terminal)
 
 
 # Trusting forms of the views below, for arrays validated at the boundary (docs/theory.md
@@ -333,3 +355,150 @@ def alphas_cumprod_from_logsnr(logsnr) -> np.ndarray:
         If a value is non-finite.
     """
     return expit(_as_float64(logsnr, "logsnr"))
+
+
+# --------------------------------------------------------------------------------------------
+# ab <-> flow-matching time t  (elementwise; t = 1 is ab = 0, zero terminal SNR)
+# --------------------------------------------------------------------------------------------
+
+
+def _fm_times(ab):
+    """``t = sqrt(1 - ab) / (sqrt(ab) + sqrt(1 - ab))``: trusting, complex-safe, ab in [0, 1]."""
+    u, v = np.sqrt(ab), np.sqrt(1.0 - ab)
+    return v / (u + v)
+
+
+def _fm_alphas_cumprod(t):
+    """``ab = (1 - t)^2 / ((1 - t)^2 + t^2)``: trusting, complex-safe, t in [0, 1]."""
+    u = 1.0 - t
+    return u * u / (u * u + t * t)
+
+
+def validate_fm_times(times, name: str = "t") -> np.ndarray:
+    """Check a flow-matching schedule ``t_1 < ... < t_S`` in (0, 1] and return it (float64).
+
+    Parameters
+    ----------
+    times : array-like of shape (n_steps,)
+        Flow-matching times, step 1 (least noisy) first; ``t_S = 1`` (pure noise) allowed.
+    name : str
+        Field or argument name used in error messages.
+
+    Raises
+    ------
+    InputError
+        Unless 1-D, non-empty, finite, in (0, 1] and strictly increasing; the message names
+        ``name``, the first offending index and value, and the range allowed.
+    """
+    t = _as_float64(times, name, one_d=True)
+    bad = np.flatnonzero(~((t > 0.0) & (t <= 1.0)))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(f"{name}[{i}]: expected a flow-matching time in (0, 1] (1 is pure "
+                         f"noise), got {float(t[i])!r}")
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise InputError(f"{name}[{i}]: expected strictly increasing times (step 1, the least "
+                         f"noisy, first; noise grows with t), got {float(t[i])!r} <= "
+                         f"{name}[{i - 1}] = {float(t[i - 1])!r}")
+    return t
+
+
+def fm_times_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
+    """Flow-matching times of VP levels: ``t = sigma / (1 + sigma)`` (docs/theory.md section 10).
+
+    ``x_t = (1 - t) x_0 + t eps`` divided by ``sqrt((1 - t)^2 + t^2)`` is the VP state of
+    ``ab = (1 - t)^2 / ((1 - t)^2 + t^2)``; evaluated as ``sqrt(1 - ab) / (sqrt(ab) +
+    sqrt(1 - ab))``, exact at both ends.
+
+    Parameters
+    ----------
+    alphas_cumprod : array-like, any shape
+        Values in [0, 1) (0 is pure noise, ``t = 1``).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``t`` in (0, 1]; increasing when ``ab`` decreases.
+
+    Raises
+    ------
+    InputError
+        A value non-finite or outside [0, 1).
+    """
+    ab = _as_float64(alphas_cumprod, "alphas_cumprod")
+    bad = np.flatnonzero(~((ab >= 0.0) & (ab < 1.0)))
+    if bad.size:
+        i = np.unravel_index(bad[0], ab.shape)
+        raise InputError(f"{_at('alphas_cumprod', i, ab.ndim)}: expected a value in [0, 1) "
+                         f"(0 is pure noise), got {float(ab[i])!r}")
+    return _fm_times(ab)
+
+
+def alphas_cumprod_from_fm_times(times) -> np.ndarray:
+    """VP levels of flow-matching times: ``ab = (1 - t)^2 / ((1 - t)^2 + t^2)``.
+
+    Source: docs/theory.md section 10 (``logsnr = 2 log((1 - t) / t)``).
+
+    Parameters
+    ----------
+    times : array-like, any shape
+        Values in (0, 1]; ``t = 1`` gives ``ab = 0`` (zero terminal SNR).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        ``ab`` in [0, 1).
+
+    Raises
+    ------
+    InputError
+        A value non-finite or outside (0, 1].
+    """
+    t = _as_float64(times, "t")
+    bad = np.flatnonzero(~((t > 0.0) & (t <= 1.0)))
+    if bad.size:
+        i = np.unravel_index(bad[0], t.shape)
+        raise InputError(f"{_at('t', i, t.ndim)}: expected a flow-matching time in (0, 1] "
+                         f"(1 is pure noise), got {float(t[i])!r}")
+    return _fm_alphas_cumprod(t)
+
+
+def sd3_shift(times, shift: float) -> np.ndarray:
+    """Stable Diffusion 3's timestep shift ``t' = s t / (1 + (s - 1) t)`` (Esser et al. 2024).
+
+    It multiplies the odds ``t / (1 - t)`` (the VE sigma) by ``s``, i.e. moves every logSNR by
+    ``-2 log s`` (docs/theory.md section 10); ``t = 1`` stays 1. diffusers'
+    ``FlowMatchEulerDiscreteScheduler(shift=s)`` applies exactly this to its sigmas, and its
+    exponential ``time_shift(mu, 1, t)`` is this with ``s = exp(mu)``.
+
+    Parameters
+    ----------
+    times : array-like, any shape
+        Flow-matching times in [0, 1].
+    shift : float
+        ``s > 0`` (1 is no shift; > 1 moves the steps towards the noisy end).
+
+    Returns
+    -------
+    ndarray, same shape, float64
+
+    Raises
+    ------
+    InputError
+        ``shift`` not a finite number > 0 (named ``shift``), or a time outside [0, 1].
+    """
+    try:
+        s = float(shift)
+    except (TypeError, ValueError):
+        raise InputError(f"shift: expected a number > 0, got {shift!r}", param="shift") from None
+    if not (np.isfinite(s) and s > 0.0):
+        raise InputError(f"shift: expected a finite number > 0, got {shift!r}", param="shift")
+    t = _as_float64(times, "t")
+    bad = np.flatnonzero(~((t >= 0.0) & (t <= 1.0)))
+    if bad.size:
+        i = np.unravel_index(bad[0], t.shape)
+        raise InputError(f"{_at('t', i, t.ndim)}: expected a flow-matching time in [0, 1], "
+                         f"got {float(t[i])!r}")
+    return s * t / (1.0 + (s - 1.0) * t)

@@ -554,8 +554,9 @@ def _nearest_timesteps(ab: np.ndarray, family: str, num_train_timesteps: int):
     # grid is strictly decreasing in t; search the increasing -grid.
     hi = np.clip(np.searchsorted(-grid, -target), 0, grid.size - 1)
     lo = np.clip(hi - 1, 0, grid.size - 1)
-    pick_lo = np.abs(grid[lo] - target) <= np.abs(grid[hi] - target)
-    t = np.where(pick_lo, lo, hi).astype(np.int64)
+    with np.errstate(invalid="ignore"):  # ab = 0 (pure noise): logSNR -inf
+        pick_lo = np.abs(grid[lo] - target) <= np.abs(grid[hi] - target)
+    t = np.where(pick_lo & np.isfinite(target), lo, hi).astype(np.int64)  # -inf: the last
     return t, np.abs(grid[t] - target)
 
 

@@ -41,6 +41,7 @@ from specsched.errors import InputError
 from specsched.fileio import atomic_write
 from specsched.schedules.conversions import (
     _betas,
+    _fm_times,
     _logsnr,
     _sigmas,
     validate_alphas_cumprod,
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 SCHEDULE_FORMAT = "specsched.schedule"
+#: Parametrisations a schedule may be made for (docs/theory.md sections 1 and 10).
+PARAMS = ("vp", "ve", "fm")
 SCHEDULE_VERSION = 1
 SUPPORTED_VERSIONS = (SCHEDULE_VERSION,)
 
@@ -202,14 +205,15 @@ class Schedule:
     created: str | None = None
 
     def __post_init__(self):
-        ab = validate_alphas_cumprod(self.alphas_cumprod, "alphas_cumprod")
+        if self.param not in PARAMS:
+            raise InputError(f"param: expected one of {', '.join(PARAMS)}, got {self.param!r}")
+        ab = validate_alphas_cumprod(self.alphas_cumprod, "alphas_cumprod",
+                                     zero_terminal=self.param == "fm")
         ab.setflags(write=False)
         set_ = functools.partial(object.__setattr__, self)
         set_("alphas_cumprod", ab)
         if not isinstance(self.name, str) or not self.name:
             raise InputError(f"name: expected a non-empty string, got {self.name!r}")
-        if not isinstance(self.param, str):
-            raise InputError(f"param: expected a string, got {self.param!r}")
         if not isinstance(self.noise_spectrum, str) or not self.noise_spectrum:
             raise InputError(f"noise_spectrum: expected a non-empty string, got "
                              f"{self.noise_spectrum!r}")
@@ -261,13 +265,22 @@ class Schedule:
 
     @property
     def sigmas(self) -> np.ndarray:
-        """(S,) float64: ``sigma_s = sqrt((1 - ab_s) / ab_s)``, increasing."""
-        return _sigmas(self.alphas_cumprod)
+        """(S,) float64: ``sigma_s = sqrt((1 - ab_s) / ab_s)``, increasing (``inf`` at
+        ``ab_S = 0``)."""
+        with np.errstate(divide="ignore"):
+            return _sigmas(self.alphas_cumprod)
 
     @property
     def logsnr(self) -> np.ndarray:
-        """(S,) float64: ``log(ab_s / (1 - ab_s))``, decreasing."""
-        return _logsnr(self.alphas_cumprod)
+        """(S,) float64: ``log(ab_s / (1 - ab_s))``, decreasing (``-inf`` at ``ab_S = 0``)."""
+        with np.errstate(divide="ignore"):
+            return _logsnr(self.alphas_cumprod)
+
+    @property
+    def fm_times(self) -> np.ndarray:
+        """(S,) float64: flow-matching times ``t_s = sigma_s / (1 + sigma_s)``, increasing
+        (``t_S = 1`` at ``ab_S = 0``; docs/theory.md section 10)."""
+        return _fm_times(self.alphas_cumprod)
 
     @property
     def timesteps(self) -> np.ndarray:
@@ -329,9 +342,10 @@ class Schedule:
             "optimizer": _jsonable(self.optimizer, "optimizer"),
             "created": self.created,
             "specsched_version": specsched.__version__,
-            "sigmas": self.sigmas.tolist(),
-            "logsnr": self.logsnr.tolist(),
+            "sigmas": _finite_or_null(self.sigmas),
+            "logsnr": _finite_or_null(self.logsnr),
             "betas": self.betas.tolist(),
+            **({"t": self.fm_times.tolist()} if self.param == "fm" else {}),
             "timesteps": {
                 "training_schedule": TIMESTEPS_TRAINING_SCHEDULE,
                 "num_train_timesteps": TIMESTEPS_NUM_TRAIN,
@@ -462,22 +476,31 @@ def _check_schema(d, source: str) -> None:
         raise InputError(f"{source}: {describe_schema_error(error)}")
 
 
+def _finite_or_null(values: np.ndarray) -> list:
+    """A derived view as a JSON list: the infinite values (sigma and logSNR of pure noise,
+    ``ab_S = 0``) as null, since JSON has no infinity."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
 def _check_derived(d: dict, sched: Schedule) -> None:
-    """Raise InputError if a derived view stored in ``d`` disagrees with ``sched``."""
-    for key in ("sigmas", "logsnr", "betas"):
+    """Raise InputError if a derived view stored in ``d`` disagrees with ``sched`` (a null
+    stands for an infinite value, which JSON cannot hold)."""
+    for key, attr in (("sigmas", "sigmas"), ("logsnr", "logsnr"), ("betas", "betas"),
+                      ("t", "fm_times")):
         if key not in d:
             continue
-        stored = np.asarray(d[key], dtype=np.float64)
-        expected = getattr(sched, key)
+        expected = getattr(sched, attr)
+        stored = np.array([np.nan if v is None else v for v in d[key]], dtype=np.float64)
         if stored.shape != expected.shape:
             raise InputError(f"{key}: {stored.size} values, but alphas_cumprod has {expected.size}")
-        bad = np.flatnonzero(
-            ~(np.abs(stored - expected) <= DERIVED_RTOL * np.abs(expected) + DERIVED_ATOL)
-        )
+        with np.errstate(invalid="ignore"):
+            close = (stored == expected) | (
+                np.abs(stored - expected) <= DERIVED_RTOL * np.abs(expected) + DERIVED_ATOL)
+        bad = np.flatnonzero(~np.where(np.isnan(stored), np.isinf(expected), close))
         if bad.size:
             i = int(bad[0])
             raise InputError(
-                f"{key}[{i}]: {float(stored[i])!r} disagrees with alphas_cumprod, which gives "
+                f"{key}[{i}]: {d[key][i]!r} disagrees with alphas_cumprod, which gives "
                 f"{float(expected[i])!r} (derived views are recomputed; fix or delete them)"
             )
     if "timesteps" in d:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.theory.flow import PRODUCT_SAMPLERS, ProductSampler, step_gain
 from specsched.theory.losses import KL_FLOOR, LOSSES, kl_mask
 from specsched.theory.samplers import _scalars, _start, check_init, get_sampler, resolve_eta
 
@@ -106,6 +107,12 @@ class Curvature:
         return Curvature(self.value * factor, self.grad * factor, self.diag * factor,
                          self.off * factor, self.J, self.c * factor, self.b * factor)
 
+    def without_last(self) -> Curvature:
+        """The same quantities in the levels but the last (held fixed: a schedule ending at
+        zero SNR, ``y_S = -inf``); its coupling ``b`` to the others goes with it."""
+        return Curvature(self.value, self.grad[:-1], self.diag[:-1], self.off[:-1],
+                         self.J[:, :-1], self.c, np.zeros_like(self.b))
+
     def dense(self) -> np.ndarray:
         """The Hessian as an (n_steps, n_steps) array (for tests and small S)."""
         return np.stack([self.matvec(e) for e in np.eye(self.grad.size)], axis=1)
@@ -118,12 +125,15 @@ def is_deterministic(sampler: str, alphas_cumprod, eta=None) -> bool:
     Parameters
     ----------
     sampler : str
-        Any sampler name; k-diffusion's samplers (not of
-        :data:`specsched.theory.SAMPLERS`) are never taken as deterministic here.
+        Any sampler name: the product samplers of :mod:`specsched.theory.flow` are; k-diffusion's
+        samplers (not of :data:`specsched.theory.SAMPLERS`) are never taken as deterministic
+        here.
     alphas_cumprod : ndarray of shape (n_steps,), step 1 first
     eta : float or None
         As :func:`specsched.theory.resolve_eta`.
     """
+    if sampler in PRODUCT_SAMPLERS:
+        return True
     try:
         spec = get_sampler(sampler)
     except InputError:
@@ -134,44 +144,86 @@ def is_deterministic(sampler: str, alphas_cumprod, eta=None) -> bool:
     return bool(np.all(q == 0.0))
 
 
-def _level_derivatives(spec, y, eta):
-    """Scalars ``(alpha, beta, gamma, delta)`` of every step and their first and second
-    derivatives in ``(y_s, y_{s-1})``: a dict of (4, S) arrays keyed by "", "a", "p", "aa",
-    "ap", "pp" ("a" the step's own level, "p" the previous; zero for step 1, whose previous
-    level is the clean end ``ab_0 = 1``)."""
-    S = y.size
-    ya = y.astype(complex)
-    yp = np.concatenate([[np.inf], y[:-1]]).astype(complex)
-    ih, e = 1j * _H, _E
-    shifts = [(ih, 0), (0, ih), (e + ih, 0), (-e + ih, 0), (ih, e), (ih, -e), (0, e + ih),
-              (0, -e + ih)]
-    a = np.concatenate([ya + da for da, _ in shifts])
-    ap = np.concatenate([yp + dp for _, dp in shifts])
+#: The complex levels of :func:`_log_gain_derivatives`: ``(d y_s, d y_{s-1})`` of each
+#: evaluation (complex step ``i h``, central differences ``+-e``).
+_SHIFTS = ((1j * _H, 0), (0, 1j * _H), (_E + 1j * _H, 0), (-_E + 1j * _H, 0), (1j * _H, _E),
+           (1j * _H, -_E), (0, _E + 1j * _H), (0, -_E + 1j * _H))
+
+
+def _level(y, shift):
+    """``expit(y + shift)`` (complex); ``y = -inf`` (zero SNR, a fixed level) is exactly 0 and
+    ``y = +inf`` (the clean end) exactly 1, neither perturbed."""
     with np.errstate(all="ignore"):
-        z = _scalars(spec, _expit(a), np.where(np.isinf(ap), 1.0, _expit(ap)), eta)[:4]
-    parts = z.reshape(4, len(shifts), S)
-    d = parts.imag / _H
-    out = {"": np.ascontiguousarray(parts[:, 0].real), "a": d[:, 0], "p": d[:, 1],
-           "aa": (d[:, 2] - d[:, 3]) / (2 * e), "ap": (d[:, 4] - d[:, 5]) / (2 * e),
-           "pp": (d[:, 6] - d[:, 7]) / (2 * e)}
-    for key in ("p", "ap", "pp"):
-        out[key][:, 0] = 0.0  # ab_0 = 1 is a constant
-    return out
+        out = _expit(y + shift)
+    return np.where(np.isneginf(y), 0.0, np.where(np.isposinf(y), 1.0, out))
+
+
+def _log_gain_derivatives(spec, lam, y, eta):
+    """``log A_s`` and its first and second derivatives in ``(y_s, y_{s-1})``: six (K, S)
+    arrays ``(log A, a, p, aa, ap, pp)`` ("a" the step's own level, "p" the previous; zero
+    for the clean end ``ab_0 = 1`` and for a fixed level at zero SNR).
+
+    A discrete sampler's gain is a quotient ``N / D`` of two functions linear in lambda whose
+    coefficients (its scalars, O(S)) are differentiated, so only real (K, S) arithmetic
+    follows; a product sampler's gain is differentiated directly on (K, S) complex arrays."""
+    yp = np.concatenate([[np.inf], y[:-1]])
+    lk = lam[:, None]
+    a = np.stack([_level(y, da) for da, _ in _SHIFTS])
+    ap = np.stack([_level(yp, dp) for _, dp in _SHIFTS])
+    with np.errstate(all="ignore"):
+        if isinstance(spec, ProductSampler):
+            A = [step_gain(spec, lk, a[k], ap[k]) for k in range(len(_SHIFTS))]
+            d = [x.imag / _H for x in A]  # d/dy_s at the base and at +-e, d/dy_{s-1} alike
+            base = A[0].real
+            if np.any(~(base > 0.0)):
+                raise InputError(f"sampler: {spec.name!r} has a gain A_s <= 0 (or not finite) "
+                                 "on this schedule; the product form needs positive gains")
+            la, lp = d[0] / base, d[1] / base
+            laa = (d[2] - d[3]) / (2 * _E) / base - la * la
+            lap = (d[4] - d[5]) / (2 * _E) / base - la * lp
+            lpp = (d[6] - d[7]) / (2 * _E) / base - lp * lp
+            return np.log(base), la, lp, laa, lap, lpp
+        z = _scalars(spec, a.ravel(), ap.ravel(), eta)[:4].reshape(4, len(_SHIFTS), -1)
+        dz = z.imag / _H
+        dd = {"": z[:, 0].real, "a": dz[:, 0], "p": dz[:, 1],
+              "aa": (dz[:, 2] - dz[:, 3]) / (2 * _E), "ap": (dz[:, 4] - dz[:, 5]) / (2 * _E),
+              "pp": (dz[:, 6] - dz[:, 7]) / (2 * _E)}
+
+        def form(key):  # numerator and denominator of A_s, or their derivatives, (K, S)
+            al, be, ga, de = dd[key]
+            return al * lk + be, ga * lk + de
+
+        N, D = form("")
+        if np.any(~(N * D > 0.0)):
+            raise InputError(f"sampler: {spec.name!r} has a gain A_s <= 0 (or not finite) on "
+                             "this schedule; the product form needs positive gains")
+        Na, Da = form("a")
+        Np, Dp = form("p")
+        na, da, np_, dp = Na / N, Da / D, Np / N, Dp / D
+        la, lp = na - da, np_ - dp
+        Naa, Daa = form("aa")
+        Nap, Dap = form("ap")
+        Npp, Dpp = form("pp")
+        laa = Naa / N - na * na - Daa / D + da * da
+        lap = Nap / N - na * np_ - Dap / D + da * dp
+        lpp = Npp / N - np_ * np_ - Dpp / D + dp * dp
+    return np.log(N / D), la, lp, laa, lap, lpp
 
 
 def _start_derivatives(spec, lam, m, y_S, init):
     """``(1/2) log v_S`` and ``rho = log(1 + c_S^2 m^2 / v_S)`` per direction with their first
-    and second derivatives in ``y_S``: three tuples of (n,) arrays."""
+    and second derivatives in ``y_S`` (zero for a level fixed at zero SNR): two tuples of
+    three (n,) arrays."""
     e = _E
 
-    def parts(y):
-        v, c = _start(spec, lam.astype(complex), _expit(y), init)
+    def parts(shift):
+        v, c = _start(spec, lam.astype(complex), _level(np.array(y_S), shift), init)
         v = v * np.ones_like(lam)
         r = np.log(1.0 + c * c * m * m / v) if init == "normal" else 0.0 * v
         return 0.5 * np.log(v), r
 
-    (hv0, r0), (hv1, r1), (hv2, r2) = (parts(y_S + d) for d in (1j * _H, e + 1j * _H,
-                                                                 -e + 1j * _H))
+    (hv0, r0), (hv1, r1), (hv2, r2) = (parts(d) for d in (1j * _H, e + 1j * _H,
+                                                          -e + 1j * _H))
     half_logv = (hv0.real, hv0.imag / _H, (hv1.imag - hv2.imag) / (2 * e * _H))
     rho = (r0.real, r0.imag / _H, (r1.imag - r2.imag) / (2 * e * _H))
     return half_logv, rho
@@ -235,47 +287,28 @@ def loss_curvature(eigenvalues, mean, logsnr, *, loss="w2", sampler="ddim", eta=
     """
     if loss not in LOSSES:
         raise InputError(f"loss: expected one of {LOSSES}, got {loss!r}")
-    spec = get_sampler(sampler)
-    eta = resolve_eta(sampler, eta)
     check_init(init)
+    y = np.asarray(logsnr, dtype=np.float64)
+    if sampler in PRODUCT_SAMPLERS:
+        spec, eta = PRODUCT_SAMPLERS[sampler], None
+    else:
+        spec = get_sampler(sampler)
+        eta = resolve_eta(sampler, eta)
+        if not is_deterministic(sampler, _expit(y), eta):
+            raise InputError(f"sampler: {sampler!r} injects noise"
+                             f"{f' (eta = {eta:g})' if eta else ''}: its generated law is not "
+                             "a product of gains; loss_curvature takes ddim with eta = 0, "
+                             f"ddim-ve, fm-euler or {', '.join(PRODUCT_SAMPLERS)}")
     lam = np.asarray(eigenvalues, dtype=np.float64)
     m = np.zeros_like(lam) if mean is None else np.asarray(mean, dtype=np.float64)
     w = np.ones_like(lam) if weights is None else np.asarray(weights, dtype=np.float64)
-    y = np.asarray(logsnr, dtype=np.float64)
-    if not is_deterministic(sampler, _expit(y), eta):
-        raise InputError(f"sampler: {sampler!r} injects noise"
-                         f"{f' (eta = {eta:g})' if eta else ''}: its generated law is not a "
-                         "product of gains; loss_curvature takes ddim with eta = 0 or ddim-ve")
     counted = lam > 0.0
     if loss != "w2":
         counted &= kl_mask(lam, kl_floor) if keep is None else np.asarray(keep, dtype=bool)
     lam, m, w = lam[counted], m[counted], w[counted]
-    d = _level_derivatives(spec, y, eta)
-    if not np.all(d[""][:2] == d[""][:2]):  # NaN scalars
-        raise InputError("logsnr: expected finite, decreasing levels")
-    lk = lam[:, None]
-
-    def form(key):  # numerator and denominator of A_s, or their derivatives, (K, S)
-        al, be, ga, de = d[key]
-        return al * lk + be, ga * lk + de
-
-    N, D = form("")
-    if np.any(N * D <= 0.0):
-        raise InputError(f"sampler: {sampler!r} has a gain A_s <= 0 on this schedule; "
-                         "Newton's method needs a product of positive gains")
-    with np.errstate(all="ignore"):
-        Na, Da = form("a")
-        Np, Dp = form("p")
-        na, da, np_, dp = Na / N, Da / D, Np / N, Dp / D
-        la, lp = na - da, np_ - dp  # d log A_s / d y_s and / d y_{s-1}
-        Naa, Daa = form("aa")
-        Nap, Dap = form("ap")
-        Npp, Dpp = form("pp")
-        laa = Naa / N - na * na - Daa / D + da * da
-        lap = Nap / N - na * np_ - Dap / D + da * dp
-        lpp = Npp / N - np_ * np_ - Dpp / D + dp * dp
+    logA, la, lp, laa, lap, lpp = _log_gain_derivatives(spec, lam, y, eta)
     (hv, hv1, hv2), (rho, r1, r2) = _start_derivatives(spec, lam, m, y[-1], init)
-    z = np.log(N / D).sum(axis=1) + hv
+    z = logA.sum(axis=1) + hv
     J = la.copy()
     J[:, :-1] += lp[:, 1:]
     J[:, -1] += hv1

@@ -12,8 +12,11 @@ the schedule's noise levels ``sigmas = (sigma_S, ..., sigma_1, 0)``,
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logit
 
 from specsched.errors import InputError
+from specsched.theory.curvature import loss_curvature
+from specsched.theory.flow import PRODUCT_SAMPLERS
 from specsched.theory.kclosed import (
     kclosed_form,
     kclosed_form_vjp,
@@ -265,9 +268,11 @@ def loss_value(
                                 init=init, kl_floor=kl_floor, weights=weights, keep=keep,
                                 gradient=False)
         lam, m, weights, keep = _in_y(ns, lam, m, loss, kl_floor, weights, keep)
-    if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
-                           calibration)
+    if sampler in KSAMPLERS or sampler in PRODUCT_SAMPLERS:
+        gen = (closed_form(lam, alphas_cumprod, sampler, init=init)
+               if sampler in PRODUCT_SAMPLERS else
+               _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                            calibration))
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                        weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
@@ -333,6 +338,12 @@ def loss_and_grad(
     if sampler in KSAMPLERS:
         return _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor,
                                 weights, keep, options, backend, calibration)
+    if sampler in PRODUCT_SAMPLERS:  # value and gradient of the product form, in logSNR
+        ab = np.asarray(alphas_cumprod, dtype=np.float64)
+        c = loss_curvature(lam, m, logit(ab), loss=loss, sampler=sampler, init=init,
+                           kl_floor=kl_floor, weights=weights, keep=keep)
+        with np.errstate(divide="ignore", invalid="ignore"):  # ab_S = 0: a fixed level
+            return c.value, np.where(ab > 0.0, c.grad / (ab * (1.0 - ab)), np.nan)
     system = linear_system(lam, alphas_cumprod, sampler, eta, init, derivatives=True)
     if numba:
         from specsched.theory.kernels import loss_grad, threads_for  # numba: on first use
@@ -377,9 +388,11 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
     if ns is not None:  # the parsed spectrum: a file is read once
         return evaluate_schedule(lam, m, alphas_cumprod, sampler=sampler, eta=eta, init=init,
                                  kl_floor=kl_floor, options=options, noise=ns).summary()
-    if sampler in KSAMPLERS:
-        gen = _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
-                           calibration)
+    if sampler in KSAMPLERS or sampler in PRODUCT_SAMPLERS:
+        gen = (closed_form(lam, alphas_cumprod, sampler, init=init)
+               if sampler in PRODUCT_SAMPLERS else
+               _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                            calibration))
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
                                             kl_floor)[0] for key, loss in keys}
     else:

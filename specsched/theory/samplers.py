@@ -70,6 +70,8 @@ from typing import NamedTuple
 import numpy as np
 
 from specsched.errors import InputError
+from specsched.schedules.conversions import _fm_times
+from specsched.theory.flow import PRODUCT_SAMPLERS, get_product_sampler, step_gain
 from specsched.theory.ksolvers import KSAMPLERS, resolve_options
 from specsched.theory.wiener import wiener_gain_coefficients
 
@@ -140,6 +142,14 @@ def _ddim_ve_update(a, ap, eta):
     return 1.0 - rho, rho, 0.0 * rho
 
 
+def _fm_euler_update(a, ap, eta):
+    """Euler on the flow-matching velocity, ``x' = x + (t' - t) v_hat`` with
+    ``v_hat = (x - x0_hat) / t`` (docs/theory.md section 10): ``p = (t - t')/t``,
+    ``r = t'/t``; from ``t = 1`` (``a = 0``) and onto ``t' = 0`` (``ap = 1``) alike."""
+    t, tp = _fm_times(a), _fm_times(ap)
+    return (t - tp) / t, tp / t, 0.0 * t
+
+
 def _ddpm_ve_update(a, ap, eta):
     """SMLD ancestral sampling (Song & Ermon 2019): ``rho`` the squared sigma ratio, noise q."""
     sig2, sig2_prev = (1.0 - a) / a, (1.0 - ap) / ap
@@ -155,9 +165,11 @@ class Sampler:
     ----------
     name : str
         Command-line name.
-    param : {"vp", "ve"}
-        Parametrisation of its states: VP ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps`` or
-        VE ``x_t = x_0 + sigma eps`` with ``sigma = sqrt((1 - ab) / ab)``.
+    param : {"vp", "ve", "fm"}
+        Parametrisation of its states: VP ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps``,
+        VE ``x_t = x_0 + sigma eps`` with ``sigma = sqrt((1 - ab) / ab)``, or FM
+        ``x_t = (1 - t) x_0 + t eps`` with ``t = sigma / (1 + sigma)`` (docs/theory.md
+        section 10; start ``N(0, 1)`` as VP, at ``t_S``).
     update : callable
         ``(a, ap, eta) -> (p, r, q)`` for ``a = ab_s``, ``ap = ab_{s-1}`` (floats or arrays of
         one shape; complex-safe), module docstring.
@@ -187,18 +199,23 @@ SAMPLERS = {
                        "DDIM in VE form, start N(0, sigma_S^2)"),
     "ddpm-ve": Sampler("ddpm-ve", "ve", _ddpm_ve_update, None, False,
                        "SMLD ancestral sampling (VE), start N(0, sigma_S^2)"),
+    "fm-euler": Sampler("fm-euler", "fm", _fm_euler_update, None, False,
+                        "flow matching: Euler on the velocity in t (diffusers' "
+                        "FlowMatchEulerDiscreteScheduler), start N(0, 1)"),
 }
 
 
 def sampler_names() -> list[str]:
-    """Every sampler name: the discrete samplers of :data:`SAMPLERS`, then k-diffusion's
+    """Every sampler name: the discrete samplers of :data:`SAMPLERS`, the flow-matching
+    product samplers (:data:`specsched.theory.flow.PRODUCT_SAMPLERS`), then k-diffusion's
     (:data:`specsched.theory.ksolvers.KSAMPLERS`)."""
-    return [*SAMPLERS, *KSAMPLERS]
+    return [*SAMPLERS, *PRODUCT_SAMPLERS, *KSAMPLERS]
 
 
 def sampler_param(name: str) -> str:
-    """``"vp"`` or ``"ve"``: the parametrisation of a sampler's states (k-diffusion: VE;
-    diffusers' ``unipc``: VP, :attr:`specsched.theory.ksolvers.KSampler.param`).
+    """``"vp"``, ``"ve"`` or ``"fm"``: the parametrisation of a sampler's states (k-diffusion:
+    VE; diffusers' ``unipc``: VP, :attr:`specsched.theory.ksolvers.KSampler.param`; the
+    flow-matching samplers: FM).
 
     Raises
     ------
@@ -207,6 +224,8 @@ def sampler_param(name: str) -> str:
     """
     if name in KSAMPLERS:
         return KSAMPLERS[name].param
+    if name in PRODUCT_SAMPLERS:
+        return PRODUCT_SAMPLERS[name].param
     if name in SAMPLERS:
         return SAMPLERS[name].param
     raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
@@ -230,6 +249,8 @@ def check_sampler_options(sampler: str, eta=None, options: dict | None = None) -
         An option the sampler has not, or a value out of range (``param`` the option).
     """
     given = {k: v for k, v in (options or {}).items() if v is not None}
+    if sampler in PRODUCT_SAMPLERS:
+        resolve_eta(sampler, eta)
     if sampler in KSAMPLERS:
         resolve_options(sampler, eta, **given)
     elif given:
@@ -243,6 +264,8 @@ def nfe_of(sampler: str, steps: int) -> int:
     """Network evaluations ``sampler`` spends in ``steps`` steps: S for the discrete samplers,
     :attr:`specsched.theory.ksolvers.KSampler.nfe` for k-diffusion's (``2 S - 1`` for the
     two-stage ones)."""
+    if sampler in PRODUCT_SAMPLERS:
+        return PRODUCT_SAMPLERS[sampler].nfe(int(steps))
     return KSAMPLERS[sampler].nfe(steps) if sampler in KSAMPLERS else int(steps)
 
 
@@ -280,7 +303,9 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
     """
     steps = steps_within_nfe(sampler, nfe)
     if nfe_of(sampler, steps) != nfe:
-        rule = KSAMPLERS[sampler].nfe_rule if sampler in KSAMPLERS else "one per step"
+        rule = (KSAMPLERS[sampler].nfe_rule if sampler in KSAMPLERS
+                else PRODUCT_SAMPLERS[sampler].nfe_rule if sampler in PRODUCT_SAMPLERS
+                else "one per step")
         raise InputError(f"nfe: {sampler} spends {rule}, so no step count costs {nfe} "
                          f"evaluations; the nearest are {nfe_of(sampler, steps)} or "
                          f"{nfe_of(sampler, steps + 1)}", param="nfe")
@@ -317,6 +342,12 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     """
     if sampler in KSAMPLERS:  # k-diffusion's eta: >= 0, only where its function has one
         return resolve_options(sampler, eta).get("eta")
+    if sampler in PRODUCT_SAMPLERS:
+        if eta is not None:
+            raise InputError(f"eta: sampler {sampler!r} has no eta; eta applies to ddim "
+                             "(DDIM-eta) and to k-diffusion's ancestral and SDE samplers",
+                             param="eta")
+        return None
     spec = get_sampler(sampler)
     if eta is None:
         return spec.default_eta
@@ -350,8 +381,11 @@ def check_init(init: str) -> str:
 def _state_gain(param: str, a):
     """Wiener gain coefficients ``(s, gamma, delta)`` of a state at VP level ``a``.
 
-    A VE state sits at ``sigma = sqrt((1 - a)/a)``; complex-safe.
+    A VE state sits at ``sigma = sqrt((1 - a)/a)``, an FM state at ``t = sigma / (1 + sigma)``;
+    complex-safe.
     """
+    if param == "fm":
+        return wiener_gain_coefficients(_fm_times(a), param)
     return wiener_gain_coefficients(a if param == "vp" else np.sqrt((1.0 - a) / a), param)
 
 
@@ -566,7 +600,7 @@ def _start(spec: Sampler, lam, ab_S, init: str):
     s, gamma, delta = _state_gain(spec.param, ab_S)
     if init == "marginal":
         return gamma * lam + delta, s
-    v = np.ones_like(lam) if spec.param == "vp" else delta * np.ones_like(lam)
+    v = delta * np.ones_like(lam) if spec.param == "ve" else np.ones_like(lam)
     return v, s
 
 
@@ -663,6 +697,20 @@ def propagate(system: LinearSystem, eigenvalues) -> GeneratedGaussian:
     return GeneratedGaussian(transfer=H, variance=v, mean_gain=gain)
 
 
+def _product_closed_form(eigenvalues, alphas_cumprod, sampler, init):
+    """The generated Gaussian of a product sampler (:mod:`specsched.theory.flow`): ``H = prod_s
+    A_s``, ``var_gen = H^2 v_S``, ``mean_gen - m = -c_S H m`` (normal start) or 0."""
+    spec = get_product_sampler(sampler)
+    check_init(init)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    ap = np.concatenate([[1.0], ab[:-1]])
+    H = np.prod(step_gain(spec, lam[:, None], ab, ap), axis=1)
+    v, c = _start(spec, lam, ab[-1], init)
+    gain = -c * H if init == "normal" else np.zeros_like(lam)
+    return GeneratedGaussian(transfer=H, variance=H * H * v, mean_gain=gain)
+
+
 def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="normal"):
     """Generated Gaussian of a discrete sampler with the exact Wiener denoiser.
 
@@ -674,7 +722,9 @@ def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="nor
         ``ab_1 > ... > ab_S`` in (0, 1), step 1 (least noisy) first; ``ab_0 = 1`` implied.
         VE samplers use ``sigma_s = sqrt((1 - ab_s) / ab_s)``.
     sampler : str
-        A name of :data:`SAMPLERS` ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve").
+        A name of :data:`SAMPLERS` ("ddim", "ddpm", "ddpm-large", "ddim-ve", "ddpm-ve",
+        "fm-euler") or of :data:`specsched.theory.flow.PRODUCT_SAMPLERS` ("fm-heun": the
+        product of its step gains, docs/theory.md section 10).
     eta : float or None
         DDIM-eta stochasticity (0 DDIM, 1 DDPM); None takes the sampler's own.
     init : {"normal", "marginal"}
@@ -695,6 +745,9 @@ def closed_form(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="nor
     Song & Ermon (2019); Benita, Elad, Keshet (2025) for the linear-system view.
     ``alphas_cumprod`` is trusted (validate it at the boundary).
     """
+    if sampler in PRODUCT_SAMPLERS:
+        resolve_eta(sampler, eta)
+        return _product_closed_form(eigenvalues, alphas_cumprod, sampler, init)
     return propagate(linear_system(eigenvalues, alphas_cumprod, sampler, eta, init),
                      eigenvalues)
 

@@ -6,12 +6,15 @@ Notation (docs/theory.md section 2): data :math:`x_0 \sim N(\mu, \Sigma)`,
 ``lambda_k``. Two parametrisations of the noisy state:
 
 - VP, level ``ab`` (alphas_cumprod): :math:`x_t = \sqrt{ab}\, x_0 + \sqrt{1 - ab}\, \varepsilon`;
-- VE, level ``sigma``: :math:`x_t = x_0 + \sigma \varepsilon`.
+- VE, level ``sigma``: :math:`x_t = x_0 + \sigma \varepsilon`;
+- FM (flow matching, rectified flow), level ``t`` in [0, 1]:
+  :math:`x_t = (1 - t) x_0 + t \varepsilon` (docs/theory.md section 10).
 
-In both, per direction, ``E[x_t] = s m``, ``Cov(x_0, x_t) = s lambda`` and
+In all three, per direction, ``E[x_t] = s m``, ``Cov(x_0, x_t) = s lambda`` and
 ``Var(x_t) = gamma lambda + delta`` with
 
-    VP: (s, gamma, delta) = (sqrt(ab), ab, 1 - ab);     VE: (s, gamma, delta) = (1, 1, sigma^2),
+    VP: (s, gamma, delta) = (sqrt(ab), ab, 1 - ab);     VE: (s, gamma, delta) = (1, 1, sigma^2);
+    FM: (s, gamma, delta) = (1 - t, (1 - t)^2, t^2),
 
 so the posterior mean is ``x0_hat = m + g (x_t - s m)`` with the gain
 
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 #: Parametrisations of the noisy state.
-PARAMS = ("vp", "ve")
+PARAMS = ("vp", "ve", "fm")
 
 
 def wiener_gain_coefficients(level, param: str = "vp"):
@@ -47,17 +50,20 @@ def wiener_gain_coefficients(level, param: str = "vp"):
     Parameters
     ----------
     level : float, complex or ndarray
-        ``ab`` in (0, 1] for ``param="vp"``; ``sigma >= 0`` for ``param="ve"``. Complex
-        values are accepted (the samplers differentiate through this by complex step).
-    param : {"vp", "ve"}
+        ``ab`` in [0, 1] for ``param="vp"``; ``sigma >= 0`` for ``param="ve"``; ``t`` in
+        [0, 1] for ``param="fm"``. Complex values are accepted (the samplers differentiate
+        through this by complex step).
+    param : {"vp", "ve", "fm"}
         Parametrisation of the state (module docstring).
 
     Returns
     -------
     s, gamma, delta : float or ndarray, the shape of ``level``
-        VP ``(sqrt(ab), ab, 1 - ab)``; VE ``(1, 1, sigma^2)``. ``s`` is also the scale of the
-        state's mean, ``E[x_t] = s m``, and ``gamma lambda + delta`` its variance
-        (docs/theory.md section 2).
+        VP ``(sqrt(ab), ab, 1 - ab)``; VE ``(1, 1, sigma^2)``; FM ``(1 - t, (1 - t)^2,
+        t^2)``. ``s`` is also the scale of the state's mean, ``E[x_t] = s m``, and
+        ``gamma lambda + delta`` its variance (docs/theory.md sections 2 and 10); pure noise
+        (VP ``ab = 0``, FM ``t = 1``) has ``s = gamma = 0``: the gain is 0 and the denoiser
+        returns the mean.
 
     Raises
     ------
@@ -70,6 +76,9 @@ def wiener_gain_coefficients(level, param: str = "vp"):
     if param == "ve":
         one = np.ones_like(level)
         return one, one, level * level
+    if param == "fm":
+        u = 1.0 - level
+        return u, u * u, level * level
     raise InputError(f"param: expected one of {PARAMS}, got {param!r}")
 
 
