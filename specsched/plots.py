@@ -7,8 +7,9 @@ import numpy as np
 from specsched.fileio import atomic_write
 
 
-def plot_schedules(panels, path, *, force=False, title=None):
-    """Plot logSNR against step for optimised schedules beside their baselines.
+def plot_schedules(panels, path, *, force=False, title=None, param="vp"):
+    """Plot logSNR (or flow-matching time) against step for optimised schedules beside their
+    baselines.
 
     Parameters
     ----------
@@ -19,25 +20,29 @@ def plot_schedules(panels, path, *, force=False, title=None):
         PNG file to write (atomically; refused if it exists and ``force`` is false).
     title : str, optional
         Figure title.
+    param : {"vp", "ve", "fm"}
+        "fm" plots the times ``t = sigma / (1 + sigma)`` (docs/theory.md section 10), whose last
+        level may be pure noise (``t = 1``, logSNR ``-inf``); the others plot logSNR.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from specsched.schedules import logsnr_from_alphas_cumprod
+    from specsched.schedules import fm_times_from_alphas_cumprod, logsnr_from_alphas_cumprod
 
+    view = fm_times_from_alphas_cumprod if param == "fm" else logsnr_from_alphas_cumprod
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     for ax, (num_steps, optimised, baselines) in zip(axes[0], panels, strict=True):
         steps = np.arange(1, num_steps + 1)
         for name, ab in baselines.items():
-            ax.plot(steps, logsnr_from_alphas_cumprod(ab), lw=1, alpha=0.7, label=name)
-        ax.plot(steps, logsnr_from_alphas_cumprod(optimised), "k-o", lw=2.2, ms=3,
-                label="optimised")
+            ax.plot(steps, view(ab), lw=1, alpha=0.7, label=name)
+        ax.plot(steps, view(optimised), "k-o", lw=2.2, ms=3, label="optimised")
         ax.set_title(f"S = {num_steps}")
         ax.set_xlabel("step s (1 = least noisy)")
-        ax.set_ylabel("logSNR = log(ab / (1 - ab))")
+        ax.set_ylabel("t (flow matching; 1 = pure noise)" if param == "fm"
+                      else "logSNR = log(ab / (1 - ab))")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper right")
     if title:

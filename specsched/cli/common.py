@@ -333,7 +333,10 @@ def spectrum_from_args(args):
 
 
 DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance beta-tilde), "
-                 "ddpm-large (variance beta), ddim-ve, ddpm-ve (SMLD ancestral)")
+                 "ddpm-large (variance beta), ddim-ve, ddpm-ve (SMLD ancestral); flow "
+                 "matching (--param fm, start N(0, 1) at t_S): fm-euler (Euler on the "
+                 "velocity, diffusers' FlowMatchEulerDiscreteScheduler), fm-heun (Heun, "
+                 "FlowMatchHeunDiscreteScheduler)")
 K_HELP = ("k-diffusion's samplers on the schedule's sigmas (VE, start N(0, sigma_S^2)): "
           "euler, euler-ancestral, heun, dpm-2, dpm-2-ancestral, lms, dpmpp-2s-ancestral, "
           "dpmpp-sde, dpmpp-2m, dpmpp-2m-sde, dpmpp-3m-sde (as k-diffusion's sample_* "
@@ -411,16 +414,72 @@ def ksampler_options(args) -> dict:
     return {"s_noise": args.s_noise, "r": args.r, "solver_type": args.solver_type}
 
 
+#: ``--param fm``: the flow-matching sampler a familiar name stands for.
+FM_SAMPLER_NAMES = {"ddim": "fm-euler", "euler": "fm-euler", "heun": "fm-heun"}
+
+
 def resolve_sampler(sampler, param):
-    """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``."""
+    """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``; with ``--param fm``,
+    ``ddim`` and ``euler`` are ``fm-euler`` and ``heun`` is ``fm-heun`` (docs/theory.md
+    section 10)."""
     from specsched.theory.samplers import sampler_param
 
     if param == "ve" and sampler in ("ddim", "ddpm"):
         sampler = f"{sampler}-ve"
+    if param == "fm":
+        sampler = FM_SAMPLER_NAMES.get(sampler, sampler)
     own = sampler_param(sampler)
     if param is not None and own != param:
+        if param == "fm":
+            raise InputError(f"--param: sampler {sampler!r} is {own.upper()}, not a "
+                             "flow-matching sampler; with --param fm use fm-euler (or ddim, "
+                             "euler) or fm-heun (or heun)")
         raise InputError(f"--param: sampler {sampler!r} is {own.upper()}, not {param}")
     return sampler
+
+
+def add_fm_args(p):
+    """``--shift``, ``--resolution``, ``--tokens``: the flow-matching baselines'
+    parameters (:func:`specsched.schedules.flow.fm_baseline_times`)."""
+    p.add_argument("--shift", type=positive_float, default=None, metavar="S",
+                   help="flow matching (--param fm): SD3's shift s > 0 of the sd3-shift "
+                   "baseline, t' = s t / (1 + (s - 1) t) (default 3.0)")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="PX",
+                   help="flow matching: image side in pixels for the shifted-cosine baseline "
+                   "(logSNR + 2 log(64/PX)) and Flux's token count (PX/16)^2 (default: the "
+                   "data's image side when known, else 64)")
+    p.add_argument("--tokens", type=positive_int, default=None, metavar="N",
+                   help="flow matching: Flux's image tokens for the flux-shift baseline "
+                   "(default (PX/16)^2)")
+
+
+def fm_kwargs_from_args(args, spectrum=None) -> dict:
+    """The flow-matching baselines' ``shift``, ``resolution`` and ``tokens``
+    (:func:`add_fm_args`); the resolution defaults to the side of square image samples."""
+    from specsched.schedules.flow import SD3_SHIFT
+
+    resolution = args.resolution
+    shape = getattr(spectrum, "sample_shape", None) if spectrum is not None else None
+    if resolution is None and shape is not None and len(shape) >= 2 and shape[0] == shape[1]:
+        resolution = int(shape[0])
+    out = {"shift": SD3_SHIFT if args.shift is None else args.shift,
+           "resolution": 64 if resolution is None else resolution}
+    if args.tokens is not None:
+        out["tokens"] = args.tokens
+    return out
+
+
+def check_fm_args(args, sampler) -> None:
+    """Refuse ``--shift``, ``--resolution``, ``--tokens`` with a sampler that is not
+    flow matching: they only shape the flow-matching baselines."""
+    from specsched.theory.samplers import sampler_param
+
+    if sampler_param(sampler) == "fm":
+        return
+    for flag in ("shift", "resolution", "tokens"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag}: applies to flow matching (--param fm, fm-euler, "
+                             f"fm-heun), not to the sampler {sampler!r}")
 
 
 def steps_from_nfe(sampler: str, nfe) -> list[int]:

@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from specsched.cli.common import (
+    add_fm_args,
     add_ksampler_option_args,
     add_noise_spectrum_arg,
     add_sampler_args,
     add_sigma_range_arg,
     add_source_args,
+    check_fm_args,
     check_noise_samplers,
     eta_text,
+    fm_kwargs_from_args,
     ksampler_options,
     noise_from_args,
     positive_int,
@@ -31,6 +34,7 @@ def add_parser(sub):
     """Register the ``evaluate`` subcommand on an argparse subparsers object."""
     from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
     from specsched.schedules.exported import LEVELS
+    from specsched.schedules.flow import FM_BASELINES
     from specsched.theory.samplers import sampler_names
     from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS, renamed_solver_message
 
@@ -43,7 +47,8 @@ def add_parser(sub):
     p.add_argument("--spectrum", metavar="SRC", default="natural-patches",
                    help="spectrum .npz, eigenvalues .npy, samples, image folder or built-in")
     p.add_argument("--schedule", metavar="NAME|FILE",
-                   help=f"a baseline ({', '.join(BASELINES)}), a schedule JSON file, or what "
+                   help=f"a baseline ({', '.join(BASELINES)}; flow matching: "
+                   f"{', '.join(FM_BASELINES)}), a schedule JSON file, or what "
                    "export wrote: a diffusers export (its folder or diffusers_schedule.json) "
                    "or an exported array (.json, .txt, .npy) (required for discrete samplers; "
                    "continuous-time solvers use linear beta(t) and take none)")
@@ -66,8 +71,11 @@ def add_parser(sub):
                                                         "diffusers-ddpm-large"], default=None,
                      retired=renamed_solver_message)
     add_ksampler_option_args(p)
-    p.add_argument("--param", choices=["vp", "ve"], default=None,
-                   help="vp or ve: with ve, ddim and ddpm mean ddim-ve and ddpm-ve")
+    p.add_argument("--param", choices=["vp", "ve", "fm"], default=None,
+                   help="vp, ve or fm: with ve, ddim and ddpm mean ddim-ve and ddpm-ve; with fm, "
+                   "ddim and euler mean fm-euler and heun fm-heun (flow matching); a schedule "
+                   "file made for one parametrisation is refused under another")
+    add_fm_args(p)
     add_noise_spectrum_arg(p)
     p.add_argument("--t-eps", type=float, default=0.0,
                    help="truncation time eps of the continuous-time solvers (default 0)")
@@ -163,6 +171,23 @@ def _file_sampler(lv, sampler, eta, param):
                          f"file): {exc}; pass --sampler to choose another") from None
 
 
+def _check_file_param(lv, sampler) -> None:
+    """Refuse a schedule file made for flow matching under a VP or VE sampler, and the
+    reverse: the same levels mean another process (docs/theory.md section 10)."""
+    from specsched.theory.samplers import sampler_param
+
+    sched = lv.schedule
+    if sched is None:
+        return
+    own, want = sched.param, sampler_param(sampler)
+    if (own == "fm") != (want == "fm"):
+        hint = ("--param fm (fm-euler, fm-heun)" if own == "fm"
+                else f"--param {own} and a {own.upper()} sampler")
+        raise InputError(f"{lv.source}: param: the schedule was made for {own!r} "
+                         f"(sampler {sched.sampler!r}), not for {want!r} (sampler "
+                         f"{sampler!r}); evaluate it with {hint}", param="param")
+
+
 def _check_file_noise(lv, noise) -> None:
     """Refuse a schedule file made for another forward noise than ``--noise-spectrum``
     (:meth:`specsched.schedules.Schedule.check_noise_spectrum`); an export's arrays record
@@ -231,13 +256,24 @@ def _sigma_range(args):
 
 def _evaluate_discrete(args, sampler, eta, spectrum, noise):
     from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
+    from specsched.schedules.flow import FM_BASELINES, fm_baseline_alphas_cumprod
     from specsched.theory import evaluate_schedule, resolve_eta
     from specsched.theory.samplers import sampler_param
 
     if args.schedule is None:
         raise InputError(f"--schedule: required with the discrete sampler {sampler or 'ddim'!r}")
     extra = {}
-    if args.schedule in BASELINES:
+    if args.schedule in FM_BASELINES:
+        if args.levels is not None:
+            raise InputError("--levels: applies to export files, not to a baseline name")
+        if args.steps is None:
+            raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")
+        sampler = resolve_sampler(sampler or "fm-euler", args.param or "fm")
+        check_fm_args(args, sampler)
+        ab = fm_baseline_alphas_cumprod(args.schedule, args.steps,
+                                        **fm_kwargs_from_args(args, spectrum))
+        label, spacing = args.schedule, None
+    elif args.schedule in BASELINES:
         if args.levels is not None:
             raise InputError("--levels: applies to export files, not to a baseline name")
         if args.steps is None:
@@ -254,7 +290,9 @@ def _evaluate_discrete(args, sampler, eta, spectrum, noise):
         sampler, eta = _file_sampler(lv, sampler, eta, args.param)
         ab, label, spacing = lv.alphas_cumprod, lv.source, None
         extra = _levels_extra(lv)
+        _check_file_param(lv, resolve_sampler(sampler or "ddim", args.param))
     sampler = resolve_sampler(sampler or "ddim", args.param)
+    check_fm_args(args, sampler)
     eta = resolve_eta(sampler, eta)
     options = {k: v for k, v in ksampler_options(args).items() if v is not None}
     check_noise_samplers(noise, [sampler])

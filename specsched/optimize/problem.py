@@ -377,8 +377,9 @@ def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, i
     if sampler_param(sampler) == "fm":  # the flow-matching baselines, t_S = 1
         for name in FM_BASELINES:
             ab = fm_baseline_alphas_cumprod(name, num_steps, **(fm_kwargs or {}))
-            r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
-                             kl_floor=kl_floor, options=options, noise=noise)
+            with np.errstate(divide="ignore", invalid="ignore"):  # S = 1: the KLs are inf
+                r = loss_summary(eigenvalues, mean, ab, sampler=sampler, eta=eta, init=init,
+                                 kl_floor=kl_floor, options=options, noise=noise)
             out[name] = {**r, "alphas_cumprod": ab}
         return out
     for name in BASELINES:

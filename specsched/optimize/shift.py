@@ -79,7 +79,8 @@ def optimal_shift(eigenvalues, mean, num_steps: int, *, sampler: str = "fm-euler
     mean : ndarray of shape (n_directions,) or None
         Data mean in the eigenbasis.
     num_steps : int
-        S >= 1 (S = 1 is the single step from pure noise: every shift is the same).
+        S >= 1 (S = 1 is the single step from pure noise: every shift is the same schedule,
+        and 1.0 is reported).
     sampler : str
         A sampler that can start at ``t = 1``: ``fm-euler``, ``fm-heun``, ``ddim`` (the same
         as ``fm-euler`` from pure noise) or another VP discrete sampler.
@@ -116,6 +117,13 @@ def optimal_shift(eigenvalues, mean, num_steps: int, *, sampler: str = "fm-euler
     lam = np.asarray(eigenvalues, dtype=np.float64)
     kw = dict(sampler=sampler, init=init, kl_floor=kl_floor)
     calls = [0]
+    if num_steps == 1:  # one step from pure noise: every shift is the same schedule
+        ab = np.zeros(1)
+        with np.errstate(all="ignore"):
+            report = loss_summary(lam, mean, ab, **kw)
+        return ShiftResult(shift=1.0, fun=report[loss.replace("-", "_")], w2=report["w2"],
+                           kl=report["kl"], kl_data_gen=report["kl_data_gen"],
+                           alphas_cumprod=ab, on_bound=False, nfev=0, grid=np.zeros((0, 2)))
 
     def schedule(log_s):
         return fm_baseline_alphas_cumprod("sd3-shift", num_steps, shift=math.exp(log_s))

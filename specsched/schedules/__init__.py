@@ -6,13 +6,17 @@ step 1 (least noisy) first, ``1 > ab_1 > ... > ab_S > 0``, variance preserving.
 
 from specsched.schedules.conversions import (
     alphas_cumprod_from_betas,
+    alphas_cumprod_from_fm_times,
     alphas_cumprod_from_logsnr,
     alphas_cumprod_from_sigmas,
     as_alphas_cumprod,
     betas_from_alphas_cumprod,
+    fm_times_from_alphas_cumprod,
     logsnr_from_alphas_cumprod,
+    sd3_shift,
     sigmas_from_alphas_cumprod,
     validate_alphas_cumprod,
+    validate_fm_times,
 )
 from specsched.schedules.families import (
     BASELINES,
@@ -48,11 +52,13 @@ __all__ = [
     "TRAINING_FAMILIES",
     "Schedule",
     "alphas_cumprod_from_betas",
+    "alphas_cumprod_from_fm_times",
     "alphas_cumprod_from_logsnr",
     "alphas_cumprod_from_sigmas",
     "baseline_alphas_cumprod",
     "betas_from_alphas_cumprod",
     "exponential_alphas_cumprod",
+    "fm_times_from_alphas_cumprod",
     "karras_alphas_cumprod",
     "kl_optimal_alphas_cumprod",
     "logsnr_alphas_cumprod",
@@ -65,5 +71,7 @@ __all__ = [
     "spacing_indices",
     "training_alphas_cumprod",
     "as_alphas_cumprod",
+    "sd3_shift",
     "validate_alphas_cumprod",
+    "validate_fm_times",
 ]

@@ -501,4 +501,5 @@ def sd3_shift(times, shift: float) -> np.ndarray:
         i = np.unravel_index(bad[0], t.shape)
         raise InputError(f"{_at('t', i, t.ndim)}: expected a flow-matching time in [0, 1], "
                          f"got {float(t[i])!r}")
-    return s * t / (1.0 + (s - 1.0) * t)
+    st = s * t
+    return st / (st + (1.0 - t))  # = s t / (1 + (s - 1) t), exactly 1 at t = 1
