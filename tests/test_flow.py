@@ -267,6 +267,8 @@ def test_cli_optimises_a_flow_matching_schedule_and_reports_the_best_shift(tmp_p
 @pytest.mark.parametrize("args, match", [
     (["evaluate", "--schedule", "s.json", "--param", "vp"], "is FM, not vp"),
     (["evaluate", "--schedule", "s.json", "--sampler", "dpmpp-2m"],
+     "'dpmpp-2m' runs on sigmas and cannot start from pure noise"),
+    (["evaluate", "--schedule", "s.json", "--param", "vp", "--sampler", "ddim"],
      "param: the schedule was made for 'fm'"),
     (["evaluate", "--schedule", "vp.json", "--param", "fm"],
      "param: the schedule was made for 'vp'"),

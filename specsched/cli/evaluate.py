@@ -171,21 +171,24 @@ def _file_sampler(lv, sampler, eta, param):
                          f"file): {exc}; pass --sampler to choose another") from None
 
 
-def _check_file_param(lv, sampler) -> None:
-    """Refuse a schedule file made for flow matching under a VP or VE sampler, and the
-    reverse: the same levels mean another process (docs/theory.md section 10)."""
+def _check_file_param(lv, sampler, param) -> None:
+    """Refuse a schedule file made for flow matching under ``--param vp`` or ``ve``, and a VP
+    or VE file under ``--param fm``: the same levels mean another process (docs/theory.md
+    section 10). Without ``--param`` another sampler runs the levels where its mapping
+    carries them (a warning names the file's sampler)."""
     from specsched.theory.samplers import sampler_param
 
     sched = lv.schedule
-    if sched is None:
+    if sched is None or param is None:
         return
-    own, want = sched.param, sampler_param(sampler)
-    if (own == "fm") != (want == "fm"):
+    own = sched.param
+    if (own == "fm") != (param == "fm"):
         hint = ("--param fm (fm-euler, fm-heun)" if own == "fm"
                 else f"--param {own} and a {own.upper()} sampler")
         raise InputError(f"{lv.source}: param: the schedule was made for {own!r} "
-                         f"(sampler {sched.sampler!r}), not for {want!r} (sampler "
-                         f"{sampler!r}); evaluate it with {hint}", param="param")
+                         f"(sampler {sched.sampler!r}), not for --param {param} (sampler "
+                         f"{sampler!r}, {sampler_param(sampler).upper()}); evaluate it with "
+                         f"{hint}", param="param")
 
 
 def _check_file_noise(lv, noise) -> None:
@@ -290,7 +293,7 @@ def _evaluate_discrete(args, sampler, eta, spectrum, noise):
         sampler, eta = _file_sampler(lv, sampler, eta, args.param)
         ab, label, spacing = lv.alphas_cumprod, lv.source, None
         extra = _levels_extra(lv)
-        _check_file_param(lv, resolve_sampler(sampler or "ddim", args.param))
+        _check_file_param(lv, sampler or "ddim", args.param)
     sampler = resolve_sampler(sampler or "ddim", args.param)
     check_fm_args(args, sampler)
     eta = resolve_eta(sampler, eta)

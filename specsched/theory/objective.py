@@ -33,6 +33,7 @@ from specsched.theory.losses import (
 )
 from specsched.theory.samplers import (
     LinearSystem,
+    check_finite_start,
     check_sampler_options,
     closed_form,
     linear_system,
@@ -59,6 +60,7 @@ def _check_calibration(sampler, calibration):
 def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend="numpy",
                  calibration=None):
     """The generated Gaussian of a k-diffusion sampler on a schedule (module docstring)."""
+    check_finite_start(alphas_cumprod, sampler)
     options = resolve_options(sampler, eta, **(options or {}))
     return kclosed_form(lam, kdiffusion_sigmas(alphas_cumprod), sampler, options,
                         init, validate=False,  # alphas_cumprod is trusted here too
@@ -69,6 +71,7 @@ def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend=
 def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
                      keep, options=None, backend="numpy", calibration=None):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
+    check_finite_start(alphas_cumprod, sampler)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
     sigmas = kdiffusion_sigmas(ab)
     # sigmas[j] is sigma of ab[S - 1 - j]; d sigma / d ab = -1 / (2 ab^2 sigma)

@@ -83,6 +83,7 @@ __all__ = [
     "LinearSystem",
     "Sampler",
     "StepGains",
+    "check_finite_start",
     "check_init",
     "check_sampler_options",
     "closed_form",
@@ -369,6 +370,22 @@ def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
     return eta
 
 
+def check_finite_start(alphas_cumprod, sampler) -> None:
+    """Refuse pure noise (``ab_S = 0``, ``t_S = 1``) for a sampler that runs on sigmas:
+    ``sigma_S`` is infinite there (docs/theory.md section 10).
+
+    Raises
+    ------
+    InputError
+        Naming the sampler and the samplers that can start from pure noise.
+    """
+    if np.asarray(alphas_cumprod)[-1] == 0.0:
+        raise InputError(f"sampler: {sampler!r} runs on sigmas and cannot start from pure noise "
+                         "(ab_S = 0, t_S = 1, sigma = inf); use fm-euler, fm-heun or a VP "
+                         "sampler (ddim, ddpm), or a schedule whose last t is below 1",
+                         param="sampler")
+
+
 def check_init(init: str) -> str:
     """``init`` if it is one of :data:`INITS`; InputError naming the choices otherwise."""
     if init not in INITS:
@@ -636,6 +653,8 @@ def linear_system(eigenvalues, alphas_cumprod, sampler="ddim", eta=None, init="n
     check_init(init)
     lam = np.asarray(eigenvalues, dtype=np.float64)
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    if spec.param == "ve":
+        check_finite_start(ab, sampler)
     v, c = _start(spec, lam, ab[-1], init)
     if derivatives:
         scalars, *partials = _scalars_and_derivatives(spec, ab, eta)
