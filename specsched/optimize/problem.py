@@ -25,7 +25,7 @@ The methods share the objective and its analytic gradient
   7x fewer iterations than ``"lbfgs-logsnr"`` at S = 1000;
 - ``"newton-logsnr"``: Newton's method in logSNR (:mod:`specsched.optimize.newton`) for
   samplers that inject no noise, whose Hessian is tridiagonal plus low rank
-  (:mod:`specsched.theory.curvature`): 9 to 32 iterations from every start at S = 1000;
+  (:mod:`specsched.theory.curvature`): 14 to 26 iterations from every start at S = 1000;
 - ``"auto"`` (default): ``slsqp-logsnr`` up to :data:`AUTO_SLSQP_MAX_STEPS` steps,
   ``newton-logsnr`` above for a deterministic sampler (white noise, no calibration) and
   ``lbfgs-log-increments`` for the others, where a spectrum of
@@ -107,7 +107,7 @@ AUTO_SLSQP_MAX_STEPS = 50
 #: each) when the spectrum it optimises on has more directions than nodes: O(S K^2) per
 #: Newton step with K nodes; the value and gradient stay those of the spectrum optimised.
 NEWTON_HESSIAN_BINS = 64
-#: Newton iterations at most per start (CIFAR-10 DDIM W2: 9 to 32 from the five starts at
+#: Newton iterations at most per start (CIFAR-10 DDIM W2: 9 to 26 from the five starts at
 #: S = 200 and 1000).
 NEWTON_MAXITER = 200
 #: L-BFGS's gradient tolerance on the start-scaled objective, and the largest gradient at
