@@ -202,6 +202,18 @@ def test_zero_terminal_optimum_of_fm_euler_is_ddims():
         assert set(fm.baselines) == set(FM_BASELINES)
 
 
+@pytest.mark.parametrize("S", [2, 3, 4, 9])
+@pytest.mark.parametrize("sampler", ["fm-euler", "fm-heun", "ddim"])
+def test_newton_on_a_few_levels_agrees_with_slsqp(S, sampler):
+    """A few free levels (the dense Newton system, below LAPACK's tridiagonal LU) reach
+    SLSQP's optimum."""
+    lam, m = _gaussian(6, d=8)
+    kw = dict(sampler=sampler, agree_rtol=None, quadrature=None, spacings=())
+    newton = optimize_schedule(lam, m, S, method="newton-logsnr", **kw)
+    slsqp = optimize_schedule(lam, m, S, method="slsqp-logsnr", **kw)
+    assert newton.success and newton.fun == pytest.approx(slsqp.fun, rel=1e-9)
+
+
 def test_one_step_from_pure_noise_returns_the_mean():
     lam, m = _gaussian(4)
     r = optimize_schedule(lam, m, 1, sampler="fm-heun")
@@ -287,3 +299,17 @@ def test_cli_refuses_a_schedule_under_the_wrong_parametrisation(tmp_path, args, 
     assert out.returncode == 2
     assert match in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_exports_a_flow_matching_baseline(tmp_path):
+    out = _cli("export", "--baseline", "sd3-shift", "--steps", "5", "--shift", "2.5", "--to",
+               "t", "--out", "t.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    d = json.loads((tmp_path / "t.json").read_text())
+    key = next(k for k, v in d.items() if isinstance(v, list))
+    np.testing.assert_allclose(d[key], fm_baseline_times("sd3-shift", 5, shift=2.5),
+                               rtol=1e-15)
+    bad = _cli("export", "--baseline", "cosine", "--steps", "5", "--shift", "2", "--to", "t",
+               "--out", "c.json", cwd=tmp_path)
+    assert bad.returncode == 2 and "--shift: applies to a flow-matching --baseline" in bad.stderr
+    assert not (tmp_path / "c.json").exists()

@@ -362,12 +362,13 @@ def test_deterministic_samplers_law(spectrum, ab, name):
     vp = KSAMPLERS[name].param == "vp"
     H = normal.transfer / np.sqrt(1.0 + sigmas[0] ** 2) if vp else normal.transfer
     # the variance runs M P M^T, the transfer M h: the same products in another order, which
-    # LMS's large opposite weights on two near-equal levels round apart by ~1e-10
+    # large opposite weights on two near-equal levels round apart: ~1e-10 for LMS, 1.1e-8 for
+    # dpmpp-3m-sde at ab = (0.9933, 0.5002125, 0.5, 0.2689) (levels 4e-4 apart)
     np.testing.assert_allclose(normal.variance, H**2 * KSAMPLERS[name].start_std(sigmas[0]) ** 2,
-                               rtol=1e-8)
+                               rtol=1e-7)
     np.testing.assert_allclose(normal.mean_gain, -H, rtol=1e-14)  # H rescaled for unipc
     np.testing.assert_array_equal(marginal.transfer, normal.transfer)
-    np.testing.assert_allclose(marginal.variance, H**2 * (lam + sigmas[0] ** 2), rtol=1e-8)
+    np.testing.assert_allclose(marginal.variance, H**2 * (lam + sigmas[0] ** 2), rtol=1e-7)
     np.testing.assert_array_equal(marginal.mean_gain, 0.0)
 
 

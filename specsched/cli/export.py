@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 import warnings
 
-from specsched.cli.common import add_sigma_range_arg, positive_int, resolve_sigma_range
+from specsched.cli.common import (
+    add_fm_args,
+    add_sigma_range_arg,
+    fm_kwargs_from_args,
+    positive_int,
+    resolve_sigma_range,
+)
 from specsched.errors import InputError
 
 
@@ -13,26 +19,39 @@ def add_parser(sub):
     """Register the ``export`` subcommand on an argparse subparsers object."""
     from specsched.schedules import BASELINES, SPACINGS, TRAINING_FAMILIES
     from specsched.schedules.export import EXPORT_FORMATS, EXPORT_TARGETS
+    from specsched.schedules.flow import FM_BASELINES
 
     p = sub.add_parser("export", help="export a schedule for diffusers, k-diffusion or arrays",
                        description="Convert a schedule JSON file, or a baseline named with "
                        "--baseline: diffusers timesteps and sigmas (+ scheduler_config.json "
-                       "when S = 1000), k-diffusion sigmas, plain alphas_cumprod / betas / "
-                       "sigmas arrays (step 1 first), or a schedule file (--to schedule). "
-                       "Every file says its order and last value; the command prints them.")
+                       "when S = 1000), diffusers flow-matching sigmas (--to diffusers-flow: "
+                       "FlowMatchEulerDiscreteScheduler, SD3, Flux), k-diffusion sigmas, plain "
+                       "alphas_cumprod / betas / sigmas / flow-matching t arrays (step 1 "
+                       "first), or a schedule file (--to schedule). Every file says its order "
+                       "and last value; the command prints them. A schedule ending at pure "
+                       "noise (t = 1) has no finite sigma: export it with --to diffusers-flow "
+                       "or --to t.")
     p.add_argument("schedule", metavar="FILE.json", nargs="?", default=None,
                    help="schedule file (or give --baseline)")
-    p.add_argument("--baseline", choices=list(BASELINES), default=None,
-                   help="export a baseline schedule instead of a file (with --steps)")
+    p.add_argument("--baseline", choices=[*BASELINES, *FM_BASELINES], default=None,
+                   help="export a baseline schedule instead of a file (with --steps); the "
+                   "flow-matching ones (fm-uniform, sd3-shift, flux-shift, shifted-cosine) end "
+                   "at pure noise and are written with param fm")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="steps of the --baseline (1000 with --to diffusers gives a "
                    "scheduler_config.json)")
     p.add_argument("--spacing", choices=list(SPACINGS), default="linspace",
                    help="timestep spacing of a --baseline on the T = 1000 grid")
     add_sigma_range_arg(p, bounds=False)
-    p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS))
+    add_fm_args(p)
+    p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS),
+                   help="diffusers: VP timesteps and sigmas; diffusers-flow: flow-matching "
+                   "sigmas (t_S, ..., t_1) for FlowMatchEulerDiscreteScheduler(shift=1.0)."
+                   "set_timesteps(sigmas=...); k-diffusion, sigmas-text: (sigma_S, ..., "
+                   "sigma_1, 0); ab, betas, sigmas, t: step 1 first; schedule: a schedule file")
     p.add_argument("--out", required=True, metavar="PATH",
-                   help="output file (a folder for --to diffusers)")
+                   help="output file (a folder for --to diffusers; a folder or a .json file "
+                   "for --to diffusers-flow)")
     p.add_argument("--format", choices=list(EXPORT_FORMATS), default=None,
                    help="array format (default: from the suffix of --out, else npy)")
     p.add_argument("--training-schedule", choices=list(TRAINING_FAMILIES), default="linear",
@@ -47,10 +66,17 @@ def add_parser(sub):
 def _schedule(args):
     """The Schedule to export: the file, or the baseline (validated once, here)."""
     from specsched.schedules import TRAINING_FAMILIES, Schedule, baseline_alphas_cumprod
+    from specsched.schedules.flow import FM_BASELINES, fm_baseline_alphas_cumprod
 
     if (args.schedule is None) == (args.baseline is None):
         raise InputError("FILE.json: give a schedule file or --baseline NAME, not "
                          + ("both" if args.schedule else "neither"))
+    fm = args.baseline in FM_BASELINES
+    if not fm:
+        for flag in ("shift", "resolution", "tokens"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag}: applies to a flow-matching --baseline "
+                                 f"({', '.join(FM_BASELINES)})")
     if args.schedule is not None:
         if args.sigma_range is not None:
             raise InputError(f"--sigma-range: applies to --baseline; {args.schedule} has its "
@@ -60,6 +86,12 @@ def _schedule(args):
         return Schedule.load(args.schedule)
     if args.steps is None:
         raise InputError(f"--steps: required with --baseline {args.baseline}")
+    if fm:
+        if args.sigma_range is not None:
+            raise InputError(f"--sigma-range: applies to karras, exponential and kl_optimal, "
+                             f"not to {args.baseline!r}")
+        ab = fm_baseline_alphas_cumprod(args.baseline, args.steps, **fm_kwargs_from_args(args))
+        return Schedule(ab, name=args.baseline, sampler="fm-euler", param="fm")
     spaced = args.baseline in TRAINING_FAMILIES
     ab = baseline_alphas_cumprod(args.baseline, args.steps, spacing=args.spacing,
                                  sigma_range=resolve_sigma_range(args, args.baseline))

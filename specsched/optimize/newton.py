@@ -48,6 +48,8 @@ NEWTON_RTOL = 1e-13
 ROUNDING_RTOL = 1e-11
 #: A level this close (relative to the bounds' size) to its bound counts as on it.
 BOUND_ATOL = 1e-10
+#: Up to this many free levels the damped system is solved densely.
+DENSE_MAX = 8
 
 
 class NewtonResult(NamedTuple):
@@ -128,12 +130,18 @@ def _damped_solve(diag, off, J, c, b, e_last, mu, rhs):
     ``C = [[diag(c), b], [b^T, 0]]``; None if a factor is singular."""
     n = diag.size
     G = J if e_last is None else np.vstack([J, e_last * np.eye(1, n, n - 1)])
-    if n == 1:  # one free level: the 1 x 1 system itself
-        K = c.size
-        Gk = G[:K, 0]
-        h = diag[0] + mu + c @ (Gk * Gk) + (2.0 * (b @ Gk) * G[K, 0] if e_last is not None
-                                             else 0.0)
-        return None if not (h != 0.0 and np.isfinite(h)) else rhs / h
+    if n <= DENSE_MAX:  # a few free levels: the dense system (LAPACK's tridiagonal LU needs n > 2)
+        M = np.diag(diag + mu) + np.diag(off, 1) + np.diag(off, -1) + (J.T * c) @ J
+        if e_last is not None:
+            u = e_last * (J.T @ b)
+            M[:, -1] += u
+            M[-1, :] += u
+        try:
+            with np.errstate(all="ignore"):
+                out = np.linalg.solve(M, rhs)
+        except np.linalg.LinAlgError:
+            return None
+        return out if np.all(np.isfinite(out)) else None
     lo, d, up, up2, piv, info = lapack.dgttrf(off, diag + mu, off)
     if info != 0:
         return None

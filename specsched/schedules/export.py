@@ -20,8 +20,21 @@ headers; for a bare ``.npy`` the command prints it), as :data:`ARRAY_LAYOUTS` wo
 - k-diffusion: ``sigmas = (sigma_S, ..., sigma_1, 0)`` for ``sample_euler`` & co.;
 - ``sigmas-text``: the same S + 1 sigmas as one comma-separated line of text, for ComfyUI's
   manual-sigmas node and A1111's custom schedules (:func:`export_sigmas_text`);
-- plain arrays (``ab``, ``betas``, ``sigmas``), step 1 first, as ``.npy``, ``.txt`` or JSON;
+- plain arrays (``ab``, ``betas``, ``sigmas``, ``t``), step 1 first, as ``.npy``, ``.txt`` or
+  JSON (``t``: flow-matching times ``t_s = sigma_s / (1 + sigma_s)``, docs/theory.md section
+  10);
+- diffusers flow matching (``FlowMatchEulerDiscreteScheduler``, Stable Diffusion 3 and Flux):
+  ``sigmas = (t_S, ..., t_1)``, the flow-matching times noisiest first WITHOUT a final 0 (the
+  scheduler appends it), for ``set_timesteps(sigmas=...)`` on a scheduler built with
+  ``shift=1.0`` and ``use_dynamic_shifting=False`` (else it shifts them again)
+  (:func:`export_diffusers_flow`);
 - a specsched schedule file (for a baseline written from the command line).
+
+A schedule ending at pure noise (``ab_S = 0``, ``t_S = 1``: a flow-matching schedule) has
+``sigma_S = inf``: the targets made of sigmas (``diffusers``, ``k-diffusion``, ``sigmas-text``,
+``sigmas``) cannot hold it and refuse it with an :class:`~specsched.errors.InputError` naming
+the target and pointing to ``diffusers-flow`` and ``t``; ``ab``, ``betas`` (``beta_S = 1``),
+``t`` and ``diffusers-flow`` hold it.
 
 diffusers' ``DDIMScheduler.set_timesteps`` takes no custom timesteps, and its ``step`` lands
 on ``t - T // S`` rather than the next timestep (diffusers issues 11347, 12633; see
@@ -41,7 +54,13 @@ import numpy as np
 
 from specsched.errors import InputError
 from specsched.fileio import atomic_write, check_writable
-from specsched.schedules.conversions import _betas, _sigmas, as_alphas_cumprod
+from specsched.schedules.conversions import (
+    _betas,
+    _fm_times,
+    _sigmas,
+    as_alphas_cumprod,
+    check_int,
+)
 from specsched.schedules.families import (
     DIFFUSERS_SCHEDULER_ARGS,
     TRAINING_FAMILIES,
@@ -57,35 +76,45 @@ __all__ = [
     "ARRAY_TARGETS",
     "DDIM_WARNING",
     "DIFFUSERS_FILE",
+    "DIFFUSERS_FLOW_FILE",
+    "DIFFUSERS_FLOW_FORMAT",
     "DIFFUSERS_FORMAT",
     "EXPORT_FORMATS",
     "EXPORT_TARGETS",
     "EXPORT_VERSION",
+    "FLOW_SCHEDULER_ARGS",
+    "SIGMA_TARGETS",
     "ExportReport",
     "describe_array",
     "export_array",
     "export_diffusers",
+    "export_diffusers_flow",
     "export_k_diffusion",
     "export_sigmas_text",
     "training_grid_warnings",
     "write_export",
 ]
 
-EXPORT_TARGETS = ("diffusers", "k-diffusion", "sigmas-text", "ab", "betas", "sigmas",
-                  "schedule")
-ARRAY_TARGETS = ("k-diffusion", "ab", "betas", "sigmas")
+EXPORT_TARGETS = ("diffusers", "diffusers-flow", "k-diffusion", "sigmas-text", "ab", "betas",
+                  "sigmas", "t", "schedule")
+ARRAY_TARGETS = ("k-diffusion", "ab", "betas", "sigmas", "t")
+#: Targets made of sigmas ``sqrt((1 - ab) / ab)``: none can hold ``ab_S = 0`` (sigma = inf).
+SIGMA_TARGETS = ("diffusers", "k-diffusion", "sigmas-text", "sigmas")
 EXPORT_FORMATS = ("npy", "txt", "json")
 #: ``format`` of an array exported as JSON, and of ``diffusers_schedule.json``.
 ARRAY_FORMAT = "specsched.array"
 DIFFUSERS_FORMAT = "specsched.diffusers-export"
+#: ``format`` of ``diffusers_flow_schedule.json`` (:func:`export_diffusers_flow`).
+DIFFUSERS_FLOW_FORMAT = "specsched.diffusers-flow-export"
 EXPORT_VERSION = 1
 DIFFUSERS_FILE = "diffusers_schedule.json"
+DIFFUSERS_FLOW_FILE = "diffusers_flow_schedule.json"
 SCHEDULER_CONFIG_FILE = "scheduler_config.json"
 
 #: kind -> (JSON key, order): how each exported array is laid out.
 ARRAY_LAYOUTS = {
     "ab": ("alphas_cumprod", "step 1 (least noisy) first, descending, one per step, no "
-           "final 1 or 0"),
+           "final 1 or 0 appended (a last 0 is the last step's own level, pure noise)"),
     "betas": ("betas", "step 1 (least noisy) first, one per step (beta_s = 1 - "
               "ab_s/ab_{s-1})"),
     "sigmas": ("sigmas", "step 1 (least noisy) first, ascending, one per step, no final 0: "
@@ -94,6 +123,25 @@ ARRAY_LAYOUTS = {
     "k-diffusion": ("sigmas", "noisiest first, descending, one per step and a final 0: as "
                     "k-diffusion's samplers and diffusers' set_timesteps(sigmas=...) take "
                     "them"),
+    "t": ("t", "step 1 (least noisy) first, ascending, one per step, no final 0 (flow-matching "
+          "times t_s = sigma_s / (1 + sigma_s), the last 1 when the schedule ends at pure "
+          "noise): not the order FlowMatchEulerDiscreteScheduler's sigmas= takes (reverse it, "
+          "or export --to diffusers-flow)"),
+}
+
+#: ``FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER_ARGS)`` (or ``from_config(config,
+#: **FLOW_SCHEDULER_ARGS)``) runs exported ``sigmas`` as they are: every option that would
+#: move them (``shift``, the dynamic shift, ``shift_terminal``, Karras/exponential/beta
+#: sigmas, ``invert_sigmas``) off, and deterministic Euler steps.
+FLOW_SCHEDULER_ARGS = {
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
+    "shift_terminal": None,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "invert_sigmas": False,
+    "stochastic_sampling": False,
 }
 
 DDIM_WARNING = (
@@ -114,6 +162,20 @@ EULER_NOTE = (
     "configs) init_noise_sigma is sqrt(sigma_S^2 + 1) and it is specsched's ddim (VP DDIM "
     "from N(0, 1))"
 )
+SHIFT_NOTE = (
+    "build the scheduler with shift=1.0 and use_dynamic_shifting=False "
+    "(FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, **scheduler_args)): "
+    "SD3's config has shift=3.0 and Flux's use_dynamic_shifting=True, and set_timesteps "
+    "applies either to the sigmas passed, which would run another schedule"
+)
+FLOW_EULER_NOTE = (
+    "FlowMatchEulerDiscreteScheduler (x' = x + (t' - t) v from x = randn at sigmas[0], which "
+    "the pipelines do not scale) on these sigmas is specsched's fm-euler. Its default grid, "
+    "set_timesteps(num_inference_steps=S) as SD3's pipeline calls it, is neither fm-uniform nor "
+    "sd3-shift: shift(linspace(1, shift(1/1000), S)), the last level shifted twice (t_1 = "
+    "0.0089 at shift 3). FlowMatchHeunDiscreteScheduler (specsched's fm-heun) takes no "
+    "sigmas= in diffusers 0.42 (docs/export.md)"
+)
 
 
 def describe_array(kind: str, values: np.ndarray) -> str:
@@ -121,7 +183,7 @@ def describe_array(kind: str, values: np.ndarray) -> str:
 
     Parameters
     ----------
-    kind : {"ab", "betas", "sigmas", "k-diffusion"}
+    kind : {"ab", "betas", "sigmas", "t", "k-diffusion"}
     values : ndarray of shape (n,), float64
 
     Returns
@@ -143,10 +205,11 @@ def export_array(schedule, kind: str) -> np.ndarray:
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
         alphas_cumprod, step 1 first (validated unless it is a Schedule).
-    kind : {"ab", "betas", "sigmas"}
+    kind : {"ab", "betas", "sigmas", "t"}
         ``alphas_cumprod``; ``beta_s = 1 - ab_s / ab_{s-1}`` (``ab_0 = 1``);
         ``sigma_s = sqrt((1 - ab_s) / ab_s)`` (docs/theory.md section 1), ascending with no
-        final 0 (:data:`ARRAY_LAYOUTS`).
+        final 0; flow-matching times ``t_s = sigma_s / (1 + sigma_s)`` (docs/theory.md
+        section 10), ascending, ``t_S = 1`` at ``ab_S = 0`` (:data:`ARRAY_LAYOUTS`).
 
     Returns
     -------
@@ -155,10 +218,13 @@ def export_array(schedule, kind: str) -> np.ndarray:
     Raises
     ------
     InputError
-        Unknown ``kind`` or an invalid schedule.
+        Unknown ``kind``, an invalid schedule, ``"sigmas"`` of a schedule ending at pure
+        noise (``ab_S = 0``; an array may end with 0, as a flow-matching schedule does).
     """
-    _check_choice(kind, "kind", ("ab", "betas", "sigmas"))
-    return _array(as_alphas_cumprod(schedule), kind)
+    _check_choice(kind, "kind", ("ab", "betas", "sigmas", "t"))
+    ab = as_alphas_cumprod(schedule, zero_terminal=True)
+    _check_finite_sigmas(ab, kind)
+    return _array(ab, kind)
 
 
 def _array(ab: np.ndarray, kind: str) -> np.ndarray:
@@ -168,7 +234,19 @@ def _array(ab: np.ndarray, kind: str) -> np.ndarray:
         return _betas(ab)
     if kind == "sigmas":
         return _sigmas(ab)
+    if kind == "t":
+        return _fm_times(ab)
     return np.concatenate([_sigmas(ab)[::-1], [0.0]])  # k-diffusion
+
+
+def _check_finite_sigmas(ab: np.ndarray, to: str) -> None:
+    """Refuse ``ab_S = 0`` (sigma = inf) for a target made of sigmas, naming the target."""
+    if to in SIGMA_TARGETS and ab[-1] == 0.0:
+        raise InputError(
+            f"--to {to}: the schedule ends at pure noise (alphas_cumprod[{ab.size - 1}] = 0, "
+            "t_S = 1), where sigma is infinite, and these sigmas cannot hold it; export a "
+            "flow-matching schedule with --to diffusers-flow (FlowMatchEulerDiscreteScheduler) "
+            "or --to t")
 
 
 def export_k_diffusion(schedule) -> np.ndarray:
@@ -187,8 +265,15 @@ def export_k_diffusion(schedule) -> np.ndarray:
         the start is ``x = sigmas[0] * randn``. Also what diffusers'
         ``EulerDiscreteScheduler.set_timesteps(sigmas=...)`` takes. Source: Karras et al.
         2022; k-diffusion ``get_sigmas_karras`` appends the same final 0.
+
+    Raises
+    ------
+    InputError
+        An invalid schedule, or one ending at pure noise (``ab_S = 0``, sigma = inf).
     """
-    return _array(as_alphas_cumprod(schedule), "k-diffusion")
+    ab = as_alphas_cumprod(schedule, zero_terminal=True)
+    _check_finite_sigmas(ab, "k-diffusion")
+    return _array(ab, "k-diffusion")
 
 
 def export_sigmas_text(schedule) -> str:
@@ -214,9 +299,11 @@ def export_sigmas_text(schedule) -> str:
     Raises
     ------
     InputError
-        An invalid schedule.
+        An invalid schedule, or one ending at pure noise (``ab_S = 0``, sigma = inf).
     """
-    return _sigmas_text(_array(as_alphas_cumprod(schedule), "k-diffusion"))
+    ab = as_alphas_cumprod(schedule, zero_terminal=True)
+    _check_finite_sigmas(ab, "sigmas-text")
+    return _sigmas_text(_array(ab, "k-diffusion"))
 
 
 def _sigmas_text(sigmas: np.ndarray) -> str:
@@ -326,9 +413,12 @@ def export_diffusers(schedule, num_train_timesteps: int = 1000,
     Raises
     ------
     InputError
-        Invalid schedule, unknown training family or bad T.
+        Invalid schedule, unknown training family or bad T, a schedule ending at pure noise
+        (``ab_S = 0``: :func:`export_diffusers_flow`).
     """
-    return _diffusers_info(as_alphas_cumprod(schedule), num_train_timesteps, training_schedule)
+    ab = as_alphas_cumprod(schedule, zero_terminal=True)
+    _check_finite_sigmas(ab, "diffusers")
+    return _diffusers_info(ab, num_train_timesteps, training_schedule)
 
 
 def _diffusers_info(ab: np.ndarray, num_train_timesteps: int, training_schedule: str) -> dict:
@@ -399,6 +489,108 @@ def _diffusers_info(ab: np.ndarray, num_train_timesteps: int, training_schedule:
     }
 
 
+def export_diffusers_flow(schedule, num_train_timesteps: int = 1000) -> dict:
+    """What diffusers' ``FlowMatchEulerDiscreteScheduler`` takes (Stable Diffusion 3, Flux).
+
+    diffusers calls the flow-matching time ``t`` "sigma" (``x_t = (1 - t) x_0 + t eps``;
+    docs/theory.md section 10). ``set_timesteps(sigmas=...)`` takes ``(t_S, ..., t_1)``,
+    noisiest first, and appends the final 0 itself; it first applies the scheduler's ``shift``
+    (or, with ``use_dynamic_shifting``, its exponential ``time_shift(mu)``) to what it is
+    given, so the scheduler must be built with ``shift=1.0`` and no dynamic shift
+    (:data:`FLOW_SCHEDULER_ARGS`) to run these times as they are. It then computes in float32:
+    ``timesteps = float32(sigmas) * num_train_timesteps``, the ``t`` the pipelines loop over.
+
+    Parameters
+    ----------
+    schedule : Schedule or array-like of shape (n_steps,)
+        alphas_cumprod, step 1 first (validated unless it is a Schedule); ``ab_S = 0``
+        (``t_S = 1``, pure noise) allowed. Any VP schedule has times ``t = sigma / (1 +
+        sigma)``; a flow-matching model run on them is specsched's ``fm-euler``, which is the
+        same law as ``ddim`` on the same levels only when ``t_S = 1``.
+    num_train_timesteps : int
+        The scheduler's ``num_train_timesteps`` (1000 for SD3 and Flux).
+
+    Returns
+    -------
+    dict
+        JSON-ready, the content of ``diffusers_flow_schedule.json`` (docs/export.md):
+
+        - ``format`` ("specsched.diffusers-flow-export"), ``version``, ``steps`` (S),
+          ``num_train_timesteps``, ``scheduler_class`` ("FlowMatchEulerDiscreteScheduler"),
+          ``scheduler_args`` (:data:`FLOW_SCHEDULER_ARGS`);
+        - ``sigmas``: S floats (float64), ``t_S, ..., t_1``, descending, no final 0; the first
+          is 1.0 when the schedule starts from pure noise;
+        - ``timesteps``: S floats, ``float32(sigmas) * num_train_timesteps`` rounded to
+          float32 as diffusers computes ``scheduler.timesteps`` (the pipelines' ``t``; a
+          check, not an input);
+        - ``starts_from_pure_noise``: ``t_S == 1``;
+        - ``layout``: for each array, its order and first and last value, in words;
+        - ``warnings`` (list of str: none here; :func:`write_export` adds one for a schedule
+          whose ``param`` is not ``"fm"``) and ``notes`` (shift, Euler, Heun, the start).
+
+    Raises
+    ------
+    InputError
+        Invalid schedule, ``num_train_timesteps`` not an integer >= 1.
+    """
+    return _diffusers_flow_info(as_alphas_cumprod(schedule, zero_terminal=True),
+                                num_train_timesteps)
+
+
+def _diffusers_flow_info(ab: np.ndarray, num_train_timesteps: int) -> dict:
+    T = check_int(num_train_timesteps, "num_train_timesteps", 1)
+    S = ab.size
+    sigmas = _fm_times(ab)[::-1]
+    timesteps = (sigmas.astype(np.float32) * np.float32(T)).astype(np.float32)
+    pure = bool(sigmas[0] == 1.0)
+    start = "1.0 (pure noise)" if pure else f"{sigmas[0]:.6g} (< 1: not pure noise)"
+    layout = {
+        "sigmas": f"noisiest first, descending, {S} values (flow-matching times t_S, ..., "
+                  f"t_1), first {start}, last {sigmas[-1]:.6g}, no final 0: "
+                  "FlowMatchEulerDiscreteScheduler(**scheduler_args).set_timesteps("
+                  "sigmas=...) appends it; scheduler_args has shift=1.0 and "
+                  "use_dynamic_shifting=False, or diffusers shifts these sigmas again",
+        "timesteps": f"noisiest first, descending, {S} floats, sigmas * {T} in float32 as "
+                     f"diffusers computes scheduler.timesteps (the pipelines' t), first "
+                     f"{float(timesteps[0]):.6g}, last {float(timesteps[-1]):.6g}; a check: "
+                     "pass the sigmas",
+    }
+    notes = [SHIFT_NOTE, FLOW_EULER_NOTE]
+    if not pure:
+        notes.append(
+            f"the first sigma is t_S = {sigmas[0]:.6g} < 1: the pipelines start from x = randn "
+            "at sigmas[0] whatever it is, i.e. N(0, 1) at t_S, which is not the data's law "
+            "there (N((1 - t) m, (1 - t)^2 C + t^2)); specsched's fm-euler evaluates exactly "
+            "that start")
+    return {
+        "format": DIFFUSERS_FLOW_FORMAT,
+        "version": EXPORT_VERSION,
+        "steps": S,
+        "num_train_timesteps": T,
+        "scheduler_class": "FlowMatchEulerDiscreteScheduler",
+        "scheduler_args": dict(FLOW_SCHEDULER_ARGS),
+        "sigmas": sigmas.tolist(),
+        "timesteps": [float(v) for v in timesteps],
+        "starts_from_pure_noise": pure,
+        "layout": layout,
+        "warnings": [],
+        "notes": notes,
+    }
+
+
+def _param_warning(schedule, to: str) -> list[str]:
+    """A warning for a schedule not made for flow matching exported for a flow-matching
+    sampler (``param`` other than ``"fm"``; a bare array says nothing, so no warning)."""
+    param = getattr(schedule, "param", None) if isinstance(schedule, Schedule) else None
+    if param in (None, "fm"):
+        return []
+    sampler = f", sampler {schedule.sampler!r}" if schedule.sampler else ""
+    return [f"made for param {param!r}{sampler}: its levels are written as flow-matching "
+            f"times t = sigma / (1 + sigma) (the same logSNR), but a flow-matching model "
+            f"sampled on them (--to {to}) runs another process, specsched's fm-euler (the "
+            "same law as ddim only from t_S = 1): evaluate it with --sampler fm-euler"]
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """What :func:`write_export` wrote and what the user should know about it.
@@ -463,25 +655,30 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
     ----------
     schedule : Schedule or array-like of shape (n_steps,)
         Validated once here unless it is a Schedule.
-    to : {"diffusers", "k-diffusion", "sigmas-text", "ab", "betas", "sigmas", "schedule"}
+    to : {"diffusers", "diffusers-flow", "k-diffusion", "sigmas-text", "ab", "betas", \
+"sigmas", "t", "schedule"}
         ``diffusers``: ``out`` is a folder receiving ``diffusers_schedule.json``
         (:func:`export_diffusers`, without ``scheduler_config``) and, when S == T,
-        ``scheduler_config.json``; ``schedule``: a specsched schedule file
-        (:meth:`Schedule.save`); ``sigmas-text``: one line of text,
-        :func:`export_sigmas_text` (whatever the suffix of ``out``; ``fmt`` must be None or
-        "txt"); otherwise one array file (:data:`ARRAY_LAYOUTS`).
+        ``scheduler_config.json``; ``diffusers-flow``: ``out`` is a ``.json`` file, or a
+        folder receiving ``diffusers_flow_schedule.json`` (:func:`export_diffusers_flow`);
+        ``schedule``: a specsched schedule file (:meth:`Schedule.save`); ``sigmas-text``: one
+        line of text, :func:`export_sigmas_text` (whatever the suffix of ``out``; ``fmt``
+        must be None or "txt"); otherwise one array file (:data:`ARRAY_LAYOUTS`). A schedule
+        ending at pure noise (``ab_S = 0``) is refused by ``diffusers``, ``k-diffusion``,
+        ``sigmas-text`` and ``sigmas`` (sigma = inf).
     out : path-like
     fmt : {"npy", "txt", "json"} or None
         Array file format; None takes it from the suffix of ``out`` (``npy`` without one).
         Text files carry a ``#`` header saying the kind, order and end values; JSON arrays
         are ``{"format": "specsched.array", "kind", "order", "first", "last",
-        "ends_with_zero", "<key>": [...]}`` with key ``alphas_cumprod``, ``betas`` or
-        ``sigmas``.
+        "ends_with_zero", "<key>": [...]}`` with key ``alphas_cumprod``, ``betas``,
+        ``sigmas`` or ``t``.
     force : bool
         Overwrite existing files.
     training_schedule, num_train_timesteps
         The model's training grid (:func:`export_diffusers`; also the grid whose range the
-        k-diffusion export is checked against).
+        k-diffusion export is checked against); ``num_train_timesteps`` is also the scale of
+        the ``diffusers-flow`` timesteps.
 
     Returns
     -------
@@ -491,13 +688,22 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
     ------
     InputError
         Unknown target or format, invalid schedule, ``out`` not a folder for ``diffusers``, a
-        ``fmt`` other than "txt" for ``sigmas-text``.
+        ``fmt`` other than "txt" for ``sigmas-text`` or "json" for ``diffusers-flow``, a
+        schedule ending at pure noise for a target made of sigmas (message naming the
+        target and ``--to diffusers-flow`` / ``--to t``).
     OutputExistsError
         A file exists and ``force`` is false (checked before anything is written).
+
+    Notes
+    -----
+    A :class:`Schedule` whose ``param`` is not ``"fm"`` exported with ``diffusers-flow`` or
+    ``t`` gets a warning: the times exist for any schedule, but a flow-matching model run on
+    them is another sampler than the one the schedule was made for.
     """
     if to not in EXPORT_TARGETS:
         raise InputError(f"--to: expected one of {', '.join(EXPORT_TARGETS)}; got {to!r}")
-    ab = as_alphas_cumprod(schedule)
+    ab = as_alphas_cumprod(schedule, zero_terminal=True)
+    _check_finite_sigmas(ab, to)
     out = Path(out)
     if to == "schedule":
         sched = schedule if isinstance(schedule, Schedule) else Schedule(ab)
@@ -528,6 +734,21 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
             lines.append(f"{SCHEDULER_CONFIG_FILE}: DDPMScheduler with trained_betas "
                          f"({config['num_train_timesteps']} values, step 1 first)")
         return ExportReport([p for p, _ in files], lines, info["warnings"], info["notes"])
+    if to == "diffusers-flow":
+        if fmt not in (None, "json"):
+            raise InputError(f"--format: --to diffusers-flow writes JSON; got {fmt!r}")
+        if out.is_dir() or out.suffix.lower() != ".json":
+            if out.exists() and not out.is_dir():
+                raise InputError(f"--out: {out} exists and is not a folder or a .json file "
+                                 "(diffusers-flow export)")
+            out = out / DIFFUSERS_FLOW_FILE
+        info = _diffusers_flow_info(ab, num_train_timesteps)
+        info["warnings"] = _param_warning(schedule, to)
+        check_writable(out, force)
+        with atomic_write(out, force=force, mode="w") as fh:
+            fh.write(_json_text(info))
+        lines = [f"{key}: {text}" for key, text in info["layout"].items()]
+        return ExportReport([out], lines, info["warnings"], info["notes"])
     if to == "sigmas-text":
         if fmt not in (None, "txt"):
             raise InputError(f"--format: --to sigmas-text writes one line of text; got {fmt!r}")
@@ -553,4 +774,10 @@ def write_export(schedule, to: str, out: str | os.PathLike, fmt: str | None = No
         notes.append("these sigmas are step 1 first with no final 0; diffusers' "
                      "set_timesteps(sigmas=...) and k-diffusion's samplers take "
                      "(sigma_S, ..., sigma_1, 0): use --to k-diffusion for them")
+    if to == "t":
+        warnings_ = _param_warning(schedule, to)
+        notes.append("these times are step 1 first; FlowMatchEulerDiscreteScheduler's "
+                     "set_timesteps(sigmas=...) takes (t_S, ..., t_1), noisiest first, without "
+                     "the final 0, on a scheduler built with shift=1.0: use --to "
+                     "diffusers-flow for it")
     return ExportReport([out], [describe_array(to, values)], warnings_, notes)

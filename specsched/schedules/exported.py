@@ -8,9 +8,14 @@ ab_S)``, step 1 (least noisy) first, whatever the order of the file:
   ``DPMSolverMultistepScheduler(timesteps=...)`` run (recomputed from ``timesteps`` and the
   training grid named in the file); ``levels="sigmas"`` the ``ab = 1 / (1 + sigma^2)`` of its
   ``sigmas`` (noisiest first, final 0), what ``EulerDiscreteScheduler(sigmas=...)`` runs;
+- a diffusers flow-matching export (``diffusers_flow_schedule.json`` or its folder): its
+  ``sigmas`` are flow-matching times ``(t_S, ..., t_1)``, read back as ``levels="t"``
+  (``ab = (1 - t)^2 / ((1 - t)^2 + t^2)``, ``ab_S = 0`` at ``t_S = 1``; docs/theory.md
+  section 10), what ``FlowMatchEulerDiscreteScheduler(shift=1.0)`` runs;
 - an array file (:data:`specsched.schedules.export.ARRAY_LAYOUTS`): JSON and text files say
   their kind; a bare ``.npy`` does not, so ``levels`` names it (``k-diffusion`` is inferred
-  when the array is descending and ends in 0, the one layout no other kind can have);
+  when the array is descending and ends in 0, the one layout no other kind can have); a
+  ``t`` array may end at 1 (pure noise, ``ab_S = 0``);
 - a specsched schedule file: its ``alphas_cumprod``.
 
 A file in the wrong order is refused with the order it has and the kind it looks like: an
@@ -31,14 +36,18 @@ from specsched.data.arrays import read_array
 from specsched.errors import InputError
 from specsched.schedules.conversions import (
     _as_float64,
+    _fm_alphas_cumprod,
     alphas_cumprod_from_betas,
     alphas_cumprod_from_sigmas,
     validate_alphas_cumprod,
+    validate_fm_times,
 )
 from specsched.schedules.export import (
     ARRAY_FORMAT,
     ARRAY_LAYOUTS,
     DIFFUSERS_FILE,
+    DIFFUSERS_FLOW_FILE,
+    DIFFUSERS_FLOW_FORMAT,
     DIFFUSERS_FORMAT,
     EXPORT_VERSION,
 )
@@ -50,7 +59,7 @@ __all__ = ["LEVELS", "ExportedLevels", "read_levels"]
 
 #: Which array of a file to read: a diffusers export's ``timesteps`` or ``sigmas``, or the
 #: kind of an array file.
-LEVELS = ("timesteps", "sigmas", "k-diffusion", "ab", "betas")
+LEVELS = ("timesteps", "sigmas", "k-diffusion", "ab", "betas", "t")
 _TXT_KIND = re.compile(r"^#\s*specsched export --to ([a-z-]+):")
 
 
@@ -61,7 +70,9 @@ class ExportedLevels:
     Attributes
     ----------
     alphas_cumprod : ndarray of shape (n_steps,), float64
-        Validated: strictly decreasing in (0, 1), step 1 (least noisy) first.
+        Validated: strictly decreasing in (0, 1), step 1 (least noisy) first; ``ab_S = 0``
+        (pure noise) only from flow-matching times (``levels="t"``) and schedule files of
+        param fm.
     levels : str
         ``"schedule"`` for a schedule file, else one of :data:`LEVELS`.
     source : str
@@ -102,6 +113,12 @@ def _from_sigmas(sig: np.ndarray, key: str) -> np.ndarray:
     return validate_alphas_cumprod(alphas_cumprod_from_sigmas(sig), f"alphas_cumprod of {key}")
 
 
+def _from_fm_times(t: np.ndarray, key: str) -> np.ndarray:
+    """alphas_cumprod of step-1-first flow-matching times (strictly ascending, in (0, 1])."""
+    return validate_alphas_cumprod(_fm_alphas_cumprod(validate_fm_times(t, key)),
+                                   f"alphas_cumprod of {key}", zero_terminal=True)
+
+
 def _levels_of_array(kind: str, values, key: str) -> np.ndarray:
     """alphas_cumprod (step 1 first) of an exported array of ``kind``; InputError names ``key``."""
     arr = _as_float64(values, key, one_d=True)
@@ -110,6 +127,14 @@ def _levels_of_array(kind: str, values, key: str) -> np.ndarray:
     if kind == "betas":
         return validate_alphas_cumprod(alphas_cumprod_from_betas(arr), f"alphas_cumprod of {key}")
     order = _order(arr)
+    if kind == "t":
+        if order != "ascending" and arr.size > 1:
+            hint = (": this is the noisiest-first layout of diffusers' flow-matching sigmas "
+                    "(export --to diffusers-flow); reverse it" if order == "descending" else "")
+            raise InputError(f"{key}: expected ascending flow-matching times, step 1 (least "
+                             f"noisy) first, as export --to t writes them; got {order} "
+                             f"values{hint}")
+        return _from_fm_times(arr, key)
     if kind == "sigmas":
         if order != "ascending":
             hint = (": this is the noisiest-first layout with a final 0 (k-diffusion, "
@@ -151,7 +176,7 @@ def _read_npy(path: Path, levels: str | None) -> ExportedLevels:
         levels = "k-diffusion"  # the one layout no other kind can have
     if levels in (None, "timesteps"):
         raise InputError(f"{path}: a .npy does not say which levels it holds; name them (one "
-                         "of sigmas, k-diffusion, ab, betas: the command's --levels)")
+                         "of sigmas, k-diffusion, ab, betas, t: the command's --levels)")
     return _array_levels(levels, arr, path)
 
 
@@ -169,7 +194,7 @@ def _read_txt(path: Path, levels: str | None) -> ExportedLevels:
         levels = _check_kind(match.group(1), levels, path)
     elif levels is None or levels == "timesteps":
         raise InputError(f"{path}: no 'specsched export' header says which levels the file "
-                         "holds; name them (sigmas, k-diffusion, ab, betas; the command's "
+                         "holds; name them (sigmas, k-diffusion, ab, betas, t; the command's "
                          "--levels)")
     return _array_levels(levels, values, path)
 
@@ -236,6 +261,30 @@ def _read_diffusers(d: dict, path: Path, levels: str) -> ExportedLevels:
                           num_train_timesteps=T)
 
 
+def _read_diffusers_flow(d: dict, path: Path, levels: str | None) -> ExportedLevels:
+    if levels not in (None, "t", "sigmas"):
+        raise InputError(f"{path}: a diffusers-flow export holds flow-matching sigmas (the "
+                         f"times t, noisiest first); asked for {levels}")
+    sig = d.get("sigmas")
+    try:
+        arr = _as_float64(sig, "sigmas", one_d=True)
+        if arr.size > 1 and _order(arr) != "descending":
+            raise InputError(f"sigmas: expected flow-matching times noisiest first, "
+                             f"descending, without a final 0 (as set_timesteps(sigmas=...) "
+                             f"takes them); got {_order(arr)} values")
+        if arr[-1] == 0.0:
+            raise InputError("sigmas: expected no final 0 (FlowMatchEulerDiscreteScheduler "
+                             "appends it); got one")
+        ab = _from_fm_times(arr[::-1].copy(), "sigmas")
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    T = d.get("num_train_timesteps")
+    if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= 10**6:
+        raise InputError(f"{path}: num_train_timesteps: expected an integer in [1, 1000000], "
+                         f"got {T!r}")
+    return ExportedLevels(ab, "t", str(path), num_train_timesteps=T)
+
+
 def read_levels(path: str | os.PathLike, levels: str | None = None,
                 diffusers_default: str = "timesteps") -> ExportedLevels:
     """Read a schedule file or anything ``specsched export`` wrote, as levels step 1 first.
@@ -244,12 +293,14 @@ def read_levels(path: str | os.PathLike, levels: str | None = None,
     ----------
     path : path-like
         A schedule JSON file; a diffusers export (its folder or ``diffusers_schedule.json``);
-        an exported array (``.json``, ``.txt`` with its header, ``.npy``).
+        a diffusers flow-matching export (its folder or ``diffusers_flow_schedule.json``); an
+        exported array (``.json``, ``.txt`` with its header, ``.npy``).
     levels : str or None
         Which levels (:data:`LEVELS`): for a diffusers export ``"timesteps"`` (default) or
-        ``"sigmas"``; for a bare ``.npy`` its kind (``"k-diffusion"`` is inferred from a
-        descending array ending in 0); for files that state their kind, None or that kind.
-        Not allowed with a schedule file.
+        ``"sigmas"``; for a diffusers-flow export None, ``"t"`` or ``"sigmas"`` (diffusers'
+        name for the times; always read as times); for a bare ``.npy`` its kind
+        (``"k-diffusion"`` is inferred from a descending array ending in 0); for files that
+        state their kind, None or that kind. Not allowed with a schedule file.
     diffusers_default : {"timesteps", "sigmas"}
         What a diffusers export gives when ``levels`` is None (``"sigmas"`` for the VE
         samplers that Euler-type schedulers are).
@@ -269,10 +320,14 @@ def read_levels(path: str | os.PathLike, levels: str | None = None,
     if levels is not None and levels not in LEVELS:
         raise InputError(f"levels: expected one of {', '.join(LEVELS)}, got {levels!r}")
     if path.is_dir():
-        if not (path / DIFFUSERS_FILE).is_file():
-            raise InputError(f"{path}: a folder without {DIFFUSERS_FILE} (export --to "
-                             "diffusers writes one)")
-        path = path / DIFFUSERS_FILE
+        if (path / DIFFUSERS_FILE).is_file():
+            path = path / DIFFUSERS_FILE
+        elif (path / DIFFUSERS_FLOW_FILE).is_file():
+            path = path / DIFFUSERS_FLOW_FILE
+        else:
+            raise InputError(f"{path}: a folder without {DIFFUSERS_FILE} or "
+                             f"{DIFFUSERS_FLOW_FILE} (export --to diffusers or --to "
+                             "diffusers-flow writes one)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _read_npy(path, levels)
@@ -283,12 +338,14 @@ def read_levels(path: str | os.PathLike, levels: str | None = None,
                          f"folder, or an exported .npy/.txt array; got suffix {path.suffix!r}")
     d = read_json_object(path, "schedule or export file")
     fmt = d.get("format")
-    if fmt in (DIFFUSERS_FORMAT, ARRAY_FORMAT):
+    if fmt in (DIFFUSERS_FORMAT, DIFFUSERS_FLOW_FORMAT, ARRAY_FORMAT):
         if d.get("version") != EXPORT_VERSION:
             raise InputError(f"{path}: version: expected {EXPORT_VERSION} for {fmt}, got "
                              f"{str(d.get('version'))[:20]}")
         if fmt == DIFFUSERS_FORMAT:
             return _read_diffusers(d, path, levels or diffusers_default)
+        if fmt == DIFFUSERS_FLOW_FORMAT:
+            return _read_diffusers_flow(d, path, levels)
         return _read_array_json(d, path, levels)
     if levels is not None and fmt == SCHEDULE_FORMAT:
         raise InputError(f"{path}: a schedule file holds alphas_cumprod; levels ({levels}) "
