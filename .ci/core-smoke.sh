@@ -38,6 +38,11 @@ specsched evaluate --spectrum cifar10 --schedule linear --spacing linspace --ste
 "$py" -c "import json; w2 = json.load(open('eval.json'))['w2']; assert abs(w2 - 5.5886) < 5e-5, w2"
 specsched evaluate --spectrum cifar10 --schedule specsched-out/schedule_ddim_w2_S10.json
 
+step "flow matching: optimise from pure noise, the best SD3 shift, export for diffusers"
+specsched optimize --spectrum cifar10 --param fm --steps 5 --sampler heun --out opt-fm
+specsched export opt-fm/schedule_fm-heun_w2_S5.json --to diffusers-flow --out fm-export
+test -s fm-export/diffusers_flow_schedule.json
+
 step "spectrum: full, pca, fourier"
 specsched spectrum samples.npy --out full.npz
 specsched spectrum natural-patches --method pca --rank 16 --out pca.npz
