@@ -313,3 +313,14 @@ def test_cli_exports_a_flow_matching_baseline(tmp_path):
                "--out", "c.json", cwd=tmp_path)
     assert bad.returncode == 2 and "--shift: applies to a flow-matching --baseline" in bad.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_heun_directions_sent_to_the_mean_by_rounding():
+    """fm-heun's last gain is the Wiener gain formed as 1 - (1 - g): for eigenvalues ~1e-14
+    (round-off of a rank-deficient covariance) it rounds to 0. Those directions add their
+    H = 0 limit, lambda, to W2^2 instead of stopping the optimiser."""
+    lam = np.r_[np.linspace(500, 0.1, 20), np.full(5, 1e-14)]
+    with_tiny = optimize_schedule(lam, None, 10, sampler="fm-heun")
+    without = optimize_schedule(lam[:20], None, 10, sampler="fm-heun")
+    assert with_tiny.success
+    assert with_tiny.fun**2 == pytest.approx(without.fun**2 + 5e-14, abs=1e-12)

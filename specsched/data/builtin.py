@@ -73,19 +73,25 @@ def natural_patches(patch_size: int = 16, n_patches: int = 20000, seed: int = 0)
     Raises
     ------
     InputError
-        If ``patch_size`` or ``n_patches`` is not a positive integer or a patch does not fit
-        in the smallest image.
+        If ``n_patches`` is not a positive integer, or ``patch_size`` is not an integer in
+        ``[1, 300]`` (a patch must fit in the smallest image; the message names the value and
+        that range).
     """
     import skimage.data
 
-    patch_size = _positive_int(patch_size, "patch_size")
     n_patches = _positive_int(n_patches, "n_patches")
     images = [getattr(skimage.data, name)() for name in PATCH_IMAGES]
-    smallest = min(min(img.shape[:2]) for img in images)
-    if patch_size > smallest:
+    sides = [min(img.shape[:2]) for img in images]
+    smallest = min(sides)
+    if (isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral)
+            or not 1 <= patch_size <= smallest):
+        img = images[sides.index(smallest)]
         raise InputError(
-            f"patch_size: must be at most {smallest} (the smallest image side), got {patch_size}"
+            f"patch_size: expected an integer in [1, {smallest}] (the smallest image side: "
+            f"{PATCH_IMAGES[sides.index(smallest)]} is {img.shape[0]} x {img.shape[1]}), "
+            f"got {patch_size!r}"
         )
+    patch_size = int(patch_size)
     rng = np.random.default_rng(seed)
     counts = np.full(len(images), n_patches // len(images))
     counts[: n_patches % len(images)] += 1

@@ -175,8 +175,8 @@ def _log_gain_derivatives(spec, lam, y, eta):
             A = [step_gain(spec, lk, a[k], ap[k]) for k in range(len(_SHIFTS))]
             d = [x.imag / _H for x in A]  # d/dy_s at the base and at +-e, d/dy_{s-1} alike
             base = A[0].real
-            if np.any(~(base > 0.0)):
-                raise InputError(f"sampler: {spec.name!r} has a gain A_s <= 0 (or not finite) "
+            if np.any(~np.isfinite(base) | (base < 0.0)):
+                raise InputError(f"sampler: {spec.name!r} has a gain A_s < 0 (or not finite) "
                                  "on this schedule; the product form needs positive gains")
             la, lp = d[0] / base, d[1] / base
             laa = (d[2] - d[3]) / (2 * _E) / base - la * la
@@ -307,6 +307,22 @@ def loss_curvature(eigenvalues, mean, logsnr, *, loss="w2", sampler="ddim", eta=
         counted &= kl_mask(lam, kl_floor) if keep is None else np.asarray(keep, dtype=bool)
     lam, m, w = lam[counted], m[counted], w[counted]
     logA, la, lp, laa, lap, lpp = _log_gain_derivatives(spec, lam, y, eta)
+    # a product sampler's last gain, onto t = 0, is the Wiener gain g itself, formed as
+    # 1 - (1 - g): in a direction with lambda ~ 1e-14 it rounds to 0, H = 0 (the output is the
+    # mean). Such a direction adds its H = 0 limit, lambda to W2^2 (its KL is infinite), and
+    # no gradient.
+    dead = ~np.all(np.isfinite(logA), axis=1)
+    extra = 0.0
+    if np.any(dead):
+        if loss != "w2":
+            raise InputError(f"sampler: {sampler!r} sends {int(dead.sum())} direction(s) with "
+                             f"eigenvalues down to {float(lam[dead].min()):.3g} to their mean "
+                             "(H = 0 in float64), where KL is infinite; use W2, or a "
+                             "kl_floor above those eigenvalues", param="sampler")
+        extra = float(w[dead] @ lam[dead])
+        keep_ = ~dead
+        lam, m, w = lam[keep_], m[keep_], w[keep_]
+        logA, la, lp, laa, lap, lpp = (x[keep_] for x in (logA, la, lp, laa, lap, lpp))
     (hv, hv1, hv2), (rho, r1, r2) = _start_derivatives(spec, lam, m, y[-1], init)
     z = logA.sum(axis=1) + hv
     J = la.copy()
@@ -320,5 +336,5 @@ def loss_curvature(eigenvalues, mean, logsnr, *, loss="w2", sampler="ddim", eta=
     diag[:-1] += wz @ lpp[:, 1:]
     diag[-1] += wz @ hv2 + w @ (phi_rr * r1 * r1 + phi_r * r2)
     off = wz @ lap[:, 1:]
-    return Curvature(value=float(w @ phi), grad=grad, diag=diag, off=off, J=J,
+    return Curvature(value=float(w @ phi) + extra, grad=grad, diag=diag, off=off, J=J,
                      c=w * phi_zz, b=w * phi_zr * r1)
