@@ -469,17 +469,22 @@ def fm_kwargs_from_args(args, spectrum=None) -> dict:
     return out
 
 
+def refuse_fm_args(args, applies_to: str) -> None:
+    """Refuse ``--shift``, ``--resolution``, ``--tokens`` where no flow-matching baseline is
+    made: ``"--FLAG: applies to APPLIES_TO"``."""
+    for flag in ("shift", "resolution", "tokens"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag}: applies to {applies_to}")
+
+
 def check_fm_args(args, sampler) -> None:
     """Refuse ``--shift``, ``--resolution``, ``--tokens`` with a sampler that is not
     flow matching: they only shape the flow-matching baselines."""
     from specsched.theory.samplers import sampler_param
 
-    if sampler_param(sampler) == "fm":
-        return
-    for flag in ("shift", "resolution", "tokens"):
-        if getattr(args, flag, None) is not None:
-            raise InputError(f"--{flag}: applies to flow matching (--param fm, fm-euler, "
-                             f"fm-heun), not to the sampler {sampler!r}")
+    if sampler_param(sampler) != "fm":
+        refuse_fm_args(args, f"flow matching (--param fm, fm-euler, fm-heun), not to the "
+                             f"sampler {sampler!r}")
 
 
 def steps_from_nfe(sampler: str, nfe) -> list[int]:

@@ -10,6 +10,7 @@ from specsched.cli.common import (
     add_sigma_range_arg,
     fm_kwargs_from_args,
     positive_int,
+    refuse_fm_args,
     resolve_sigma_range,
 )
 from specsched.errors import InputError
@@ -73,10 +74,7 @@ def _schedule(args):
                          + ("both" if args.schedule else "neither"))
     fm = args.baseline in FM_BASELINES
     if not fm:
-        for flag in ("shift", "resolution", "tokens"):
-            if getattr(args, flag) is not None:
-                raise InputError(f"--{flag}: applies to a flow-matching --baseline "
-                                 f"({', '.join(FM_BASELINES)})")
+        refuse_fm_args(args, f"a flow-matching --baseline ({', '.join(FM_BASELINES)})")
     if args.schedule is not None:
         if args.sigma_range is not None:
             raise InputError(f"--sigma-range: applies to --baseline; {args.schedule} has its "

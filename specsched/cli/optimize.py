@@ -109,7 +109,8 @@ def run(args) -> int:
                          "or more")
     if not fm:  # the flow-matching baselines live on no training grid
         check_steps_fit_training_grid(steps)
-    check_bounds(max(steps[-1] - fm, 1), args.ab_min, args.ab_max, args.delta)
+    free = steps[-1] - 1 if fm else steps[-1]  # flow matching holds t_S = 1 fixed
+    check_bounds(max(free, 1), args.ab_min, args.ab_max, args.delta)
     srange = resolve_sigma_range(args)
     out = check_output_folder(args.out)
     default_eta = resolve_eta(sampler, None)

@@ -331,6 +331,11 @@ def _start_schedule(name, num_steps, fm_kwargs):
     return baseline_alphas_cumprod(name, num_steps, spacing="linspace")
 
 
+def _loss_table(baselines: dict) -> dict:
+    """The three losses of each baseline of :func:`baseline_losses` (schedules dropped)."""
+    return {k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")} for k, v in baselines.items()}
+
+
 def _one_step_from_noise(lam, m, loss, method, kw, baselines, ab_min, ab_max, delta):
     """The :class:`OptimizeResult` of S = 1 from pure noise: the data mean, whatever the
     schedule (no level to choose)."""
@@ -343,8 +348,7 @@ def _one_step_from_noise(lam, m, loss, method, kw, baselines, ab_min, ab_max, de
         message="one step from pure noise (t = 1): no level to optimise", nit=0, nfev=0,
         method=method, start="pure noise", loss=loss, sampler=kw["sampler"], eta=kw["eta"],
         init=kw["init"], bounds=(float(ab_min), float(ab_max), float(delta)), starts={},
-        baselines={k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")}
-                   for k, v in baselines.items()})
+        baselines=_loss_table(baselines))
 
 
 def baseline_losses(eigenvalues, mean, num_steps, *, sampler="ddim", eta=None, init="normal",
@@ -950,8 +954,7 @@ def optimize_schedule(
         kl_data_gen=report["kl_data_gen"], success=ok, status=status, message=msg, nit=nit,
         nfev=nfev, method=method, start=name, loss=loss, sampler=sampler, eta=eta, init=init,
         bounds=(float(ab_min), float(ab_max), float(delta)), starts=start_losses,
-        baselines={k: {n: v[n] for n in ("w2", "kl", "kl_data_gen")}
-                   for k, v in baselines.items()},
+        baselines=_loss_table(baselines),
         quadrature=quad,
     )
 

@@ -110,30 +110,25 @@ def step(sampler: str, x, x0_hat, a: float, ap: float, eta: float | None, z):
 def _call_denoiser(denoise: Callable, x, a: float, state: str):
     """``x0_hat`` from ``denoise`` at VP level ``a`` for a VP, VE or FM state ``x`` (``state``).
 
-    The states of one point are ``x_vp = sqrt(a) x_ve = x_fm / sqrt((1 - t)^2 + t^2)``;
-    ``a = 0`` (FM ``t = 1``, pure noise) has no VE state.
+    The states of one point are ``x_vp = sqrt(a) x_ve = x_fm / sqrt((1 - t)^2 + t^2)``: the
+    state is taken to VP, then to the denoiser's own parametrisation (``denoise.param``, VP
+    when absent). ``a = 0`` (FM ``t = 1``, pure noise) has no VE state or level.
     """
     kind = getattr(denoise, "param", "vp")
+    t = float(_fm_times(a))
     if kind == state:
-        level = a if kind == "vp" else (math.sqrt((1.0 - a) / a) if kind == "ve"
-                                        else float(_fm_times(a)))
-        return denoise(x, level)
-    if state == "fm":  # to VP
-        t = float(_fm_times(a))
-        x, state = x / math.sqrt((1.0 - t) ** 2 + t * t), "vp"
-        if kind == "vp":
-            return denoise(x, a)
-    if kind == "fm":
-        t = float(_fm_times(a))
-        scale = math.sqrt((1.0 - t) ** 2 + t * t)
-        return denoise(scale * (x if state == "vp" else math.sqrt(a) * x), t)
+        return denoise(x, a if kind == "vp" else t if kind == "fm" else math.sqrt((1 - a) / a))
+    if kind == "ve" and a == 0.0:
+        raise InputError("denoise: a VE denoiser cannot be called at pure noise (t = 1, "
+                         "sigma = inf); use a VP or FM denoiser (WienerDenoiser(param='fm'))",
+                         param="denoise")
+    fm_scale = math.sqrt((1.0 - t) ** 2 + t * t)
+    x_vp = x / fm_scale if state == "fm" else math.sqrt(a) * x if state == "ve" else x
     if kind == "ve":
-        if a == 0.0:
-            raise InputError("denoise: a VE denoiser cannot be called at pure noise (t = 1, "
-                             "sigma = inf); use a VP or FM denoiser (WienerDenoiser(param="
-                             "'fm'))", param="denoise")
-        return denoise(x / math.sqrt(a), math.sqrt((1.0 - a) / a))
-    return denoise(math.sqrt(a) * x, a)  # a VE state to a VP denoiser
+        return denoise(x_vp / math.sqrt(a), math.sqrt((1.0 - a) / a))
+    if kind == "fm":
+        return denoise(fm_scale * x_vp, t)
+    return denoise(x_vp, a)
 
 
 def _velocity(denoise: Callable, x, t: float):

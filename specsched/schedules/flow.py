@@ -59,6 +59,11 @@ SHIFTED_COSINE_BASE = 64
 def fm_uniform_times(num_steps: int) -> np.ndarray:
     """``t = 1/S, 2/S, ..., 1``: the uniform flow-matching grid, step 1 first.
 
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        Increasing times in (0, 1], ``t_S = 1``.
+
     Raises
     ------
     InputError
@@ -73,6 +78,11 @@ def flux_mu(image_seq_len) -> float:
 
     ``mu = base_shift + (image_seq_len - 256) (max_shift - base_shift) / (4096 - 256)``,
     linear (not clipped) in the token count; the shift is ``exp(mu)``.
+
+    Returns
+    -------
+    float
+        ``mu`` (natural log of the shift).
 
     Raises
     ------
@@ -109,6 +119,11 @@ def shifted_cosine_times(num_steps: int, resolution: int) -> np.ndarray:
 
     ``logSNR(u) = -2 log tan(pi u / 2) + 2 log(64 / resolution)``, so ``t = sin(pi u / 2) /
     (sin(pi u / 2) + (64 / resolution) cos(pi u / 2))`` at ``u = 1/S, ..., 1`` (``t_S = 1``).
+
+    Returns
+    -------
+    ndarray of shape (num_steps,), float64
+        Increasing times in (0, 1], step 1 first.
 
     Raises
     ------

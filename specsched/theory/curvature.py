@@ -2,15 +2,17 @@ r"""Second derivatives of the loss of a deterministic sampler: a banded plus low
 
 Notation (docs/theory.md sections 3-5, "Newton's method"). A schedule is given by its
 logSNR levels ``y_s = log(ab_s / (1 - ab_s))``, s = 1..S, step 1 the least noisy. A sampler
-whose steps inject no noise (``q_s = 0`` for every step: ``ddim`` with eta = 0, ``ddim-ve``)
-has, per eigen-direction k with data variance ``lambda_k``, the generated law
+whose steps inject no noise (``q_s = 0`` for every step: ``ddim`` with eta = 0, ``ddim-ve``,
+``fm-euler``, and the product samplers of :mod:`specsched.theory.flow`, ``fm-heun``) has, per
+eigen-direction k with data variance ``lambda_k``, the generated law
 
     var_gen_k = H_k^2 v_S,      mean_gen_k - m_k = -c_S H_k m_k   (normal start; 0 marginal),
 
-with the transfer function ``H_k = prod_s A_s(lambda_k)`` and each gain
-``A_s = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)`` a function of
-``(y_s, y_{s-1})`` only (:mod:`specsched.theory.samplers`; ``y_0`` is the clean end,
-``ab_0 = 1``). So, with
+with the transfer function ``H_k = prod_s A_s(lambda_k)`` and each gain a function of
+``(y_s, y_{s-1})`` only: ``A_s = (alpha_s lambda + beta_s) / (gamma_s lambda + delta_s)``
+for a discrete sampler (:mod:`specsched.theory.samplers`), the step run on the deviation 1
+for a product sampler (``y_0`` is the clean end, ``ab_0 = 1``; ``y_S = -inf``, pure noise,
+is a level held fixed). So, with
 
     z_k = log H_k + (1/2) log v_S = sum_s log A_s(lambda_k) + (1/2) log v_S,
     rho_k = log(1 + R_k),  R_k = c_S^2 m_k^2 / v_S    (0 for the marginal start),

@@ -58,6 +58,11 @@ def heun_step(x, t, t_next, velocity: Callable):
         ``1 >= t > t_next >= 0``; ``t_next`` is 0 everywhere or nowhere.
     velocity : callable
         ``velocity(x, t) -> v_hat``.
+
+    Returns
+    -------
+    array like ``x``
+        The state at ``t_next``.
     """
     v = velocity(x, t)
     dt = t_next - t

@@ -68,6 +68,14 @@ def _k_generated(lam, alphas_cumprod, sampler, eta, init, options=None, backend=
                         calibration=calibration)
 
 
+def _state_law(lam, alphas_cumprod, sampler, eta, init, options, backend, calibration):
+    """The generated Gaussian of a sampler that is not a Mobius-scalar discrete one: a
+    product sampler's (:mod:`specsched.theory.flow`) or k-diffusion's."""
+    if sampler in PRODUCT_SAMPLERS:
+        return closed_form(lam, alphas_cumprod, sampler, init=init)
+    return _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend, calibration)
+
+
 def _k_loss_and_grad(lam, m, alphas_cumprod, loss, sampler, eta, init, kl_floor, weights,
                      keep, options=None, backend="numpy", calibration=None):
     """:func:`loss_and_grad` of a k-diffusion sampler: the gradient in sigmas, chained to ab."""
@@ -272,10 +280,8 @@ def loss_value(
                                 gradient=False)
         lam, m, weights, keep = _in_y(ns, lam, m, loss, kl_floor, weights, keep)
     if sampler in KSAMPLERS or sampler in PRODUCT_SAMPLERS:
-        gen = (closed_form(lam, alphas_cumprod, sampler, init=init)
-               if sampler in PRODUCT_SAMPLERS else
-               _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
-                            calibration))
+        gen = _state_law(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                         calibration)
         return loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m), kl_floor,
                                        weights, keep)[0]
     system = linear_system(lam, alphas_cumprod, sampler, eta, init)
@@ -392,10 +398,8 @@ def loss_summary(eigenvalues, mean, alphas_cumprod, *, sampler="ddim", eta=None,
         return evaluate_schedule(lam, m, alphas_cumprod, sampler=sampler, eta=eta, init=init,
                                  kl_floor=kl_floor, options=options, noise=ns).summary()
     if sampler in KSAMPLERS or sampler in PRODUCT_SAMPLERS:
-        gen = (closed_form(lam, alphas_cumprod, sampler, init=init)
-               if sampler in PRODUCT_SAMPLERS else
-               _k_generated(lam, alphas_cumprod, sampler, eta, init, options, backend,
-                            calibration))
+        gen = _state_law(lam, alphas_cumprod, sampler, eta, init, options, backend,
+                         calibration)
         out = {key: loss_value_and_partials(loss, lam, gen.variance, gen.mean_error(m),
                                             kl_floor)[0] for key, loss in keys}
     else:
