@@ -193,7 +193,9 @@ def run(args) -> int:
     wide = table.pivot(index="schedule", columns="steps", values=shown)
     wide = wide.sort_values((loss_col, steps[0]))
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        print(wide.to_string(float_format=lambda v: f"{v:.4f}"))
+        text = wide.to_string(float_format=lambda v: f"{v:.4f}")
+    # pandas pads the header rows to the table's width; trailing blanks help no reader
+    print("\n".join(line.rstrip() for line in text.splitlines()))
     print(f"wrote {len(names)} schedule file(s), {csv_path.name} and {png_path.name} to {out}/")
     if failed:
         for S, msg in failed:
