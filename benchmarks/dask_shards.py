@@ -64,6 +64,7 @@ from threadpoolctl import threadpool_limits
 
 from specsched.data.sources import open_source
 from specsched.fileio import atomic_write
+from specsched.provenance import command_line, header
 from specsched.spectrum import Spectrum, StreamingCovariance, estimate_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
               "worker_increase_mib", "bound_mib", "eig_rel_err", "mean_rel_err",
               "client_warnings"]
     buf = io.StringIO()
-    buf.write(f"# python benchmarks/dask_shards.py {' '.join(argv or sys.argv[1:])}\n")
+    buf.write(header(command_line("python benchmarks/dask_shards.py", argv)))
     buf.write(f"# {a.shards} shards x {a.n} x {d} float32 ({data_bytes / MIB:.0f} MiB); "
               f"{os.cpu_count()} cores shared with other work (load average {load_before:.1f} "
               f"at the start, {os.getloadavg()[0]:.1f} at the end); LocalCluster(processes="

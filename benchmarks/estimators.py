@@ -4,8 +4,9 @@ For each dataset (natural-patches; Fashion-MNIST when Debian's dataset-fashion-m
 installed) and step count, a DDIM schedule is optimised for W2 on the spectrum of each
 estimator (full covariance, PCA at several ranks, the Fourier model), then its W2 is
 evaluated with the FULL spectrum (eigenvalues and mean) with
-:func:`specsched.theory.evaluate_schedule`. Writes results/estimators.csv (first line: the
-command) and results/estimators.png.
+:func:`specsched.theory.evaluate_schedule`. Writes results/estimators.csv (first lines: the
+command and the code version, :mod:`specsched.provenance`) and results/estimators.png (the same
+in its PNG metadata).
 
 Usage: python benchmarks/estimators.py [--steps 10 20] [--ranks 8 32 128] [--out results]
 """
@@ -13,7 +14,6 @@ Usage: python benchmarks/estimators.py [--steps 10 20] [--ranks 8 32 128] [--out
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ def main() -> None:
     from specsched.data.sources import FASHION_MNIST_DIR, open_source
     from specsched.fileio import atomic_write
     from specsched.optimize import optimize_schedule
+    from specsched.provenance import command_line, header, png_metadata
     from specsched.spectrum import estimate_spectrum
     from specsched.theory import evaluate_schedule
 
@@ -50,8 +51,9 @@ def main() -> None:
                 print(f"{name} S={S} {label}: W2 (full spectrum) {w2:.5f}", flush=True)
     table = pd.DataFrame(rows)
     out = Path(args.out)
+    command = command_line("python benchmarks/estimators.py")
     with atomic_write(out / "estimators.csv", force=True) as fh:
-        fh.write("# python " + " ".join(["benchmarks/estimators.py"] + sys.argv[1:]) + "\n")
+        fh.write(header(command))
         table.to_csv(fh, index=False, float_format="%.8g")
     import matplotlib
 
@@ -73,7 +75,7 @@ def main() -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_write(out / "estimators.png", force=True, mode="wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+        fig.savefig(fh, format="png", dpi=110, metadata=png_metadata(command))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Runs every recipe of docs/export.md (the functions ``recipe_*`` of tests/test_recipes.py, the
 same code the tests assert on) on the CIFAR-10 spectrum (d = 3072, zero mean) with the exact
-Wiener denoiser, and writes results/export_recipes.csv (first line: the command): per recipe
+Wiener denoiser, and writes results/export_recipes.csv (first lines: the command and the code
+version): per recipe
 the library, the scheduler as called, the specsched sampler that models it, the W2 the library
 samples (exact from probes for deterministic samplers; debiased Monte Carlo with its standard
 error for stochastic ones), the W2 ``specsched evaluate`` gives for the exported file, and the
@@ -29,6 +30,7 @@ def main() -> None:
 
     from specsched.errors import InputError
     from specsched.fileio import atomic_write
+    from specsched.provenance import command_line, header
     from specsched.schedules.kdiffusion import load_k_diffusion_sampling
     from specsched.spectrum import load_spectrum
 
@@ -65,7 +67,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     out = Path(args.out) / "export_recipes.csv"
     with atomic_write(out, force=True, mode="w") as fh:
-        fh.write(f"# python benchmarks/export_recipes.py {' '.join(sys.argv[1:])}\n")
+        fh.write(header(command_line("python benchmarks/export_recipes.py")))
         table.to_csv(fh, index=False, float_format="%.6g")
     print(table.to_string(index=False))
     print(f"wrote {out}")

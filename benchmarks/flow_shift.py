@@ -34,7 +34,8 @@ covariance takes at least ``2 d`` (6144 at r = 32), so that it has full rank: a
 rank-deficient covariance has round-off eigenvalues (~1e-14) on which
 ``optimize_schedule(sampler="fm-heun")`` fails ("gain A_s <= 0").
 
-Writes, under ``--out`` (results/flow_shift/ by default), each first line ``# command``:
+Writes, under ``--out`` (results/flow_shift/ by default), each opening with ``# command`` and
+the code version:
 
 - ``flow_shift.csv``: one row per (spectrum, sampler, loss, S);
 - ``flow_shift_slopes.csv``: the least-squares slope of log(optimal shift) against log(r) per
@@ -73,6 +74,7 @@ from specsched.data.sources import DataSource
 from specsched.errors import InputError
 from specsched.fileio import atomic_write
 from specsched.optimize import AB_MAX, optimal_shift, optimize_schedule
+from specsched.provenance import header, png_metadata
 from specsched.schedules import fm_times_from_alphas_cumprod
 from specsched.schedules.flow import (
     SD3_SHIFT,
@@ -306,11 +308,11 @@ def slopes_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_csv(frame: pd.DataFrame, path: Path, command: str) -> None:
     with atomic_write(path, force=True, mode="w") as fh:
-        fh.write(f"# {command}\n")
+        fh.write(header(command))
         frame.to_csv(fh, index=False, float_format="%.6g")
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def plot(table: pd.DataFrame, path: Path, command: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,7 +374,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     t = t.sort_values("resolution")
     if t.empty:
         ax.set_axis_off()
-        save_figure(fig, path, force=True)
+        save_figure(fig, path, force=True, metadata=png_metadata(command))
         return
     for col, label in (("sd3_shift", "SD3 shift 3.0"), ("flux_shift", "Flux shift"),
                        ("shifted_cosine", "shifted cosine (r/64)"),
@@ -389,7 +391,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.set_title(f"Fourier spectra, {samplers[0]}, S = {steps_mid}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    save_figure(fig, path, force=True)
+    save_figure(fig, path, force=True, metadata=png_metadata(command))
 
 
 def markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -490,7 +492,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "flow_shift.csv", command)
     write_csv(slopes, out / "flow_shift_slopes.csv", command)
-    plot(table, out / "flow_shift.png")
+    plot(table, out / "flow_shift.png", command)
     print(summary(table, slopes))
     cpu = platform.processor() or platform.machine()
     print(f"\nrun time {time.perf_counter() - t_start:.0f} s on {os.cpu_count()} CPUs "

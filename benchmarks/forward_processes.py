@@ -41,6 +41,7 @@ from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
 from specsched.optimize import optimize_schedule, warm_start
 from specsched.optimize.exponent import optimize_power_exponent, power_label
+from specsched.provenance import header, header_lines, png_metadata
 from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import evaluate_schedule
@@ -111,7 +112,7 @@ def rows_of_cell(cell: Cell, data: str):
 
 def write_csv(frame: pd.DataFrame, path: Path, command: str):
     with atomic_write(path, force=True, mode="w") as fh:
-        fh.write(f"# {command}\n")
+        fh.write(header(command))
         frame.to_csv(fh, index=False, float_format="%.10g")
 
 
@@ -119,7 +120,7 @@ def read_csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, comment="#") if path.exists() else None
 
 
-def plot(best: pd.DataFrame, path: Path, title: str):
+def plot(best: pd.DataFrame, path: Path, title: str, command: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +145,7 @@ def plot(best: pd.DataFrame, path: Path, title: str):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    save_figure(fig, path, force=True)
+    save_figure(fig, path, force=True, metadata=png_metadata(command))
 
 
 def table(best: pd.DataFrame, loss: str) -> list[str]:
@@ -197,6 +198,8 @@ def readme(best: pd.DataFrame, data: str, command: str, spectrum) -> str:
         "Regenerate (resumes from best.csv; delete it to recompute):",
         "",
         f"    {command}",
+        "",
+        f"Code: {header_lines(command)[1][2:]}.",
         "",
         f"Spectrum: {spectrum.source}, d = {lam.size}, mean eigenvalue {mean_lam:.4g}, "
         f"squared norm of the data mean {mean_sq:.4g}.",
@@ -287,7 +290,8 @@ def main(argv=None):
         write_csv(pd.DataFrame(best_rows, columns=COLUMNS), out / "best.csv", command)
         write_csv(pd.DataFrame(gam_rows), out / "gamma.csv", command)
     best = pd.DataFrame(best_rows, columns=COLUMNS)
-    plot(best, out / "w2_vs_steps.png", f"{data}: each forward process with its own schedule")
+    plot(best, out / "w2_vs_steps.png", f"{data}: each forward process with its own schedule",
+         command)
     if args.maps:
         from specsched.analysis.report import analyze
 

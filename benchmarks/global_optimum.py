@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from specsched.fileio import atomic_write
 from specsched.optimize import optimize_schedule
+from specsched.provenance import command_line, header
 from specsched.spectrum import load_spectrum
 
 
@@ -46,8 +47,8 @@ def main(argv=None):
         rows.append(row)
     table = pd.DataFrame(rows)
     with atomic_write(args.out, force=True) as fh:
-        fh.write(f"# python benchmarks/global_optimum.py --steps {' '.join(map(str, args.steps))}"
-                 f" (cifar10 spectrum, DDIM eta={args.sampler_eta:g}, W2)\n")
+        fh.write(header(command_line("python benchmarks/global_optimum.py", argv)))
+        fh.write(f"# cifar10 spectrum, DDIM eta={args.sampler_eta:g}, W2\n")
         table.to_csv(fh, index=False, float_format="%.10g")
     print(table.to_string())
 

@@ -24,7 +24,8 @@ kernels) and on the CPU at d < 12288; the CPU's accumulation and eigh at d >= 12
 (an eigh of d = 16384 takes minutes there). Expected wall time on an H200 with 16 CPU cores:
 about 5 minutes, dominated by the CPU's eigh.
 
-Writes ``results/gpu.csv`` (first lines: the command and the machine) once everything has
+Writes ``results/gpu.csv`` (first lines: the command; the machine and the code version) once
+everything has
 run; nothing on failure. Without CuPy or a CUDA device it prints one line and exits with
 status 2, writing nothing.
 
@@ -49,6 +50,7 @@ import pandas as pd
 
 from specsched.errors import InputError
 from specsched.fileio import atomic_write
+from specsched.provenance import command_line, header_lines
 from specsched.spectrum import StreamingCovariance
 from specsched.spectrum.moments import get_namespace, to_numpy
 
@@ -218,9 +220,10 @@ def main(argv=None) -> int:
     print(table.to_string())
     if out is not None:
         with atomic_write(out, force=True) as fh:
-            given = sys.argv[1:] if argv is None else argv
-            fh.write(f"# python benchmarks/gpu.py {' '.join(given)}".rstrip() + "\n")
-            fh.write(machine(dev) + "\n")
+            command, version = header_lines(command_line("python benchmarks/gpu.py", argv))
+            fh.write(command + "\n")
+            # the code version ends the machine line (the table starts on the third line)
+            fh.write(f"{machine(dev)}; {version[2:]}\n")
             table.to_csv(fh, index=False, float_format="%.6g")
         stamp(f"wrote {out}")
     return 0 if table["equal"].all() else 1

@@ -66,6 +66,7 @@ def main() -> None:
 
     from specsched.data.builtin import cifar10_eigenvalues
     from specsched.fileio import atomic_write
+    from specsched.provenance import command_line, header
     from specsched.schedules import baseline_alphas_cumprod
     from specsched.theory import loss_and_grad
     from specsched.theory.quadrature import compress_spectrum
@@ -117,7 +118,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "ksamplers_speed.csv"
     with atomic_write(path, force=True) as fh:
-        fh.write("# python " + " ".join(sys.argv) + "\n")
+        fh.write(header(command_line("python benchmarks/ksamplers_speed.py")))
         pd.DataFrame(rows).to_csv(fh, index=False, float_format="%.6g")
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"wrote {path}")

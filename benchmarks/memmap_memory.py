@@ -18,8 +18,8 @@ the file) ``ru_maxrss`` would report this process's peak. Both numbers are writt
 within the meter's own few MiB. Seconds are the child's wall time (start-up included),
 samples/s is ``N / seconds``.
 
-Writes ``results/memmap_memory.csv`` (first lines: the command that made it and the machine)
-and deletes the big file. Not part of the test suite.
+Writes ``results/memmap_memory.csv`` (first lines: the command that made it, the code version
+and the machine) and deletes the big file. Not part of the test suite.
 
 Usage: python benchmarks/memmap_memory.py [--n 200000] [--d 3072] [--chunk-size N]
        [--code DIR ...] [--out results/memmap_memory.csv]
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from specsched.fileio import atomic_write
+from specsched.provenance import command_line, header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def main() -> None:
     with open("/proc/meminfo") as fh:
         total = fh.readline().split()[1]
     with atomic_write(args.out, force=True) as fh:
-        fh.write("# python " + " ".join(["benchmarks/memmap_memory.py"] + sys.argv[1:]) + "\n")
+        fh.write(header(command_line("python benchmarks/memmap_memory.py")))
         fh.write(f"# command measured: python -m specsched.cli spectrum big.npy --out s.npz "
                  f"{' '.join(chunk)}; {args.n} x {args.d} float32 "
                  f"({args.n * args.d * 4 / 2**30:.2f} GiB); {os.cpu_count()} cores, "

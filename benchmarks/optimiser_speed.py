@@ -43,6 +43,7 @@ import pandas as pd
 from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
 from specsched.optimize import optimize_schedule, warm_start
+from specsched.provenance import command_line, header, png_metadata
 from specsched.spectrum import load_spectrum
 
 STEPS = (10, 50, 100, 200, 500, 1000)
@@ -119,7 +120,7 @@ def bench_cli(rows):
             print(rows[-1], flush=True)
 
 
-def plot(table, path):
+def plot(table, path, command):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +140,7 @@ def plot(table, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    save_figure(fig, path, force=True)
+    save_figure(fig, path, force=True, metadata=png_metadata(command))
 
 
 def main(argv=None):
@@ -152,11 +153,11 @@ def main(argv=None):
     bench_in_process(rows, args.quick)
     bench_cli(rows)
     table = pd.DataFrame(rows)
+    command = command_line("python benchmarks/optimiser_speed.py", argv)
     with atomic_write(args.out, force=True) as fh:
-        fh.write(f"# python benchmarks/optimiser_speed.py {' '.join(sys.argv[1:])}".rstrip()
-                 + "\n")
+        fh.write(header(command))
         table.to_csv(fh, index=False, float_format="%.10g")
-    plot(table, Path(args.out).with_suffix(".png"))
+    plot(table, Path(args.out).with_suffix(".png"), command)
     print(table.to_string())
 
 

@@ -42,6 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from specsched.fileio import atomic_write
 from specsched.optimize import AB_MAX, AB_MIN, optimize_schedule, project_feasible
+from specsched.provenance import command_line, header_lines, is_provenance_line, png_metadata
 from specsched.schedules import baseline_alphas_cumprod
 from specsched.spectrum import load_spectrum
 from specsched.theory import loss_and_grad, loss_value
@@ -377,7 +378,7 @@ def bench_adsn(rows, adsn):
     print(rows[-1])
 
 
-def plot(table, path):
+def plot(table, path, command):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +394,7 @@ def plot(table, path):
     ax.invert_yaxis()
     fig.tight_layout()
     with atomic_write(path, force=True, mode="wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+        fig.savefig(fh, format="png", dpi=110, metadata=png_metadata(command))
 
 
 def part_of(benchmark: str) -> str:
@@ -405,18 +406,29 @@ def part_of(benchmark: str) -> str:
 
 def merged(path, table, parts, command):
     """The rows of ``path`` whose parts were not run, with ``table``'s, in :data:`PARTS` order;
-    and its comment lines followed by ``command`` (naming the parts it replaced)."""
+    and its comment lines followed by ``command`` (naming the parts it replaced).
+
+    ``command`` is this run's header: one line, or its lines (the command first, then its code
+    version, :func:`specsched.provenance.header_lines`). The lines of an earlier merge of the
+    same parts are dropped, its code-version line with it."""
+    new = [command] if isinstance(command, str) else list(command)
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
     note = f": the {', '.join(parts)} rows (the others as above)"
-    comments = [line for line in lines if line.startswith("#") and not line.endswith(note)]
+    comments, replaced = [], False
+    for line in (line for line in lines if line.startswith("#")):
+        if line.endswith(note) or (replaced and is_provenance_line(line)):
+            replaced = line.endswith(note)
+            continue
+        replaced = False
+        comments.append(line)
     old = pd.read_csv(io.StringIO("\n".join(line for line in lines
                                              if not line.startswith("#"))))
     keep = old[[part_of(b) not in parts for b in old["benchmark"]]]
     both = pd.concat([keep, table], ignore_index=True)
     order = [PARTS.index(part_of(b)) for b in both["benchmark"]]
     both = both.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
-    return comments + [command + note], both
+    return comments + [new[0] + note, *new[1:]], both
 
 
 def main(argv=None):
@@ -447,14 +459,14 @@ def main(argv=None):
     if "adsn" in args.only:
         bench_adsn(rows, adsn)
     table = pd.DataFrame(rows)
-    command = f"# python benchmarks/performance.py {' '.join(sys.argv[1:])}".rstrip()
-    comments = [command]
+    command = command_line("python benchmarks/performance.py", argv)
+    comments = header_lines(command)
     if args.merge and Path(args.out).is_file():
-        comments, table = merged(args.out, table, args.only, command)
+        comments, table = merged(args.out, table, args.only, comments)
     with atomic_write(args.out, force=True) as fh:
         fh.write("\n".join(comments) + "\n")
         table.to_csv(fh, index=False, float_format="%.6g")
-    plot(table, Path(args.out).with_suffix(".png"))
+    plot(table, Path(args.out).with_suffix(".png"), command)
     print(table.to_string())
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 
 from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
+from specsched.provenance import command_line, header, png_metadata
 
 DIMS = (1_000, 10_000, 100_000, 1_000_000)
 STEPS = (10, 100, 1000)
@@ -112,7 +113,7 @@ def fit_exponents(table):
     return pd.DataFrame(rows)
 
 
-def plot(table, path):
+def plot(table, path, command):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +135,7 @@ def plot(table, path):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, force=True)
+    save_figure(fig, path, force=True, metadata=png_metadata(command))
 
 
 def main(argv=None):
@@ -155,17 +156,17 @@ def main(argv=None):
         rows.append(case(kind, d, S, REPEATS if kind == "loss" else 1))
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    header = (f"# python benchmarks/scaling.py {' '.join(sys.argv[1:])}".rstrip()
-              + f"  ({time.perf_counter() - t0:.0f} s)\n")
+    command = command_line("python benchmarks/scaling.py", argv)
+    lines = header(command) + f"# {time.perf_counter() - t0:.0f} s in all\n"
     with atomic_write(args.out, force=True) as fh:
-        fh.write(header)
+        fh.write(lines)
         table.to_csv(fh, index=False, float_format="%.6g")
     exps = fit_exponents(table)
     with atomic_write(Path(args.out).with_name(Path(args.out).stem + "_exponents.csv"),
                       force=True) as fh:
-        fh.write(header)
+        fh.write(lines)
         exps.to_csv(fh, index=False, float_format="%.3f")
-    plot(table, Path(args.out).with_suffix(".png"))
+    plot(table, Path(args.out).with_suffix(".png"), command)
     print(table.to_string())
     print(exps.to_string())
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from specsched.fileio import atomic_write
 from specsched.optimize import AB_MAX, AB_MIN, optimize_schedule
+from specsched.provenance import header, header_lines, png_metadata
 from specsched.schedules import (
     SIGMA_BASELINES,
     Schedule,
@@ -112,15 +113,16 @@ def run_cell(spectrum, sampler, budget, loss, sigma_range, schedule_dir):
     return rows
 
 
-def write_table(rows, path: Path):
+def write_table(rows, path: Path, command: str):
     table = pd.DataFrame(rows, columns=COLUMNS).sort_values(
         ["sampler", "nfe_budget", "schedule"], kind="stable")
     with atomic_write(path, force=True) as fh:
+        fh.write(header(command))
         table.to_csv(fh, index=False, float_format="%.10g")
     return table
 
 
-def plot(table: pd.DataFrame, path: Path, title: str):
+def plot(table: pd.DataFrame, path: Path, title: str, command: str):
     """One log-log W2-vs-NFE panel per sampler (a line per schedule), and a last panel with
     every sampler's optimised schedule."""
     import matplotlib
@@ -169,7 +171,7 @@ def plot(table: pd.DataFrame, path: Path, title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_write(path, force=True, mode="wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+        fig.savefig(fh, format="png", dpi=110, metadata=png_metadata(command))
     plt.close(fig)
 
 
@@ -238,6 +240,8 @@ def readme(table: pd.DataFrame, command: str, args, extra=()) -> str:
              "kept; delete the folder to recompute):",
              "",
              f"    {command}",
+             "",
+             f"Code: {header_lines(command)[1][2:]}.",
              ""]
     budgets = sorted(set(table["nfe_budget"]))
     samplers = [s for s in KSAMPLERS if s in set(table["sampler"])]
@@ -339,16 +343,17 @@ def main(argv=None):
     table_path = out / "table.csv"
     rows = []
     if table_path.exists():
-        rows = pd.read_csv(table_path).replace({np.nan: None}).to_dict("records")
+        rows = pd.read_csv(table_path, comment="#").replace({np.nan: None}).to_dict("records")
     done = {(r["sampler"], int(r["nfe_budget"])) for r in rows}
     cells = [(s, b) for b in budgets for s in args.samplers if (s, b) not in done]
     for sampler, budget in tqdm(cells, desc=f"{spectrum.source} cells", unit="cell"):
         tqdm.write(f"{sampler} NFE {budget} (S = {steps_within_nfe(sampler, budget)})")
         rows.extend(run_cell(spectrum, sampler, budget, args.loss, sigma_range, schedule_dir))
-        write_table(rows, table_path)
-    table = write_table(rows, table_path)
+        write_table(rows, table_path, command)
+    table = write_table(rows, table_path, command)
     plot(table, out / "w2_vs_nfe.png",
-         f"{spectrum.source}: W2 of k-diffusion samplers (Gaussian model, exact denoiser)")
+         f"{spectrum.source}: W2 of k-diffusion samplers (Gaussian model, exact denoiser)",
+         command)
     with atomic_write(out / "README.md", force=True) as fh:
         fh.write(readme(table, command, args, [*range_check(spectrum, schedule_dir),
                                                 *floor_line(spectrum)]))

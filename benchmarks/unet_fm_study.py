@@ -36,7 +36,8 @@ range (``--sigma-range``, default the checkpoint's central 99.8%):
   teacher on Karras's rho = 7 grid over the trained range, cost coefficient 1.15; one cost
   matrix for every cell.
 
-Outputs (stem ``--out``, default results/unet_fm; every file's first line is the command):
+Outputs (stem ``--out``, default results/unet_fm; each CSV opens with the command and the code
+version):
 
 - ``<out>_cells.csv``: one row per cell: metrics' mean, se and per-seed values, the
   theory's W2^2 (Wiener and calibrated) and KL beside them, the sigmas run; rewritten

@@ -24,7 +24,8 @@ The theory's best exponent: GAMMA* minimising the optimised W2 of ``power:GAMMA`
 sorted ``c_f`` must equal ``noise_spectrum(label, eigenvalues).variances`` of the Fourier
 spectrum used here.
 
-Outputs (first line of each CSV: the command): ``--out`` (results/unet_noise.csv, one row per
+Outputs (each CSV opens with the command and the code version):
+``--out`` (results/unet_noise.csv, one row per
 model x sampler x S), ``<out>_rapsd.csv`` (per ring), ``<out>_gamma.csv``, ``<out>_floor.csv``
 (held-out test images scored alike: the metrics' floor), ``<out>.png`` and
 ``<out>_report.md`` (``--report-only`` rebuilds these three from the CSVs). Resumable:

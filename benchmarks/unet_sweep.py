@@ -15,7 +15,8 @@ prediction, ``W2^2`` of the same sampler and schedule on the data's own spectrum
 :func:`specsched.optimize.optimize_schedule` on that spectrum. The data side (spectrum and FD
 reference) is the 60,000 training images at the network's size (``--reference-split``).
 
-Outputs (``--out``, default results/unet_fashion_mnist.csv; first line: the command):
+Outputs (``--out``, default results/unet_fashion_mnist.csv; first lines: the command, the code
+version):
 
 - the CSV, one row per (sampler, steps, schedule) cell;
 - ``<out>_spearman.csv``: Spearman rank correlation between predicted W2^2 and measured FD
@@ -64,6 +65,7 @@ import pandas as pd
 
 from specsched.analysis.plots import save_figure
 from specsched.fileio import atomic_write
+from specsched.provenance import header
 
 SCHEDULES = ("linear", "cosine", "karras", "logsnr", "optimized-w2", "optimized-kl")
 KEY = ["sampler", "steps", "schedule"]
@@ -96,8 +98,9 @@ def read_rows(path: Path) -> pd.DataFrame | None:
 
 
 def write_csv(df: pd.DataFrame, path: Path, command: str) -> None:
+    """Write ``df`` to ``path`` under the provenance header (the command, the code version)."""
     with atomic_write(path, force=True) as fh:
-        fh.write(f"# {command}\n")
+        fh.write(header(command))
         df.to_csv(fh, index=False)
 
 

@@ -20,9 +20,10 @@ def _figure(*args, **kwargs):
     return plt, *plt.subplots(*args, **kwargs)
 
 
-def save_figure(fig, path, force: bool = False) -> None:
+def save_figure(fig, path, force: bool = False, metadata: dict | None = None) -> None:
     """Lay out, write as PNG (110 dpi) through :func:`specsched.fileio.atomic_write` (no
-    partial file on failure) and close a matplotlib figure.
+    partial file on failure) and close a matplotlib figure. ``metadata``: PNG text chunks
+    (e.g. :func:`specsched.provenance.png_metadata`), passed to ``savefig``.
 
     Raises
     ------
@@ -33,7 +34,7 @@ def save_figure(fig, path, force: bool = False) -> None:
 
     fig.tight_layout()
     with atomic_write(path, force=force, mode="wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+        fig.savefig(fh, format="png", dpi=110, metadata=metadata)
     plt.close(fig)
 
 

@@ -38,6 +38,7 @@ from specsched.optimize.sweep import (
     sweep_rows,
     wait_any,
 )
+from specsched.provenance import command_line, header
 
 
 def add_parser(sub):
@@ -231,8 +232,8 @@ def run(args) -> int:
     cells = [done[cell_name(*c)] for c in wanted]
     table = pd.DataFrame(sweep_rows(cells, set(args.schedules)))
     with atomic_write(out / "sweep.csv", force=True) as fh:
-        fh.write(f"# specsched sweep {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['sweep'] else ''}"
-                 .rstrip() + "\n")
+        fh.write(header(command_line(  # the command and the code version
+            "specsched sweep", sys.argv[2:] if sys.argv[1:2] == ["sweep"] else [])))
         table.to_csv(fh, index=False, float_format="%.10g")
     plot_sweep(table, out / "sweep.png", force=True)
     failed = [c for c in cells if not c["success"]]
