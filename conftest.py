@@ -17,7 +17,8 @@ them (docs/contributing.md says the same for authors):
   pytest reports every skip with its reason (``-ra``); nothing is skipped silently.
 
 Each document runs in a fresh empty folder (its examples in order, sharing the files they write),
-with ``REPO`` naming the checkout (``$REPO/benchmarks/...``) and matplotlib off-screen.
+with ``REPO`` naming the checkout (``$REPO/benchmarks/...``), matplotlib off-screen and bash's
+``pipefail`` on (a pipeline fails with the command that failed in it).
 """
 
 import importlib.util
@@ -82,7 +83,8 @@ def _setup(namespace: dict) -> None:
     folder = Path(tempfile.mkdtemp(prefix="specsched-docs-"))
     namespace.update(
         FOLDER=folder, START=os.getcwd(), PATCHES=[],
-        ENV={**os.environ, "REPO": str(ROOT), "MPLBACKEND": "Agg"},
+        # pipefail: `specsched ... | tail -1` shows the command's exit status, not tail's
+        ENV={**os.environ, "REPO": str(ROOT), "MPLBACKEND": "Agg", "SHELLOPTS": "pipefail"},
         # conditions for `skip: next if(...)`: true where the example can run
         TORCH=_have("torch"), DIFFUSERS=_have("diffusers"), KDIFFUSION=_have("k_diffusion"),
         DASK=_have("distributed"), GPU=_have_gpu(),

@@ -497,8 +497,8 @@ def steps_from_nfe(sampler: str, nfe) -> list[int]:
 
 
 def eta_text(eta):
-    """``eta`` for a log line: ``-`` when the sampler has none."""
-    return "-" if eta is None else f"{eta:g}"
+    """`` (eta = E)`` for a log line after the sampler's name; empty when the sampler has none."""
+    return "" if eta is None else f" (eta = {eta:g})"
 
 
 NOISE_SPECTRUM_HELP = (

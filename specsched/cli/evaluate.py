@@ -354,7 +354,7 @@ def run(args) -> int:
     else:
         where = f"{label}/{spacing}" if spacing else label
         forward = "" if noise.is_white else f" under forward noise {noise.label}"
-        print(f"{where}, S = {steps}, {sampler} (eta = {eta_text(eta)}) on {spectrum.source}"
+        print(f"{where}, S = {steps}, {sampler}{eta_text(eta)} on {spectrum.source}"
               f"{forward}: "
               f"W2 = {r.w2:.6g}, KL(gen||data) = {r.kl:.6g}, KL(data||gen) = "
               f"{r.kl_data_gen:.6g} nats ({r.kl_excluded} directions below the KL floor)")

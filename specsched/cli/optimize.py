@@ -128,7 +128,7 @@ def run(args) -> int:
     fm_kwargs = fm_kwargs_from_args(args, spectrum) if fm else None
     forward = "" if noise.is_white else f", forward noise {noise.label}"
     print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "
-          f"n_samples = {spectrum.n_samples}; sampler {sampler} (eta = {eta_text(eta)}), "
+          f"n_samples = {spectrum.n_samples}; sampler {sampler}{eta_text(eta)}, "
           f"loss {args.loss}, method {args.method}{forward}")
     loss_col = args.loss.replace("-", "_")
     rows, panels, failed = [], [], []
