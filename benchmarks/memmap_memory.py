@@ -23,7 +23,7 @@ and the machine) and deletes the big file. Not part of the test suite.
 
 Usage: python benchmarks/memmap_memory.py [--n 200000] [--d 3072] [--chunk-size N]
        [--code DIR ...] [--out results/memmap_memory.csv]
-e.g.   python benchmarks/memmap_memory.py --code /work/main .    (before / after)
+e.g.   python benchmarks/memmap_memory.py --code OLD_CHECKOUT .    (before / after)
 """
 
 from __future__ import annotations
