@@ -15,6 +15,10 @@ them (docs/contributing.md says the same for authors):
 - ``<!-- skip: next if(not TORCH, reason="needs the unet extra") -->`` marks an example that needs
   an extra, a GPU or a long run: the conditions below are true where that is available, and
   pytest reports every skip with its reason (``-ra``); nothing is skipped silently.
+  ``DASK_SCHEDULER`` is the address in ``SPECSCHED_DOCS_DASK_SCHEDULER`` (empty: false), of a
+  running dask scheduler whose workers see the page's folder at the same path (workers on this
+  machine, or ``TMPDIR`` on a shared file system): the multi-machine examples run against it,
+  their commands reading it as ``$SCHEDULER``.
 
 Each document runs in a fresh empty folder (its examples in order, sharing the files they write),
 with ``REPO`` naming the checkout (``$REPO/benchmarks/...``), matplotlib off-screen and bash's
@@ -84,10 +88,12 @@ def _setup(namespace: dict) -> None:
     namespace.update(
         FOLDER=folder, START=os.getcwd(), PATCHES=[],
         # pipefail: `specsched ... | tail -1` shows the command's exit status, not tail's
-        ENV={**os.environ, "REPO": str(ROOT), "MPLBACKEND": "Agg", "SHELLOPTS": "pipefail"},
+        ENV={**os.environ, "REPO": str(ROOT), "MPLBACKEND": "Agg", "SHELLOPTS": "pipefail",
+             "SCHEDULER": os.environ.get("SPECSCHED_DOCS_DASK_SCHEDULER", "")},
         # conditions for `skip: next if(...)`: true where the example can run
         TORCH=_have("torch"), DIFFUSERS=_have("diffusers"), KDIFFUSION=_have("k_diffusion"),
         DASK=_have("distributed"), GPU=_have_gpu(),
+        DASK_SCHEDULER=os.environ.get("SPECSCHED_DOCS_DASK_SCHEDULER", ""),
         LONG=os.environ.get("SPECSCHED_DOCS_LONG") == "1",
     )
     os.chdir(folder)
