@@ -27,6 +27,7 @@ Failures, each a clear error within a stated time (docs/spectra.md, docs/reliabi
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import warnings
@@ -345,8 +346,19 @@ class Executor:
                     "or were stopped)")
 
     def close(self):
-        """Close what this executor started (a local cluster, a Client it made)."""
+        """Close what this executor started (a local cluster, a Client it made).
+
+        Distributed's INFO logs are silenced meanwhile: closing an in-process cluster may log
+        a worker's comm closed under it ("Batched Comm Closed", with a CommClosedError
+        traceback) on stderr after a run that succeeded. (The logger's level, not its
+        handler's: the cluster restores the handler's level as it closes.)"""
         self._inputs.clear()
-        for obj in self._own:
-            obj.close()
+        logger = logging.getLogger("distributed")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            for obj in self._own:
+                obj.close()
+        finally:
+            logger.setLevel(level)
         self._own = []
