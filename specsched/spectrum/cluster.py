@@ -194,7 +194,7 @@ class Executor:
             self.client = dask
         elif dask is True or dask == "local":
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                   dashboard_address=None)
+                                   dashboard_address=":0")  # any free port: 8787 may be taken
             self.client = Client(cluster)
             self._own = [self.client, cluster]
             return
