@@ -111,9 +111,24 @@ def _run(args) -> int:
         say(f"{prog}: error: {one_line(text)}")
         return EXIT_INPUT
     except MemoryError as exc:
-        say(f"{prog}: error: out of memory{f' ({exc})' if str(exc) else ''}; use smaller "
-            "chunks or batches (--chunk-size, --batch-size) or a smaller input")
+        say(f"{prog}: error: out of memory{f' ({exc})' if str(exc) else ''}; "
+            f"{_memory_advice(args)}")
         return EXIT_RESOURCES
+
+
+#: The options that bound a command's memory, by argparse ``dest``: each named in the advice
+#: of an out-of-memory refusal only where the command has it.
+MEMORY_FLAGS = {"chunk_size": ("--chunk-size", "smaller chunks"),
+                "batch_size": ("--batch-size", "smaller batches")}
+
+
+def _memory_advice(args) -> str:
+    """What an out-of-memory refusal advises: the memory options this command takes."""
+    have = [flag for dest, flag in MEMORY_FLAGS.items() if hasattr(args, dest)]
+    if not have:
+        return "use a smaller input"
+    return (f"use {' or '.join(words for _, words in have)} "
+            f"({', '.join(flag for flag, _ in have)}) or a smaller input")
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 
 from specsched.errors import InputError
 
@@ -327,9 +328,36 @@ def spectrum_from_args(args):
     opts = {}
     if hasattr(args, "chunk_size"):
         opts = {"chunk_size": args.chunk_size, **source_options(args)}
-    if getattr(args, "data", None):
-        return load_spectrum(args.data, as_data=True, **opts)
-    return load_spectrum(args.spectrum or DEFAULT_DATASET, **opts)
+    src = getattr(args, "data", None) or args.spectrum or DEFAULT_DATASET
+    try:
+        return load_spectrum(src, as_data=bool(getattr(args, "data", None)), **opts)
+    except InputError as exc:
+        text = _estimator_advice(str(exc), src)
+        if text == str(exc):
+            raise
+        raise InputError(text) from None
+
+
+def _estimator_advice(text: str, src: str) -> str:
+    """A memory refusal (:func:`specsched.spectrum.memory.check_memory`) for a command without
+    ``specsched spectrum``'s ``--method`` and ``--rank``: each way out that changes the
+    estimator becomes the ``specsched spectrum`` run that takes it, whose file the command
+    then reads as ``--spectrum``; the estimate refused is named without the flag
+    (``the full estimate needs ...``). Other messages are returned as they are."""
+    from specsched.spectrum.memory import ESTIMATOR_WAYS
+
+    head, sep, ways = text.partition("; use ")
+    found = False
+    for options, why in ESTIMATOR_WAYS.values():
+        way = f"{options} ({why})"
+        if way in ways:
+            found = True
+            ways = ways.replace(way, f"`specsched spectrum {shlex.quote(str(src))} {options} "
+                                     f"--out S.npz` ({why})")
+    if not found:
+        return text
+    head = re.sub(r"--method (\w+)", r"the \1 estimate", head)
+    return f"{head}{sep}{ways}, then pass --spectrum S.npz"
 
 
 DISCRETE_HELP = ("ddim (DDIM-eta, eta = 0), ddpm (eta = 1, posterior variance beta-tilde), "
@@ -418,6 +446,22 @@ def ksampler_options(args) -> dict:
 FM_SAMPLER_NAMES = {"ddim": "fm-euler", "euler": "fm-euler", "heun": "fm-heun"}
 
 
+def fm_samplers() -> list[str]:
+    """The flow-matching samplers (``fm-euler``, ``fm-heun``), from the sampler registry."""
+    from specsched.theory.samplers import sampler_names, sampler_param
+
+    return [name for name in sampler_names() if sampler_param(name) == "fm"]
+
+
+def fm_sampler_choices() -> str:
+    """What ``--sampler`` takes with ``--param fm``: each flow-matching sampler and the names
+    that stand for it (:data:`FM_SAMPLER_NAMES`), e.g. ``"fm-euler (or ddim, euler) or ..."``."""
+    def choice(name):
+        aliases = [alias for alias, target in FM_SAMPLER_NAMES.items() if target == name]
+        return f"{name} (or {', '.join(aliases)})" if aliases else name
+    return " or ".join(choice(name) for name in fm_samplers())
+
+
 def resolve_sampler(sampler, param):
     """Combine --sampler and --param: ``ddim --param ve`` is ``ddim-ve``; with ``--param fm``,
     ``ddim`` and ``euler`` are ``fm-euler`` and ``heun`` is ``fm-heun`` (docs/theory.md
@@ -432,8 +476,7 @@ def resolve_sampler(sampler, param):
     if param is not None and own != param:
         if param == "fm":
             raise InputError(f"--param: sampler {sampler!r} is {own.upper()}, not a "
-                             "flow-matching sampler; with --param fm use fm-euler (or ddim, "
-                             "euler) or fm-heun (or heun)")
+                             f"flow-matching sampler; with --param fm use {fm_sampler_choices()}")
         raise InputError(f"--param: sampler {sampler!r} is {own.upper()}, not {param}")
     return sampler
 
@@ -483,7 +526,7 @@ def check_fm_args(args, sampler) -> None:
     from specsched.theory.samplers import sampler_param
 
     if sampler_param(sampler) != "fm":
-        refuse_fm_args(args, f"flow matching (--param fm, fm-euler, fm-heun), not to the "
+        refuse_fm_args(args, f"flow matching (--param fm, {', '.join(fm_samplers())}), not to the "
                              f"sampler {sampler!r}")
 
 

@@ -20,6 +20,7 @@ from specsched.cli.common import (
     check_noise_samplers,
     eta_text,
     fm_kwargs_from_args,
+    fm_samplers,
     ksampler_options,
     noise_from_args,
     positive_int,
@@ -37,6 +38,7 @@ def add_parser(sub):
     from specsched.schedules.flow import FM_BASELINES
     from specsched.theory.samplers import sampler_names
     from specsched.theory.sde import BETA_MAX, BETA_MIN, SDE_SOLVERS, renamed_solver_message
+    from specsched.theory.wiener import PARAMS
 
     discrete = sampler_names()
     p = sub.add_parser("evaluate", help="W2 and KL of a schedule on a spectrum",
@@ -71,7 +73,7 @@ def add_parser(sub):
                                                         "diffusers-ddpm-large"], default=None,
                      retired=renamed_solver_message)
     add_ksampler_option_args(p)
-    p.add_argument("--param", choices=["vp", "ve", "fm"], default=None,
+    p.add_argument("--param", choices=list(PARAMS), default=None,
                    help="vp, ve or fm: with ve, ddim and ddpm mean ddim-ve and ddpm-ve; with fm, "
                    "ddim and euler mean fm-euler and heun fm-heun (flow matching); a schedule "
                    "file made for one parametrisation is refused under another")
@@ -154,6 +156,7 @@ def _read_file(args, want_ve: bool):
 def _file_sampler(lv, sampler, eta, param):
     """The sampler and eta a schedule file names, when --sampler does not; errors name it."""
     from specsched.theory import resolve_eta
+    from specsched.theory.samplers import sampler_names
 
     sched = lv.schedule
     if sched is not None and sched.sampler is not None and sampler is not None \
@@ -163,12 +166,16 @@ def _file_sampler(lv, sampler, eta, param):
                       stacklevel=2)
     if sampler is not None or sched is None or sched.sampler is None:
         return sampler, eta
+    if sched.sampler not in sampler_names():  # as sample: the file's name, then the choices
+        raise InputError(f"{lv.source}: sampler {sched.sampler!r} (from the file): expected one "
+                         f"of {', '.join(sampler_names())}; pass --sampler to choose one")
     try:
         sampler = resolve_sampler(sched.sampler, param)
         return sampler, resolve_eta(sampler, sched.eta if eta is None else eta)
     except InputError as exc:
-        raise InputError(f"{lv.source}: sampler {sched.sampler!r}, eta {sched.eta!r} (from the "
-                         f"file): {exc}; pass --sampler to choose another") from None
+        given = "" if sched.eta is None else f", eta {sched.eta:g}"
+        raise InputError(f"{lv.source}: sampler {sched.sampler!r}{given} (from the file): "
+                         f"{exc}; pass --sampler to choose another") from None
 
 
 def _check_file_param(lv, sampler, param) -> None:
@@ -183,7 +190,7 @@ def _check_file_param(lv, sampler, param) -> None:
         return
     own = sched.param
     if (own == "fm") != (param == "fm"):
-        hint = ("--param fm (fm-euler, fm-heun)" if own == "fm"
+        hint = (f"--param fm ({', '.join(fm_samplers())})" if own == "fm"
                 else f"--param {own} and a {own.upper()} sampler")
         raise InputError(f"{lv.source}: param: the schedule was made for {own!r} "
                          f"(sampler {sched.sampler!r}), not for --param {param} (sampler "
@@ -254,17 +261,25 @@ def _evaluate_diffusers_ddpm(args, spectrum, noise):
 
 def _sigma_range(args):
     """``--sigma-range`` of a baseline ``--schedule`` (None: EDM's default)."""
-    return resolve_sigma_range(args, baseline=args.schedule or "no --schedule")
+    if args.schedule is None and args.sigma_range is not None:
+        from specsched.schedules import SIGMA_BASELINES
+
+        raise InputError(f"--sigma-range: applies to --schedule {', '.join(SIGMA_BASELINES)}; "
+                         "no --schedule was given")
+    return resolve_sigma_range(args, baseline=args.schedule)
 
 
 def _evaluate_discrete(args, sampler, eta, spectrum, noise):
     from specsched.schedules import BASELINES, TRAINING_FAMILIES, baseline_alphas_cumprod
     from specsched.schedules.flow import FM_BASELINES, fm_baseline_alphas_cumprod
     from specsched.theory import evaluate_schedule, resolve_eta
+    from specsched.theory.ksolvers import KSAMPLERS
     from specsched.theory.samplers import sampler_param
 
-    if args.schedule is None:
-        raise InputError(f"--schedule: required with the discrete sampler {sampler or 'ddim'!r}")
+    if args.schedule is None:  # name the sampler that would run, as --param makes it
+        would_run = resolve_sampler(sampler or "ddim", args.param)
+        kind = "the sampler" if would_run in KSAMPLERS else "the discrete sampler"
+        raise InputError(f"--schedule: required with {kind} {would_run!r}")
     extra = {}
     if args.schedule in FM_BASELINES:
         if args.levels is not None:

@@ -85,9 +85,7 @@ def _schedule(args):
     if args.steps is None:
         raise InputError(f"--steps: required with --baseline {args.baseline}")
     if fm:
-        if args.sigma_range is not None:
-            raise InputError(f"--sigma-range: applies to karras, exponential and kl_optimal, "
-                             f"not to {args.baseline!r}")
+        resolve_sigma_range(args, args.baseline)  # refuses --sigma-range, naming the baselines
         ab = fm_baseline_alphas_cumprod(args.baseline, args.steps, **fm_kwargs_from_args(args))
         return Schedule(ab, name=args.baseline, sampler="fm-euler", param="fm")
     spaced = args.baseline in TRAINING_FAMILIES

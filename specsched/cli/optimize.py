@@ -41,6 +41,7 @@ def add_parser(sub):
     from specsched.schedules import SPACINGS
     from specsched.theory import LOSSES
     from specsched.theory.samplers import sampler_names
+    from specsched.theory.wiener import PARAMS
 
     discrete = sampler_names()
     p = sub.add_parser("optimize", help="optimise schedules for a dataset's spectrum",
@@ -56,7 +57,7 @@ def add_parser(sub):
                         "step), the others S")
     add_sampler_args(p, discrete)
     add_ksampler_option_args(p)
-    p.add_argument("--param", choices=["vp", "ve", "fm"], default=None,
+    p.add_argument("--param", choices=list(PARAMS), default=None,
                    help="vp, ve or fm: with ve, ddim and ddpm mean ddim-ve and ddpm-ve; with fm "
                    "(flow matching, x_t = (1 - t) x_0 + t eps), ddim and euler mean fm-euler, "
                    "heun fm-heun, the last level is pure noise (t_S = 1), the baselines are "

@@ -287,8 +287,8 @@ def _eps_sampler(sampler: str, checkpoint) -> str:
         raise InputError(f"--sampler: {sampler!r} is one of k-diffusion's samplers, which need "
                          f"a noise-level-conditioned network, and {checkpoint} is an eps "
                          "checkpoint (noise prediction on a training grid); it takes "
-                         f"{', '.join(SAMPLER_NAMES)} (train with --preconditioning edm for "
-                         "the others)")
+                         f"{', '.join(SAMPLER_NAMES)} (train one with `specsched train-unet "
+                         "--preconditioning edm` for the others)")
     return sampler
 
 
@@ -298,8 +298,24 @@ def _check_edm_levels(den: EDMDenoiser, ab, schedule: str) -> None:
     try:
         den.check_sigmas(kdiffusion_sigmas(ab), name)
     except InputError as exc:
-        raise InputError(f"{exc}; the karras, exponential and kl_optimal baselines run within "
-                         "it", param=name) from None
+        raise InputError(f"{exc}; the {', '.join(SIGMA_BASELINES)} baselines run within it",
+                         param=name) from None
+
+
+def _check_schedule_noise(den: UNetDenoiser, schedule: Schedule, args) -> None:
+    """Refuse a schedule file made for another forward noise than the checkpoint's, naming
+    the commands that make a matching pair (sample-unet has no ``--noise-spectrum``: the
+    checkpoint fixes the noise)."""
+    try:
+        den.check_schedule(schedule, args.schedule)
+    except InputError:
+        ours, theirs = den.noise_label, schedule.noise_spectrum
+        raise InputError(
+            f"{args.schedule}: noise_spectrum: the schedule was made for the forward noise "
+            f"{theirs!r}, not {ours!r}, the noise {args.checkpoint} was trained with; use a "
+            f"schedule made for it (`specsched optimize --noise-spectrum {ours}`) or a "
+            f"checkpoint trained with {theirs!r} (`specsched train-unet --noise-spectrum "
+            f"{theirs}`)") from None
 
 
 def run_sample(args) -> int:
@@ -328,7 +344,7 @@ def run_sample(args) -> int:
         den = UNetDenoiser.from_checkpoint(args.checkpoint, ema=not args.raw,
                                            batch_size=args.batch_size, clip_denoised=args.clip)
         if args.schedule not in BASELINES:  # a file made for another forward noise: refused
-            den.check_schedule(Schedule.load(args.schedule), args.schedule)
+            _check_schedule_noise(den, Schedule.load(args.schedule), args)
         if den.colour is None:
             x = sample(den, ab, args.n, den.sample_shape, sampler=sampler, eta=args.eta,
                        rng=rng, batch_size=args.batch_size)

@@ -176,7 +176,8 @@ def _not_samples_advice(path: Path, headers: dict) -> str:
     return (
         f"{head}, and it is not a specsched spectrum file ({what}). For eigenvalues computed "
         "by another tool, save them alone as a 1-D .npy and pass that as the spectrum "
-        f"(--spectrum eig.npy), e.g. np.save('eig.npy', np.load('{path.name}')['{key}']); "
+        "(as `specsched optimize --spectrum eig.npy`), e.g. "
+        f"np.save('eig.npy', np.load('{path.name}')['{key}']); "
         "singular values s of the centred data matrix give eigenvalues s**2 / (N - 1). A "
         "spectrum .npz is what `specsched spectrum` or Spectrum.save writes (keys format, "
         "version, eigenvalues, mean, ...); samples are read from a .npz holding one array or "

@@ -587,7 +587,7 @@ def open_source(src: str | os.PathLike, *, grayscale: bool = False, crop: int | 
         if src in BUILTIN_DATASETS:
             raise InputError(
                 f"{src}: this built-in dataset ships as covariance eigenvalues only, without "
-                f"samples; use it as a spectrum (--spectrum {src})"
+                f"samples; use it as a spectrum (as `specsched optimize --spectrum {src}`)"
             )
     path = Path(src)
     name = str(src)

@@ -162,6 +162,16 @@ def plan_memory(method: str, d: int, chunk_size: int, itemsize: int = 8, *,
                      f"{method!r}")
 
 
+#: The ways out of :func:`check_memory` that change the estimator, ``(options, why)``: options
+#: of ``specsched spectrum`` only (``--method full|pca|fourier``, ``--rank``); the commands that
+#: estimate a spectrum by the way point to it instead (:mod:`specsched.cli.common`).
+ESTIMATOR_WAYS = {
+    "pca": ("--method pca --rank K",
+            "the top K eigenpairs exactly, memory about 32 d (K + 10) bytes"),
+    "fourier": ("--method fourier", "the shift-invariant model, memory O(d)"),
+}
+
+
 def check_memory(plan: MemoryPlan, name: str, *, images: bool = False,
                  available: int | None = None) -> None:
     """Refuse a plan that does not fit, with the numbers and the ways out.
@@ -207,10 +217,9 @@ def check_memory(plan: MemoryPlan, name: str, *, images: bool = False,
             ways.append("--size HxW to make the images smaller (d = H x W x channels; "
                         "--grayscale keeps one channel)")
         if plan.method in ("full", "pca-dense"):
-            ways.append("--method pca --rank K (the top K eigenpairs exactly, memory about "
-                        "32 d (K + 10) bytes)")
+            ways.append("{} ({})".format(*ESTIMATOR_WAYS["pca"]))
         if plan.method != "fourier":
-            ways.append("--method fourier (the shift-invariant model, memory O(d))")
+            ways.append("{} ({})".format(*ESTIMATOR_WAYS["fourier"]))
         way = "use " + ", or ".join(ways) if ways else ""
     else:  # the state fits: the chunk is the problem
         what = (f"one chunk of {plan.chunk_size:,} samples takes {format_bytes(plan.chunk)} "

@@ -155,8 +155,9 @@ def _load_spectrum(src, as_data, method, rank, chunk_size, device, dask, source_
             if as_data:
                 raise InputError(
                     f"{path}: a 1-D array of {header.shape[0]} values is not a data set of "
-                    "samples of shape (N, ...); if these are covariance eigenvalues, pass the "
-                    "file as a spectrum (--spectrum) instead of data (--data)"
+                    "samples of shape (N, ...); if these are covariance eigenvalues, the file is "
+                    "a spectrum already: pass it where a spectrum is read (as `specsched "
+                    f"optimize --spectrum {path}`), not as data"
                 )
             return Spectrum.from_eigenvalues(read_array(path), source=str(src))
         if len(header.shape) >= 2 and header.shape[0] == 1:

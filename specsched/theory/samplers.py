@@ -229,7 +229,7 @@ def sampler_param(name: str) -> str:
         return PRODUCT_SAMPLERS[name].param
     if name in SAMPLERS:
         return SAMPLERS[name].param
-    raise InputError(f"sampler: expected one of {sampler_names()}, got {name!r}")
+    raise InputError(f"sampler: expected one of {', '.join(sampler_names())}, got {name!r}")
 
 
 def check_sampler_options(sampler: str, eta=None, options: dict | None = None) -> dict:
@@ -322,8 +322,9 @@ def get_sampler(name: str) -> Sampler:
             raise InputError(f"sampler: {name!r} is k-diffusion's (VE, on sigmas): its closed "
                              "form is specsched.theory.kclosed, its array sampler "
                              "specsched.sampling.ksamplers.sample_k; this takes one of "
-                             f"{list(SAMPLERS)}") from None
-        raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {name!r}") from None
+                             f"{', '.join(SAMPLERS)}") from None
+        raise InputError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {name!r}") \
+            from None
 
 
 def resolve_eta(sampler: str, eta: float | None = None) -> float | None:
