@@ -312,22 +312,26 @@ def read_levels(path: str | os.PathLike, levels: str | None = None,
     Raises
     ------
     InputError
-        ``"PATH: FIELD: ..."``: missing or malformed file, an unknown ``format``, a kind the
-        file does not hold, timesteps that were not written, values in the wrong order (the
-        message says the order found and the kind it looks like).
+        ``"PATH: FIELD: ..."``: missing or malformed file, a folder holding both diffusers
+        exports, an unknown ``format``, a kind the file does not hold, timesteps that were not
+        written, values in the wrong order (the message says the order found and the kind it
+        looks like).
     """
     path = Path(path)
     if levels is not None and levels not in LEVELS:
         raise InputError(f"levels: expected one of {', '.join(LEVELS)}, got {levels!r}")
     if path.is_dir():
-        if (path / DIFFUSERS_FILE).is_file():
-            path = path / DIFFUSERS_FILE
-        elif (path / DIFFUSERS_FLOW_FILE).is_file():
-            path = path / DIFFUSERS_FLOW_FILE
-        else:
+        found = [path / name for name in (DIFFUSERS_FILE, DIFFUSERS_FLOW_FILE)
+                 if (path / name).is_file()]
+        if not found:
             raise InputError(f"{path}: a folder without {DIFFUSERS_FILE} or "
                              f"{DIFFUSERS_FLOW_FILE} (export --to diffusers or --to "
                              "diffusers-flow writes one)")
+        if len(found) == 2:
+            # two exports of possibly different schedules: reading either would be a guess
+            raise InputError(f"{path}: a folder with both {DIFFUSERS_FILE} and "
+                             f"{DIFFUSERS_FLOW_FILE}; name the file to read")
+        path = found[0]
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _read_npy(path, levels)
