@@ -785,7 +785,7 @@ def test_pathological_json_on_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize("fields, needle", [
     ({"sampler": "ddpm", "eta": 0.5}, "s.json: sampler 'ddpm', eta 0.5 (from the file): eta:"),
     ({"sampler": "ddpm-large", "eta": 0.3}, "sampler 'ddpm-large', eta 0.3 (from the file)"),
-    ({"sampler": "nope"}, "s.json: sampler 'nope', eta None (from the file): sampler: expected"),
+    ({"sampler": "nope"}, "s.json: sampler 'nope' (from the file): expected one of ddim, ddpm"),
 ])
 def test_evaluate_blames_the_file_for_its_sampler_fields(tmp_path, capsys, fields, needle):
     """A file's sampler and eta, used when --sampler is not given, are named as the file's."""

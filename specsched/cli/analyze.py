@@ -11,6 +11,7 @@ from specsched.cli.common import (
     add_noise_spectrum_arg,
     add_source_args,
     check_steps_fit_training_grid,
+    n_samples_text,
     positive_float,
     positive_int,
     source_options,
@@ -53,7 +54,7 @@ def run(args) -> int:
     s = analyze(args.src, args.out, steps=args.steps, schedule=args.schedule, tau=args.tau,
                 n_bands=args.bands, chunk_size=args.chunk_size, force=args.force,
                 source_options=source_options(args), noise=args.noise_spectrum)
-    line = f"{s['source']}: d = {s['dimension']}, n_samples = {s['n_samples']}"
+    line = f"{s['source']}: d = {s['dimension']}{n_samples_text(s['n_samples'])}"
     if "power_law" in s:
         line += f", power-law exponent {s['power_law']['exponent']:.3f}"
     if "noise_spectrum" in s:

@@ -539,6 +539,11 @@ def steps_from_nfe(sampler: str, nfe) -> list[int]:
     return sorted({steps_for_nfe(sampler, n) for n in nfe})
 
 
+def n_samples_text(n_samples):
+    """``, n_samples = N`` for a log line; empty for a spectrum given as eigenvalues alone."""
+    return "" if n_samples is None else f", n_samples = {n_samples}"
+
+
 def eta_text(eta):
     """`` (eta = E)`` for a log line after the sampler's name; empty when the sampler has none."""
     return "" if eta is None else f" (eta = {eta:g})"

@@ -22,6 +22,7 @@ from specsched.cli.common import (
     eta_text,
     fm_kwargs_from_args,
     ksampler_options,
+    n_samples_text,
     noise_from_args,
     positive_int,
     resolve_sampler,
@@ -128,8 +129,8 @@ def run(args) -> int:
     check_noise_samplers(noise, [sampler])
     fm_kwargs = fm_kwargs_from_args(args, spectrum) if fm else None
     forward = "" if noise.is_white else f", forward noise {noise.label}"
-    print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}, "
-          f"n_samples = {spectrum.n_samples}; sampler {sampler}{eta_text(eta)}, "
+    print(f"spectrum: {spectrum.source} ({spectrum.method}), d = {spectrum.dimension}"
+          f"{n_samples_text(spectrum.n_samples)}; sampler {sampler}{eta_text(eta)}, "
           f"loss {args.loss}, method {args.method}{forward}")
     loss_col = args.loss.replace("-", "_")
     rows, panels, failed = [], [], []
