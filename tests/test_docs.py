@@ -79,3 +79,45 @@ def test_no_file_cites_a_document_outside_the_repository(folder):
             if FOREIGN.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i + 1}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+#: Pages whose examples run in the test suite (conftest.py); docs/cli.md is generated from --help.
+EXAMPLE_PAGES = [ROOT / "README.md"] + sorted(
+    p for p in (ROOT / "docs").glob("*.md") if p.name != "cli.md")
+#: The first word of a shell example.
+COMMAND = re.compile(r"^(\$ |specsched |python3? |pip |dask |bash |ruff )")
+
+
+def shell_lines_outside_console_blocks(text: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` of every indented or fenced non-console code line that reads
+    as a shell command: an example the test suite would not run."""
+    found, fence = [], None
+    for i, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            fence = None if fence is not None else stripped[3:].strip()
+            continue
+        if fence in ("console", "python"):
+            continue
+        code = line[4:] if fence is None and line.startswith("    ") else (
+            line if fence is not None else None)
+        if code is not None and COMMAND.match(code.lstrip()):
+            found.append((i, line))
+    return found
+
+
+def test_shell_line_finder():
+    text = ("para\n\n    specsched optimize\n\n```console\n$ specsched x\n```\n"
+            "```text\npython y.py\n```\n- a list item\n    continued\n")
+    assert [n for n, _ in shell_lines_outside_console_blocks(text)] == [3, 9]
+
+
+@pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda p: p.name)
+def test_every_shell_example_is_a_console_block(page):
+    """A shell example outside a ``console`` block would never run: write it as one
+    (docs/contributing.md). The README's first two lines, the fresh-machine commands, are run
+    by CI itself (.ci/run: the core install, then the test command)."""
+    lines = shell_lines_outside_console_blocks(page.read_text(encoding="utf-8"))
+    if page.name == "README.md":
+        lines = [(n, line) for n, line in lines if n > 4]
+    assert not lines, "\n".join(f"{page.name}:{n}: {line}" for n, line in lines)
