@@ -374,3 +374,21 @@ def test_k_diffusion_loader_says_how_to_install(monkeypatch):
     with pytest.raises(InputError, match=r"k-diffusion is not installed: pip install --no-deps "
                        r"k-diffusion==0\.1\.1\.post1 torchsde"):
         kdiffusion.load_k_diffusion_sampling()
+
+
+def test_a_folder_with_both_diffusers_exports_is_refused(tmp_path):
+    """A folder holding a VP and a flow export of different schedules: reading either would be
+    a guess (evaluate --sampler fm-euler once read the VP file and reported its W2)."""
+    f = tmp_path / "s.json"
+    Schedule(AB).save(f)
+    fm = tmp_path / "fm.json"
+    Schedule([0.9, 0.5, 0.1, 0.0], param="fm").save(fm)
+    out = tmp_path / "exported"
+    assert main(["export", str(f), "--to", "diffusers", "--out", str(out)]) == 0
+    vp = read_levels(out)
+    assert main(["export", str(fm), "--to", "diffusers-flow", "--out", str(out)]) == 0
+    with pytest.raises(InputError, match="both diffusers_schedule.json and "
+                                         "diffusers_flow_schedule.json; name the file"):
+        read_levels(out)
+    np.testing.assert_array_equal(read_levels(out / "diffusers_schedule.json").alphas_cumprod,
+                                  vp.alphas_cumprod)
