@@ -166,6 +166,7 @@ def test_more_steps_than_the_training_grid(tmp_path, capsys, command):
             "optimize" else ["evaluate", "--spectrum", "cifar10", "--schedule", "linear"])
     code, _, err = run([*argv, "--steps", "1001"], capsys)
     refused(code, err, "--steps", "T = 1000")
+    assert f"specsched {command}: error: --steps: 1001 sampling steps" in err  # the flag alone
 
 
 #: Library parameter names that a command-line message must not show (the user typed flags).

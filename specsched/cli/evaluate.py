@@ -18,6 +18,7 @@ from specsched.cli.common import (
     add_source_args,
     check_fm_args,
     check_noise_samplers,
+    check_steps_fit_training_grid,
     eta_text,
     fm_kwargs_from_args,
     fm_samplers,
@@ -296,6 +297,7 @@ def _evaluate_discrete(args, sampler, eta, spectrum, noise):
             raise InputError("--levels: applies to export files, not to a baseline name")
         if args.steps is None:
             raise InputError(f"--steps: required with the baseline schedule {args.schedule!r}")
+        check_steps_fit_training_grid([args.steps])  # the flag's name, as optimize says it
         ab = baseline_alphas_cumprod(args.schedule, args.steps, spacing=args.spacing,
                                      sigma_range=_sigma_range(args))
         label = args.schedule
